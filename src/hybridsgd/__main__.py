@@ -1,0 +1,5 @@
+import sys
+
+from hybridsgd.cli import main
+
+sys.exit(main())

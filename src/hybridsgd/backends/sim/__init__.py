@@ -1,0 +1,44 @@
+"""The virtual-time simulator: schedule first (fast), numerics after (batched).
+
+>>> from hybridsgd.policies import backup
+>>> from hybridsgd.timing import Cluster, parse_model
+>>> cluster = Cluster(parse_model("exp:mu=1"), 8, seed=0)
+>>> s = simulate_schedule(backup(8, 2), cluster, max_updates=100)
+>>> s.n_updates, s.counts()["applied"], s.counts()["cancelled"]
+(100, 600, 200)
+"""
+
+from __future__ import annotations
+
+from hybridsgd.backends.sim.events import run_events
+from hybridsgd.backends.sim.fast import run_renewal, run_rounds
+from hybridsgd.backends.sim.replay import Evals, replay
+from hybridsgd.backends.sim.schedule import FATES, Schedule
+from hybridsgd.policies.base import Policy
+from hybridsgd.timing.cluster import Cluster
+
+
+def simulate_schedule(
+    policy: Policy,
+    cluster: Cluster,
+    max_updates: int | None = None,
+    max_time: float | None = None,
+    fast: bool = True,
+) -> Schedule:
+    """Who computes on which version, when, and each gradient's fate, without any numerics.
+
+    Uses a vectorised path when the policy's shape allows it and the cluster has no
+    time-dependent slowdowns (``fast=False`` forces the event loop; both give the same
+    schedule). The policy must be fresh: it is driven from version 0.
+    """
+    if max_updates is None and max_time is None:
+        raise ValueError("give max_updates or max_time")
+    shape = policy.fast_path() if fast and not cluster.time_dependent else None
+    if shape is not None and shape[0] == "rounds":
+        return run_rounds(shape[1], cluster, policy.workers, max_updates, max_time)
+    if shape is not None and shape[0] == "renewal":
+        return run_renewal(cluster, policy.workers, max_updates, max_time)
+    return run_events(policy, cluster, max_updates, max_time)
+
+
+__all__ = ["FATES", "Evals", "Schedule", "replay", "run_events", "simulate_schedule"]

@@ -1,0 +1,163 @@
+"""Schedules in bulk, for the policy shapes that allow it (see ``Policy.fast_path``).
+
+* ``rounds`` (sync, backup with cancellation, k-sync): every worker starts each round at
+  the round's start; the k-th arrival ends the round; the rest are cancelled. One
+  vectorised sort per chunk of rounds.
+* ``renewal`` (async): no worker ever waits, so each worker's arrivals are the running sum
+  of its own delays; merging the W streams in time order gives the update order, and a
+  gradient's read version is one past its worker's previous update.
+
+Both consume each worker's delay stream exactly as the event loop does and break ties by
+worker index as it does, so the schedules are identical (tested).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hybridsgd.backends.sim.schedule import APPLIED, CANCELLED, PENDING, Schedule
+from hybridsgd.timing.cluster import Cluster
+
+_CHUNK_CELLS = 1 << 20  # rounds x workers per chunk
+
+
+def run_rounds(
+    k: int, cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
+) -> Schedule:
+    W = workers
+    max_updates = max_updates if max_updates is not None else math.inf
+    max_time = max_time if max_time is not None else math.inf
+    chunk = max(1, _CHUNK_CELLS // W)
+    parts: list[dict[str, np.ndarray]] = []
+    times: list[np.ndarray] = []
+    t0, done, gid0 = 0.0, 0, 0
+    wgrid = None
+    while done < max_updates:
+        R = int(min(chunk, max_updates - done)) if max_updates < math.inf else chunk
+        D = np.stack([cluster.delays(w, R) for w in range(W)], axis=1)  # [R, W]
+        kth = np.partition(D, k - 1, axis=1)[:, k - 1]
+        # round starts: T[r+1] = T[r] + kth[r], accumulated left to right like the event loop
+        T = np.add.accumulate(np.concatenate([[t0], kth]))
+        arrive = T[:-1, None] + D
+        if wgrid is None or wgrid.shape[0] != R:
+            wgrid = np.broadcast_to(np.arange(W), (R, W))
+        order = np.lexsort((wgrid, arrive), axis=-1)  # per round: by time, then worker
+        over = np.flatnonzero(T[1:] > max_time)
+        last = R if len(over) == 0 else int(over[0])  # rounds that complete in time
+        if last > 0:
+            parts.append(_round_rows(order[:last], arrive[:last], T[: last + 1], k, done, gid0))
+            gid0 += last * W
+            times.append(T[1 : last + 1])
+        if last < R:  # the round cut by max_time: arrivals so far stay pending
+            r = last
+            row_order = order[r]
+            t_arr = arrive[r, row_order]
+            n = int(np.searchsorted(t_arr, max_time, side="right"))
+            ws = row_order[:n]
+            parts.append(
+                {
+                    "worker": ws.astype(np.int64),
+                    "minibatch": np.full(n, done + r, dtype=np.int64),
+                    "read_version": np.full(n, done + r, dtype=np.int64),
+                    "start": np.full(n, T[r]),
+                    "end": t_arr[:n],
+                    "fate": np.full(n, PENDING, dtype=np.int8),
+                    "update": np.full(n, -1, dtype=np.int64),
+                    "staleness": np.zeros(n, dtype=np.int64),
+                }
+            )
+            done += last
+            break
+        done += R
+        t0 = float(T[-1])
+    return _assemble(parts, times, W, "rounds")
+
+
+def _round_rows(order, arrive, T, k, first_round, gid0) -> dict[str, np.ndarray]:
+    """Rows for complete rounds: k applied (arrival order), then W-k cancelled (worker order)."""
+    R, W = order.shape
+    applied_w = order[:, :k]
+    cancelled_w = np.sort(order[:, k:], axis=1)
+    ws = np.concatenate([applied_w, cancelled_w], axis=1)  # [R, W] in gid order
+    rounds = np.arange(first_round, first_round + R, dtype=np.int64)
+    end_applied = np.take_along_axis(arrive, applied_w, axis=1)
+    end = np.concatenate([end_applied, np.repeat(T[1:, None], W - k, axis=1)], axis=1)
+    fate = np.concatenate(
+        [np.full((R, k), APPLIED, dtype=np.int8), np.full((R, W - k), CANCELLED, dtype=np.int8)],
+        axis=1,
+    )
+    stale = np.concatenate([np.zeros((R, k), np.int64), np.ones((R, W - k), np.int64)], axis=1)
+    upd = np.concatenate(
+        [np.repeat(rounds[:, None], k, axis=1), np.full((R, W - k), -1, np.int64)], axis=1
+    )
+    return {
+        "worker": ws.ravel().astype(np.int64),
+        "minibatch": np.repeat(rounds, W),
+        "read_version": np.repeat(rounds, W),
+        "start": np.repeat(T[:-1], W),
+        "end": end.ravel(),
+        "fate": fate.ravel(),
+        "update": upd.ravel(),
+        "staleness": stale.ravel(),
+    }
+
+
+def run_renewal(
+    cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
+) -> Schedule:
+    W = workers
+    per = 64 if max_updates is None else max(8, int(1.2 * max_updates / W) + 8)
+    D = np.stack([cluster.delays(w, per) for w in range(W)])  # [W, n]
+    while True:
+        F = np.add.accumulate(D, axis=1)  # arrival times, per worker
+        flat_t = F.ravel()
+        flat_w = np.repeat(np.arange(W), F.shape[1])
+        order = np.lexsort((flat_w, flat_t))
+        if max_updates is not None:
+            n = min(max_updates, len(order))
+            cutoff = flat_t[order[n - 1]]
+            if max_time is not None and cutoff > max_time:
+                n = int(np.searchsorted(flat_t[order], max_time, side="right"))
+                cutoff = max_time
+        else:
+            n = int(np.searchsorted(flat_t[order], max_time, side="right"))
+            cutoff = max_time
+        # every arrival up to the cutoff must be drawn: each worker's last one lies beyond it
+        if F[:, -1].min() > cutoff:
+            break
+        more = max(D.shape[1], 8)
+        D = np.concatenate([D, np.stack([cluster.delays(w, more) for w in range(W)])], axis=1)
+    n_per = F.shape[1]
+    sel = order[:n]
+    rank = np.full(W * n_per, -1, dtype=np.int64)
+    rank[sel] = np.arange(n)
+    w = sel // n_per
+    k = sel % n_per
+    prev_rank = np.where(k > 0, rank[sel - 1], -1)  # the worker's previous arrival
+    read = prev_rank + 1
+    start = np.where(k > 0, flat_t[np.maximum(sel - 1, 0)], 0.0)
+    idx = np.arange(n, dtype=np.int64)
+    part = {
+        "worker": w.astype(np.int64),
+        "minibatch": k.astype(np.int64),
+        "read_version": read,
+        "start": start,
+        "end": flat_t[sel],
+        "fate": np.full(n, APPLIED, dtype=np.int8),
+        "update": idx,
+        "staleness": idx - read,
+    }
+    return _assemble([part], [flat_t[sel]], W, "renewal")
+
+
+def _assemble(parts, times, workers, path) -> Schedule:
+    cols = ("worker", "minibatch", "read_version", "start", "end", "fate", "update", "staleness")
+    if parts:
+        data = {c: np.concatenate([p[c] for p in parts]) for c in cols}
+    else:
+        empty = {"fate": np.int8, "start": np.float64, "end": np.float64}
+        data = {c: np.empty(0, dtype=empty.get(c, np.int64)) for c in cols}
+    ut = np.concatenate(times) if times else np.empty(0)
+    return Schedule(**data, update_time=ut, workers=workers, path=path)

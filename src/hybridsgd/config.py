@@ -1,0 +1,296 @@
+"""A run, fully described: one validated config, from a TOML file or from Python.
+
+>>> cfg = Config.from_dict({"policy": {"name": "backup", "workers": 8, "backups": 2}})
+>>> cfg.policy.name, cfg.policy.workers - cfg.policy.backups
+('backup', 6)
+
+Every bad value raises :class:`~hybridsgd.errors.ConfigError` naming the field and what is
+allowed; the CLI turns it into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridsgd.errors import ConfigError
+
+
+@dataclass
+class TaskConfig:
+    """What is trained: a built-in task by name, its data split and its minibatch size."""
+
+    name: str = "mlp-digits"  # quadratic | logistic | mlp-digits | mlp-mnist
+    batch_size: int = 32  # per worker, per gradient
+    hidden: list[int] = field(default_factory=list)  # MLP hidden widths; [] = task default
+    split: str = "iid"  # iid | dirichlet (label skew)
+    alpha: float = 0.5  # Dirichlet concentration for split = "dirichlet"; small = skewed
+    dim: int = 50  # quadratic / logistic: number of parameters (features)
+    samples: int = 4000  # quadratic / logistic: training samples generated
+    curvature_min: float = 0.01  # quadratic: smallest Hessian eigenvalue
+    curvature_max: float = 1.0  # quadratic: largest Hessian eigenvalue (spectrum is geometric)
+    noise: float = 0.1  # quadratic / logistic: label noise
+    data_seed: int = 0  # seed of the data set and the train/test split (not of the run)
+
+
+@dataclass
+class PolicyConfig:
+    """How updates are synchronised (DESIGN.md section 3)."""
+
+    name: str = "sync"  # sync | backup | async
+    workers: int = 8  # W: workers running (for backup, N + b)
+    backups: int = 0  # backup: b, so N = workers - backups gradients per update
+    late: str = "cancel"  # backup: late work is "cancel"-led or finishes and is "drop"-ped
+    aggregator: str = "mean"
+    staleness: str = "none"  # staleness rule for policies that accept stale gradients
+
+
+@dataclass
+class OptimizerConfig:
+    """The server's optimizer: any ``torch.optim`` class by name."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0  # passed only to optimizers that take it (SGD, RMSprop)
+    weight_decay: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
+
+
+@dataclass
+class TimingConfig:
+    """What makes stragglers (DESIGN.md section 4). Models are compact strings."""
+
+    compute: str = "exp:mu=1"  # time per minibatch, e.g. "shifted-exp:delta=1,mu=2"
+    comm: str = "constant:value=0"  # one message, e.g. "link:latency=0.001,bandwidth=1e9"
+    speed: list[float] | str = ""  # per-worker time multipliers: [1, 1, 3] or "1x14,3x2"
+    transient: str = ""  # random slowdowns, e.g. "rate=0.01,duration=5,factor=4"
+    slowdowns: list[dict[str, Any]] = field(default_factory=list)  # {worker,start,end,factor}
+
+
+@dataclass
+class RunConfig:
+    """How long, where, and what to record."""
+
+    backend: str = "sim"
+    updates: int | None = None  # stop after this many updates ...
+    time: float | None = None  # ... or at this (virtual or real) time; default 200 updates
+    seed: int = 0
+    eval_every: int = 25  # updates between evaluations on the test set
+    target_accuracy: float | None = None  # record the time at which it is first reached
+
+
+SECTIONS: dict[str, type] = {
+    "task": TaskConfig,
+    "policy": PolicyConfig,
+    "optimizer": OptimizerConfig,
+    "timing": TimingConfig,
+    "run": RunConfig,
+}
+BACKENDS = ("sim",)
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], overrides: list[str] = ()) -> Config:
+        """Validate a nested dict (as read from TOML) with ``section.key=value`` overrides."""
+        data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+        for item in overrides:
+            _apply_override(data, item)
+        sections = {}
+        for name, value in data.items():
+            if name not in SECTIONS:
+                raise ConfigError(name, f"unknown section; use one of: {', '.join(SECTIONS)}")
+            if not isinstance(value, dict):
+                raise ConfigError(name, "must be a table ([section] in TOML)")
+            sections[name] = _build_section(name, SECTIONS[name], value)
+        cfg = cls(**sections)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] = ()) -> Config:
+        """Read and validate a TOML config file."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config", f"no such file: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError("config", f"{p} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, *overrides: str) -> Config:
+        """A copy with ``section.key=value`` overrides applied (and validated)."""
+        return Config.from_dict(self.to_dict(), list(overrides))
+
+    # -- checks across fields ---------------------------------------------------------------
+    def validate(self) -> None:
+        from hybridsgd.core.aggregators import build_aggregator
+        from hybridsgd.core.server import _optimizer_class
+        from hybridsgd.core.staleness import build_staleness
+        from hybridsgd.policies import POLICIES
+        from hybridsgd.tasks import TASKS
+        from hybridsgd.timing import parse_model, parse_speeds, parse_transient
+
+        t, p, o, tm, r = self.task, self.policy, self.optimizer, self.timing, self.run
+        _choice("task.name", t.name, TASKS)
+        _positive("task.batch_size", t.batch_size)
+        if any(h < 1 for h in t.hidden):
+            raise ConfigError("task.hidden", f"must be a list of positive widths (got {t.hidden})")
+        _choice("task.split", t.split, ("iid", "dirichlet"))
+        _positive("task.alpha", t.alpha)
+        _positive("task.dim", t.dim)
+        _positive("task.samples", t.samples)
+        _positive("task.curvature_min", t.curvature_min)
+        if t.curvature_max < t.curvature_min:
+            raise ConfigError(
+                "task.curvature_max", f"must be >= task.curvature_min ({t.curvature_min})"
+            )
+        if t.noise < 0:
+            raise ConfigError("task.noise", "must be >= 0")
+
+        _choice("policy.name", p.name, POLICIES)
+        _positive("policy.workers", p.workers)
+        if not 0 <= p.backups < p.workers:
+            raise ConfigError(
+                "policy.backups",
+                f"must be in [0, policy.workers) so that N = workers - backups >= 1"
+                f" (got {p.backups})",
+            )
+        _choice("policy.late", p.late, ("cancel", "drop"))
+        build_aggregator(p.aggregator)
+        build_staleness(p.staleness)
+
+        _optimizer_class(o.name)
+        if not (o.lr > 0 and math.isfinite(o.lr)):
+            raise ConfigError("optimizer.lr", f"must be a positive number (got {o.lr})")
+        if o.momentum < 0 or o.momentum >= 1:
+            raise ConfigError("optimizer.momentum", f"must be in [0, 1) (got {o.momentum})")
+        if o.weight_decay < 0:
+            raise ConfigError("optimizer.weight_decay", "must be >= 0")
+
+        parse_model(tm.compute, field="timing.compute")
+        parse_model(tm.comm, field="timing.comm", allow_link=True)
+        parse_speeds(tm.speed, p.workers)
+        parse_transient(tm.transient)
+        from hybridsgd.timing.cluster import parse_slowdowns
+
+        parse_slowdowns(tm.slowdowns, p.workers)
+
+        _choice("run.backend", r.backend, BACKENDS)
+        if r.updates is not None:
+            _positive("run.updates", r.updates)
+        if r.time is not None and not (r.time > 0 and math.isfinite(r.time)):
+            raise ConfigError("run.time", f"must be a positive number of seconds (got {r.time})")
+        if r.updates is None and r.time is None:
+            r.updates = 200
+        _positive("run.eval_every", r.eval_every)
+        if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
+            raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _choice(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            name, f"unknown value {value!r}; use one of: {', '.join(sorted(allowed))}"
+        )
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(name, f"must be > 0 (got {value})")
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise ConfigError(
+            "--set", f"expected section.key=value, got {item!r} (e.g. policy.name=sync)"
+        )
+    if section not in SECTIONS:
+        raise ConfigError(section, f"unknown section in --set; use one of: {', '.join(SECTIONS)}")
+    data.setdefault(section, {})[name] = _parse_value(raw.strip())
+
+
+def _parse_value(raw: str) -> Any:
+    """TOML value syntax (``3``, ``0.5``, ``true``, ``[1, 2]``); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any]):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        name = f"{section}.{key}"
+        if key not in known:
+            raise ConfigError(name, f"unknown key; {section} takes: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(name, value, hints[key])
+    return cls(**kwargs)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if type(None) in options and (value is None or value == "none"):
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(name, value, option)
+            except ConfigError as exc:
+                errors.append(exc.message)
+        raise ConfigError(name, " or ".join(errors))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(name, f"must be true or false (got {value!r})")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ConfigError(name, f"must be a whole number (got {value!r})")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(name, f"must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, f"must be a string (got {value!r})")
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(name, f"must be a list (got {value!r})")
+        return [_coerce(f"{name}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(name, f"must be a table (got {value!r})")
+        return dict(value)
+    if hint is Any:
+        return value
+    raise TypeError(f"unsupported config type {hint} for {name}")  # a bug in this file

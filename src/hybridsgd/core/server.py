@@ -1,0 +1,97 @@
+"""The parameter server: versioned flat parameters and a torch optimizer.
+
+Parameters live in one flat float32 vector so that a version can be read, shared (shared
+memory, an object store) or snapshotted as a single tensor. The version counts the updates
+applied; it only changes in :meth:`ParameterServer.apply`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hybridsgd.errors import ConfigError
+
+
+def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    by_lower = {
+        n.lower(): getattr(torch.optim, n)
+        for n in dir(torch.optim)
+        if isinstance(getattr(torch.optim, n), type)
+        and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+        and n != "Optimizer"
+    }
+    try:
+        return by_lower[name.lower()]
+    except KeyError:
+        allowed = ", ".join(sorted(by_lower))
+        raise ConfigError(
+            "optimizer.name", f"unknown optimizer {name!r}; use a torch.optim name: {allowed}"
+        ) from None
+
+
+def build_optimizer(
+    name: str, params: list[torch.Tensor], lr: float, **options: Any
+) -> torch.optim.Optimizer:
+    """Any optimizer in ``torch.optim`` by (case-insensitive) name, e.g. ``sgd``, ``adam``.
+
+    ``options`` go to its constructor (``momentum``, ``weight_decay``, ``betas``, ...); an
+    option the optimizer does not take is reported as a config error on that field.
+    """
+    cls = _optimizer_class(name)
+    try:
+        return cls(params, lr=lr, **options)
+    except TypeError as exc:
+        raise ConfigError(
+            f"optimizer.{name}", f"{cls.__name__} rejects these options: {exc}"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError("optimizer", f"{cls.__name__}: {exc}") from None
+
+
+class ParameterServer:
+    """Holds the flat parameters at version ``version`` and applies aggregated gradients.
+
+    >>> import torch
+    >>> ps = ParameterServer(torch.zeros(3), "sgd", lr=0.5)
+    >>> ps.apply(torch.ones(3)); ps.version, ps.params.tolist()
+    (1, [-0.5, -0.5, -0.5])
+    """
+
+    def __init__(
+        self, params: torch.Tensor, optimizer: str = "sgd", lr: float = 0.1, **options: Any
+    ) -> None:
+        if params.dim() != 1:
+            raise ValueError("ParameterServer takes a flat (1-D) parameter vector")
+        self._theta = params.detach().clone().to(torch.float32).requires_grad_(True)
+        self.optimizer = build_optimizer(optimizer, [self._theta], lr, **options)
+        self.version = 0
+
+    @property
+    def params(self) -> torch.Tensor:
+        """The current parameters (a detached view: read it, do not write it)."""
+        return self._theta.detach()
+
+    @property
+    def numel(self) -> int:
+        return self._theta.numel()
+
+    def apply(self, gradient: torch.Tensor) -> int:
+        """Take one optimizer step with an aggregated gradient; returns the new version."""
+        if gradient.shape != self._theta.shape:
+            raise ValueError(
+                f"gradient has shape {tuple(gradient.shape)}, expected {tuple(self._theta.shape)}"
+            )
+        self._theta.grad = gradient.to(self._theta.dtype)
+        self.optimizer.step()
+        self._theta.grad = None
+        self.version += 1
+        return self.version
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.params.clone(),
+            "version": self.version,
+            "optimizer": self.optimizer.state_dict(),
+        }

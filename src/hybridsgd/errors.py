@@ -1,0 +1,20 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+
+from __future__ import annotations
+
+
+class HybridSGDError(Exception):
+    """Base class for every error hybridsgd raises on purpose."""
+
+
+class ConfigError(HybridSGDError, ValueError):
+    """A bad input: names the field and says what is allowed.
+
+    >>> str(ConfigError("policy.backups", "must be smaller than policy.workers (got 40)"))
+    'policy.backups: must be smaller than policy.workers (got 40)'
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")

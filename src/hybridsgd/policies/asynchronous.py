@@ -1,0 +1,25 @@
+"""``async``: every gradient is applied on arrival; a worker pulls the latest version and goes on.
+
+Nobody waits, but a gradient computed on version r and arriving at version v is applied with
+staleness v - r. With W workers of equal mean speed the mean staleness is about W - 1.
+Staleness rules (``policy.staleness``) reweight or reject stale gradients.
+"""
+
+from __future__ import annotations
+
+from hybridsgd.core.staleness import StalenessRule
+from hybridsgd.policies.quorum import QuorumPolicy
+
+
+def asynchronous(workers: int, staleness: StalenessRule | None = None) -> QuorumPolicy:
+    """Apply each gradient at once (quorum 1), keep in-flight work, accept stale gradients."""
+    return QuorumPolicy(
+        workers,
+        1,
+        counts="minibatches",
+        fresh_only=False,
+        after_push="latest",
+        in_flight="keep",
+        staleness=staleness,
+        name="async",
+    )

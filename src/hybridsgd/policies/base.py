@@ -1,0 +1,84 @@
+"""What a policy is: the barrier control of a parameter server, with no clock and no tensors.
+
+A backend drives a policy with two calls and obeys the answers:
+
+* ``request(worker)`` — the worker is idle and wants to compute. The answer is the version
+  it must read, or ``None``: it must wait, and a later :class:`Decision` lists it in
+  ``release`` when it may ask again.
+* ``push(worker, read_version, gid)`` — the worker delivered gradient ``gid`` computed on
+  ``read_version``. The :class:`Decision` says the gradient's fate, whether an update fires
+  now (and with which gradients), which in-flight work to cancel and who may start.
+
+Because decisions depend only on the order of these calls, the simulator can produce a
+whole schedule first and replay the numerics after, and every backend gets the identical
+decision for the identical sequence of events.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class Fate:
+    """What became of a gradient (the ``fate`` column of the trace)."""
+
+    APPLIED = "applied"  # aggregated into an update
+    BUFFERED = "buffered"  # held until its update fires (a transient state, never final)
+    DROPPED = "dropped"  # arrived but not used: stale, or rejected by the staleness rule
+    CANCELLED = "cancelled"  # stopped before it finished (or delivered after being cancelled)
+    PENDING = "pending"  # arrived, still buffered when the run ended
+
+
+@dataclass(slots=True)
+class Update:
+    """An update the policy fires: the new version and the gradients it aggregates."""
+
+    version: int  # version after the update (number of updates applied so far)
+    members: list[int]  # gradient ids, in arrival order
+    staleness: list[int]  # staleness of each member, measured at its arrival
+
+
+@dataclass(slots=True)
+class Decision:
+    """The answer to a push."""
+
+    fate: str  # Fate of the pushed gradient: APPLIED, BUFFERED, DROPPED or CANCELLED
+    staleness: int  # server version at arrival minus read version
+    update: Update | None = None
+    cancel: list[int] = field(default_factory=list)  # workers whose in-flight work is cancelled
+    release: list[int] = field(default_factory=list)  # waiting workers that may request again
+    reason: str = ""  # why a gradient was dropped or cancelled
+
+
+class Policy(ABC):
+    """Barrier control for ``workers`` workers. ``version`` counts the updates fired."""
+
+    name: str = "?"
+    workers: int
+    version: int
+
+    @abstractmethod
+    def request(self, worker: int) -> int | None:
+        """Version the idle ``worker`` must read now, or ``None`` if it must wait."""
+
+    @abstractmethod
+    def push(self, worker: int, read_version: int, gid: int) -> Decision:
+        """Decide the fate of gradient ``gid`` from ``worker``, computed on ``read_version``."""
+
+    def pending(self) -> list[int]:
+        """Gradient ids buffered but not yet applied."""
+        return []
+
+    def fast_path(self) -> tuple | None:
+        """A schedule shape the simulator may compute in bulk, or ``None``.
+
+        ``("rounds", k)``: lockstep rounds, every worker reads each version once and the
+        first ``k`` arrivals of a round fire its update, the rest are cancelled.
+        ``("renewal",)``: no worker ever waits and every gradient is applied on arrival.
+        The simulator checks in its tests that a fast path equals its event loop exactly.
+        """
+        return None
+
+    def describe(self) -> str:
+        return self.name

@@ -1,0 +1,148 @@
+"""The one primitive behind every named policy: a quorum with a barrier.
+
+Each row of the policy table (DESIGN.md section 3) is this class with different settings:
+
+===================  ======  ===========  ==========  =========  ==========
+recipe               quorum  counts       fresh only  after push in flight
+===================  ======  ===========  ==========  =========  ==========
+sync                 W       workers      yes         wait       cancel
+backup (N of N+b)    N       workers      yes         wait       cancel/drop
+k_sync               K       workers      yes         wait       cancel
+k_batch_sync         K       minibatches  yes         same       cancel
+k_async              K       workers      no          latest     keep
+k_batch_async        K       minibatches  no          latest     keep
+async                1       minibatches  no          latest     keep
+===================  ======  ===========  ==========  =========  ==========
+
+* *quorum* — gradients needed to fire an update.
+* *counts* — ``"workers"``: a quorum of distinct workers; ``"minibatches"``: any gradients.
+* *fresh only* — only gradients read at the current version count; older ones are dropped.
+* *after push* — ``"wait"``: the worker may not start again until the version moves past
+  the one it read; ``"same"``: it starts another minibatch on the current version at once;
+  ``"latest"``: it pulls the current version and continues.
+* *in flight* — at an update, work still computing on an older version is ``"cancel"``-led,
+  left to finish and then dropped (``"drop"``, needs fresh only), or ``"keep"``-t and
+  accepted stale later.
+"""
+
+from __future__ import annotations
+
+from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
+from hybridsgd.policies.base import Decision, Fate, Policy, Update
+
+_COUNTS = ("workers", "minibatches")
+_AFTER_PUSH = ("wait", "same", "latest")
+_IN_FLIGHT = ("cancel", "drop", "keep")
+
+
+class QuorumPolicy(Policy):
+    """Fire an update when ``quorum`` acceptable gradients are buffered (see module doc)."""
+
+    def __init__(
+        self,
+        workers: int,
+        quorum: int,
+        *,
+        counts: str = "workers",
+        fresh_only: bool = True,
+        after_push: str = "wait",
+        in_flight: str = "cancel",
+        staleness: StalenessRule | None = None,
+        name: str = "quorum",
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        if not 1 <= quorum <= workers and counts == "workers":
+            raise ValueError(f"quorum must be in [1, workers={workers}] when counting workers")
+        if quorum < 1:
+            raise ValueError("quorum must be >= 1")
+        if counts not in _COUNTS or after_push not in _AFTER_PUSH or in_flight not in _IN_FLIGHT:
+            raise ValueError("bad QuorumPolicy setting")
+        if in_flight == "drop" and not fresh_only:
+            raise ValueError("in_flight='drop' needs fresh_only (otherwise late work is accepted)")
+        self.name = name
+        self.workers = workers
+        self.quorum = quorum
+        self.counts = counts
+        self.fresh_only = fresh_only
+        self.after_push = after_push
+        self.in_flight_rule = in_flight
+        self.staleness_rule = staleness or NoStalenessRule()
+        self.version = 0
+        self._buffer: list[tuple[int, int, int]] = []  # (gid, worker, staleness)
+        self._buffered_workers: set[int] = set()
+        self._in_flight = [-1] * workers  # read version of each worker's current work, or -1
+        self._last_read = [-1] * workers
+        self._waiting: set[int] = set()
+
+    # -- the two calls a backend makes -------------------------------------------------
+    def request(self, worker: int) -> int | None:
+        if self.after_push == "wait" and self._last_read[worker] >= self.version:
+            self._waiting.add(worker)
+            return None
+        self._in_flight[worker] = self.version
+        self._last_read[worker] = self.version
+        return self.version
+
+    def push(self, worker: int, read_version: int, gid: int) -> Decision:
+        staleness = self.version - read_version
+        if self._in_flight[worker] != read_version:
+            return Decision(Fate.CANCELLED, staleness, reason="cancelled")
+        self._in_flight[worker] = -1
+        if self.fresh_only and staleness > 0:
+            return Decision(Fate.DROPPED, staleness, reason="stale")
+        if not self.staleness_rule.accepts(staleness):
+            return Decision(Fate.DROPPED, staleness, reason="staleness rule")
+        self._buffer.append((gid, worker, staleness))
+        if self.counts == "workers":
+            self._buffered_workers.add(worker)
+            count = len(self._buffered_workers)
+        else:
+            count = len(self._buffer)
+        if count < self.quorum:
+            return Decision(Fate.BUFFERED, staleness)
+        return self._fire(staleness)
+
+    # -- internals -----------------------------------------------------------------------
+    def _fire(self, staleness: int) -> Decision:
+        members = self._buffer
+        self._buffer = []
+        self._buffered_workers = set()
+        self.version += 1
+        update = Update(self.version, [m[0] for m in members], [m[2] for m in members])
+        cancel: list[int] = []
+        if self.in_flight_rule == "cancel":
+            v = self.version
+            for w, r in enumerate(self._in_flight):
+                if 0 <= r < v:
+                    cancel.append(w)
+                    self._in_flight[w] = -1
+        release: list[int] = []
+        if self._waiting:
+            release = sorted(self._waiting)
+            self._waiting.clear()
+        return Decision(Fate.APPLIED, staleness, update, cancel, release)
+
+    def pending(self) -> list[int]:
+        return [m[0] for m in self._buffer]
+
+    def fast_path(self) -> tuple | None:
+        if (
+            self.fresh_only
+            and self.after_push == "wait"
+            and self.counts == "workers"
+            and self.in_flight_rule == "cancel"
+        ):
+            return ("rounds", self.quorum)
+        if (
+            self.quorum == 1
+            and not self.fresh_only
+            and self.after_push == "latest"
+            and self.in_flight_rule == "keep"
+            and type(self.staleness_rule) is NoStalenessRule
+        ):
+            return ("renewal",)
+        return None
+
+    def describe(self) -> str:
+        return f"{self.name}(W={self.workers}, quorum={self.quorum})"

@@ -1,0 +1,21 @@
+"""``sync``: bulk-synchronous SGD. Every update waits for one gradient from each of W workers."""
+
+from __future__ import annotations
+
+from hybridsgd.policies.quorum import QuorumPolicy
+
+
+def sync(workers: int) -> QuorumPolicy:
+    """All ``workers`` gradients of version v make update v+1; a worker that pushed waits.
+
+    No gradient is ever stale. One slow worker stalls everyone: see ``backup``.
+    """
+    return QuorumPolicy(
+        workers,
+        workers,
+        counts="workers",
+        fresh_only=True,
+        after_push="wait",
+        in_flight="cancel",
+        name="sync",
+    )

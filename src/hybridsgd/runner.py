@@ -1,0 +1,210 @@
+"""Build a run from its config, run it on a backend, and record its trace.
+
+>>> from hybridsgd import Config, run
+>>> result = run(Config.from_dict({"policy": {"name": "backup", "workers": 6, "backups": 1},
+...                                "run": {"updates": 30}}))
+>>> int(result.trace.updates["n_gradients"].iloc[0])
+5
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hybridsgd import __version__
+from hybridsgd.backends.sim import Schedule, replay, simulate_schedule
+from hybridsgd.config import Config
+from hybridsgd.core.aggregators import build_aggregator
+from hybridsgd.core.server import ParameterServer, _optimizer_class
+from hybridsgd.core.staleness import build_staleness
+from hybridsgd.errors import ConfigError
+from hybridsgd.policies import POLICY_KEYS, build_policy
+from hybridsgd.tasks import Task, build_task, samplers
+from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
+from hybridsgd.trace import Trace
+
+
+@dataclass
+class RunResult:
+    config: Config
+    trace: Trace
+    params: torch.Tensor  # final flat parameters
+    schedule: Schedule
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.trace.summary
+
+
+def build_cluster(cfg: Config, nbytes: int = 0) -> Cluster:
+    """The timing model of a config: compute and communication per worker."""
+    tm, W = cfg.timing, cfg.policy.workers
+    return Cluster(
+        parse_model(tm.compute, "timing.compute"),
+        W,
+        seed=cfg.run.seed,
+        comm=parse_model(tm.comm, "timing.comm", allow_link=True),
+        speeds=parse_speeds(tm.speed, W),
+        slowdowns=parse_slowdowns(tm.slowdowns, W),
+        transient=parse_transient(tm.transient),
+        nbytes=nbytes,
+    )
+
+
+def build_server(cfg: Config, params: torch.Tensor) -> ParameterServer:
+    """The parameter server with the configured optimizer (momentum and weight decay are
+    passed only to optimizers that take them)."""
+    o = cfg.optimizer
+    accepted = inspect.signature(_optimizer_class(o.name)).parameters
+    options = dict(o.options)
+    for key, value in (("momentum", o.momentum), ("weight_decay", o.weight_decay)):
+        if key in accepted:
+            options.setdefault(key, value)
+        elif value:
+            raise ConfigError(
+                f"optimizer.{key}",
+                f"{o.name} does not take {key}; set it to 0 or use optimizer.options",
+            )
+    return ParameterServer(params, o.name, o.lr, **options)
+
+
+def notes_for(cfg: Config) -> list[str]:
+    """Settings the chosen policy ignores (said once, not an error)."""
+    p = cfg.policy
+    defaults = type(p)()
+    used = POLICY_KEYS[p.name]
+    return [
+        f"policy.{key} is not used by {p.name}"
+        for key in ("backups", "late", "staleness")
+        if key not in used and getattr(p, key) != getattr(defaults, key)
+    ]
+
+
+def run(
+    config: Config,
+    *,
+    task: Task | None = None,
+    out: str | Path | None = None,
+    progress: Any = None,
+) -> RunResult:
+    """Train under ``config`` on its backend; write the run directory to ``out`` if given.
+
+    ``task`` replaces the built-in ``task.name`` with a user's own :class:`Task`.
+    ``progress`` is a callable ``(phase, done, total)`` for progress displays.
+    """
+    cfg = config
+    wall0 = time.perf_counter()
+    task = task or build_task(cfg.task, cfg.run.seed)
+    if cfg.task.split == "dirichlet" and task.metric != "accuracy":
+        raise ConfigError(
+            "task.split", f"dirichlet (label skew) needs a classification task, not {task.name}"
+        )
+    policy = build_policy(cfg.policy)
+    aggregator = build_aggregator(cfg.policy.aggregator)
+    staleness = build_staleness(cfg.policy.staleness)
+    server = build_server(cfg, task.initial_params())
+    cluster = build_cluster(cfg, nbytes=4 * task.numel)
+
+    if progress:
+        progress("schedule", 0, 1)
+    schedule = simulate_schedule(policy, cluster, cfg.run.updates, cfg.run.time)
+    if progress:
+        progress("schedule", 1, 1)
+    labels = (
+        task.y_train.numpy()
+        if task.metric == "accuracy"
+        else np.zeros(task.n_train, dtype=np.int64)
+    )
+    feeds = samplers(
+        labels,
+        cfg.policy.workers,
+        cfg.task.batch_size,
+        cfg.task.split,
+        cfg.task.alpha,
+        cfg.run.seed,
+    )
+    U = schedule.n_updates
+    tick = (lambda v: progress("train", v, U)) if progress else None
+    evals = replay(schedule, task, feeds, server, aggregator, staleness, cfg.run.eval_every, tick)
+    wall = time.perf_counter() - wall0
+
+    summary = _summary(cfg, task, policy.describe(), schedule, evals, wall)
+    trace = Trace.from_schedule(schedule, evals, summary)
+    if out is not None:
+        trace.write(out, config_toml=to_toml(cfg.to_dict()))
+    return RunResult(cfg, trace, server.params.clone(), schedule)
+
+
+def _summary(
+    cfg: Config, task: Task, policy: str, s: Schedule, evals, wall: float
+) -> dict[str, Any]:
+    counts = s.counts()
+    applied = s.staleness[s.fate == 0]
+    target = cfg.run.target_accuracy
+    hit = next(
+        (i for i, a in enumerate(evals.accuracy) if target is not None and a >= target), None
+    )
+    sim_time = s.end_time
+    return {
+        "hybridsgd": __version__,
+        "task": task.name,
+        "policy": policy,
+        "backend": cfg.run.backend,
+        "workers": cfg.policy.workers,
+        "seed": cfg.run.seed,
+        "updates": s.n_updates,
+        "gradients": {
+            "computed": counts["applied"] + counts["dropped"] + counts["pending"],
+            **counts,
+        },
+        "mean_staleness": float(applied.mean()) if len(applied) else math.nan,
+        "max_staleness": int(applied.max()) if len(applied) else 0,
+        "momentum": cfg.optimizer.momentum,
+        "final_loss": evals.loss[-1],
+        "final_accuracy": evals.accuracy[-1],
+        "best_accuracy": max(evals.accuracy) if task.metric == "accuracy" else math.nan,
+        "target_accuracy": target,
+        "time_to_target": evals.time[hit] if hit is not None else None,
+        "updates_to_target": evals.version[hit] if hit is not None else None,
+        "simulated_time": sim_time,
+        "samples_per_time": counts["applied"] * cfg.task.batch_size / sim_time
+        if sim_time > 0
+        else math.nan,
+        "wall_time_s": wall,
+        "schedule_path": s.path,
+        "torch_threads": torch.get_num_threads(),
+        "notes": notes_for(cfg),
+        "config": cfg.to_dict(),
+    }
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A config dict as TOML (sections of scalars, lists and inline tables; None omitted)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v) if math.isfinite(v) else ('"inf"' if v > 0 else '"-inf"')
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items() if x is not None) + "}"
+        raise TypeError(type(v))
+
+    lines = []
+    for section, body in data.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in body.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""A cluster of workers: who takes how long for which minibatch.
+
+Every worker has its own random streams (spawned from the run seed), and the k-th minibatch
+a worker starts always takes the k-th value of its stream, whatever the policy does. That
+makes a schedule reproducible bit for bit and lets the simulator draw times in bulk (its
+fast paths) or one at a time (its event loop) and get the same numbers.
+
+The delay of one minibatch, from reading the parameters to the gradient's arrival, is::
+
+    compute * speed[w] * slowdown(w, start) + comm_pull + comm_push
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hybridsgd.errors import ConfigError
+from hybridsgd.timing.models import Constant, Link, TimingModel
+
+_BLOCK = 512  # values drawn per refill; fixed so that bulk and one-by-one draws agree
+
+
+class _Stream:
+    """Values of one model for one worker, drawn in fixed blocks, consumed in order."""
+
+    __slots__ = ("model", "rng", "block", "items", "pos")
+
+    def __init__(self, model: TimingModel, rng: np.random.Generator) -> None:
+        self.model, self.rng = model, rng
+        self.block = np.empty(0)
+        self.items: list[float] = []
+        self.pos = 0
+
+    def _refill(self) -> None:
+        self.block = self.model.sample(self.rng, _BLOCK).astype(np.float64)
+        self.items = self.block.tolist()
+        self.pos = 0
+
+    def next(self) -> float:
+        if self.pos == len(self.items):
+            self._refill()
+        x = self.items[self.pos]
+        self.pos += 1
+        return x
+
+    def take(self, n: int) -> np.ndarray:
+        out = np.empty(n)
+        done = 0
+        while done < n:
+            if self.pos == len(self.items):
+                self._refill()
+            m = min(n - done, len(self.items) - self.pos)
+            out[done : done + m] = self.block[self.pos : self.pos + m]
+            self.pos += m
+            done += m
+        return out
+
+
+@dataclass(frozen=True)
+class Slowdown:
+    """Worker ``worker`` is ``factor`` times slower for minibatches started in [start, end)."""
+
+    worker: int
+    start: float
+    end: float
+    factor: float
+
+
+@dataclass(frozen=True)
+class Transient:
+    """Random slow episodes: each worker enters one at Poisson ``rate`` per unit of time."""
+
+    rate: float
+    duration: float
+    factor: float
+
+
+class Cluster:
+    """Delays for ``workers`` workers under a compute and a communication model."""
+
+    def __init__(
+        self,
+        compute: TimingModel,
+        workers: int,
+        seed: int = 0,
+        *,
+        comm: TimingModel | None = None,
+        speeds: Sequence[float] | None = None,
+        slowdowns: Sequence[Slowdown] = (),
+        transient: Transient | None = None,
+        nbytes: int = 0,
+    ) -> None:
+        comm = comm or Constant(0.0)
+        if isinstance(comm, Link):
+            comm = comm.bind(nbytes)
+        self.compute, self.comm, self.workers = compute, comm, workers
+        self.speeds = np.ones(workers) if speeds is None else np.asarray(speeds, dtype=float)
+        if self.speeds.shape != (workers,):
+            raise ValueError(f"need one speed per worker ({workers})")
+        self._speed_list = self.speeds.tolist()
+        seeds = np.random.SeedSequence(seed).spawn(3)
+        self._compute = [
+            _Stream(compute, np.random.default_rng(s)) for s in seeds[0].spawn(workers)
+        ]
+        self._comm_const = 2.0 * comm.mean() if comm.is_constant else None
+        self._comm = (
+            None
+            if comm.is_constant
+            else [_Stream(comm, np.random.default_rng(s)) for s in seeds[1].spawn(workers)]
+        )
+        self._episodes: list[list[tuple[float, float, float]]] = [[] for _ in range(workers)]
+        for s in slowdowns:
+            self._episodes[s.worker].append((s.start, s.end, s.factor))
+        self.transient = transient
+        self._transient_rng = (
+            [np.random.default_rng(s) for s in seeds[2].spawn(workers)] if transient else None
+        )
+        self._transient_until = [0.0] * workers  # episodes are drawn up to this time
+        self.time_dependent = bool(slowdowns) or transient is not None
+
+    # -- what the simulator asks -------------------------------------------------------------
+    def delay(self, worker: int, start: float) -> float:
+        """Delay of the worker's next minibatch, started at ``start``."""
+        x = self._compute[worker].next() * self._speed_list[worker]
+        if self.time_dependent:
+            x *= self.slowdown(worker, start)
+        if self._comm_const is not None:
+            return x + self._comm_const
+        c = self._comm[worker]
+        return x + c.next() + c.next()
+
+    def delays(self, worker: int, n: int) -> np.ndarray:
+        """Delays of the worker's next ``n`` minibatches (only when not time dependent)."""
+        if self.time_dependent:
+            raise RuntimeError("bulk delays need a cluster without time-dependent slowdowns")
+        x = self._compute[worker].take(n) * self._speed_list[worker]
+        if self._comm_const is not None:
+            return x + self._comm_const
+        c = self._comm[worker].take(2 * n)
+        return x + c[0::2] + c[1::2]
+
+    def slowdown(self, worker: int, t: float) -> float:
+        """Product of the factors of the slow episodes covering time ``t``."""
+        if self.transient is not None and t >= self._transient_until[worker]:
+            self._extend_transient(worker, t)
+        f = 1.0
+        for start, end, factor in self._episodes[worker]:
+            if start <= t < end:
+                f *= factor
+        return f
+
+    def mean_delay(self, worker: int = 0) -> float:
+        """Mean delay of a worker ignoring slowdowns (compute * speed + two messages)."""
+        return self.compute.mean() * self._speed_list[worker] + 2.0 * self.comm.mean()
+
+    def _extend_transient(self, worker: int, t: float) -> None:
+        tr, rng = self.transient, self._transient_rng[worker]
+        now = self._transient_until[worker]
+        horizon = max(t, now) + 100.0 / max(tr.rate, 1e-12)
+        while now <= horizon:
+            now += rng.exponential(1.0 / tr.rate)
+            self._episodes[worker].append((now, now + tr.duration, tr.factor))
+            now += tr.duration
+        self._transient_until[worker] = now
+
+
+# -- parsing config fields -------------------------------------------------------------------
+def parse_speeds(spec: Sequence[float] | str, workers: int) -> list[float] | None:
+    """``[1, 1, 3]`` (one per worker) or ``"1x14,3x2"`` (value x count); empty means all 1."""
+    field = "timing.speed"
+    if isinstance(spec, str):
+        if not spec.strip():
+            return None
+        speeds: list[float] = []
+        for part in spec.split(","):
+            value, x, count = part.strip().partition("x")
+            try:
+                speeds += [float(value)] * (int(count) if x else 1)
+            except ValueError:
+                raise ConfigError(
+                    field, f"write value x count, e.g. '1x14,3x2' (got {part!r})"
+                ) from None
+    else:
+        speeds = [float(s) for s in spec]
+        if not speeds:
+            return None
+    if len(speeds) != workers:
+        raise ConfigError(
+            field, f"gives {len(speeds)} speeds for {workers} workers (policy.workers)"
+        )
+    if any(not (s > 0 and math.isfinite(s)) for s in speeds):
+        raise ConfigError(field, "speeds must be positive time multipliers (2 = twice as slow)")
+    return speeds
+
+
+def parse_transient(spec: str) -> Transient | None:
+    """``rate=0.01,duration=5,factor=4``; empty means none."""
+    field = "timing.transient"
+    if not spec.strip():
+        return None
+    values: dict[str, float] = {}
+    for part in spec.split(","):
+        key, eq, value = part.strip().partition("=")
+        try:
+            values[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                field, f"write rate=...,duration=...,factor=... (got {part!r})"
+            ) from None
+        if not eq:
+            raise ConfigError(field, f"write rate=...,duration=...,factor=... (got {part!r})")
+    if set(values) != {"rate", "duration", "factor"}:
+        raise ConfigError(
+            field, "needs exactly rate, duration and factor, e.g. rate=0.01,duration=5,factor=4"
+        )
+    if values["rate"] <= 0 or values["duration"] <= 0 or values["factor"] <= 0:
+        raise ConfigError(field, "rate, duration and factor must be > 0")
+    return Transient(values["rate"], values["duration"], values["factor"])
+
+
+def parse_slowdowns(items: Sequence[dict[str, Any]], workers: int) -> list[Slowdown]:
+    """``[{worker = 3, start = 10, end = 20, factor = 5}, ...]``."""
+    out = []
+    for i, item in enumerate(items):
+        field = f"timing.slowdowns[{i}]"
+        if not isinstance(item, dict) or set(item) != {"worker", "start", "end", "factor"}:
+            raise ConfigError(field, "write {worker = W, start = T0, end = T1, factor = F}")
+        w, start, end, factor = item["worker"], item["start"], item["end"], item["factor"]
+        if not isinstance(w, int) or not 0 <= w < workers:
+            raise ConfigError(field, f"worker must be an index in [0, {workers})")
+        try:
+            start, end, factor = float(start), float(end), float(factor)
+        except (TypeError, ValueError):
+            raise ConfigError(field, "start, end and factor must be numbers") from None
+        if not (0 <= start < end) or factor <= 0:
+            raise ConfigError(field, "need 0 <= start < end and factor > 0")
+        out.append(Slowdown(w, start, end, factor))
+    return out

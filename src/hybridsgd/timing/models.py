@@ -1,0 +1,277 @@
+"""Distributions of compute and communication time, written as compact strings.
+
+``name:key=value,...`` — for example ``shifted-exp:delta=1,mu=2`` or ``pareto:alpha=1.5,scale=1``;
+a bare number ``0.5`` means ``constant:value=0.5``.
+
+=============  ======================  =====================================
+name           parameters              time
+=============  ======================  =====================================
+constant       value                   value
+exp            mu                      Exp(mu), mean 1/mu
+shifted-exp    delta, mu               delta + Exp(mu)
+pareto         alpha, scale            scale * U^(-1/alpha) (classic Pareto)
+lognormal      mu, sigma               exp(N(mu, sigma^2))
+uniform        low, high               U(low, high)
+gamma          shape, scale            Gamma(shape, scale)
+empirical      path                    resampled from a file of measured times
+link (comm)    latency, bandwidth      latency + model bytes / bandwidth
+=============  ======================  =====================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hybridsgd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TimingModel:
+    """A non-negative random time. Subclasses define ``sample`` and ``mean``."""
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def mean(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def is_constant(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Constant(TimingModel):
+    value: float
+
+    def sample(self, rng, size):
+        return np.full(size, self.value)
+
+    def mean(self):
+        return self.value
+
+    @property
+    def is_constant(self):
+        return True
+
+
+@dataclass(frozen=True)
+class Exponential(TimingModel):
+    mu: float
+
+    def sample(self, rng, size):
+        return rng.standard_exponential(size) / self.mu
+
+    def mean(self):
+        return 1.0 / self.mu
+
+
+@dataclass(frozen=True)
+class ShiftedExponential(TimingModel):
+    delta: float
+    mu: float
+
+    def sample(self, rng, size):
+        return self.delta + rng.standard_exponential(size) / self.mu
+
+    def mean(self):
+        return self.delta + 1.0 / self.mu
+
+
+@dataclass(frozen=True)
+class Pareto(TimingModel):
+    alpha: float
+    scale: float
+
+    def sample(self, rng, size):
+        # numpy's pareto is Lomax (Pareto II); shifting by one gives the classic Pareto.
+        return self.scale * (1.0 + rng.pareto(self.alpha, size))
+
+    def mean(self):
+        return self.alpha * self.scale / (self.alpha - 1) if self.alpha > 1 else math.inf
+
+
+@dataclass(frozen=True)
+class LogNormal(TimingModel):
+    mu: float
+    sigma: float
+
+    def sample(self, rng, size):
+        return rng.lognormal(self.mu, self.sigma, size)
+
+    def mean(self):
+        return math.exp(self.mu + self.sigma**2 / 2)
+
+
+@dataclass(frozen=True)
+class Uniform(TimingModel):
+    low: float
+    high: float
+
+    def sample(self, rng, size):
+        return rng.uniform(self.low, self.high, size)
+
+    def mean(self):
+        return (self.low + self.high) / 2
+
+
+@dataclass(frozen=True)
+class Gamma(TimingModel):
+    shape: float
+    scale: float
+
+    def sample(self, rng, size):
+        return rng.gamma(self.shape, self.scale, size)
+
+    def mean(self):
+        return self.shape * self.scale
+
+
+@dataclass(frozen=True)
+class Empirical(TimingModel):
+    """Times resampled uniformly (with replacement) from measured values."""
+
+    path: str
+    values: tuple[float, ...]
+
+    def sample(self, rng, size):
+        return np.asarray(self.values)[rng.integers(0, len(self.values), size)]
+
+    def mean(self):
+        return float(np.mean(self.values))
+
+
+@dataclass(frozen=True)
+class Link(TimingModel):
+    """Communication over a link: ``latency + bytes / bandwidth``; bound to a model size."""
+
+    latency: float
+    bandwidth: float
+
+    def bind(self, nbytes: int) -> Constant:
+        return Constant(self.latency + nbytes / self.bandwidth)
+
+
+def load_empirical(path: str, field: str) -> Empirical:
+    """Read measured times: one number per line (first column of a CSV), ``#`` comments."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(field, f"empirical trace file not found: {path}")
+    values = []
+    for lineno, line in enumerate(p.read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        first = text.split(",")[0].strip()
+        try:
+            v = float(first)
+        except ValueError:
+            if not values and lineno == 1:  # a CSV header
+                continue
+            raise ConfigError(field, f"{path}:{lineno}: not a number: {first!r}") from None
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(field, f"{path}:{lineno}: times must be finite and >= 0 (got {v})")
+        values.append(v)
+    if not values:
+        raise ConfigError(field, f"{path}: no times found (one number per line)")
+    return Empirical(path, tuple(values))
+
+
+# name -> (class, parameter names, check(params) -> error message or "")
+_MODELS = {
+    "constant": (Constant, ("value",), lambda p: "" if p["value"] >= 0 else "value must be >= 0"),
+    "exp": (Exponential, ("mu",), lambda p: "" if p["mu"] > 0 else "mu must be > 0"),
+    "shifted-exp": (
+        ShiftedExponential,
+        ("delta", "mu"),
+        lambda p: "" if p["mu"] > 0 and p["delta"] >= 0 else "need delta >= 0 and mu > 0",
+    ),
+    "pareto": (
+        Pareto,
+        ("alpha", "scale"),
+        lambda p: "" if p["alpha"] > 0 and p["scale"] > 0 else "need alpha > 0 and scale > 0",
+    ),
+    "lognormal": (
+        LogNormal,
+        ("mu", "sigma"),
+        lambda p: "" if p["sigma"] >= 0 else "sigma must be >= 0",
+    ),
+    "uniform": (
+        Uniform,
+        ("low", "high"),
+        lambda p: "" if 0 <= p["low"] <= p["high"] else "need 0 <= low <= high",
+    ),
+    "gamma": (
+        Gamma,
+        ("shape", "scale"),
+        lambda p: "" if p["shape"] > 0 and p["scale"] > 0 else "need shape > 0 and scale > 0",
+    ),
+    "link": (
+        Link,
+        ("latency", "bandwidth"),
+        lambda p: (
+            ""
+            if p["latency"] >= 0 and p["bandwidth"] > 0
+            else "need latency >= 0 and bandwidth > 0"
+        ),
+    ),
+}
+_ALIASES = {"exponential": "exp", "shifted-exponential": "shifted-exp", "log-normal": "lognormal"}
+
+
+def parse_model(spec: str, field: str = "timing", allow_link: bool = False) -> TimingModel:
+    """Parse ``name:key=value,...`` into a :class:`TimingModel`.
+
+    >>> parse_model("shifted-exp:delta=1,mu=2").mean()
+    1.5
+    """
+    text = spec.strip()
+    try:
+        return Constant(_nonneg(float(text), field))
+    except ValueError:
+        pass
+    name, _, rest = text.partition(":")
+    name = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    known = [n for n in _MODELS if allow_link or n != "link"] + ["empirical"]
+    if name == "empirical":
+        key, eq, path = rest.partition("=")
+        if key.strip() != "path" or not eq or not path.strip():
+            raise ConfigError(field, f"write empirical:path=FILE (got {spec!r})")
+        return load_empirical(path.strip(), field)
+    if name not in _MODELS or (name == "link" and not allow_link):
+        raise ConfigError(field, f"unknown timing model {name!r}; use one of: {', '.join(known)}")
+    cls, keys, check = _MODELS[name]
+    params: dict[str, float] = {}
+    for part in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if key not in keys or not eq:
+            raise ConfigError(
+                field, f"{name} takes {', '.join(k + '=...' for k in keys)} (got {part!r})"
+            )
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise ConfigError(
+                field, f"{name}: {key} must be a number (got {value.strip()!r})"
+            ) from None
+    missing = [k for k in keys if k not in params]
+    if missing:
+        example = ",".join(f"{k}=..." for k in keys)
+        raise ConfigError(field, f"{name} needs {', '.join(missing)}: write {name}:{example}")
+    if any(not math.isfinite(v) for v in params.values()):
+        raise ConfigError(field, f"{name}: parameters must be finite")
+    problem = check(params)
+    if problem:
+        raise ConfigError(field, f"{name}: {problem}")
+    return cls(**params)
+
+
+def _nonneg(value: float, field: str) -> float:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(field, f"a constant time must be finite and >= 0 (got {value})")
+    return value

@@ -1,0 +1,115 @@
+"""Everything a run did, as three tables and a summary (the only input of reports).
+
+A run directory holds::
+
+    summary.json    config, policy, totals, final loss/accuracy, times
+    config.toml     the validated config: `hybridsgd run DIR/config.toml` repeats the run
+    gradients.csv   gid, worker, minibatch, read_version, start_time, end_time,
+                    staleness, fate, update
+    updates.csv     version, time, n_gradients, mean_staleness, max_staleness
+    evals.csv       version, time, loss, accuracy
+
+Each table reads in one line: ``pandas.read_csv("runs/x/gradients.csv")``.
+``update`` is the version the gradient's update produced (-1 when not applied).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hybridsgd.backends.sim.replay import Evals
+from hybridsgd.backends.sim.schedule import FATES, Schedule
+
+TABLES = ("gradients", "updates", "evals")
+
+
+@dataclass
+class Trace:
+    gradients: pd.DataFrame
+    updates: pd.DataFrame
+    evals: pd.DataFrame
+    summary: dict[str, Any]
+
+    @classmethod
+    def from_schedule(cls, schedule: Schedule, evals: Evals, summary: dict[str, Any]) -> Trace:
+        s = schedule
+        gradients = pd.DataFrame(
+            {
+                "gid": np.arange(s.n_gradients),
+                "worker": s.worker,
+                "minibatch": s.minibatch,
+                "read_version": s.read_version,
+                "start_time": s.start,
+                "end_time": s.end,
+                "staleness": s.staleness,
+                "fate": pd.Categorical.from_codes(s.fate, categories=list(FATES)),
+                "update": np.where(s.update >= 0, s.update + 1, -1),
+            }
+        )
+        n, mean, mx = s.per_update()
+        updates = pd.DataFrame(
+            {
+                "version": np.arange(1, s.n_updates + 1),
+                "time": s.update_time,
+                "n_gradients": n,
+                "mean_staleness": mean,
+                "max_staleness": mx,
+            }
+        )
+        ev = pd.DataFrame(
+            {
+                "version": evals.version,
+                "time": evals.time,
+                "loss": evals.loss,
+                "accuracy": evals.accuracy,
+            }
+        )
+        return cls(gradients, updates, ev, summary)
+
+    def write(self, out: str | Path, config_toml: str | None = None) -> Path:
+        """Write the run directory; each file appears whole (written aside, then renamed)."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in TABLES:
+            _atomic(out / f"{name}.csv", lambda p, n=name: getattr(self, n).to_csv(p, index=False))
+        if config_toml is not None:
+            _atomic(out / "config.toml", lambda p: Path(p).write_text(config_toml))
+        _atomic(
+            out / "summary.json",
+            lambda p: Path(p).write_text(json.dumps(_clean(self.summary), indent=2)),
+        )
+        return out
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> Trace:
+        d = Path(run_dir)
+        tables = {n: pd.read_csv(d / f"{n}.csv") for n in TABLES}
+        return cls(**tables, summary=json.loads((d / "summary.json").read_text()))
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN and infinities to null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
