@@ -231,9 +231,11 @@ def parse_model(spec: str, field: str = "timing", allow_link: bool = False) -> T
     """
     text = spec.strip()
     try:
-        return Constant(_nonneg(float(text), field))
+        number = float(text)
     except ValueError:
-        pass
+        number = None
+    if number is not None:
+        return Constant(_nonneg(number, field))
     name, _, rest = text.partition(":")
     name = _ALIASES.get(name.strip().lower(), name.strip().lower())
     known = [n for n in _MODELS if allow_link or n != "link"] + ["empirical"]

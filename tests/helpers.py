@@ -1,0 +1,42 @@
+"""Shared checks for tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hybridsgd import Cluster, Config, parse_model
+from hybridsgd.trace import Trace
+
+
+def const_cluster(speeds: list[float], seed: int = 0) -> Cluster:
+    """Workers whose minibatches take exactly ``speeds[w]`` time units."""
+    return Cluster(parse_model("constant:value=1"), len(speeds), seed=seed, speeds=speeds)
+
+
+def small_config(**sections) -> Config:
+    base = {"run": {"updates": 40, "eval_every": 10}, "task": {"batch_size": 16}}
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return Config.from_dict(base)
+
+
+def assert_consistent(trace: Trace) -> None:
+    """The trace invariants every policy and backend must keep."""
+    g, u = trace.gradients, trace.updates
+    applied = g[g.fate == "applied"]
+    # versions increase by one, update times never go back
+    assert (u.version.to_numpy() == np.arange(1, len(u) + 1)).all()
+    assert (np.diff(u.time.to_numpy()) >= 0).all()
+    # every applied gradient is counted in exactly one update, and only applied ones are
+    assert applied.gid.is_unique
+    assert (applied["update"] >= 1).all() and (g[g.fate != "applied"]["update"] == -1).all()
+    counts = applied.groupby("update").size().reindex(u.version, fill_value=0).to_numpy()
+    assert (counts == u.n_gradients.to_numpy()).all()
+    # staleness is never negative and matches versions: applied at update v+1 means arrival at v
+    assert (g.staleness >= 0).all()
+    assert (applied.staleness == applied["update"] - 1 - applied.read_version).all()
+    assert (g.end_time >= g.start_time).all()
+    # a worker's minibatch slots are used in order, once each
+    for _, rows in g.groupby("worker"):
+        slots = np.sort(rows.minibatch.to_numpy())
+        assert (slots == np.arange(len(slots))).all()

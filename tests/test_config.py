@@ -1,0 +1,151 @@
+"""Config: every invalid field gives exit status 2 and one line naming it; overrides work."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridsgd import Config, ConfigError
+from hybridsgd.cli import main
+
+GOOD = """
+[task]
+name = "mlp-digits"
+[policy]
+name = "backup"
+workers = 6
+backups = 1
+[run]
+updates = 5
+eval_every = 5
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    return path
+
+
+BAD = [
+    ("task.name=cnn-cifar", "task.name"),
+    ("task.batch_size=0", "task.batch_size"),
+    ("task.batch_size=2.5", "task.batch_size"),
+    ("task.split=random", "task.split"),
+    ("task.hidden=[0]", "task.hidden"),
+    ("policy.name=hogwild", "policy.name"),
+    ("policy.workers=0", "policy.workers"),
+    ("policy.workers=many", "policy.workers"),
+    ("policy.backups=6", "policy.backups"),
+    ("policy.backups=-1", "policy.backups"),
+    ("policy.late=ignore", "policy.late"),
+    ("policy.aggregator=krum9", "policy.aggregator"),
+    ("policy.staleness=magic", "policy.staleness"),
+    ("policy.colour=red", "policy.colour"),
+    ("optimizer.name=lbfgs2", "optimizer.name"),
+    ("optimizer.lr=-1", "optimizer.lr"),
+    ("optimizer.momentum=1.5", "optimizer.momentum"),
+    ("optimizer.options={nesterov=1,bogus=2}", "optimizer.sgd"),
+    ("timing.compute=weibull:k=2", "timing.compute"),
+    ("timing.comm=link:latency=1", "timing.comm"),
+    ("timing.speed=1x3", "timing.speed"),
+    ("timing.transient=rate=1", "timing.transient"),
+    ("timing.slowdowns=[{worker=9,start=0,end=1,factor=2}]", "timing.slowdowns[0]"),
+    ("run.backend=mpi", "run.backend"),
+    ("run.updates=0", "run.updates"),
+    ("run.time=-3", "run.time"),
+    ("run.eval_every=0", "run.eval_every"),
+    ("run.target_accuracy=95", "run.target_accuracy"),
+    ("nosuch.key=1", "nosuch"),
+    ("policyname=sync", "--set"),
+]
+
+
+@pytest.mark.parametrize("override, field", BAD)
+def test_bad_value_exits_2_with_one_line_naming_the_field(config_file, capsys, override, field):
+    code = main(
+        [
+            "run",
+            str(config_file),
+            "--set",
+            override,
+            "--out",
+            str(config_file.parent / "out"),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"hybridsgd: error: {field}"), lines[0]
+    assert "Traceback" not in err
+    assert not (config_file.parent / "out" / "summary.json").exists()
+
+
+def test_bad_files_and_flags(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[policy\nname=")
+    assert main(["run", str(bad)]) == 2
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(bad), "--frobnicate"])
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[2].strip().split()[0] for line in lines] == [
+        "config",
+        "config",
+        "unrecognized",
+    ]
+
+
+def test_an_existing_run_is_not_overwritten(config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(config_file), "--out", str(out), "--quiet"]) == 0
+    before = (out / "summary.json").read_text()
+    assert main(["run", str(config_file), "--out", str(out), "--quiet", "--set", "run.seed=4"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == before
+    assert (
+        main(
+            [
+                "run",
+                str(config_file),
+                "--out",
+                str(out),
+                "--quiet",
+                "--force",
+                "--set",
+                "run.seed=4",
+            ]
+        )
+        == 0
+    )
+
+
+def test_overrides_and_defaults():
+    cfg = Config.from_dict(
+        {}, ["policy.name=async", "policy.workers=12", "timing.speed=[1,2,3,4,5,6,7,8,9,10,11,12]"]
+    )
+    assert (cfg.policy.name, cfg.policy.workers, cfg.timing.speed[-1]) == ("async", 12, 12.0)
+    assert cfg.run.updates == 200  # neither updates nor time given
+    assert Config.from_dict({"run": {"time": 50}}).run.updates is None
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict({"policy": {"workers": 4, "backups": 4}})
+    assert err.value.field == "policy.backups"
+
+
+def test_optimizer_options_reach_torch():
+    import torch
+
+    from hybridsgd.runner import build_server
+
+    cfg = Config.from_dict(
+        {"optimizer": {"name": "adam", "lr": 0.01, "options": {"betas": [0.8, 0.9]}}}
+    )
+    server = build_server(cfg, torch.zeros(3))
+    assert type(server.optimizer).__name__ == "Adam"
+    assert server.optimizer.param_groups[0]["betas"] == (0.8, 0.9)
+    with pytest.raises(ConfigError) as err:
+        build_server(cfg.replace("optimizer.momentum=0.9"), torch.zeros(3))
+    assert err.value.field == "optimizer.momentum"
