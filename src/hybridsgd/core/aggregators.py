@@ -15,20 +15,31 @@ from hybridsgd.errors import ConfigError
 
 
 class Aggregator:
-    """Interface: ``__call__(rows, counts, scales) -> Tensor[d]``."""
+    """Interface: ``__call__(rows, counts, scales) -> Tensor[d]``.
+
+    A *linear* aggregator is fully described by :meth:`weights`: its result is
+    ``sum_i weights[i] * rows[i]``. That lets a backend hand a single gradient to the server
+    without stacking it, and lets group means stand in for their members.
+    """
 
     name: str = "?"
-    #: True when group means may stand in for their members (the result is linear in them).
-    linear: bool = True
+    linear: bool = False
 
     def tolerates(self, n: int) -> int:
         """How many arbitrary (faulty) inputs among ``n`` the rule tolerates."""
         return 0
 
+    def weights(self, counts: list[float], scales: list[float]) -> list[float]:
+        """Per-row weights of a linear aggregator."""
+        raise NotImplementedError(f"{self.name} is not linear")
+
     def __call__(
         self, rows: torch.Tensor, counts: torch.Tensor, scales: torch.Tensor
     ) -> torch.Tensor:
-        raise NotImplementedError
+        w = self.weights(counts.tolist(), scales.tolist())
+        if len(w) == 1:
+            return rows[0] * w[0] if w[0] != 1.0 else rows[0]
+        return torch.tensor(w, dtype=rows.dtype) @ rows
 
 
 class Mean(Aggregator):
@@ -41,13 +52,9 @@ class Mean(Aggregator):
     name = "mean"
     linear = True
 
-    def __call__(
-        self, rows: torch.Tensor, counts: torch.Tensor, scales: torch.Tensor
-    ) -> torch.Tensor:
-        if rows.shape[0] == 1 and float(scales[0]) == 1.0:
-            return rows[0]
-        weights = (counts * scales).to(rows.dtype)
-        return (weights @ rows) / counts.sum().to(rows.dtype)
+    def weights(self, counts: list[float], scales: list[float]) -> list[float]:
+        total = float(sum(counts))
+        return [c * s / total for c, s in zip(counts, scales, strict=True)]
 
 
 AGGREGATORS: dict[str, type[Aggregator]] = {"mean": Mean}

@@ -7,6 +7,7 @@ applied; it only changes in :meth:`ParameterServer.apply`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -53,6 +54,11 @@ def build_optimizer(
 class ParameterServer:
     """Holds the flat parameters at version ``version`` and applies aggregated gradients.
 
+    With ``layout`` (the model's parameter shapes) the optimizer steps one view of the flat
+    vector per model tensor, exactly as it would step the model's own parameters, and
+    :meth:`apply` also takes the gradient as per-tensor parts. Without it the optimizer
+    steps the flat vector as one tensor (identical for elementwise optimizers).
+
     >>> import torch
     >>> ps = ParameterServer(torch.zeros(3), "sgd", lr=0.5)
     >>> ps.apply(torch.ones(3)); ps.version, ps.params.tolist()
@@ -60,32 +66,57 @@ class ParameterServer:
     """
 
     def __init__(
-        self, params: torch.Tensor, optimizer: str = "sgd", lr: float = 0.1, **options: Any
+        self,
+        params: torch.Tensor,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        layout: Sequence[torch.Size] | None = None,
+        **options: Any,
     ) -> None:
         if params.dim() != 1:
             raise ValueError("ParameterServer takes a flat (1-D) parameter vector")
-        self._theta = params.detach().clone().to(torch.float32).requires_grad_(True)
-        self.optimizer = build_optimizer(optimizer, [self._theta], lr, **options)
+        self._theta = params.detach().clone().to(torch.float32).contiguous()
+        shapes = [torch.Size(s) for s in layout] if layout else [self._theta.shape]
+        if sum(s.numel() for s in shapes) != self._theta.numel():
+            raise ValueError("layout does not add up to the number of parameters")
+        self._sizes = [s.numel() for s in shapes]
+        self._shapes = shapes
+        # leaves share the flat vector's storage: stepping them updates it in place
+        self._leaves = [torch.nn.Parameter(v) for v in self._split(self._theta)]
+        self.optimizer = build_optimizer(optimizer, self._leaves, lr, **options)
         self.version = 0
+
+    def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [t.view(s) for t, s in zip(flat.split(self._sizes), self._shapes, strict=True)]
 
     @property
     def params(self) -> torch.Tensor:
-        """The current parameters (a detached view: read it, do not write it)."""
-        return self._theta.detach()
+        """The current parameters (the live flat vector: read it, do not write it)."""
+        return self._theta
 
     @property
     def numel(self) -> int:
         return self._theta.numel()
 
-    def apply(self, gradient: torch.Tensor) -> int:
-        """Take one optimizer step with an aggregated gradient; returns the new version."""
-        if gradient.shape != self._theta.shape:
-            raise ValueError(
-                f"gradient has shape {tuple(gradient.shape)}, expected {tuple(self._theta.shape)}"
-            )
-        self._theta.grad = gradient.to(self._theta.dtype)
+    def apply(self, gradient: torch.Tensor | Sequence[torch.Tensor]) -> int:
+        """Take one optimizer step with an aggregated gradient; returns the new version.
+
+        ``gradient`` is a flat vector, or (with a layout) one tensor per model tensor.
+        """
+        if isinstance(gradient, torch.Tensor):
+            if gradient.shape != self._theta.shape:
+                shape, want = tuple(gradient.shape), tuple(self._theta.shape)
+                raise ValueError(f"gradient has shape {shape}, expected {want}")
+            parts = self._split(gradient.to(self._theta.dtype))
+        else:
+            parts = list(gradient)
+            if [p.shape for p in parts] != self._shapes:
+                raise ValueError("gradient parts do not match the server's layout")
+        for leaf, g in zip(self._leaves, parts, strict=True):
+            leaf.grad = g
         self.optimizer.step()
-        self._theta.grad = None
+        for leaf in self._leaves:
+            leaf.grad = None
         self.version += 1
         return self.version
 

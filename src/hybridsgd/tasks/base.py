@@ -6,10 +6,12 @@ flat parameters on given minibatches; the simulator asks for several minibatches
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
@@ -56,6 +58,38 @@ class Task:
         self._buffers = {n: b for n, b in model.named_buffers()}
         self.numel = sum(self._sizes)
         self._vgrad = None
+        # The module's parameters (and their .grad) become views into flat buffers: loading a
+        # version is one copy, or none when the module is bound to the server's own storage,
+        # and backward accumulates straight into a flat gradient (no concatenation). This
+        # costs no more than the plain module call, unlike autograd through slices of a flat
+        # vector, which costs as much again as the whole step.
+        self._params = list(model.parameters())
+        self._own = torch.cat([p.detach().reshape(-1) for p in self._params]).float()
+        self._initial = self._own.clone()
+        self._bound = self._own
+        self._bind(self._own)
+
+    def _bind(self, flat: torch.Tensor) -> None:
+        with torch.no_grad():
+            for p, view in zip(self._params, self.unflatten(flat).values(), strict=True):
+                p.data = view
+        self._bound = flat
+
+    @contextlib.contextmanager
+    def bound_to(self, flat: torch.Tensor) -> Iterator[None]:
+        """Let the module read ``flat``'s storage directly (no copies) inside the block.
+
+        The simulator binds the task to the server's parameters: a gradient is computed
+        while the server holds exactly the version its worker read.
+        """
+        if flat.dtype != torch.float32 or not flat.is_contiguous() or flat.numel() != self.numel:
+            raise ValueError("bound_to needs a contiguous float32 vector of the task's size")
+        previous = self._bound
+        self._bind(flat)
+        try:
+            yield
+        finally:
+            self._bind(previous)
 
     @classmethod
     def from_module(
@@ -75,10 +109,22 @@ class Task:
 
     # -- parameters ---------------------------------------------------------------------------
     def initial_params(self) -> torch.Tensor:
-        """The module's current parameters as one flat float32 vector."""
-        return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).float()
+        """The module's parameters when the task was made, as one flat float32 vector.
+
+        The task uses the module's parameter storage as scratch space afterwards, so this
+        copy, not ``model.parameters()``, is the starting point of every run.
+        """
+        return self._initial.clone()
+
+    def load(self, flat: torch.Tensor) -> nn.Module:
+        """Put ``flat`` into the module (one copy, none if bound to it) and return it."""
+        if flat.data_ptr() != self._bound.data_ptr():
+            with torch.no_grad():
+                self._bound.copy_(flat)
+        return self.model
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of ``flat`` shaped like the module's parameters, by name."""
         out, offset = {}, 0
         for name, shape, size in zip(self._names, self._shapes, self._sizes, strict=True):
             out[name] = flat[offset : offset + size].view(shape)
@@ -86,9 +132,8 @@ class Task:
         return out
 
     def _loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(
-            functional_call(self.model, (self.unflatten(flat), self._buffers), (x,)), y
-        )
+        params = self.unflatten(flat)
+        return self.loss_fn(functional_call(self.model, (params, self._buffers), (x,)), y)
 
     # -- data -----------------------------------------------------------------------------------
     @property
@@ -96,22 +141,51 @@ class Task:
         return len(self.x_train)
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.x_train[idx], self.y_train[idx]
+        """Training samples by index (a numpy array or a sequence of ints)."""
+        idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+        return self.x_train.index_select(0, idx), self.y_train.index_select(0, idx)
 
     # -- gradients ------------------------------------------------------------------------------
     def grad(
-        self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+        self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, float]:
-        """Gradient of the mean loss over ``(x, y)`` at ``flat``, and that loss.
+        """Gradient of the mean loss over ``(x, y)`` at ``flat`` (written into ``out`` if
+        given), and that loss.
 
         Given several equal-size minibatches stacked along the first axis, this is their
         mean gradient in one forward/backward pass: the simulator's batching lever.
         """
-        theta = flat.detach().requires_grad_(True)
-        loss = self._loss(theta, x, y)
-        (g,) = torch.autograd.grad(loss, theta)
-        return g, float(loss.detach())
+        model = self.load(flat)
+        out = torch.empty(self.numel) if out is None else out
+        with torch.no_grad():
+            for p, view in zip(self._params, self.unflatten(out).values(), strict=True):
+                p.grad = view
+            out.zero_()
+        loss = self.loss_fn(model(x), y)
+        loss.backward()
+        for p in self._params:
+            p.grad = None
+        return out, float(loss.detach())
+
+    def grad_parts(
+        self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[list[torch.Tensor], float]:
+        """Like :meth:`grad`, as one fresh tensor per model parameter (no flat copy): the
+        cheapest form when the gradient goes straight to a server with the task's layout."""
+        model = self.load(flat)
+        for p in self._params:
+            p.grad = None
+        loss = self.loss_fn(model(x), y)
+        loss.backward()
+        parts = [p.grad for p in self._params]
+        for p in self._params:
+            p.grad = None
+        return parts, float(loss.detach())
+
+    @property
+    def shapes(self) -> list[torch.Size]:
+        """Shapes of the model's parameters, in flat order (a server's ``layout``)."""
+        return list(self._shapes)
 
     def grads(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One gradient per minibatch: ``x`` is ``[m, batch, ...]``, the result ``[m, numel]``.
@@ -127,7 +201,7 @@ class Task:
     @torch.no_grad()
     def evaluate(self, flat: torch.Tensor) -> tuple[float, float]:
         """Test loss and test accuracy (NaN when the task has no accuracy)."""
-        out = functional_call(self.model, (self.unflatten(flat), self._buffers), (self.x_test,))
+        out = self.load(flat)(self.x_test)
         loss = float(self.loss_fn(out, self.y_test))
         if self.metric == "accuracy":
             return loss, float((out.argmax(dim=1) == self.y_test).float().mean())

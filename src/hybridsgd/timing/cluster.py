@@ -33,18 +33,21 @@ class _Stream:
     def __init__(self, model: TimingModel, rng: np.random.Generator) -> None:
         self.model, self.rng = model, rng
         self.block = np.empty(0)
-        self.items: list[float] = []
-        self.pos = 0
+        self.items: list[float] | None = None
+        self.pos = _BLOCK  # empty: the first use draws a block
 
     def _refill(self) -> None:
         self.block = self.model.sample(self.rng, _BLOCK).astype(np.float64)
-        self.items = self.block.tolist()
+        self.items = None  # the list form, made only when values are taken one by one
         self.pos = 0
 
     def next(self) -> float:
-        if self.pos == len(self.items):
+        if self.pos == _BLOCK:
             self._refill()
-        x = self.items[self.pos]
+        items = self.items
+        if items is None:
+            items = self.items = self.block.tolist()
+        x = items[self.pos]
         self.pos += 1
         return x
 
@@ -52,9 +55,9 @@ class _Stream:
         out = np.empty(n)
         done = 0
         while done < n:
-            if self.pos == len(self.items):
+            if self.pos == _BLOCK:
                 self._refill()
-            m = min(n - done, len(self.items) - self.pos)
+            m = min(n - done, _BLOCK - self.pos)
             out[done : done + m] = self.block[self.pos : self.pos + m]
             self.pos += m
             done += m

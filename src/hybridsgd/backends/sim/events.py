@@ -30,14 +30,11 @@ def run_events(
     began = [0.0] * W
     slot = [0] * W  # minibatch index of the current work
     next_slot = [0] * W
-    g_worker: list[int] = []
-    g_slot: list[int] = []
-    g_read: list[int] = []
-    g_start: list[float] = []
-    g_end: list[float] = []
-    g_fate: list[int] = []
+    rows: list[
+        tuple[int, int, int, float, float, int]
+    ] = []  # worker, slot, read, start, end, staleness
+    g_fate: list[int] = []  # kept apart: an update rewrites the fates of its members
     g_update: list[int] = []
-    g_stale: list[int] = []
     update_time: list[float] = []
     request, push, delay = policy.request, policy.push, cluster.delay
     push_heap = heapq.heappush
@@ -53,16 +50,10 @@ def run_events(
         next_slot[w] += 1
         push_heap(heap, (t + delay(w, t), w, token[w]))
 
-    def record(w: int, t: float, fate: int, staleness: int) -> int:
-        g_worker.append(w)
-        g_slot.append(slot[w])
-        g_read.append(read[w])
-        g_start.append(began[w])
-        g_end.append(t)
+    def record(w: int, t: float, fate: int, staleness: int) -> None:
+        rows.append((w, slot[w], read[w], began[w], t, staleness))
         g_fate.append(fate)
         g_update.append(-1)
-        g_stale.append(staleness)
-        return len(g_worker) - 1
 
     for w in range(W):
         start(w, 0.0)
@@ -73,7 +64,7 @@ def run_events(
             continue  # this work was cancelled
         if t > max_time:
             break
-        gid = len(g_worker)
+        gid = len(g_fate)
         d = push(w, read[w], gid)
         record(w, t, PENDING if d.fate == "buffered" else code[d.fate], d.staleness)
         up = d.update
@@ -94,15 +85,16 @@ def run_events(
             break
 
     i64 = np.int64
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 6
     return Schedule(
-        worker=np.asarray(g_worker, dtype=i64),
-        minibatch=np.asarray(g_slot, dtype=i64),
-        read_version=np.asarray(g_read, dtype=i64),
-        start=np.asarray(g_start, dtype=np.float64),
-        end=np.asarray(g_end, dtype=np.float64),
+        worker=np.asarray(cols[0], dtype=i64),
+        minibatch=np.asarray(cols[1], dtype=i64),
+        read_version=np.asarray(cols[2], dtype=i64),
+        start=np.asarray(cols[3], dtype=np.float64),
+        end=np.asarray(cols[4], dtype=np.float64),
         fate=np.asarray(g_fate, dtype=np.int8),
         update=np.asarray(g_update, dtype=i64),
-        staleness=np.asarray(g_stale, dtype=i64),
+        staleness=np.asarray(cols[5], dtype=i64),
         update_time=np.asarray(update_time, dtype=np.float64),
         workers=W,
         path="events",

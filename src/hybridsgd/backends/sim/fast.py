@@ -33,7 +33,6 @@ def run_rounds(
     parts: list[dict[str, np.ndarray]] = []
     times: list[np.ndarray] = []
     t0, done, gid0 = 0.0, 0, 0
-    wgrid = None
     while done < max_updates:
         R = int(min(chunk, max_updates - done)) if max_updates < math.inf else chunk
         D = np.stack([cluster.delays(w, R) for w in range(W)], axis=1)  # [R, W]
@@ -41,9 +40,7 @@ def run_rounds(
         # round starts: T[r+1] = T[r] + kth[r], accumulated left to right like the event loop
         T = np.add.accumulate(np.concatenate([[t0], kth]))
         arrive = T[:-1, None] + D
-        if wgrid is None or wgrid.shape[0] != R:
-            wgrid = np.broadcast_to(np.arange(W), (R, W))
-        order = np.lexsort((wgrid, arrive), axis=-1)  # per round: by time, then worker
+        order = _order(arrive)  # per round: by time, ties by worker
         over = np.flatnonzero(T[1:] > max_time)
         last = R if len(over) == 0 else int(over[0])  # rounds that complete in time
         if last > 0:
@@ -108,13 +105,12 @@ def run_renewal(
     cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
 ) -> Schedule:
     W = workers
-    per = 64 if max_updates is None else max(8, int(1.2 * max_updates / W) + 8)
+    per = _draws_per_worker(cluster, W, max_updates)
     D = np.stack([cluster.delays(w, per) for w in range(W)])  # [W, n]
     while True:
         F = np.add.accumulate(D, axis=1)  # arrival times, per worker
-        flat_t = F.ravel()
-        flat_w = np.repeat(np.arange(W), F.shape[1])
-        order = np.lexsort((flat_w, flat_t))
+        flat_t = F.ravel()  # worker-major: index order is worker order
+        order = _order(flat_t)
         if max_updates is not None:
             n = min(max_updates, len(order))
             cutoff = flat_t[order[n - 1]]
@@ -127,7 +123,7 @@ def run_renewal(
         # every arrival up to the cutoff must be drawn: each worker's last one lies beyond it
         if F[:, -1].min() > cutoff:
             break
-        more = max(D.shape[1], 8)
+        more = max(D.shape[1] // 4, 16)
         D = np.concatenate([D, np.stack([cluster.delays(w, more) for w in range(W)])], axis=1)
     n_per = F.shape[1]
     sel = order[:n]
@@ -150,6 +146,31 @@ def run_renewal(
         "staleness": idx - read,
     }
     return _assemble([part], [flat_t[sel]], W, "renewal")
+
+
+def _draws_per_worker(cluster: Cluster, W: int, max_updates: int | None) -> int:
+    """Enough draws that the busiest worker rarely needs more: its expected share of the
+    first ``max_updates`` arrivals (rates 1 / mean delay) plus four standard deviations."""
+    if max_updates is None:
+        return 64
+    rates = np.array([1.0 / cluster.mean_delay(w) for w in range(W)])
+    share = (
+        rates / rates.sum() if np.isfinite(rates).all() and rates.sum() > 0 else np.full(W, 1 / W)
+    )
+    busiest = max_updates * share.max()
+    return int(busiest + 4 * math.sqrt(busiest) + 16)
+
+
+def _order(t: np.ndarray) -> np.ndarray:
+    """Indices sorting ``t`` along its last axis, equal times in index (= worker) order.
+
+    An unstable sort is 2.5x faster and exact unless two times are equal, which continuous
+    timing models never produce; when a tie shows up, sort again stably.
+    """
+    order = np.argsort(t, axis=-1, kind="quicksort")
+    if (np.diff(np.take_along_axis(t, order, axis=-1), axis=-1) == 0).any():
+        order = np.argsort(t, axis=-1, kind="stable")
+    return order
 
 
 def _assemble(parts, times, workers, path) -> Schedule:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,45 +59,75 @@ def replay(
     cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
     starts = np.concatenate([[0], cut]).astype(np.int64)
     ends = np.concatenate([cut, [len(gids)]]).astype(np.int64)
-    group_r = r_sorted[starts] if len(starts) and len(gids) else np.empty(0, np.int64)
+    if not len(gids):
+        starts = ends = np.empty(0, np.int64)
+    # plain lists: the loop below reads them one scalar at a time
+    group_r = r_sorted[starts].tolist()
+    group_u = u_sorted[starts].tolist()
     workers, slots = schedule.worker, schedule.minibatch
+    members_w = workers[gids].tolist()
+    members_k = slots[gids].tolist()
+    starts, ends = starts.tolist(), ends.tolist()
 
-    pending: dict[int, list[tuple[torch.Tensor, int, float]]] = {}
+    # an update fed by one group gets that group's gradient as is (per-tensor parts, no
+    # flat copy); updates fed by several groups stack flat rows from a reused pool
+    groups_per_update = np.bincount(group_u, minlength=U).tolist() if group_u else [0] * U
+    pending: dict[int, list[tuple[Any, int, float]]] = {}
+    pool: list[torch.Tensor] = []  # reused flat buffers: fresh pages cost a copy's time
     evals = Evals()
-    loss, acc = task.evaluate(server.params)
-    evals.add(0, 0.0, loss, acc)
     g = 0  # next group
-    n_groups = len(group_r) if len(gids) else 0
-    for v in range(U):
-        params = server.params
-        while g < n_groups and group_r[g] == v:
-            members = gids[starts[g] : ends[g]]
-            u = int(u_sorted[starts[g]])
-            idx = np.concatenate(
-                [
-                    samplers[w].batch(k)
-                    for w, k in zip(workers[members], slots[members], strict=True)
-                ]
-            )
-            x, y = task.batch(idx)
-            scale = staleness.scale(u - v)
-            if aggregator.linear:
-                mean, _ = task.grad(params, x, y)
-                pending.setdefault(u, []).append((mean[None], len(members), scale))
-            else:
-                m = len(members)
-                rows = task.grads(params, x.view(m, -1, *x.shape[1:]), y.view(m, -1, *y.shape[1:]))
-                pending.setdefault(u, []).append((rows, 1, scale))
-            g += 1
-        parts = pending.pop(v)
-        rows = torch.cat([p[0] for p in parts])
-        counts = torch.cat([torch.full((p[0].shape[0],), float(p[1])) for p in parts])
-        scales = torch.cat([torch.full((p[0].shape[0],), float(p[2])) for p in parts])
-        server.apply(aggregator(rows, counts, scales))
-        version = v + 1
-        if version % eval_every == 0 or version == U:
-            loss, acc = task.evaluate(server.params)
-            evals.add(version, float(schedule.update_time[v]), loss, acc)
-        if on_update is not None:
-            on_update(version)
+    n_groups = len(group_r)
+    with task.bound_to(server.params):
+        loss, acc = task.evaluate(server.params)
+        evals.add(0, 0.0, loss, acc)
+        for v in range(U):
+            params = server.params
+            while g < n_groups and group_r[g] == v:
+                a, b, u = starts[g], ends[g], group_u[g]
+                n = b - a
+                if n == 1:
+                    idx = samplers[members_w[a]].batch(members_k[a])
+                else:
+                    pairs = zip(members_w[a:b], members_k[a:b], strict=True)
+                    idx = np.concatenate([samplers[w].batch(k) for w, k in pairs])
+                x, y = task.batch(idx)
+                scale = staleness.scale(u - v)
+                if not aggregator.linear:
+                    rows = task.grads(
+                        params, x.view(n, -1, *x.shape[1:]), y.view(n, -1, *y.shape[1:])
+                    )
+                    pending.setdefault(u, []).append((rows, 1, scale))
+                elif groups_per_update[u] == 1:
+                    parts, _ = task.grad_parts(params, x, y)
+                    pending[u] = [(parts, n, scale)]
+                else:
+                    mean, _ = task.grad(params, x, y, out=pool.pop() if pool else None)
+                    pending.setdefault(u, []).append((mean, n, scale))
+                g += 1
+            server.apply(_combine(pending.pop(v), aggregator, pool))
+            version = v + 1
+            if version % eval_every == 0 or version == U:
+                loss, acc = task.evaluate(server.params)
+                evals.add(version, float(schedule.update_time[v]), loss, acc)
+            if on_update is not None:
+                on_update(version)
     return evals
+
+
+def _combine(parts: list[tuple[Any, int, float]], aggregator: Aggregator, pool: list[torch.Tensor]):
+    """One update's gradient from its groups' contributions."""
+    if not aggregator.linear:
+        rows = torch.cat([p[0] for p in parts])
+        counts = torch.tensor([1.0] * rows.shape[0])
+        scales = torch.cat([torch.full((p[0].shape[0],), p[2]) for p in parts])
+        return aggregator(rows, counts, scales)
+    weights = aggregator.weights([float(p[1]) for p in parts], [p[2] for p in parts])
+    if len(parts) == 1:
+        grad, w = parts[0][0], weights[0]
+        if w != 1.0:
+            for t in grad if isinstance(grad, list) else [grad]:
+                t.mul_(w)
+        return grad
+    rows = torch.stack([p[0] for p in parts])
+    pool.extend(p[0] for p in parts)
+    return torch.tensor(weights) @ rows
