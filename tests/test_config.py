@@ -48,6 +48,7 @@ BAD = [
     ("optimizer.options={nesterov=1,bogus=2}", "optimizer.sgd"),
     ("timing.compute=weibull:k=2", "timing.compute"),
     ("timing.comm=link:latency=1", "timing.comm"),
+    ("timing.compute=0", "timing.compute"),
     ("timing.speed=1x3", "timing.speed"),
     ("timing.transient=rate=1", "timing.transient"),
     ("timing.slowdowns=[{worker=9,start=0,end=1,factor=2}]", "timing.slowdowns[0]"),

@@ -186,8 +186,13 @@ class Config:
         if o.weight_decay < 0:
             raise ConfigError("optimizer.weight_decay", "must be >= 0")
 
-        parse_model(tm.compute, field="timing.compute")
-        parse_model(tm.comm, field="timing.comm", allow_link=True)
+        compute = parse_model(tm.compute, field="timing.compute")
+        comm = parse_model(tm.comm, field="timing.comm", allow_link=True)
+        if compute.mean() == 0 and comm.is_constant and comm.mean() == 0:
+            raise ConfigError(
+                "timing.compute",
+                "is always 0 and so is timing.comm: virtual time would not advance",
+            )
         parse_speeds(tm.speed, p.workers)
         parse_transient(tm.transient)
         from hybridsgd.timing.cluster import parse_slowdowns

@@ -105,7 +105,7 @@ def test_replay_equals_a_coordinator_fed_one_gradient_at_a_time(name):
         version, params = reads[w]
         grad, _ = task.grad(params, *task.batch(feeds[w].batch(k)))
         d = coord.push(w, version, grad).decision
-        for c in d.cancel + d.release + [w]:
+        for c in [*d.cancel, *d.release, w]:
             v = coord.request(c)
             if v is not None:
                 reads[c] = (v, coord.server.params.clone())

@@ -17,7 +17,8 @@ decision for the identical sequence of events.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class Fate:
@@ -46,8 +47,8 @@ class Decision:
     fate: str  # Fate of the pushed gradient: APPLIED, BUFFERED, DROPPED or CANCELLED
     staleness: int  # server version at arrival minus read version
     update: Update | None = None
-    cancel: list[int] = field(default_factory=list)  # workers whose in-flight work is cancelled
-    release: list[int] = field(default_factory=list)  # waiting workers that may request again
+    cancel: Sequence[int] = ()  # workers whose in-flight work is cancelled
+    release: Sequence[int] = ()  # waiting workers that may request again
     reason: str = ""  # why a gradient was dropped or cancelled
 
 

@@ -110,14 +110,13 @@ class QuorumPolicy(Policy):
         self._buffered_workers = set()
         self.version += 1
         update = Update(self.version, [m[0] for m in members], [m[2] for m in members])
-        cancel: list[int] = []
+        cancel: list[int] | tuple = ()
         if self.in_flight_rule == "cancel":
             v = self.version
-            for w, r in enumerate(self._in_flight):
-                if 0 <= r < v:
-                    cancel.append(w)
-                    self._in_flight[w] = -1
-        release: list[int] = []
+            cancel = [w for w, r in enumerate(self._in_flight) if 0 <= r < v]
+            for w in cancel:
+                self._in_flight[w] = -1
+        release: list[int] | tuple = ()
         if self._waiting:
             release = sorted(self._waiting)
             self._waiting.clear()
