@@ -146,26 +146,18 @@ def main() -> None:
         e.add_column(col)
     events = 200_000 if args.quick else 1_000_000
     for workers in (16, 256):
-        sp = best_of(reps, simpy_async, workers, events // 5)
-        for fast, label in ((True, "fast path"), (False, "event loop")):
-            o = best_of(reps, ours, h.asynchronous, workers, events if fast else events // 5, fast)
-            e.add_row(
-                f"async W={workers}, {label}",
-                f"{o:,.0f}",
-                f"{sp:,.0f}",
-                f"{o / sp:.1f}",
-                "ok" if o / sp >= 10 else "MISSED",
-            )
-        sp = best_of(reps, simpy_sync, workers, events // 5 // workers)
-        for fast, label in ((True, "fast path"), (False, "event loop")):
-            o = best_of(reps, ours, h.sync, workers, events if fast else events // 5, fast)
-            e.add_row(
-                f"sync W={workers}, {label}",
-                f"{o:,.0f}",
-                f"{sp:,.0f}",
-                f"{o / sp:.1f}",
-                "ok" if o / sp >= 10 else "MISSED",
-            )
+        models = (
+            ("async", h.asynchronous, simpy_async, events // 5),
+            ("sync", h.sync, simpy_sync, events // 5 // workers),
+        )
+        for name, policy, simpy_model, simpy_size in models:
+            sp = best_of(reps, simpy_model, workers, simpy_size)
+            for fast, label in ((True, "fast path"), (False, "event loop")):
+                o = best_of(reps, ours, policy, workers, events if fast else events // 5, fast)
+                ok = "ok" if o / sp >= 10 else "MISSED"
+                e.add_row(
+                    f"{name} W={workers}, {label}", f"{o:,.0f}", f"{sp:,.0f}", f"{o / sp:.1f}", ok
+                )
     console.print(e)
 
 

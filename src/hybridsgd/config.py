@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import ConfigError, lookup
 
 
 @dataclass
@@ -213,10 +213,7 @@ class Config:
 
 # -- helpers ---------------------------------------------------------------------------------
 def _choice(name: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(
-            name, f"unknown value {value!r}; use one of: {', '.join(sorted(allowed))}"
-        )
+    lookup(dict.fromkeys(allowed), value, name)
 
 
 def _positive(name: str, value: float) -> None:

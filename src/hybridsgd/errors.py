@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class HybridSGDError(Exception):
     """Base class for every error hybridsgd raises on purpose."""
@@ -18,3 +23,12 @@ class ConfigError(HybridSGDError, ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+def lookup(table: Mapping[str, T], name: str, field: str, what: str = "value") -> T:
+    """``table[name]``, or a :class:`ConfigError` on ``field`` listing the allowed names."""
+    try:
+        return table[name]
+    except KeyError:
+        allowed = ", ".join(sorted(table))
+        raise ConfigError(field, f"unknown {what} {name!r}; use one of: {allowed}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import lookup
 
 
 class Aggregator:
@@ -62,10 +62,4 @@ AGGREGATORS: dict[str, type[Aggregator]] = {"mean": Mean}
 
 def build_aggregator(name: str) -> Aggregator:
     """Build an aggregator by name (``policy.aggregator``)."""
-    try:
-        return AGGREGATORS[name]()
-    except KeyError:
-        allowed = ", ".join(sorted(AGGREGATORS))
-        raise ConfigError(
-            "policy.aggregator", f"unknown aggregator {name!r}; use one of: {allowed}"
-        ) from None
+    return lookup(AGGREGATORS, name, "policy.aggregator", "aggregator")()

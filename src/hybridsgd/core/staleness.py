@@ -8,7 +8,7 @@ gradient's contribution to an update, i.e. its learning rate (Zhang et al. 2016,
 
 from __future__ import annotations
 
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import lookup
 
 
 class StalenessRule:
@@ -35,10 +35,4 @@ STALENESS_RULES: dict[str, type[StalenessRule]] = {"none": NoStalenessRule}
 
 def build_staleness(name: str) -> StalenessRule:
     """Build a staleness rule by name (``policy.staleness``)."""
-    try:
-        return STALENESS_RULES[name]()
-    except KeyError:
-        allowed = ", ".join(sorted(STALENESS_RULES))
-        raise ConfigError(
-            "policy.staleness", f"unknown rule {name!r}; use one of: {allowed}"
-        ) from None
+    return lookup(STALENESS_RULES, name, "policy.staleness", "rule")()
