@@ -59,21 +59,31 @@ BAD = [
     ("run.target_accuracy=95", "run.target_accuracy"),
     ("nosuch.key=1", "nosuch"),
     ("policyname=sync", "--set"),
+    (("policy.name=k_sync",), "policy.k"),
+    (("policy.name=k_async", "policy.k=7"), "policy.k"),
+    (("policy.name=ssp",), "policy.staleness_bound"),
+    (("policy.name=ssp", "policy.staleness_bound=-1"), "policy.staleness_bound"),
+    (("policy.name=ssp", "policy.staleness_bound=1.5"), "policy.staleness_bound"),
+    (("policy.name=psp", "policy.staleness_bound=1"), "policy.sample"),
+    (("policy.name=psp", "policy.staleness_bound=1", "policy.sample=9"), "policy.sample"),
+    (("policy.name=hybrid",), "policy.threshold"),
+    (("policy.name=hybrid", "policy.threshold=linear:start=5,end=1"), "policy.threshold"),
+    (("policy.name=hybrid", "policy.threshold=zigzag:a=1"), "policy.threshold"),
+    (
+        ("policy.name=hybrid", "policy.threshold=step:at=3", "policy.progress=laps"),
+        "policy.progress",
+    ),
+    (("policy.name=async", "policy.staleness=max"), "policy.max_staleness"),
+    (("policy.name=async", "policy.max_staleness=-2"), "policy.max_staleness"),
 ]
 
 
 @pytest.mark.parametrize("override, field", BAD)
 def test_bad_value_exits_2_with_one_line_naming_the_field(config_file, capsys, override, field):
+    overrides = (override,) if isinstance(override, str) else override
+    sets = [arg for o in overrides for arg in ("--set", o)]
     code = main(
-        [
-            "run",
-            str(config_file),
-            "--set",
-            override,
-            "--out",
-            str(config_file.parent / "out"),
-            "--quiet",
-        ]
+        ["run", str(config_file), *sets, "--out", str(config_file.parent / "out"), "--quiet"]
     )
     err = capsys.readouterr().err
     assert code == 2

@@ -35,6 +35,7 @@ def test_run_directory_round_trip(tmp_path):
         "n_gradients",
         "mean_staleness",
         "max_staleness",
+        "regime",
     ]
     assert list(pd.read_csv(tmp_path / "evals.csv").columns) == [
         "version",

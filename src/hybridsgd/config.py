@@ -43,12 +43,18 @@ class TaskConfig:
 class PolicyConfig:
     """How updates are synchronised (DESIGN.md section 3)."""
 
-    name: str = "sync"  # sync | backup | async
+    name: str = "sync"  # see POLICIES: sync, backup, async, k_sync, ..., ssp, psp, hybrid
     workers: int = 8  # W: workers running (for backup, N + b)
     backups: int = 0  # backup: b, so N = workers - backups gradients per update
     late: str = "cancel"  # backup: late work is "cancel"-led or finishes and is "drop"-ped
+    k: int | None = None  # k_sync, k_batch_sync, k_async, k_batch_async: K <= workers
+    staleness_bound: float | None = None  # ssp, psp: s >= 0 (inf allowed)
+    sample: int | None = None  # psp: beta, peers sampled at each barrier, <= workers
+    threshold: str = ""  # hybrid: threshold shape, e.g. "linear:start=0,end=500"
+    progress: str = "updates"  # hybrid: the threshold's axis: updates | time | epochs
     aggregator: str = "mean"
-    staleness: str = "none"  # staleness rule for policies that accept stale gradients
+    staleness: str = "none"  # none | inverse | inverse-sqrt | max (stale gradients only)
+    max_staleness: int | None = None  # drop gradients staler than this (any rule)
 
 
 @dataclass
@@ -145,7 +151,7 @@ class Config:
         from hybridsgd.core.aggregators import build_aggregator
         from hybridsgd.core.server import _optimizer_class
         from hybridsgd.core.staleness import build_staleness
-        from hybridsgd.policies import POLICIES
+        from hybridsgd.policies import POLICIES, PROGRESS, REQUIRED, parse_threshold
         from hybridsgd.tasks import TASKS
         from hybridsgd.timing import parse_model, parse_speeds, parse_transient
 
@@ -175,8 +181,27 @@ class Config:
                 f" (got {p.backups})",
             )
         _choice("policy.late", p.late, ("cancel", "drop"))
+        for key in REQUIRED.get(p.name, ()):
+            if getattr(p, key) is None or getattr(p, key) == "":
+                raise ConfigError(f"policy.{key}", f"is required by {p.name}{_EXAMPLES[key]}")
+        if p.k is not None and not 1 <= p.k <= p.workers:
+            raise ConfigError(
+                "policy.k", f"must be in [1, policy.workers = {p.workers}] (got {p.k})"
+            )
+        if p.staleness_bound is not None and not _ticks(p.staleness_bound):
+            raise ConfigError(
+                "policy.staleness_bound",
+                f"must be a whole number >= 0 or inf (got {p.staleness_bound})",
+            )
+        if p.sample is not None and not 1 <= p.sample <= p.workers:
+            raise ConfigError(
+                "policy.sample", f"must be in [1, policy.workers = {p.workers}] (got {p.sample})"
+            )
+        if p.threshold:
+            parse_threshold(p.threshold)
+        _choice("policy.progress", p.progress, PROGRESS)
         build_aggregator(p.aggregator)
-        build_staleness(p.staleness)
+        build_staleness(p.staleness, p.max_staleness)
 
         _optimizer_class(o.name)
         if not (o.lr > 0 and math.isfinite(o.lr)):
@@ -212,8 +237,21 @@ class Config:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+_EXAMPLES = {
+    "k": " (e.g. --set policy.k=4)",
+    "staleness_bound": " (e.g. --set policy.staleness_bound=3)",
+    "sample": " (e.g. --set policy.sample=4)",
+    "threshold": " (e.g. --set policy.threshold=linear:start=0,end=500)",
+}
+
+
 def _choice(name: str, value: str, allowed) -> None:
     lookup(dict.fromkeys(allowed), value, name)
+
+
+def _ticks(value: float) -> bool:
+    """A clock bound: a whole number >= 0, or inf."""
+    return value == math.inf or (value >= 0 and value == int(value))
 
 
 def _positive(name: str, value: float) -> None:

@@ -89,7 +89,7 @@ def notes_for(cfg: Config) -> list[str]:
     used = POLICY_KEYS[p.name]
     return [
         f"policy.{key} is not used by {p.name}"
-        for key in ("backups", "late", "staleness")
+        for key in sorted({k for keys in POLICY_KEYS.values() for k in keys})
         if key not in used and getattr(p, key) != getattr(defaults, key)
     ]
 
@@ -113,7 +113,7 @@ def run(
         raise ConfigError(
             "task.split", f"dirichlet (label skew) needs a classification task, not {task.name}"
         )
-    policy = build_policy(cfg.policy)
+    policy = build_policy(cfg.policy, cfg.run.seed, task.n_train / cfg.task.batch_size)
     aggregator = build_aggregator(cfg.policy.aggregator)
     staleness = build_staleness(cfg.policy.staleness)
     server = build_server(cfg, task.initial_params(), layout=task.shapes)

@@ -6,7 +6,7 @@ A run directory holds::
     config.toml     the validated config: `hybridsgd run DIR/config.toml` repeats the run
     gradients.csv   gid, worker, minibatch, read_version, start_time, end_time,
                     staleness, fate, update
-    updates.csv     version, time, n_gradients, mean_staleness, max_staleness
+    updates.csv     version, time, n_gradients, mean_staleness, max_staleness, regime
     evals.csv       version, time, loss, accuracy
 
 Each table reads in one line: ``pandas.read_csv("runs/x/gradients.csv")``.
@@ -61,6 +61,7 @@ class Trace:
                 "n_gradients": n,
                 "mean_staleness": mean,
                 "max_staleness": mx,
+                "regime": s.update_regime,
             }
         )
         ev = pd.DataFrame(

@@ -53,11 +53,14 @@ class Coordinator:
         """The version an idle worker must read now, or ``None`` to wait for a release."""
         return self.policy.request(worker)
 
-    def push(self, worker: int, read_version: int, gradient: torch.Tensor) -> PushResult:
-        """Hand a gradient to the policy; apply the update it fires, if any."""
+    def push(
+        self, worker: int, read_version: int, gradient: torch.Tensor, now: float = 0.0
+    ) -> PushResult:
+        """Hand a gradient (arriving at the backend's time ``now``) to the policy; apply the
+        update it fires, if any."""
         gid = self._next_gid
         self._next_gid += 1
-        decision = self.policy.push(worker, read_version, gid)
+        decision = self.policy.push(worker, read_version, gid, now)
         if decision.fate in (Fate.BUFFERED, Fate.APPLIED):
             self._held[gid] = gradient
         update = decision.update

@@ -1,4 +1,6 @@
-"""Synchronization policies. Each named policy is a recipe over :class:`QuorumPolicy`."""
+"""Synchronization policies (DESIGN.md section 3). Each named policy is a recipe over
+:class:`QuorumPolicy`, optionally with a start gate (ssp, psp) or a schedule over its
+settings (hybrid)."""
 
 from __future__ import annotations
 
@@ -9,42 +11,90 @@ from hybridsgd.core.staleness import build_staleness
 from hybridsgd.policies.asynchronous import asynchronous
 from hybridsgd.policies.backup import backup
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
+from hybridsgd.policies.hybrid import PROGRESS, HybridPolicy, hybrid
+from hybridsgd.policies.k_variants import k_async, k_batch_async, k_batch_sync, k_sync
 from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.ssp import psp, ssp
 from hybridsgd.policies.sync import sync
+from hybridsgd.policies.thresholds import parse_threshold
 
 if TYPE_CHECKING:
     from hybridsgd.config import PolicyConfig
 
-#: name -> builder from the ``[policy]`` config section.
-POLICIES: dict[str, Callable[[PolicyConfig], Policy]] = {
-    "sync": lambda c: sync(c.workers),
-    "backup": lambda c: backup(c.workers, c.backups, c.late),
-    "async": lambda c: asynchronous(c.workers, build_staleness(c.staleness)),
+
+def _rule(c: PolicyConfig):
+    return build_staleness(c.staleness, c.max_staleness)
+
+
+#: name -> builder from the ``[policy]`` section, the run seed and gradients per epoch.
+POLICIES: dict[str, Callable[[PolicyConfig, int, float], Policy]] = {
+    "sync": lambda c, seed, gpe: sync(c.workers),
+    "backup": lambda c, seed, gpe: backup(c.workers, c.backups, c.late),
+    "async": lambda c, seed, gpe: asynchronous(c.workers, _rule(c)),
+    "k_sync": lambda c, seed, gpe: k_sync(c.workers, c.k),
+    "k_batch_sync": lambda c, seed, gpe: k_batch_sync(c.workers, c.k),
+    "k_async": lambda c, seed, gpe: k_async(c.workers, c.k, _rule(c)),
+    "k_batch_async": lambda c, seed, gpe: k_batch_async(c.workers, c.k, _rule(c)),
+    "ssp": lambda c, seed, gpe: ssp(c.workers, c.staleness_bound, _rule(c)),
+    "psp": lambda c, seed, gpe: psp(c.workers, c.sample, c.staleness_bound, seed, _rule(c)),
+    "hybrid": lambda c, seed, gpe: hybrid(
+        c.workers, parse_threshold(c.threshold), c.progress, gpe, _rule(c)
+    ),
 }
 
+_STALE = ("staleness", "max_staleness")
 #: the ``[policy]`` keys each policy reads beyond name, workers and aggregator.
 POLICY_KEYS: dict[str, tuple[str, ...]] = {
     "sync": (),
     "backup": ("backups", "late"),
-    "async": ("staleness",),
+    "async": _STALE,
+    "k_sync": ("k",),
+    "k_batch_sync": ("k",),
+    "k_async": ("k", *_STALE),
+    "k_batch_async": ("k", *_STALE),
+    "ssp": ("staleness_bound", *_STALE),
+    "psp": ("sample", "staleness_bound", *_STALE),
+    "hybrid": ("threshold", "progress", *_STALE),
+}
+
+#: keys a policy cannot do without (validated with one clear line each).
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "k_sync": ("k",),
+    "k_batch_sync": ("k",),
+    "k_async": ("k",),
+    "k_batch_async": ("k",),
+    "ssp": ("staleness_bound",),
+    "psp": ("sample", "staleness_bound"),
+    "hybrid": ("threshold",),
 }
 
 
-def build_policy(cfg: PolicyConfig) -> Policy:
+def build_policy(cfg: PolicyConfig, seed: int = 0, gradients_per_epoch: float = 1.0) -> Policy:
     """The policy a ``[policy]`` section describes (validated by :class:`Config`)."""
-    return POLICIES[cfg.name](cfg)
+    return POLICIES[cfg.name](cfg, seed, gradients_per_epoch)
 
 
 __all__ = [
     "POLICIES",
     "POLICY_KEYS",
+    "PROGRESS",
+    "REQUIRED",
     "Decision",
     "Fate",
+    "HybridPolicy",
     "Policy",
     "QuorumPolicy",
     "Update",
     "asynchronous",
     "backup",
     "build_policy",
+    "hybrid",
+    "k_async",
+    "k_batch_async",
+    "k_batch_sync",
+    "k_sync",
+    "parse_threshold",
+    "psp",
+    "ssp",
     "sync",
 ]

@@ -5,7 +5,7 @@ A backend drives a policy with two calls and obeys the answers:
 * ``request(worker)`` — the worker is idle and wants to compute. The answer is the version
   it must read, or ``None``: it must wait, and a later :class:`Decision` lists it in
   ``release`` when it may ask again.
-* ``push(worker, read_version, gid)`` — the worker delivered gradient ``gid`` computed on
+* ``push(worker, read_version, gid, now)`` — the worker delivered gradient ``gid`` computed on
   ``read_version``. The :class:`Decision` says the gradient's fate, whether an update fires
   now (and with which gradients), which in-flight work to cancel and who may start.
 
@@ -38,6 +38,7 @@ class Update:
     version: int  # version after the update (number of updates applied so far)
     members: list[int]  # gradient ids, in arrival order
     staleness: list[int]  # staleness of each member, measured at its arrival
+    regime: float = 1.0  # degree of synchrony the update used: 0 async ... 1 sync
 
 
 @dataclass(slots=True)
@@ -64,8 +65,15 @@ class Policy(ABC):
         """Version the idle ``worker`` must read now, or ``None`` if it must wait."""
 
     @abstractmethod
-    def push(self, worker: int, read_version: int, gid: int) -> Decision:
-        """Decide the fate of gradient ``gid`` from ``worker``, computed on ``read_version``."""
+    def push(self, worker: int, read_version: int, gid: int, now: float = 0.0) -> Decision:
+        """Decide the fate of gradient ``gid`` from ``worker``, computed on ``read_version``.
+
+        ``now`` is the backend's time of the arrival, for policies whose schedule follows
+        time (the core keeps no clock of its own)."""
+
+    def level(self) -> float:
+        """The degree of synchrony in force, 0 (asynchronous) to 1 (synchronous)."""
+        return 1.0
 
     def pending(self) -> list[int]:
         """Gradient ids buffered but not yet applied."""
@@ -76,7 +84,8 @@ class Policy(ABC):
 
         ``("rounds", k)``: lockstep rounds, every worker reads each version once and the
         first ``k`` arrivals of a round fire its update, the rest are cancelled.
-        ``("renewal",)``: no worker ever waits and every gradient is applied on arrival.
+        ``("renewal", k)``: no worker ever waits, nothing is dropped, and every k-th
+        arrival fires an update with the gradients that arrived since the last one.
         The simulator checks in its tests that a fast path equals its event loop exactly.
         """
         return None

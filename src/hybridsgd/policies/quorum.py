@@ -23,12 +23,15 @@ async                1       minibatches  no          latest     keep
 * *in flight* — at an update, work still computing on an older version is ``"cancel"``-led,
   left to finish and then dropped (``"drop"``, needs fresh only), or ``"keep"``-t and
   accepted stale later.
+* *gate* — an optional start barrier on worker clocks (:mod:`~hybridsgd.policies.gates`):
+  ``ssp`` and ``psp`` are ``async`` with a gate.
 """
 
 from __future__ import annotations
 
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
+from hybridsgd.policies.gates import ClockGate
 
 _COUNTS = ("workers", "minibatches")
 _AFTER_PUSH = ("wait", "same", "latest")
@@ -48,6 +51,7 @@ class QuorumPolicy(Policy):
         after_push: str = "wait",
         in_flight: str = "cancel",
         staleness: StalenessRule | None = None,
+        gate: ClockGate | None = None,
         name: str = "quorum",
     ) -> None:
         if workers < 1:
@@ -68,7 +72,9 @@ class QuorumPolicy(Policy):
         self.after_push = after_push
         self.in_flight_rule = in_flight
         self.staleness_rule = staleness or NoStalenessRule()
+        self.gate = gate
         self.version = 0
+        self.now = 0.0  # time of the latest push, as the backend reports it
         self._buffer: list[tuple[int, int, int]] = []  # (gid, worker, staleness)
         self._buffered_workers: set[int] = set()
         self._in_flight = [-1] * workers  # read version of each worker's current work, or -1
@@ -80,15 +86,27 @@ class QuorumPolicy(Policy):
         if self.after_push == "wait" and self._last_read[worker] >= self.version:
             self._waiting.add(worker)
             return None
+        if self.gate is not None and not self.gate.allows(worker):
+            self.gate.block(worker)
+            return None
         self._in_flight[worker] = self.version
         self._last_read[worker] = self.version
         return self.version
 
-    def push(self, worker: int, read_version: int, gid: int) -> Decision:
+    def push(self, worker: int, read_version: int, gid: int, now: float = 0.0) -> Decision:
+        self.now = now
         staleness = self.version - read_version
         if self._in_flight[worker] != read_version:
             return Decision(Fate.CANCELLED, staleness, reason="cancelled")
         self._in_flight[worker] = -1
+        decision = self._decide(worker, gid, staleness)
+        if self.gate is not None:
+            freed = self.gate.tick(worker)
+            if freed:
+                decision.release = sorted({*decision.release, *freed})
+        return decision
+
+    def _decide(self, worker: int, gid: int, staleness: int) -> Decision:
         if self.fresh_only and staleness > 0:
             return Decision(Fate.DROPPED, staleness, reason="stale")
         if not self.staleness_rule.accepts(staleness):
@@ -109,7 +127,9 @@ class QuorumPolicy(Policy):
         self._buffer = []
         self._buffered_workers = set()
         self.version += 1
-        update = Update(self.version, [m[0] for m in members], [m[2] for m in members])
+        update = Update(
+            self.version, [m[0] for m in members], [m[2] for m in members], self.level()
+        )
         cancel: list[int] | tuple = ()
         if self.in_flight_rule == "cancel":
             v = self.version
@@ -125,22 +145,28 @@ class QuorumPolicy(Policy):
     def pending(self) -> list[int]:
         return [m[0] for m in self._buffer]
 
+    def level(self) -> float:
+        """(quorum - 1) / (W - 1): 0 for one gradient per update, 1 for all W."""
+        return 1.0 if self.workers == 1 else min(1.0, (self.quorum - 1) / (self.workers - 1))
+
     def fast_path(self) -> tuple | None:
         if (
             self.fresh_only
             and self.after_push == "wait"
             and self.counts == "workers"
             and self.in_flight_rule == "cancel"
+            and self.gate is None
         ):
             return ("rounds", self.quorum)
         if (
-            self.quorum == 1
+            (self.quorum == 1 or self.counts == "minibatches")
             and not self.fresh_only
             and self.after_push == "latest"
             and self.in_flight_rule == "keep"
-            and type(self.staleness_rule) is NoStalenessRule
+            and not self.staleness_rule.drops
+            and self.gate is None
         ):
-            return ("renewal",)
+            return ("renewal", self.quorum)
         return None
 
     def describe(self) -> str:

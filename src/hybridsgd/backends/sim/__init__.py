@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from hybridsgd.backends.sim.events import run_events
 from hybridsgd.backends.sim.fast import run_renewal, run_rounds
 from hybridsgd.backends.sim.replay import Evals, replay
@@ -34,11 +36,12 @@ def simulate_schedule(
     if max_updates is None and max_time is None:
         raise ValueError("give max_updates or max_time")
     shape = policy.fast_path() if fast and not cluster.time_dependent else None
-    if shape is not None and shape[0] == "rounds":
-        return run_rounds(shape[1], cluster, policy.workers, max_updates, max_time)
-    if shape is not None and shape[0] == "renewal":
-        return run_renewal(cluster, policy.workers, max_updates, max_time)
-    return run_events(policy, cluster, max_updates, max_time)
+    if shape is None:
+        return run_events(policy, cluster, max_updates, max_time)
+    run = run_rounds if shape[0] == "rounds" else run_renewal
+    schedule = run(shape[1], cluster, policy.workers, max_updates, max_time)
+    schedule.update_regime = np.full(schedule.n_updates, policy.level())  # one regime throughout
+    return schedule
 
 
 __all__ = ["FATES", "Evals", "Schedule", "replay", "run_events", "simulate_schedule"]

@@ -36,6 +36,7 @@ def run_events(
     g_fate: list[int] = []  # kept apart: an update rewrites the fates of its members
     g_update: list[int] = []
     update_time: list[float] = []
+    update_regime: list[float] = []
     request, push, delay = policy.request, policy.push, cluster.delay
     push_heap = heapq.heappush
     code = FATE_CODE
@@ -65,12 +66,13 @@ def run_events(
         if t > max_time:
             break
         gid = len(g_fate)
-        d = push(w, read[w], gid)
+        d = push(w, read[w], gid, t)
         record(w, t, PENDING if d.fate == "buffered" else code[d.fate], d.staleness)
         up = d.update
         if up is not None:
             u = len(update_time)
             update_time.append(t)
+            update_regime.append(up.regime)
             for m in up.members:
                 g_fate[m] = APPLIED
                 g_update[m] = u
@@ -98,4 +100,5 @@ def run_events(
         update_time=np.asarray(update_time, dtype=np.float64),
         workers=W,
         path="events",
+        update_regime=np.asarray(update_regime, dtype=np.float64),
     )

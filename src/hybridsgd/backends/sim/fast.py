@@ -3,9 +3,10 @@
 * ``rounds`` (sync, backup with cancellation, k-sync): every worker starts each round at
   the round's start; the k-th arrival ends the round; the rest are cancelled. One
   vectorised sort per chunk of rounds.
-* ``renewal`` (async): no worker ever waits, so each worker's arrivals are the running sum
-  of its own delays; merging the W streams in time order gives the update order, and a
-  gradient's read version is one past its worker's previous update.
+* ``renewal`` (async, k_batch_async): no worker ever waits, so each worker's arrivals are
+  the running sum of its own delays; merging the W streams in time order gives the arrival
+  order, every k-th arrival fires an update, and a gradient's read version is the version
+  its worker pulled right after its previous arrival.
 
 Both consume each worker's delay stream exactly as the event loop does and break ties by
 worker index as it does, so the schedules are identical (tested).
@@ -102,17 +103,18 @@ def _round_rows(order, arrive, T, k, first_round, gid0) -> dict[str, np.ndarray]
 
 
 def run_renewal(
-    cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
+    k: int, cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
 ) -> Schedule:
     W = workers
-    per = _draws_per_worker(cluster, W, max_updates)
+    max_arrivals = None if max_updates is None else max_updates * k
+    per = _draws_per_worker(cluster, W, max_arrivals)
     D = np.stack([cluster.delays(w, per) for w in range(W)])  # [W, n]
     while True:
         F = np.add.accumulate(D, axis=1)  # arrival times, per worker
         flat_t = F.ravel()  # worker-major: index order is worker order
         order = _order(flat_t)
-        if max_updates is not None:
-            n = min(max_updates, len(order))
+        if max_arrivals is not None:
+            n = min(max_arrivals, len(order))
             cutoff = flat_t[order[n - 1]]
             if max_time is not None and cutoff > max_time:
                 n = int(np.searchsorted(flat_t[order], max_time, side="right"))
@@ -130,34 +132,37 @@ def run_renewal(
     rank = np.full(W * n_per, -1, dtype=np.int64)
     rank[sel] = np.arange(n)
     w = sel // n_per
-    k = sel % n_per
-    prev_rank = np.where(k > 0, rank[sel - 1], -1)  # the worker's previous arrival
-    read = prev_rank + 1
-    start = np.where(k > 0, flat_t[np.maximum(sel - 1, 0)], 0.0)
+    slot = sel % n_per
+    # the i-th arrival joins update i // k and meets version i // k; a worker whose previous
+    # arrival had rank p pulled version (p + 1) // k right after it
+    prev_rank = np.where(slot > 0, rank[sel - 1], -1)
+    read = (prev_rank + 1) // k
     idx = np.arange(n, dtype=np.int64)
+    n_updates = n // k
+    complete = idx < n_updates * k
     part = {
         "worker": w.astype(np.int64),
-        "minibatch": k.astype(np.int64),
+        "minibatch": slot.astype(np.int64),
         "read_version": read,
-        "start": start,
+        "start": np.where(slot > 0, flat_t[np.maximum(sel - 1, 0)], 0.0),
         "end": flat_t[sel],
-        "fate": np.full(n, APPLIED, dtype=np.int8),
-        "update": idx,
-        "staleness": idx - read,
+        "fate": np.where(complete, APPLIED, PENDING).astype(np.int8),
+        "update": np.where(complete, idx // k, -1),
+        "staleness": idx // k - read,
     }
-    return _assemble([part], [flat_t[sel]], W, "renewal")
+    return _assemble([part], [flat_t[sel][k - 1 : n_updates * k : k]], W, "renewal")
 
 
-def _draws_per_worker(cluster: Cluster, W: int, max_updates: int | None) -> int:
+def _draws_per_worker(cluster: Cluster, W: int, max_arrivals: int | None) -> int:
     """Enough draws that the busiest worker rarely needs more: its expected share of the
-    first ``max_updates`` arrivals (rates 1 / mean delay) plus four standard deviations."""
-    if max_updates is None:
+    first ``max_arrivals`` arrivals (rates 1 / mean delay) plus four standard deviations."""
+    if max_arrivals is None:
         return 64
     rates = np.array([1.0 / cluster.mean_delay(w) for w in range(W)])
     share = (
         rates / rates.sum() if np.isfinite(rates).all() and rates.sum() > 0 else np.full(W, 1 / W)
     )
-    busiest = max_updates * share.max()
+    busiest = max_arrivals * share.max()
     return int(busiest + 4 * math.sqrt(busiest) + 16)
 
 

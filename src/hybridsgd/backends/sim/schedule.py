@@ -33,6 +33,7 @@ class Schedule:
     update_time: np.ndarray  # float64 [updates]
     workers: int
     path: str  # "events", "rounds" or "renewal": how it was produced
+    update_regime: np.ndarray | None = None  # float64 [updates]: synchrony level used
 
     @property
     def n_updates(self) -> int:

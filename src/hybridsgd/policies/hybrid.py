@@ -1,0 +1,111 @@
+"""``hybrid``: start asynchronous, move to synchronous aggregation under a threshold function
+(Vora et al. 2024, "Hybrid Approach to Parallel Stochastic Gradient Descent", whose
+algorithm they call Smooth Switch).
+
+This is the *quorum* reading: the threshold maps progress (updates, time or epochs) to a
+degree of synchrony ``level`` in [0, 1], and the update after each one is made with
+
+* ``level < 1``: K = 1 + floor(level * (W - 1)) gradients from distinct workers, stale ones
+  accepted, nobody waits (``k_async``; K = 1 is ``async``);
+* ``level = 1``: ``sync``: all W workers' gradients of the current version, each worker
+  waiting for the next version.
+
+The regime is chosen at update boundaries, when nothing is buffered, so every update is
+made under one regime, recorded in the trace's ``regime`` column. A constant threshold of
+0 is exactly ``async``, and of 1 exactly ``sync`` (tested).
+
+Advice: the asynchronous phase buys fast early progress when gradients are large and
+staleness matters little; the synchronous phase removes staleness noise near the end. Put
+the switch where the loss curve of ``async`` flattens (a ``compare`` run shows it).
+"""
+
+from __future__ import annotations
+
+import math
+
+from hybridsgd.core.staleness import StalenessRule
+from hybridsgd.policies.base import Decision
+from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.thresholds import Threshold
+
+PROGRESS = ("updates", "time", "epochs")
+
+
+class HybridPolicy(QuorumPolicy):
+    """A quorum policy whose regime follows ``threshold(progress)``."""
+
+    def __init__(
+        self,
+        workers: int,
+        threshold: Threshold,
+        progress: str = "updates",
+        gradients_per_epoch: float = 1.0,
+        staleness: StalenessRule | None = None,
+    ) -> None:
+        if progress not in PROGRESS:
+            raise ValueError(f"progress must be one of {PROGRESS}")
+        super().__init__(
+            workers,
+            1,
+            counts="workers",
+            fresh_only=False,
+            after_push="latest",
+            in_flight="keep",
+            staleness=staleness,
+            name="hybrid",
+        )
+        self.threshold = threshold
+        self.progress = progress
+        self.gradients_per_epoch = gradients_per_epoch
+        self.applied = 0  # gradients applied so far (epochs of progress)
+        self._level = 0.0
+        self._enter(self._measure())
+
+    def _measure(self) -> float:
+        if self.progress == "updates":
+            return float(self.version)
+        if self.progress == "time":
+            return self.now
+        return self.applied / self.gradients_per_epoch
+
+    def _enter(self, progress: float) -> None:
+        level = float(self.threshold(progress))
+        level = 0.0 if math.isnan(level) else min(1.0, max(0.0, level))
+        self._level = level
+        if level >= 1.0:  # synchronous: fresh gradients of all W workers, pushers wait
+            self.quorum, self.fresh_only, self.after_push, self.in_flight_rule = (
+                self.workers,
+                True,
+                "wait",
+                "cancel",
+            )
+        else:
+            self.quorum = 1 + math.floor(level * (self.workers - 1))
+            self.fresh_only, self.after_push, self.in_flight_rule = False, "latest", "keep"
+
+    def level(self) -> float:
+        return self._level
+
+    def _fire(self, staleness: int) -> Decision:
+        n = len(self._buffer)
+        decision = super()._fire(staleness)  # made under the current regime
+        self.applied += n
+        self._enter(self._measure())  # the regime of the next update
+        return decision
+
+    def fast_path(self) -> tuple | None:
+        return None  # the regime changes over the run: the event loop follows it
+
+    def describe(self) -> str:
+        return f"hybrid(W={self.workers}, {self.threshold} over {self.progress})"
+
+
+def hybrid(
+    workers: int,
+    threshold: Threshold,
+    progress: str = "updates",
+    gradients_per_epoch: float = 1.0,
+    staleness: StalenessRule | None = None,
+) -> HybridPolicy:
+    """Asynchronous to synchronous under ``threshold`` (see the module doc)."""
+    return HybridPolicy(workers, threshold, progress, gradients_per_epoch, staleness)

@@ -1,0 +1,82 @@
+"""The K-variants of Dutta et al. 2018, "Slow and Stale Gradients Can Win the Race".
+
+=================  ===================================  =====================  =============
+recipe             update fires when                    after a worker pushes  in flight
+=================  ===================================  =====================  =============
+``k_sync``         first K gradients of version v,      waits for v+1          cancelled
+                   from distinct workers
+``k_batch_sync``   any K minibatches of version v (a    another minibatch on   cancelled
+                   fast worker may give several)        the same version
+``k_async``        K gradients from distinct workers,   pulls the latest,      kept, applied
+                   stale ones accepted                  continues              stale later
+``k_batch_async``  any K gradients                      pulls the latest,      kept
+                                                        continues
+=================  ===================================  =====================  =============
+
+``k_sync`` with K = W is ``sync``; ``k_async`` with K = 1 is ``async``. In ``k_async`` a fast
+worker's second gradient before the quorum is complete is applied with the update but does
+not count toward the K distinct workers.
+
+Advice: the sync variants trade waiting for wasted (cancelled) work; the async variants
+trade staleness for throughput. With heavy-tailed compute times a K a little below W often
+gives most of the speed-up of asynchrony with little staleness.
+"""
+
+from __future__ import annotations
+
+from hybridsgd.core.staleness import StalenessRule
+from hybridsgd.policies.quorum import QuorumPolicy
+
+
+def k_sync(workers: int, k: int) -> QuorumPolicy:
+    """First ``k`` gradients of the current version, from distinct workers; cancel the rest."""
+    return QuorumPolicy(
+        workers,
+        k,
+        counts="workers",
+        fresh_only=True,
+        after_push="wait",
+        in_flight="cancel",
+        name="k_sync",
+    )
+
+
+def k_batch_sync(workers: int, k: int) -> QuorumPolicy:
+    """Any ``k`` minibatches of the current version; pushers start another at once."""
+    return QuorumPolicy(
+        workers,
+        k,
+        counts="minibatches",
+        fresh_only=True,
+        after_push="same",
+        in_flight="cancel",
+        name="k_batch_sync",
+    )
+
+
+def k_async(workers: int, k: int, staleness: StalenessRule | None = None) -> QuorumPolicy:
+    """``k`` gradients from distinct workers, stale ones accepted; nobody waits."""
+    return QuorumPolicy(
+        workers,
+        k,
+        counts="workers",
+        fresh_only=False,
+        after_push="latest",
+        in_flight="keep",
+        staleness=staleness,
+        name="k_async",
+    )
+
+
+def k_batch_async(workers: int, k: int, staleness: StalenessRule | None = None) -> QuorumPolicy:
+    """Any ``k`` gradients, stale ones accepted; nobody waits."""
+    return QuorumPolicy(
+        workers,
+        k,
+        counts="minibatches",
+        fresh_only=False,
+        after_push="latest",
+        in_flight="keep",
+        staleness=staleness,
+        name="k_batch_async",
+    )
