@@ -75,6 +75,7 @@ BAD = [
     ),
     (("policy.name=async", "policy.staleness=max"), "policy.max_staleness"),
     (("policy.name=async", "policy.max_staleness=-2"), "policy.max_staleness"),
+    (("policy.name=adaptive", "policy.explore_every=1"), "policy.explore_every"),
 ]
 
 

@@ -236,3 +236,30 @@ def test_inverse_staleness_is_a_per_gradient_learning_rate():
         theta = theta - 0.1 / max(1, u - r) * g
         snapshots[u + 1] = theta.clone()
     np.testing.assert_allclose(a.params.numpy(), theta.numpy(), atol=1e-5)
+
+
+# -- adaptive --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "model", ["shifted-exp:delta=1,mu=2", "pareto:alpha=1.5,scale=1", "lognormal:mu=0,sigma=1"]
+)
+def test_adaptive_is_within_3_percent_of_the_best_fixed_k(model):
+    W = 16
+    p = h.policies.adaptive(W)
+    s = h.simulate_schedule(p, h.Cluster(h.parse_model(model), W, seed=0), 3000)
+    rate = (s.fate == APPLIED).sum() / s.end_time
+    best = max(
+        k * s2.n_updates / s2.end_time
+        for k in range(1, W + 1)
+        for s2 in [
+            h.simulate_schedule(k_sync(W, k), h.Cluster(h.parse_model(model), W, seed=0), 3000)
+        ]
+    )
+    assert rate >= 0.97 * best
+    assert 1 < p.chosen < W  # these tails make waiting for everyone a bad deal
+    assert np.unique(s.update_regime).size > 1  # the regime column shows K changing
+
+
+def test_adaptive_settles_on_sync_when_nobody_straggles():
+    p = h.policies.adaptive(8)
+    s = h.simulate_schedule(p, const_cluster([1.0] * 8), 200)
+    assert p.chosen == 8 and (s.fate == APPLIED).all()

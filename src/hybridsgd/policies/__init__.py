@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hybridsgd.core.staleness import build_staleness
+from hybridsgd.policies.adaptive import AdaptivePolicy, adaptive
 from hybridsgd.policies.asynchronous import asynchronous
 from hybridsgd.policies.backup import backup
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
@@ -40,6 +41,7 @@ POLICIES: dict[str, Callable[[PolicyConfig, int, float], Policy]] = {
     "hybrid": lambda c, seed, gpe: hybrid(
         c.workers, parse_threshold(c.threshold), c.progress, gpe, _rule(c)
     ),
+    "adaptive": lambda c, seed, gpe: adaptive(c.workers, c.explore_every),
 }
 
 _STALE = ("staleness", "max_staleness")
@@ -55,6 +57,7 @@ POLICY_KEYS: dict[str, tuple[str, ...]] = {
     "ssp": ("staleness_bound", *_STALE),
     "psp": ("sample", "staleness_bound", *_STALE),
     "hybrid": ("threshold", "progress", *_STALE),
+    "adaptive": ("explore_every",),
 }
 
 #: keys a policy cannot do without (validated with one clear line each).
@@ -79,12 +82,14 @@ __all__ = [
     "POLICY_KEYS",
     "PROGRESS",
     "REQUIRED",
+    "AdaptivePolicy",
     "Decision",
     "Fate",
     "HybridPolicy",
     "Policy",
     "QuorumPolicy",
     "Update",
+    "adaptive",
     "asynchronous",
     "backup",
     "build_policy",
