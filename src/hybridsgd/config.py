@@ -52,6 +52,7 @@ class PolicyConfig:
     sample: int | None = None  # psp: beta, peers sampled at each barrier, <= workers
     threshold: str = ""  # hybrid: threshold shape, e.g. "linear:start=0,end=500"
     progress: str = "updates"  # hybrid: the threshold's axis: updates | time | epochs
+    reading: str = "quorum"  # hybrid: "quorum" (gradients per update) or "partition" (layers)
     explore_every: int = 10  # adaptive: rounds between probes of a larger K
     aggregator: str = "mean"
     staleness: str = "none"  # none | inverse | inverse-sqrt | max (stale gradients only)
@@ -201,6 +202,7 @@ class Config:
         if p.threshold:
             parse_threshold(p.threshold)
         _choice("policy.progress", p.progress, PROGRESS)
+        _choice("policy.reading", p.reading, ("quorum", "partition"))
         if p.explore_every < 2:
             raise ConfigError("policy.explore_every", f"must be >= 2 (got {p.explore_every})")
         build_aggregator(p.aggregator)

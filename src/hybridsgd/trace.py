@@ -10,7 +10,9 @@ A run directory holds::
     evals.csv       version, time, loss, accuracy
 
 Each table reads in one line: ``pandas.read_csv("runs/x/gradients.csv")``.
-``update`` is the version the gradient's update produced (-1 when not applied).
+``update`` is the version the gradient's update produced (-1 when not applied). Runs of the
+hybrid partition reading add ``sync_update``: the version whose update averaged the
+gradient into the synchronous tensors.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Trace:
                 "update": np.where(s.update >= 0, s.update + 1, -1),
             }
         )
+        if s.partitioned:  # hybrid partition reading: where the synchronous part went
+            gradients["sync_update"] = np.where(s.sync_update >= 0, s.sync_update + 1, -1)
         n, mean, mx = s.per_update()
         updates = pd.DataFrame(
             {

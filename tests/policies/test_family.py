@@ -263,3 +263,73 @@ def test_adaptive_settles_on_sync_when_nobody_straggles():
     p = h.policies.adaptive(8)
     s = h.simulate_schedule(p, const_cluster([1.0] * 8), 200)
     assert p.chosen == 8 and (s.fate == APPLIED).all()
+
+
+# -- hybrid, partition reading ---------------------------------------------------------------
+def partition_run(level: str, speeds, updates):
+    from hybridsgd.backends.sim import replay
+    from hybridsgd.core import Mean, NoStalenessRule
+    from hybridsgd.policies import PartitionHybrid
+    from hybridsgd.runner import build_server
+    from hybridsgd.tasks import samplers
+
+    cfg = small_config(task={"name": "logistic", "dim": 5}, optimizer={"lr": 0.2, "momentum": 0.5})
+    task = h.build_task(cfg.task, seed=0)  # Linear(5, 2): weight [2, 5] then bias [2]
+    policy = PartitionHybrid(len(speeds), parse_threshold(level), tensors=len(task.shapes))
+    s = h.simulate_schedule(policy, const_cluster(speeds), max_updates=updates)
+    server = build_server(cfg, task.initial_params(), task.shapes, partial_updates=True)
+    feeds = samplers(task.y_train.numpy(), len(speeds), 16, "iid", 0.5, seed=0)
+    after = []
+    replay(
+        s,
+        task,
+        feeds,
+        server,
+        Mean(),
+        NoStalenessRule(),
+        1000,
+        lambda v: after.append(server.params.clone()),
+    )
+    return s, np.stack([task.initial_params().numpy(), *[p.numpy() for p in after]])
+
+
+def test_partition_syncs_the_first_tensors_and_applies_the_rest_on_arrival():
+    s, params = partition_run("constant:value=0.5", [1, 2, 10], 20)  # weight sync, bias async
+    assert s.update_sync_tensors.tolist() == [1] * 20
+    rounds = [
+        np.flatnonzero(s.sync_update == u) for u in np.unique(s.sync_update[s.sync_update >= 0])
+    ]
+    assert len(rounds) >= 1
+    for members in rounds:  # one fresh gradient from each of the 3 workers
+        assert sorted(s.worker[members].tolist()) == [0, 1, 2]
+    # the first round: w0 at t=1, w1 at t=2, w2 at t=10 (w0's extra gradients do not count)
+    first = rounds[0]
+    assert s.end[first].tolist() == [1.0, 2.0, 10.0]
+    sync_versions = set(np.unique(s.sync_update[s.sync_update >= 0]).tolist())
+    weight, bias = params[:, :10], params[:, 10:]
+    for u in range(s.n_updates):  # update u turns params[u] into params[u + 1]
+        assert not np.array_equal(bias[u], bias[u + 1])
+        assert np.array_equal(weight[u], weight[u + 1]) == (u not in sync_versions)
+
+
+def test_partition_at_level_0_is_async():
+    s_p, p_p = partition_run("constant:value=0", [1, 1.5, 3], 30)
+    s_a = h.simulate_schedule(asynchronous(3), const_cluster([1, 1.5, 3]), max_updates=30)
+    assert s_p.equals(s_a) and not s_p.partitioned
+
+
+def test_partition_reading_from_config():
+    cfg = small_config(
+        policy={
+            "name": "hybrid",
+            "workers": 6,
+            "reading": "partition",
+            "threshold": "linear:start=0,end=30",
+        },
+        run={"updates": 60},
+    )
+    result = h.run(cfg)
+    assert_consistent(result.trace)
+    g = result.trace.gradients
+    assert (g.sync_update > 0).any()
+    assert result.trace.evals.loss.iloc[-1] < result.trace.evals.loss.iloc[0]

@@ -98,10 +98,12 @@ class ParameterServer:
     def numel(self) -> int:
         return self._theta.numel()
 
-    def apply(self, gradient: torch.Tensor | Sequence[torch.Tensor]) -> int:
+    def apply(self, gradient: torch.Tensor | Sequence[torch.Tensor | None]) -> int:
         """Take one optimizer step with an aggregated gradient; returns the new version.
 
-        ``gradient`` is a flat vector, or (with a layout) one tensor per model tensor.
+        ``gradient`` is a flat vector, or (with a layout) one tensor per model tensor; a
+        part may be ``None``: that tensor is left alone (torch optimizers skip parameters
+        without a gradient, momentum included).
         """
         if isinstance(gradient, torch.Tensor):
             if gradient.shape != self._theta.shape:
@@ -110,7 +112,9 @@ class ParameterServer:
             parts = self._split(gradient.to(self._theta.dtype))
         else:
             parts = list(gradient)
-            if [p.shape for p in parts] != self._shapes:
+            if len(parts) != len(self._shapes) or any(
+                p is not None and p.shape != s for p, s in zip(parts, self._shapes, strict=True)
+            ):
                 raise ValueError("gradient parts do not match the server's layout")
         for leaf, g in zip(self._leaves, parts, strict=True):
             leaf.grad = g

@@ -12,7 +12,7 @@ from hybridsgd.policies.adaptive import AdaptivePolicy, adaptive
 from hybridsgd.policies.asynchronous import asynchronous
 from hybridsgd.policies.backup import backup
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
-from hybridsgd.policies.hybrid import PROGRESS, HybridPolicy, hybrid
+from hybridsgd.policies.hybrid import PROGRESS, HybridPolicy, PartitionHybrid, hybrid
 from hybridsgd.policies.k_variants import k_async, k_batch_async, k_batch_sync, k_sync
 from hybridsgd.policies.quorum import QuorumPolicy
 from hybridsgd.policies.ssp import psp, ssp
@@ -27,21 +27,27 @@ def _rule(c: PolicyConfig):
     return build_staleness(c.staleness, c.max_staleness)
 
 
-#: name -> builder from the ``[policy]`` section, the run seed and gradients per epoch.
-POLICIES: dict[str, Callable[[PolicyConfig, int, float], Policy]] = {
-    "sync": lambda c, seed, gpe: sync(c.workers),
-    "backup": lambda c, seed, gpe: backup(c.workers, c.backups, c.late),
-    "async": lambda c, seed, gpe: asynchronous(c.workers, _rule(c)),
-    "k_sync": lambda c, seed, gpe: k_sync(c.workers, c.k),
-    "k_batch_sync": lambda c, seed, gpe: k_batch_sync(c.workers, c.k),
-    "k_async": lambda c, seed, gpe: k_async(c.workers, c.k, _rule(c)),
-    "k_batch_async": lambda c, seed, gpe: k_batch_async(c.workers, c.k, _rule(c)),
-    "ssp": lambda c, seed, gpe: ssp(c.workers, c.staleness_bound, _rule(c)),
-    "psp": lambda c, seed, gpe: psp(c.workers, c.sample, c.staleness_bound, seed, _rule(c)),
-    "hybrid": lambda c, seed, gpe: hybrid(
-        c.workers, parse_threshold(c.threshold), c.progress, gpe, _rule(c)
-    ),
-    "adaptive": lambda c, seed, gpe: adaptive(c.workers, c.explore_every),
+def _hybrid(c: PolicyConfig, gpe: float, tensors: int) -> Policy:
+    threshold = parse_threshold(c.threshold)
+    if c.reading == "partition":
+        return PartitionHybrid(c.workers, threshold, tensors, c.progress, gpe, _rule(c))
+    return hybrid(c.workers, threshold, c.progress, gpe, _rule(c))
+
+
+#: name -> builder from the ``[policy]`` section, the run seed, gradients per epoch and the
+#: model's number of parameter tensors.
+POLICIES: dict[str, Callable[[PolicyConfig, int, float, int], Policy]] = {
+    "sync": lambda c, seed, gpe, nt: sync(c.workers),
+    "backup": lambda c, seed, gpe, nt: backup(c.workers, c.backups, c.late),
+    "async": lambda c, seed, gpe, nt: asynchronous(c.workers, _rule(c)),
+    "k_sync": lambda c, seed, gpe, nt: k_sync(c.workers, c.k),
+    "k_batch_sync": lambda c, seed, gpe, nt: k_batch_sync(c.workers, c.k),
+    "k_async": lambda c, seed, gpe, nt: k_async(c.workers, c.k, _rule(c)),
+    "k_batch_async": lambda c, seed, gpe, nt: k_batch_async(c.workers, c.k, _rule(c)),
+    "ssp": lambda c, seed, gpe, nt: ssp(c.workers, c.staleness_bound, _rule(c)),
+    "psp": lambda c, seed, gpe, nt: psp(c.workers, c.sample, c.staleness_bound, seed, _rule(c)),
+    "hybrid": lambda c, seed, gpe, nt: _hybrid(c, gpe, nt),
+    "adaptive": lambda c, seed, gpe, nt: adaptive(c.workers, c.explore_every),
 }
 
 _STALE = ("staleness", "max_staleness")
@@ -56,7 +62,7 @@ POLICY_KEYS: dict[str, tuple[str, ...]] = {
     "k_batch_async": ("k", *_STALE),
     "ssp": ("staleness_bound", *_STALE),
     "psp": ("sample", "staleness_bound", *_STALE),
-    "hybrid": ("threshold", "progress", *_STALE),
+    "hybrid": ("threshold", "progress", "reading", *_STALE),
     "adaptive": ("explore_every",),
 }
 
@@ -72,9 +78,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_policy(cfg: PolicyConfig, seed: int = 0, gradients_per_epoch: float = 1.0) -> Policy:
+def build_policy(
+    cfg: PolicyConfig, seed: int = 0, gradients_per_epoch: float = 1.0, tensors: int = 1
+) -> Policy:
     """The policy a ``[policy]`` section describes (validated by :class:`Config`)."""
-    return POLICIES[cfg.name](cfg, seed, gradients_per_epoch)
+    return POLICIES[cfg.name](cfg, seed, gradients_per_epoch, tensors)
 
 
 __all__ = [
@@ -86,6 +94,7 @@ __all__ = [
     "Decision",
     "Fate",
     "HybridPolicy",
+    "PartitionHybrid",
     "Policy",
     "QuorumPolicy",
     "Update",

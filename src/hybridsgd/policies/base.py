@@ -39,6 +39,11 @@ class Update:
     members: list[int]  # gradient ids, in arrival order
     staleness: list[int]  # staleness of each member, measured at its arrival
     regime: float = 1.0  # degree of synchrony the update used: 0 async ... 1 sync
+    # hybrid partition reading: the first ``sync_tensors`` parameter tensors are synchronous;
+    # ``sync_members`` (when the synchronous round completes here) are averaged into them and
+    # ``members`` update only the other tensors
+    sync_tensors: int = 0
+    sync_members: list[int] | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +64,8 @@ class Policy(ABC):
     name: str = "?"
     workers: int
     version: int
+    #: whether an update may leave some parameter tensors without a gradient
+    partial_updates: bool = False
 
     @abstractmethod
     def request(self, worker: int) -> int | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 from hybridsgd.core.staleness import StalenessRule
-from hybridsgd.policies.base import Decision
+from hybridsgd.policies.base import Decision, Fate, Update
 from hybridsgd.policies.quorum import QuorumPolicy
 from hybridsgd.policies.thresholds import Threshold
 
@@ -109,3 +109,117 @@ def hybrid(
 ) -> HybridPolicy:
     """Asynchronous to synchronous under ``threshold`` (see the module doc)."""
     return HybridPolicy(workers, threshold, progress, gradients_per_epoch, staleness)
+
+
+class PartitionHybrid(QuorumPolicy):
+    """``hybrid``, partition reading: the first m of the model's parameter tensors are
+    aggregated synchronously, the rest applied on arrival, m = round(level * tensors).
+
+    Workers never wait: every arrival is an update of the asynchronous tensors. The
+    synchronous tensors have their own version; a gradient's synchronous part counts if it
+    was read at the current synchronous version and its worker has not yet given one in
+    this round. When W distinct workers have, the arrival's update also applies their mean to
+    the synchronous tensors. m changes only between synchronous rounds (or freely while
+    it is 0), and each change opens a new synchronous version, so the gradients averaged in
+    a round all saw the same synchronous values.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        threshold: Threshold,
+        tensors: int,
+        progress: str = "updates",
+        gradients_per_epoch: float = 1.0,
+        staleness: StalenessRule | None = None,
+    ) -> None:
+        if progress not in PROGRESS:
+            raise ValueError(f"progress must be one of {PROGRESS}")
+        if tensors < 1:
+            raise ValueError("tensors must be >= 1")
+        super().__init__(
+            workers,
+            1,
+            counts="minibatches",
+            fresh_only=False,
+            after_push="latest",
+            in_flight="keep",
+            staleness=staleness,
+            name="hybrid",
+        )
+        self.partial_updates = True  # tensors outside the partition's update get no gradient
+        self.threshold = threshold
+        self.tensors = tensors
+        self.progress = progress
+        self.gradients_per_epoch = gradients_per_epoch
+        self.applied = 0
+        self.sync_version = 0
+        self._read_sync = [-1] * workers
+        self._round: list[int] = []  # gids whose synchronous part waits for the round
+        self._round_workers: set[int] = set()
+        self._level = 0.0
+        self.m = 0
+        self._repartition()
+
+    def _repartition(self) -> None:
+        p = {
+            "updates": float(self.version),
+            "time": self.now,
+            "epochs": self.applied / self.gradients_per_epoch,
+        }[self.progress]
+        level = float(self.threshold(p))
+        self._level = 0.0 if math.isnan(level) else min(1.0, max(0.0, level))
+        m = round(self._level * self.tensors)
+        if m != self.m:
+            self.m = m
+            self.sync_version += 1  # a new round on values nobody has read yet
+
+    def level(self) -> float:
+        return self._level
+
+    def request(self, worker: int) -> int | None:
+        v = super().request(worker)
+        self._read_sync[worker] = self.sync_version
+        return v
+
+    def push(self, worker: int, read_version: int, gid: int, now: float = 0.0) -> Decision:
+        self.now = now
+        staleness = self.version - read_version
+        if self._in_flight[worker] != read_version:
+            return Decision(Fate.CANCELLED, staleness, reason="cancelled")
+        self._in_flight[worker] = -1
+        round_done = None
+        if (
+            self.m > 0
+            and self._read_sync[worker] == self.sync_version
+            and worker not in self._round_workers
+        ):
+            self._round.append(gid)
+            self._round_workers.add(worker)
+            if len(self._round_workers) == self.workers:
+                round_done, self._round, self._round_workers = self._round, [], set()
+        accepted = self.staleness_rule.accepts(staleness)
+        if not accepted and round_done is None:
+            return Decision(Fate.DROPPED, staleness, reason="staleness rule")
+        self.version += 1
+        self.applied += accepted
+        update = Update(
+            self.version,
+            [gid] if accepted else [],
+            [staleness] if accepted else [],
+            self._level,
+            sync_tensors=self.m,
+            sync_members=round_done,
+        )
+        if round_done is not None:
+            self.sync_version += 1
+        if round_done is not None or self.m == 0:
+            self._repartition()
+        fate = Fate.APPLIED if accepted else Fate.DROPPED
+        return Decision(fate, staleness, update, reason="" if accepted else "staleness rule")
+
+    def fast_path(self) -> tuple | None:
+        return None
+
+    def describe(self) -> str:
+        return f"hybrid(W={self.workers}, partition, {self.threshold} over {self.progress})"

@@ -35,6 +35,8 @@ def run_events(
     ] = []  # worker, slot, read, start, end, staleness
     g_fate: list[int] = []  # kept apart: an update rewrites the fates of its members
     g_update: list[int] = []
+    g_sync: list[int] = []  # hybrid partition: update that used the synchronous part
+    update_sync_tensors: list[int] = []
     update_time: list[float] = []
     update_regime: list[float] = []
     request, push, delay = policy.request, policy.push, cluster.delay
@@ -55,6 +57,7 @@ def run_events(
         rows.append((w, slot[w], read[w], began[w], t, staleness))
         g_fate.append(fate)
         g_update.append(-1)
+        g_sync.append(-1)
 
     for w in range(W):
         start(w, 0.0)
@@ -73,9 +76,12 @@ def run_events(
             u = len(update_time)
             update_time.append(t)
             update_regime.append(up.regime)
+            update_sync_tensors.append(up.sync_tensors)
             for m in up.members:
                 g_fate[m] = APPLIED
                 g_update[m] = u
+            for m in up.sync_members or ():
+                g_sync[m] = u
         for c in d.cancel:
             token[c] += 1
             record(c, t, CANCELLED, policy.version - read[c])
@@ -101,4 +107,6 @@ def run_events(
         workers=W,
         path="events",
         update_regime=np.asarray(update_regime, dtype=np.float64),
+        sync_update=np.asarray(g_sync, dtype=i64),
+        update_sync_tensors=np.asarray(update_sync_tensors, dtype=i64),
     )

@@ -50,6 +50,10 @@ def replay(
     on_update: Callable[[int], None] | None = None,
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``."""
+    if schedule.partitioned:
+        return _replay_partition(
+            schedule, task, samplers, server, aggregator, staleness, eval_every, on_update
+        )
     U = schedule.n_updates
     applied = np.flatnonzero(schedule.fate == APPLIED)
     r_all, u_all = schedule.read_version[applied], schedule.update[applied]
@@ -109,6 +113,68 @@ def replay(
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
                 evals.add(version, float(schedule.update_time[v]), loss, acc)
+            if on_update is not None:
+                on_update(version)
+    return evals
+
+
+def _replay_partition(
+    schedule: Schedule,
+    task: Task,
+    samplers: Sequence[WorkerSampler],
+    server: ParameterServer,
+    aggregator: Aggregator,
+    staleness: StalenessRule,
+    eval_every: int,
+    on_update: Callable[[int], None] | None,
+) -> Evals:
+    """The hybrid partition reading: an update sets the tensors past the first
+    ``sync_tensors`` from its (asynchronous) member, and, when a synchronous round ends
+    there, the first ``sync_tensors`` from the mean of the round's gradients; tensors it does
+    not touch get no gradient (the optimizer leaves them and their state alone)."""
+    if not aggregator.linear:
+        raise ValueError(f"the partition reading needs a linear aggregator, not {aggregator.name}")
+    U, n_tensors = schedule.n_updates, len(task.shapes)
+    s = schedule
+    used = (s.fate == APPLIED) | (s.sync_update >= 0)
+    gids = np.flatnonzero(used)
+    last_use = np.maximum(np.where(s.fate == APPLIED, s.update, -1), s.sync_update)
+    by_read: dict[int, list[int]] = {}
+    for gid in gids[np.argsort(s.read_version[gids], kind="stable")].tolist():
+        by_read.setdefault(int(s.read_version[gid]), []).append(gid)
+    async_of = {int(s.update[g]): g for g in np.flatnonzero(s.fate == APPLIED).tolist()}
+    sync_of: dict[int, list[int]] = {}
+    for g in np.flatnonzero(s.sync_update >= 0).tolist():
+        sync_of.setdefault(int(s.sync_update[g]), []).append(g)
+    held: dict[int, list[torch.Tensor]] = {}
+    evals = Evals()
+    with task.bound_to(server.params):
+        loss, acc = task.evaluate(server.params)
+        evals.add(0, 0.0, loss, acc)
+        for v in range(U):
+            for gid in by_read.get(v, ()):
+                x, y = task.batch(samplers[int(s.worker[gid])].batch(int(s.minibatch[gid])))
+                held[gid] = task.grad_parts(server.params, x, y)[0]
+            m = int(s.update_sync_tensors[v])
+            grad: list[torch.Tensor | None] = [None] * n_tensors
+            if v in async_of:
+                gid = async_of[v]
+                w = aggregator.weights([1.0], [staleness.scale(v - int(s.read_version[gid]))])[0]
+                for i in range(m, n_tensors):
+                    grad[i] = held[gid][i] * w if w != 1.0 else held[gid][i]
+            if v in sync_of:
+                members = sync_of[v]
+                weights = aggregator.weights([1.0] * len(members), [1.0] * len(members))
+                for i in range(m):
+                    grad[i] = sum(wt * held[g][i] for wt, g in zip(weights, members, strict=True))
+            for gid in [async_of.get(v), *sync_of.get(v, ())]:
+                if gid is not None and last_use[gid] <= v:
+                    held.pop(gid, None)
+            server.apply(grad)
+            version = v + 1
+            if version % eval_every == 0 or version == U:
+                loss, acc = task.evaluate(server.params)
+                evals.add(version, float(s.update_time[v]), loss, acc)
             if on_update is not None:
                 on_update(version)
     return evals

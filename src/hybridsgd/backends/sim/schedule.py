@@ -34,6 +34,14 @@ class Schedule:
     workers: int
     path: str  # "events", "rounds" or "renewal": how it was produced
     update_regime: np.ndarray | None = None  # float64 [updates]: synchrony level used
+    # hybrid partition reading only: the update that averaged each gradient into the
+    # synchronous tensors (-1: none), and how many leading tensors were synchronous per update
+    sync_update: np.ndarray | None = None
+    update_sync_tensors: np.ndarray | None = None
+
+    @property
+    def partitioned(self) -> bool:
+        return self.update_sync_tensors is not None and bool((self.update_sync_tensors > 0).any())
 
     @property
     def n_updates(self) -> int:
