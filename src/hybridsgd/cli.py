@@ -41,6 +41,24 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="overwrite a run directory that holds a run"
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+
+    q = sub.add_parser("predict", help="predict time per update, staleness and stability")
+    q.add_argument(
+        "--policy", required=True, help="e.g. async, backup:backups=2, k_sync:k=12, ssp:s=0"
+    )
+    q.add_argument("--workers", type=int, required=True, help="W, workers running")
+    q.add_argument("--compute", required=True, help="timing model, e.g. shifted-exp:delta=1,mu=2")
+    q.add_argument("--comm", default="constant:value=0", help="time per message (default 0)")
+    q.add_argument("--speed", default="", help='per-worker time multipliers, e.g. "1x30,3x2"')
+    q.add_argument("--batch", type=int, default=32, help="minibatch per worker (for throughput)")
+    q.add_argument("--lr", type=float, help="learning rate (with --curvature: stability)")
+    q.add_argument(
+        "--curvature", help="largest Hessian eigenvalue h, or a task name to estimate it"
+    )
+    q.add_argument("--validate", action="store_true", help="also simulate and compare")
+    q.add_argument("--updates", type=int, default=20000, help="updates simulated by --validate")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
     return p
 
 
@@ -48,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     err = Console(stderr=True)
     try:
+        if args.command == "predict":
+            return _predict(args)
         return _run(args, err) if args.command == "run" else EXIT_USAGE
     except (ConfigError, HybridSGDError) as exc:
         print(f"hybridsgd: error: {exc}", file=sys.stderr)
@@ -124,6 +144,139 @@ def _print_summary(s: dict, out: Path) -> None:
         table.add_row(k, v)
     Console().print(table)
     print(f"wrote {out}/ (summary.json, gradients.csv, updates.csv, evals.csv, config.toml)")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from hybridsgd.analysis import largest_eigenvalue, predict
+    from hybridsgd.config import Config
+    from hybridsgd.policies import parse_spec
+    from hybridsgd.runner import build_cluster
+
+    name, overrides = parse_spec(args.policy)
+    cfg = Config.from_dict(
+        {},
+        [
+            *overrides,
+            f"policy.workers={args.workers}",
+            f"timing.compute={args.compute}",
+            f"timing.comm={args.comm}",
+            f"task.batch_size={args.batch}",
+            f"run.seed={args.seed}",
+        ]
+        + ([f"timing.speed={args.speed}"] if args.speed else []),
+    )
+    if (args.lr is None) != (args.curvature is None):
+        raise ConfigError("--lr", "stability needs both --lr and --curvature")
+    h = None
+    if args.curvature is not None:
+        try:
+            h = float(args.curvature)
+        except ValueError:
+            from hybridsgd.tasks import build_task
+
+            task_cfg = Config.from_dict({}, [f"task.name={args.curvature}"]).task
+            h = largest_eigenvalue(build_task(task_cfg, seed=args.seed))
+        if not h > 0:
+            raise ConfigError("--curvature", f"must be > 0 (got {h})")
+        if not args.lr > 0:
+            raise ConfigError("--lr", f"must be > 0 (got {args.lr})")
+    cluster = build_cluster(cfg)
+    p = cfg.policy
+    speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
+    pred = predict(
+        name,
+        p.workers,
+        cluster.compute,
+        cluster.comm,
+        speeds=speeds,
+        batch_size=args.batch,
+        backups=p.backups,
+        k=p.k,
+        staleness_bound=p.staleness_bound,
+        lr=args.lr,
+        curvature=h,
+    )
+    measured = _measure(cfg, args.updates) if args.validate else None
+    if args.json:
+        out = pred.to_dict()
+        if h is not None:
+            out["curvature"] = h
+        if measured:
+            out["measured"] = measured
+        print(json.dumps(out, default=float))
+        return 0
+    _print_prediction(pred, h, measured)
+    return 0
+
+
+def _measure(cfg, updates: int) -> dict[str, float]:
+    from hybridsgd.backends.sim import simulate_schedule
+    from hybridsgd.policies import build_policy
+    from hybridsgd.runner import build_cluster
+
+    s = simulate_schedule(build_policy(cfg.policy, cfg.run.seed), build_cluster(cfg), updates)
+    c = s.counts()
+    started = s.n_gradients
+    applied = s.staleness[s.fate == 0]
+    return {
+        "mean_update_time": s.end_time / s.n_updates,
+        "mean_staleness": float(applied.mean()) if len(applied) else 0.0,
+        "wasted_fraction": (c["cancelled"] + c["dropped"]) / started if started else 0.0,
+        "throughput": c["applied"] * cfg.task.batch_size / s.end_time,
+    }
+
+
+def _print_prediction(pred, h, measured) -> None:
+    console = Console()
+    t = Table(title=f"{pred.policy}, W = {pred.workers}: predicted", show_header=bool(measured))
+    cols = ["quantity", "predicted"] + (["simulated", "error"] if measured else [])
+    for col in cols:
+        t.add_column(col)
+
+    def row(label: str, value: float, key: str | None = None, fmt: str = ".4g") -> None:
+        cells = [label, format(value, fmt)]
+        if measured and key in measured:
+            m = measured[key]
+            err = (value - m) / m if m else value - m
+            cells += [format(m, fmt), f"{err:+.1%}"]
+        elif measured:
+            cells += ["", ""]
+        t.add_row(*cells)
+
+    q = ", ".join(f"{k} {v:.4g}" for k, v in pred.update_time_quantiles.items())
+    row(
+        "mean time per update" + (f" ({q})" if q else ""), pred.mean_update_time, "mean_update_time"
+    )
+    row("gradients per update", pred.quorum)
+    row("throughput (samples / unit time)", pred.throughput, "throughput")
+    row("wasted fraction of started work", pred.wasted_fraction, "wasted_fraction", ".3f")
+    sq = ", ".join(f"{k} {v:g}" for k, v in pred.staleness_quantiles.items())
+    row(f"mean staleness ({sq})", pred.mean_staleness, "mean_staleness")
+    console.print(t)
+    for key, how in pred.method.items():
+        console.print(f"  {key}: {how}", markup=False, highlight=False)
+    for a in pred.assumptions:
+        console.print(f"  assumes: {a}", markup=False, highlight=False)
+    st = pred.stability
+    if st is not None:
+        s = Table(title=f"stability at curvature h = {h:.4g} ({st.model} model)", show_header=False)
+        s.add_row("stable", "yes" if st.stable else "NO: diverges")
+        s.add_row("convergence rate (per unit time)", f"{st.convergence_rate:.4g}")
+        s.add_row("largest stable learning rate", f"{st.max_stable_lr:.4g}")
+        if st.best_workers is not None:
+            s.add_row("fastest worker count (up to 2W)", str(st.best_workers))
+            s.add_row("adding workers slows training from", str(st.workers_stop_helping or "-"))
+            s.add_row("diverges from", str(st.workers_unstable or "-"))
+        if st.continuous:
+            c = st.continuous
+            s.add_row(
+                "continuous model (Yu, Chen & Poor)",
+                f"{'stable' if c['stable'] else 'unstable'}, rate {c['convergence_rate']:.4g}, "
+                f"largest stable lr {c['max_stable_lr']:.4g}",
+            )
+        console.print(s)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,28 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+_ALIASES = {"b": "backups", "K": "k", "s": "staleness_bound", "beta": "sample"}
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """``name:key=value,...`` -> (name, ``policy.key=value`` overrides), for command lines.
+
+    >>> parse_spec("backup:b=2")
+    ('backup', ['policy.name=backup', 'policy.backups=2'])
+    """
+    from hybridsgd.errors import ConfigError, lookup
+
+    name, _, rest = spec.strip().partition(":")
+    lookup(POLICIES, name, "--policy", "policy")
+    overrides = [f"policy.name={name}"]
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ConfigError("--policy", f"write {name}:key=value (got {part!r})")
+        overrides.append(f"policy.{_ALIASES.get(key.strip(), key.strip())}={value.strip()}")
+    return name, overrides
+
+
 def build_policy(
     cfg: PolicyConfig, seed: int = 0, gradients_per_epoch: float = 1.0, tensors: int = 1
 ) -> Policy:
@@ -102,6 +124,7 @@ __all__ = [
     "asynchronous",
     "backup",
     "build_policy",
+    "parse_spec",
     "hybrid",
     "k_async",
     "k_batch_async",

@@ -1,0 +1,179 @@
+"""Predictions against closed forms, the solver's exact boundaries and the simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import hybridsgd as h
+from hybridsgd.analysis import (
+    discrete_radius,
+    largest_eigenvalue,
+    largest_stable,
+    levin_may,
+    predict,
+    rightmost_root,
+)
+from hybridsgd.cli import main
+from hybridsgd.config import PolicyConfig
+from hybridsgd.policies import POLICIES
+
+MODELS = ["shifted-exp:delta=1,mu=2", "pareto:alpha=2.5,scale=1", "lognormal:mu=0,sigma=0.5"]
+FAMILY = [
+    ("sync", {}),
+    ("backup", {"backups": 2}),
+    ("k_sync", {"k": 4}),
+    ("k_batch_sync", {"k": 4}),
+    ("async", {}),
+    ("k_async", {"k": 4}),
+    ("k_batch_async", {"k": 4}),
+    ("ssp", {"staleness_bound": 0}),
+]
+
+
+def simulated(policy: str, W: int, model: str, kw: dict):
+    cfg = PolicyConfig(
+        name=policy,
+        workers=W,
+        backups=kw.get("backups", 0),
+        k=kw.get("k"),
+        staleness_bound=kw.get("staleness_bound"),
+    )
+    updates = {"k_batch_sync": 4000, "ssp": 150_000 if W == 64 else 40_000}.get(policy, 30_000)
+    s = h.simulate_schedule(
+        POLICIES[policy](cfg, 0, 1.0, 1), h.Cluster(h.parse_model(model), W, seed=3), updates
+    )
+    return s.end_time / s.n_updates, float(s.staleness[s.fate == 0].mean())
+
+
+@pytest.mark.parametrize("W", [8, 64])
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("policy, kw", FAMILY, ids=[f[0] for f in FAMILY])
+def test_prediction_matches_the_simulator(policy, kw, model, W):
+    p = predict(policy, W, h.parse_model(model), **kw)
+    t, staleness = simulated(policy, W, model, kw)
+    assert p.mean_update_time == pytest.approx(t, rel=0.03)
+    assert p.mean_staleness == pytest.approx(staleness, rel=0.05, abs=1e-9)
+
+
+def test_heterogeneous_workers_and_communication():
+    speeds = [1.0] * 10 + [2.5] * 2
+    model = h.parse_model("gamma:shape=2,scale=0.5")
+    comm = h.parse_model("constant:value=0.1")
+    for policy, kw in [("backup", {"backups": 2}), ("async", {})]:
+        p = predict(policy, 12, model, comm, speeds=speeds, **kw)
+        cfg = PolicyConfig(name=policy, workers=12, backups=kw.get("backups", 0))
+        c = h.Cluster(model, 12, seed=1, comm=comm, speeds=speeds)
+        s = h.simulate_schedule(POLICIES[policy](cfg, 0, 1.0, 1), c, 30_000)
+        assert p.mean_update_time == pytest.approx(s.end_time / s.n_updates, rel=0.03)
+
+
+# -- stability --------------------------------------------------------------------------------
+def test_fixed_delay_boundary_is_exact():
+    D = 2.0
+    for aD, stable in [(math.pi / 2 - 1e-4, True), (math.pi / 2 + 1e-4, False)]:
+        root = rightmost_root(aD / D, lambda s: complex(np.exp(-s * D)), D)
+        assert (root.real < 0) == stable
+        assert root.imag == pytest.approx(math.pi / (2 * D), rel=1e-3)
+
+
+def test_exponential_delays_never_destabilise_the_continuous_model():
+    for a in (0.1, 10.0, 1000.0):
+        assert rightmost_root(a, lambda s: 1 / (1 + s), 1.0).real < 0
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 15])
+def test_discrete_model_gives_levin_may(k):
+    pmf = np.zeros(k + 1)
+    pmf[k] = 1.0
+    assert largest_stable(lambda eh: discrete_radius(eh, pmf) < 1) == pytest.approx(
+        levin_may(k), rel=1e-5
+    )
+
+
+def test_predicted_stability_limit_matches_training_on_the_quadratic():
+    curvature = 1.0
+    task = {
+        "name": "quadratic",
+        "dim": 20,
+        "samples": 2000,
+        "curvature_max": curvature,
+        "curvature_min": 0.1,
+        "noise": 0.01,
+        "batch_size": 64,
+    }
+    p = predict("async", 16, h.parse_model("constant:value=1"), lr=0.01, curvature=curvature)
+    eta = p.stability.max_stable_lr
+    assert eta == pytest.approx(levin_may(15) / curvature, rel=1e-4)
+    losses = {}
+    for factor in (0.85, 1.15):
+        cfg = h.Config.from_dict(
+            {
+                "task": task,
+                "policy": {"name": "async", "workers": 16},
+                "optimizer": {"lr": factor * eta},
+                "timing": {"compute": "constant:value=1"},
+                "run": {"updates": 2000, "eval_every": 1000},
+            }
+        )
+        losses[factor] = h.run(cfg).trace.evals.loss.to_numpy()
+    assert losses[0.85][-1] < 1e-2 * losses[0.85][0]  # converges just below
+    assert losses[1.15][-1] > 1e2 * losses[1.15][0]  # diverges just above
+
+
+def test_more_workers_stop_helping_then_diverge():
+    p = predict("async", 16, h.parse_model("shifted-exp:delta=1,mu=2"), lr=0.05, curvature=4.0)
+    st = p.stability
+    assert not st.stable and st.best_workers < st.workers_stop_helping <= st.workers_unstable <= 16
+
+
+def test_curvature_helper_finds_the_largest_eigenvalue():
+    cfg = h.Config.from_dict({"task": {"name": "quadratic", "dim": 20, "curvature_max": 3.0}})
+    assert largest_eigenvalue(h.build_task(cfg.task, seed=0)) == pytest.approx(3.0, rel=1e-3)
+
+
+# -- the command ------------------------------------------------------------------------------
+def test_predict_json_and_validate(capsys):
+    args = [
+        "predict",
+        "--policy",
+        "backup:b=2",
+        "--workers",
+        "10",
+        "--compute",
+        "shifted-exp:delta=1,mu=2",
+        "--json",
+        "--validate",
+        "--updates",
+        "5000",
+    ]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("mean_update_time", "throughput", "mean_staleness", "wasted_fraction"):
+        assert key in out
+    assert out["mean_update_time"] == pytest.approx(out["measured"]["mean_update_time"], rel=0.03)
+    assert out["wasted_fraction"] == pytest.approx(0.2)
+    assert main([*args[:-4], "--json", "--lr", "0.05", "--curvature", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("stable", "convergence_rate", "max_stable_lr", "best_workers"):
+        assert key in out
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--policy", "hogwild"], "--policy"),
+        (["--policy", "backup:b=20"], "policy.backups"),
+        (["--policy", "k_sync"], "policy.k"),
+        (["--policy", "async", "--lr", "0.1"], "--lr"),
+        (["--policy", "ssp:s=2"], "policy"),
+    ],
+)
+def test_predict_bad_input_exits_2(capsys, args, field):
+    base = ["predict", "--workers", "10", "--compute", "exp:mu=1"]
+    assert main([*base, *args]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"hybridsgd: error: {field}") and "\n" not in line
