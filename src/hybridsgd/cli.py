@@ -12,6 +12,7 @@ from rich.table import Table
 
 from hybridsgd import __version__
 from hybridsgd.errors import ConfigError, HybridSGDError
+from hybridsgd.trace import json_safe
 
 EXIT_USAGE = 2
 
@@ -59,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--updates", type=int, default=20000, help="updates simulated by --validate")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
+
+    c = sub.add_parser("recommend", help="rank policies by predicted convergence time")
+    c.add_argument("--workers", type=int, required=True, help="W, the worker budget")
+    c.add_argument("--compute", required=True, help="timing model, e.g. lognormal:mu=0,sigma=1")
+    c.add_argument("--comm", default="constant:value=0", help="time per message (default 0)")
+    c.add_argument("--speed", default="", help='per-worker time multipliers, e.g. "1x30,3x2"')
+    c.add_argument("--batch", type=int, default=32)
+    c.add_argument("--lr", type=float, required=True, help="learning rate")
+    c.add_argument("--curvature", required=True, help="largest Hessian eigenvalue, or a task name")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", action="store_true", help="print the ranking as JSON")
     return p
 
 
@@ -68,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args)
+        if args.command == "recommend":
+            return _recommend(args)
         return _run(args, err) if args.command == "run" else EXIT_USAGE
     except (ConfigError, HybridSGDError) as exc:
         print(f"hybridsgd: error: {exc}", file=sys.stderr)
@@ -149,7 +163,7 @@ def _print_summary(s: dict, out: Path) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
-    from hybridsgd.analysis import largest_eigenvalue, predict
+    from hybridsgd.analysis import predict
     from hybridsgd.config import Config
     from hybridsgd.policies import parse_spec
     from hybridsgd.runner import build_cluster
@@ -169,19 +183,7 @@ def _predict(args: argparse.Namespace) -> int:
     )
     if (args.lr is None) != (args.curvature is None):
         raise ConfigError("--lr", "stability needs both --lr and --curvature")
-    h = None
-    if args.curvature is not None:
-        try:
-            h = float(args.curvature)
-        except ValueError:
-            from hybridsgd.tasks import build_task
-
-            task_cfg = Config.from_dict({}, [f"task.name={args.curvature}"]).task
-            h = largest_eigenvalue(build_task(task_cfg, seed=args.seed))
-        if not h > 0:
-            raise ConfigError("--curvature", f"must be > 0 (got {h})")
-        if not args.lr > 0:
-            raise ConfigError("--lr", f"must be > 0 (got {args.lr})")
+    h = _curvature(args) if args.curvature is not None else None
     cluster = build_cluster(cfg)
     p = cfg.policy
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
@@ -205,9 +207,71 @@ def _predict(args: argparse.Namespace) -> int:
             out["curvature"] = h
         if measured:
             out["measured"] = measured
-        print(json.dumps(out, default=float))
+        print(json.dumps(json_safe(out)))
         return 0
     _print_prediction(pred, h, measured)
+    return 0
+
+
+def _curvature(args: argparse.Namespace) -> float:
+    """--curvature: a number, or a task name whose largest Hessian eigenvalue is estimated."""
+    from hybridsgd.analysis import largest_eigenvalue
+    from hybridsgd.config import Config
+    from hybridsgd.tasks import build_task
+
+    try:
+        h = float(args.curvature)
+    except ValueError:
+        task_cfg = Config.from_dict({}, [f"task.name={args.curvature}"]).task
+        h = largest_eigenvalue(build_task(task_cfg, seed=args.seed))
+    if not h > 0:
+        raise ConfigError("--curvature", f"must be > 0 (got {h})")
+    if not args.lr > 0:
+        raise ConfigError("--lr", f"must be > 0 (got {args.lr})")
+    return h
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from hybridsgd.analysis.recommend import recommend
+    from hybridsgd.config import Config
+    from hybridsgd.runner import build_cluster
+
+    sets = [
+        f"policy.workers={args.workers}",
+        f"timing.compute={args.compute}",
+        f"timing.comm={args.comm}",
+        f"task.batch_size={args.batch}",
+    ]
+    cfg = Config.from_dict({}, sets + ([f"timing.speed={args.speed}"] if args.speed else []))
+    h = _curvature(args)
+    cluster = build_cluster(cfg)
+    speeds = None if (cluster.speeds == 1).all() else cluster.speeds
+    ranked = recommend(args.workers, cluster.compute, args.lr, h, cluster.comm, speeds, args.batch)
+    if args.json:
+        rows = [
+            {"policy": c.spec, "time_to_1000x": c.time_to_1000x, "reason": c.reason} for c in ranked
+        ]
+        print(json.dumps(json_safe({"curvature": h, "ranking": rows})))
+        return 0
+    t = Table(title=f"W = {args.workers}, {args.compute}, lr {args.lr:g}, curvature {h:.4g}")
+    for col in ("rank", "policy", "time to 1000x", "why"):
+        t.add_column(col)
+    for i, c in enumerate(ranked, 1):
+        when = (
+            "diverges"
+            if math.isinf(c.time_to_1000x) and c.prediction
+            else ("-" if math.isinf(c.time_to_1000x) else f"{c.time_to_1000x:.4g}")
+        )
+        t.add_row(str(i), c.spec, when, c.reason)
+    Console().print(t)
+    Console().print(
+        "  model: discrete delay model along the curvature, after the start-up "
+        "transient, no gradient noise (docs/analysis.md)",
+        markup=False,
+    )
     return 0
 
 

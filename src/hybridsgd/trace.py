@@ -88,7 +88,7 @@ class Trace:
             _atomic(out / "config.toml", lambda p: Path(p).write_text(config_toml))
         _atomic(
             out / "summary.json",
-            lambda p: Path(p).write_text(json.dumps(_clean(self.summary), indent=2)),
+            lambda p: Path(p).write_text(json.dumps(json_safe(self.summary), indent=2)),
         )
         return out
 
@@ -107,12 +107,12 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN and infinities to null."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):

@@ -177,3 +177,85 @@ def test_predict_bad_input_exits_2(capsys, args, field):
     assert main([*base, *args]) == 2
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"hybridsgd: error: {field}") and "\n" not in line
+
+
+# -- recommend ----------------------------------------------------------------------------------
+def measured_time(spec: str, W: int, compute: str, lr: float, curvature: float) -> float:
+    """Simulated time from a 10x to a 1000x lower loss on a quadratic whose Hessian is h I."""
+    from hybridsgd.policies import parse_spec
+
+    _, overrides = parse_spec(spec)
+    cfg = h.Config.from_dict(
+        {
+            "task": {
+                "name": "quadratic",
+                "dim": 10,
+                "samples": 4000,
+                "curvature_max": curvature,
+                "curvature_min": curvature,
+                "noise": 0.0,
+                "batch_size": 64,
+            },
+            "optimizer": {"lr": lr},
+            "timing": {"compute": compute},
+            "run": {"updates": 3000, "eval_every": 4},
+        },
+        [*overrides, f"policy.workers={W}"],
+    )
+    ev = h.run(cfg).trace.evals
+    first, deep = ev[ev.loss <= ev.loss.iloc[0] / 10], ev[ev.loss <= ev.loss.iloc[0] / 1e3]
+    return float(deep.time.iloc[0] - first.time.iloc[0]) if len(deep) else math.inf
+
+
+@pytest.mark.parametrize(
+    "W, compute, lr",
+    [(16, "lognormal:mu=0,sigma=0.5", 0.05), (8, "shifted-exp:delta=1,mu=2", 0.3)],
+)
+def test_recommend_is_confirmed_by_the_simulator(W, compute, lr):
+    from hybridsgd.analysis.recommend import recommend
+
+    ranked = [c for c in recommend(W, h.parse_model(compute), lr, 1.0) if c.prediction is not None]
+    times = {c.spec: measured_time(c.spec, W, compute, lr, 1.0) for c in ranked}
+    assert times[ranked[0].spec] <= 1.10 * min(times.values())
+    # what it calls divergent does diverge
+    for c in ranked:
+        if math.isinf(c.time_to_1000x):
+            assert math.isinf(times[c.spec])
+
+
+def test_recommend_command(capsys):
+    args = [
+        "recommend",
+        "--workers",
+        "8",
+        "--compute",
+        "shifted-exp:delta=1,mu=2",
+        "--lr",
+        "0.3",
+        "--curvature",
+        "1",
+        "--json",
+    ]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ranking"][0]["policy"] == "k_batch_async:k=4"
+    assert {r["policy"] for r in out["ranking"] if r["time_to_1000x"] is None} >= {
+        "async",
+        "hybrid",
+    }
+    assert (
+        main(
+            [
+                "recommend",
+                "--workers",
+                "8",
+                "--compute",
+                "exp:mu=1",
+                "--lr",
+                "-1",
+                "--curvature",
+                "1",
+            ]
+        )
+        == 2
+    )

@@ -52,6 +52,7 @@ class Prediction:
     assumptions: list[str]
     stability: Stability | None = None
     staleness_pmf: np.ndarray = field(default_factory=lambda: np.array([1.0]), repr=False)
+    lockstep: int = 0  # ssp s=0: gradients of a round all read the round's start (W of them)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -83,6 +84,8 @@ def predict(
     staleness_bound: float | None = None,
     lr: float | None = None,
     curvature: float | None = None,
+    continuous: bool = True,
+    sweep: bool = True,
 ) -> Prediction:
     """Mean time per update and its spread, throughput, staleness and wasted work; with
     ``lr`` and ``curvature`` (largest Hessian eigenvalue), stability and speed too."""
@@ -109,6 +112,8 @@ def predict(
                 k,
                 backups,
                 staleness_bound,
+                continuous,
+                sweep,
             )
         return pred
 
@@ -313,47 +318,72 @@ def _ssp_zero(policy, W, compute, speeds, shift, batch_size, assumptions, qs, la
         {"update_time": f"E[max of W] / W ({method})", "staleness": "uniform on 0..W-1"},
         assumptions,
         staleness_pmf=pmf,
+        lockstep=W,
     )
 
 
 def _stability(
-    pred, lr, h, compute, comm, speeds, batch_size, policy, k, backups, s_bound
+    pred,
+    lr,
+    h,
+    compute,
+    comm,
+    speeds,
+    batch_size,
+    policy,
+    k,
+    backups,
+    s_bound,
+    continuous=True,
+    sweep=True,
 ) -> Stability:
     rate_updates = 1.0 / pred.mean_update_time
     pmf = pred.staleness_pmf
     # discrete: per update, with the staleness distribution predicted above; a synchronous
     # update of K gradients is plain gradient descent on their mean (staleness 0)
-    radius = discrete_radius(lr * h, pmf)
+    if pred.lockstep:
+        # every gradient of a round is computed at the round's start and applied in turn:
+        # a round multiplies x by (1 - W eta h), exactly
+        W = pred.lockstep
+        radius = abs(1.0 - W * lr * h) ** (1.0 / W)
+        max_lr = 2.0 / (W * h)
+    else:
+        radius = discrete_radius(lr * h, pmf)
+        max_lr = largest_stable(lambda eta: discrete_radius(eta * h, pmf) < 1.0, hi=1.0 / h)
     stable = radius < 1.0
     conv = -math.log(radius) * rate_updates if radius > 0 else math.inf
-    max_lr = largest_stable(lambda eta: discrete_radius(eta * h, pmf) < 1.0, hi=1.0 / h)
     # continuous model (Yu, Chen & Poor) for comparison: delay = read-to-apply time
-    cont: dict[str, float] = {}
-    if policy in ASYNC_FAMILY:
-        W = pred.workers
-        s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
-        shift = 2.0 * comm.mean()
-        delay = _Scaled(compute, float(s[0]), shift)
-        mean_d = float(s[0]) * compute.mean() + shift
-        arrivals = rate_updates * pred.quorum
-        root = rightmost_root(lr * h * arrivals / pred.quorum, delay.laplace, mean_d)
-        cont = {
-            "stable": float(root.real < 0),
-            "convergence_rate": -root.real,
-            "max_stable_lr": largest_stable(
-                lambda eta: (
-                    rightmost_root(eta * h * arrivals / pred.quorum, delay.laplace, mean_d).real < 0
-                ),
-                hi=1.0 / h,
-                tol=1e-4,
-            ),
-        }
+    cont: dict[str, float | str] = {}
+    if continuous and policy in ASYNC_FAMILY:
+        try:
+            cont = _continuous(pred, lr, h, compute, comm, speeds, rate_updates)
+        except ArithmeticError as exc:  # reported beside the verdict: never fatal
+            cont = {"error": str(exc)}
     best = stop = unstable = None
-    if policy in ASYNC_FAMILY:  # the synchronous family needs a noise model to trade W off
+    if sweep and policy in ASYNC_FAMILY:  # the synchronous family needs a noise model
         best, stop, unstable = _worker_sweep(
             policy, pred.workers, compute, comm, speeds, batch_size, lr, h, k, backups, s_bound
         )
     return Stability("discrete", stable, conv, max_lr, best, stop, unstable, cont)
+
+
+def _continuous(pred, lr, h, compute, comm, speeds, rate_updates) -> dict[str, float]:
+    """Yu, Chen & Poor's continuous delay model, for comparison with the discrete one:
+    s + eta h lambda E[exp(-s D)] = 0, lambda the update rate, D the read-to-apply delay."""
+    speed = 1.0 if speeds is None else float(np.asarray(speeds, dtype=float)[0])
+    shift = 2.0 * comm.mean()
+    delay = _Scaled(compute, speed, shift)
+    mean_d = speed * compute.mean() + shift
+
+    def root(eta: float) -> complex:
+        return rightmost_root(eta * h * rate_updates, delay.laplace, mean_d)
+
+    r = root(lr)
+    return {
+        "stable": float(r.real < 0),
+        "convergence_rate": -r.real,
+        "max_stable_lr": largest_stable(lambda eta: root(eta).real < 0, hi=1.0 / h, tol=1e-4),
+    }
 
 
 def _worker_sweep(policy, W, compute, comm, speeds, batch_size, lr, h, k, backups, s_bound):
