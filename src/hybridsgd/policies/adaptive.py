@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybridsgd.policies.base import Decision
-from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.quorum import SYNCHRONOUS, QuorumPolicy
 
 
 class AdaptivePolicy(QuorumPolicy):
@@ -37,15 +37,7 @@ class AdaptivePolicy(QuorumPolicy):
     def __init__(self, workers: int, explore_every: int = 10) -> None:
         if explore_every < 2:
             raise ValueError("explore_every must be >= 2")
-        super().__init__(
-            workers,
-            workers,
-            counts="workers",
-            fresh_only=True,
-            after_push="wait",
-            in_flight="cancel",
-            name="adaptive",
-        )
+        super().__init__(workers, workers, counts="workers", **SYNCHRONOUS, name="adaptive")
         self.explore_every = explore_every
         self.chosen = workers  # K used outside probe rounds
         self._round_start = 0.0

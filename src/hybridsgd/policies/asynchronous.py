@@ -8,18 +8,11 @@ Staleness rules (``policy.staleness``) reweight or reject stale gradients.
 from __future__ import annotations
 
 from hybridsgd.core.staleness import StalenessRule
-from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.quorum import ASYNCHRONOUS, QuorumPolicy
 
 
 def asynchronous(workers: int, staleness: StalenessRule | None = None) -> QuorumPolicy:
     """Apply each gradient at once (quorum 1), keep in-flight work, accept stale gradients."""
     return QuorumPolicy(
-        workers,
-        1,
-        counts="minibatches",
-        fresh_only=False,
-        after_push="latest",
-        in_flight="keep",
-        staleness=staleness,
-        name="async",
+        workers, 1, counts="minibatches", **ASYNCHRONOUS, staleness=staleness, name="async"
     )

@@ -11,7 +11,7 @@ backups waste work without shortening rounds much (see the arrival-order plot).
 
 from __future__ import annotations
 
-from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.quorum import SYNCHRONOUS, QuorumPolicy
 
 
 def backup(workers: int, backups: int, late: str = "cancel") -> QuorumPolicy:
@@ -20,12 +20,5 @@ def backup(workers: int, backups: int, late: str = "cancel") -> QuorumPolicy:
         raise ValueError("backups must be in [0, workers)")
     if late not in ("cancel", "drop"):
         raise ValueError("late must be 'cancel' or 'drop'")
-    return QuorumPolicy(
-        workers,
-        workers - backups,
-        counts="workers",
-        fresh_only=True,
-        after_push="wait",
-        in_flight=late,
-        name="backup",
-    )
+    settings = {**SYNCHRONOUS, "in_flight": late}
+    return QuorumPolicy(workers, workers - backups, counts="workers", **settings, name="backup")

@@ -25,13 +25,46 @@ import math
 
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.policies.base import Decision, Fate, Update
-from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.quorum import ASYNCHRONOUS, SYNCHRONOUS, QuorumPolicy
 from hybridsgd.policies.thresholds import Threshold
 
 PROGRESS = ("updates", "time", "epochs")
 
 
-class HybridPolicy(QuorumPolicy):
+class _Scheduled:
+    """Progress and level, shared by both readings: ``threshold(progress)`` clipped to
+    [0, 1], progress counted in updates, backend time or epochs of applied gradients."""
+
+    version: int
+    now: float
+
+    def _schedule(self, threshold: Threshold, progress: str, gradients_per_epoch: float) -> None:
+        if progress not in PROGRESS:
+            raise ValueError(f"progress must be one of {PROGRESS}")
+        self.threshold = threshold
+        self.progress = progress
+        self.gradients_per_epoch = gradients_per_epoch
+        self.applied = 0  # gradients applied so far (epochs of progress)
+        self._level = 0.0
+
+    def _level_now(self) -> float:
+        p = {
+            "updates": float(self.version),
+            "time": self.now,
+            "epochs": self.applied / self.gradients_per_epoch,
+        }[self.progress]
+        level = float(self.threshold(p))
+        self._level = 0.0 if math.isnan(level) else min(1.0, max(0.0, level))
+        return self._level
+
+    def level(self) -> float:
+        return self._level
+
+    def fast_path(self) -> tuple | None:
+        return None  # the regime changes over the run: the event loop follows it
+
+
+class HybridPolicy(_Scheduled, QuorumPolicy):
     """A quorum policy whose regime follows ``threshold(progress)``."""
 
     def __init__(
@@ -42,59 +75,25 @@ class HybridPolicy(QuorumPolicy):
         gradients_per_epoch: float = 1.0,
         staleness: StalenessRule | None = None,
     ) -> None:
-        if progress not in PROGRESS:
-            raise ValueError(f"progress must be one of {PROGRESS}")
-        super().__init__(
-            workers,
-            1,
-            counts="workers",
-            fresh_only=False,
-            after_push="latest",
-            in_flight="keep",
-            staleness=staleness,
-            name="hybrid",
+        QuorumPolicy.__init__(
+            self, workers, 1, counts="workers", **ASYNCHRONOUS, staleness=staleness, name="hybrid"
         )
-        self.threshold = threshold
-        self.progress = progress
-        self.gradients_per_epoch = gradients_per_epoch
-        self.applied = 0  # gradients applied so far (epochs of progress)
-        self._level = 0.0
-        self._enter(self._measure())
+        self._schedule(threshold, progress, gradients_per_epoch)
+        self._enter()
 
-    def _measure(self) -> float:
-        if self.progress == "updates":
-            return float(self.version)
-        if self.progress == "time":
-            return self.now
-        return self.applied / self.gradients_per_epoch
-
-    def _enter(self, progress: float) -> None:
-        level = float(self.threshold(progress))
-        level = 0.0 if math.isnan(level) else min(1.0, max(0.0, level))
-        self._level = level
+    def _enter(self) -> None:
+        level = self._level_now()
         if level >= 1.0:  # synchronous: fresh gradients of all W workers, pushers wait
-            self.quorum, self.fresh_only, self.after_push, self.in_flight_rule = (
-                self.workers,
-                True,
-                "wait",
-                "cancel",
-            )
+            self._set_regime(self.workers, SYNCHRONOUS)
         else:
-            self.quorum = 1 + math.floor(level * (self.workers - 1))
-            self.fresh_only, self.after_push, self.in_flight_rule = False, "latest", "keep"
-
-    def level(self) -> float:
-        return self._level
+            self._set_regime(1 + math.floor(level * (self.workers - 1)), ASYNCHRONOUS)
 
     def _fire(self, staleness: int) -> Decision:
         n = len(self._buffer)
         decision = super()._fire(staleness)  # made under the current regime
         self.applied += n
-        self._enter(self._measure())  # the regime of the next update
+        self._enter()  # the regime of the next update
         return decision
-
-    def fast_path(self) -> tuple | None:
-        return None  # the regime changes over the run: the event loop follows it
 
     def describe(self) -> str:
         return f"hybrid(W={self.workers}, {self.threshold} over {self.progress})"
@@ -111,7 +110,7 @@ def hybrid(
     return HybridPolicy(workers, threshold, progress, gradients_per_epoch, staleness)
 
 
-class PartitionHybrid(QuorumPolicy):
+class PartitionHybrid(_Scheduled, QuorumPolicy):
     """``hybrid``, partition reading: the first m of the model's parameter tensors are
     aggregated synchronously, the rest applied on arrival, m = round(level * tensors).
 
@@ -133,49 +132,33 @@ class PartitionHybrid(QuorumPolicy):
         gradients_per_epoch: float = 1.0,
         staleness: StalenessRule | None = None,
     ) -> None:
-        if progress not in PROGRESS:
-            raise ValueError(f"progress must be one of {PROGRESS}")
         if tensors < 1:
             raise ValueError("tensors must be >= 1")
-        super().__init__(
+        QuorumPolicy.__init__(
+            self,
             workers,
             1,
             counts="minibatches",
-            fresh_only=False,
-            after_push="latest",
-            in_flight="keep",
+            **ASYNCHRONOUS,
             staleness=staleness,
             name="hybrid",
         )
+        self._schedule(threshold, progress, gradients_per_epoch)
         self.partial_updates = True  # tensors outside the partition's update get no gradient
-        self.threshold = threshold
         self.tensors = tensors
-        self.progress = progress
-        self.gradients_per_epoch = gradients_per_epoch
-        self.applied = 0
         self.sync_version = 0
         self._read_sync = [-1] * workers
         self._round: list[int] = []  # gids whose synchronous part waits for the round
         self._round_workers: set[int] = set()
-        self._level = 0.0
         self.m = 0
         self._repartition()
 
     def _repartition(self) -> None:
-        p = {
-            "updates": float(self.version),
-            "time": self.now,
-            "epochs": self.applied / self.gradients_per_epoch,
-        }[self.progress]
-        level = float(self.threshold(p))
-        self._level = 0.0 if math.isnan(level) else min(1.0, max(0.0, level))
+        self._level_now()
         m = round(self._level * self.tensors)
         if m != self.m:
             self.m = m
             self.sync_version += 1  # a new round on values nobody has read yet
-
-    def level(self) -> float:
-        return self._level
 
     def request(self, worker: int) -> int | None:
         v = super().request(worker)
@@ -217,9 +200,6 @@ class PartitionHybrid(QuorumPolicy):
             self._repartition()
         fate = Fate.APPLIED if accepted else Fate.DROPPED
         return Decision(fate, staleness, update, reason="" if accepted else "staleness rule")
-
-    def fast_path(self) -> tuple | None:
-        return None
 
     def describe(self) -> str:
         return f"hybrid(W={self.workers}, partition, {self.threshold} over {self.progress})"

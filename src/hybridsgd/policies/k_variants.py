@@ -25,46 +25,24 @@ gives most of the speed-up of asynchrony with little staleness.
 from __future__ import annotations
 
 from hybridsgd.core.staleness import StalenessRule
-from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.quorum import ASYNCHRONOUS, SYNCHRONOUS, QuorumPolicy
 
 
 def k_sync(workers: int, k: int) -> QuorumPolicy:
     """First ``k`` gradients of the current version, from distinct workers; cancel the rest."""
-    return QuorumPolicy(
-        workers,
-        k,
-        counts="workers",
-        fresh_only=True,
-        after_push="wait",
-        in_flight="cancel",
-        name="k_sync",
-    )
+    return QuorumPolicy(workers, k, counts="workers", **SYNCHRONOUS, name="k_sync")
 
 
 def k_batch_sync(workers: int, k: int) -> QuorumPolicy:
     """Any ``k`` minibatches of the current version; pushers start another at once."""
-    return QuorumPolicy(
-        workers,
-        k,
-        counts="minibatches",
-        fresh_only=True,
-        after_push="same",
-        in_flight="cancel",
-        name="k_batch_sync",
-    )
+    settings = {**SYNCHRONOUS, "after_push": "same"}
+    return QuorumPolicy(workers, k, counts="minibatches", **settings, name="k_batch_sync")
 
 
 def k_async(workers: int, k: int, staleness: StalenessRule | None = None) -> QuorumPolicy:
     """``k`` gradients from distinct workers, stale ones accepted; nobody waits."""
     return QuorumPolicy(
-        workers,
-        k,
-        counts="workers",
-        fresh_only=False,
-        after_push="latest",
-        in_flight="keep",
-        staleness=staleness,
-        name="k_async",
+        workers, k, counts="workers", **ASYNCHRONOUS, staleness=staleness, name="k_async"
     )
 
 
@@ -74,9 +52,7 @@ def k_batch_async(workers: int, k: int, staleness: StalenessRule | None = None) 
         workers,
         k,
         counts="minibatches",
-        fresh_only=False,
-        after_push="latest",
-        in_flight="keep",
+        **ASYNCHRONOUS,
         staleness=staleness,
         name="k_batch_async",
     )

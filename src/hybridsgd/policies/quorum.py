@@ -33,6 +33,11 @@ from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
 from hybridsgd.policies.gates import ClockGate
 
+#: fresh gradients only; a pusher waits for the next version; late work is cancelled
+SYNCHRONOUS = {"fresh_only": True, "after_push": "wait", "in_flight": "cancel"}
+#: stale gradients accepted; a pusher pulls the latest version; nothing is cancelled
+ASYNCHRONOUS = {"fresh_only": False, "after_push": "latest", "in_flight": "keep"}
+
 _COUNTS = ("workers", "minibatches")
 _AFTER_PUSH = ("wait", "same", "latest")
 _IN_FLIGHT = ("cancel", "drop", "keep")
@@ -80,6 +85,13 @@ class QuorumPolicy(Policy):
         self._in_flight = [-1] * workers  # read version of each worker's current work, or -1
         self._last_read = [-1] * workers
         self._waiting: set[int] = set()
+
+    def _set_regime(self, quorum: int, settings: dict[str, object]) -> None:
+        """Switch quorum and regime between updates (hybrid schedules)."""
+        self.quorum = quorum
+        self.fresh_only = settings["fresh_only"]
+        self.after_push = settings["after_push"]
+        self.in_flight_rule = settings["in_flight"]
 
     # -- the two calls a backend makes -------------------------------------------------
     def request(self, worker: int) -> int | None:

@@ -15,37 +15,23 @@ from __future__ import annotations
 
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.policies.gates import ClockGate, SampledClockGate
-from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.quorum import ASYNCHRONOUS, QuorumPolicy
 
 
 def ssp(workers: int, bound: float, staleness: StalenessRule | None = None) -> QuorumPolicy:
     """Apply every gradient; a worker may start only while <= ``bound`` ticks ahead."""
-    return QuorumPolicy(
-        workers,
-        1,
-        counts="minibatches",
-        fresh_only=False,
-        after_push="latest",
-        in_flight="keep",
-        staleness=staleness,
-        gate=ClockGate(workers, bound),
-        name="ssp",
-    )
+    return _gated(workers, ClockGate(workers, bound), staleness, "ssp")
 
 
 def psp(
     workers: int, sample: int, bound: float, seed: int = 0, staleness: StalenessRule | None = None
 ) -> QuorumPolicy:
     """Apply every gradient; at its barrier a worker waits on ``sample`` random peers."""
-    gate = SampledClockGate(workers, bound, sample, seed)
+    return _gated(workers, SampledClockGate(workers, bound, sample, seed), staleness, "psp")
+
+
+def _gated(workers, gate, staleness, name) -> QuorumPolicy:
+    """``async`` behind a start gate."""
     return QuorumPolicy(
-        workers,
-        1,
-        counts="minibatches",
-        fresh_only=False,
-        after_push="latest",
-        in_flight="keep",
-        staleness=staleness,
-        gate=gate,
-        name="psp",
+        workers, 1, counts="minibatches", **ASYNCHRONOUS, staleness=staleness, gate=gate, name=name
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.quorum import SYNCHRONOUS, QuorumPolicy
 
 
 def sync(workers: int) -> QuorumPolicy:
@@ -10,12 +10,4 @@ def sync(workers: int) -> QuorumPolicy:
 
     No gradient is ever stale. One slow worker stalls everyone: see ``backup``.
     """
-    return QuorumPolicy(
-        workers,
-        workers,
-        counts="workers",
-        fresh_only=True,
-        after_push="wait",
-        in_flight="cancel",
-        name="sync",
-    )
+    return QuorumPolicy(workers, workers, counts="workers", **SYNCHRONOUS, name="sync")

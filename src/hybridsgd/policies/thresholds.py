@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hybridsgd.errors import ConfigError
+from hybridsgd.specs import parse_params
 
 Threshold = Callable[[float], float]
 
@@ -103,29 +104,7 @@ def parse_threshold(spec: str, field: str = "policy.threshold") -> Shape:
             field, f"unknown threshold shape {name!r}; use one of: {', '.join(_SHAPES)}"
         )
     keys, make, check = _SHAPES[name]
-    values: dict[str, float] = {}
-    for part in filter(None, (x.strip() for x in rest.split(","))):
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if key not in keys or not eq:
-            raise ConfigError(
-                field, f"{name} takes {', '.join(k + '=...' for k in keys)} (got {part!r})"
-            )
-        try:
-            values[key] = float(value)
-        except ValueError:
-            raise ConfigError(
-                field, f"{name}: {key} must be a number (got {value.strip()!r})"
-            ) from None
-    missing = [k for k in keys if k not in values]
-    if missing:
-        raise ConfigError(
-            field,
-            f"{name} needs {', '.join(missing)}: write {name}:"
-            + ",".join(f"{k}=..." for k in keys),
-        )
-    if not all(math.isfinite(v) for v in values.values()):
-        raise ConfigError(field, f"{name}: parameters must be finite")
+    values = parse_params(name, rest, keys, field)
     args = [values[k] for k in keys]
     problem = check(*args)
     if problem:

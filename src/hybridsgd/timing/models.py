@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridsgd.errors import ConfigError
+from hybridsgd.specs import parse_params
 
 
 @dataclass(frozen=True)
@@ -247,26 +248,7 @@ def parse_model(spec: str, field: str = "timing", allow_link: bool = False) -> T
     if name not in _MODELS or (name == "link" and not allow_link):
         raise ConfigError(field, f"unknown timing model {name!r}; use one of: {', '.join(known)}")
     cls, keys, check = _MODELS[name]
-    params: dict[str, float] = {}
-    for part in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if key not in keys or not eq:
-            raise ConfigError(
-                field, f"{name} takes {', '.join(k + '=...' for k in keys)} (got {part!r})"
-            )
-        try:
-            params[key] = float(value)
-        except ValueError:
-            raise ConfigError(
-                field, f"{name}: {key} must be a number (got {value.strip()!r})"
-            ) from None
-    missing = [k for k in keys if k not in params]
-    if missing:
-        example = ",".join(f"{k}=..." for k in keys)
-        raise ConfigError(field, f"{name} needs {', '.join(missing)}: write {name}:{example}")
-    if any(not math.isfinite(v) for v in params.values()):
-        raise ConfigError(field, f"{name}: parameters must be finite")
+    params = parse_params(name, rest, keys, field)
     problem = check(params)
     if problem:
         raise ConfigError(field, f"{name}: {problem}")
