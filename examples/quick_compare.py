@@ -1,4 +1,4 @@
-"""The demo: sync, backup and async SGD on real digits under heavy-tailed stragglers.
+"""The demo: sync, backup, async and hybrid SGD on real digits under heavy-tailed stragglers.
 
 Every policy trains on the simulator for the same virtual time and seed; the table shows
 who reaches 95% test accuracy first and what each paid (cancelled work, staleness).
@@ -21,6 +21,12 @@ POLICIES = {
     "sync (16 of 16)": ["policy.name=sync"],
     "backup (14 of 16)": ["policy.name=backup", "policy.backups=2"],
     "async": ["policy.name=async", "optimizer.lr=0.05"],  # stale gradients: smaller steps
+    # asynchronous for the first 2,000 updates, then a linear move to all 16 per update
+    "hybrid (linear)": [
+        "policy.name=hybrid",
+        "policy.threshold=linear:start=2000,end=4000",
+        "optimizer.lr=0.05",
+    ],
 }
 
 

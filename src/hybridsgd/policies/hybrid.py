@@ -154,8 +154,7 @@ class PartitionHybrid(_Scheduled, QuorumPolicy):
         self._repartition()
 
     def _repartition(self) -> None:
-        self._level_now()
-        m = round(self._level * self.tensors)
+        m = round(self._level_now() * self.tensors)
         if m != self.m:
             self.m = m
             self.sync_version += 1  # a new round on values nobody has read yet
