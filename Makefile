@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/quick_compare.py
+	$(BIN)/hybridsgd compare examples/digits-stragglers.toml --out runs/demo --force \
+		--policy sync --policy backup:backups=2 --policy async \
+		--policy hybrid:threshold=linear:start=2000,end=4000 \
+		--seeds 2 --set optimizer.lr=0.05 --set run.time=600
+	@echo "open runs/demo/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not ray"

@@ -43,6 +43,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
 
+    m = sub.add_parser("compare", help="run several policies on one config and build a report")
+    m.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
+    m.add_argument(
+        "--policy",
+        dest="policies",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="e.g. sync, backup:backups=2, hybrid:threshold=linear:start=0,end=500",
+    )
+    m.add_argument("--seeds", type=int, default=1, help="seeds per policy (run.seed, +1, ...)")
+    m.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
+    m.add_argument("--backend", help="override run.backend (sim)")
+    m.add_argument("--out", required=True, help="directory for the runs and the report")
+    m.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
+    rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
+    rp.add_argument("dir", help="a directory written by `hybridsgd compare`")
+
     q = sub.add_parser("predict", help="predict time per update, staleness and stability")
     q.add_argument(
         "--policy", required=True, help="e.g. async, backup:backups=2, k_sync:k=12, ssp:s=0"
@@ -82,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args)
         if args.command == "recommend":
             return _recommend(args)
+        if args.command == "compare":
+            return _compare(args, err)
+        if args.command == "report":
+            return _report(Path(args.dir))
         return _run(args, err) if args.command == "run" else EXIT_USAGE
     except (ConfigError, HybridSGDError) as exc:
         print(f"hybridsgd: error: {exc}", file=sys.stderr)
@@ -210,6 +234,60 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps(json_safe(out)))
         return 0
     _print_prediction(pred, h, measured)
+    return 0
+
+
+def _compare(args: argparse.Namespace, err: Console) -> int:
+    from hybridsgd.config import Config
+    from hybridsgd.report import compare
+
+    overrides = list(args.overrides) + ([f"run.backend={args.backend}"] if args.backend else [])
+    base = Config.load(args.config, overrides)
+    out = Path(args.out)
+    if (out / "report.html").exists() and not args.force:
+        raise ConfigError("--out", f"{out} already holds a report; pass another --out or --force")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("comparing", total=len(args.policies) * max(args.seeds, 1))
+
+        def progress(done: int, total: int, spec: str) -> None:
+            bar.update(task, completed=done, description=f"running {spec}" if spec else "report")
+
+        compare(base, args.policies, args.seeds, out, progress)
+    return _report(out)
+
+
+def _report(out: Path) -> int:
+    from hybridsgd.report import build_report
+    from hybridsgd.report.build import mean_table
+
+    if not out.is_dir():
+        raise ConfigError("report", f"no such directory: {out}")
+    html_path = build_report(out)
+    import pandas as pd
+
+    table = mean_table(pd.read_csv(out / "summary.csv"))
+    t = Table(title=f"mean over seeds ({out})")
+    t.add_column("policy", no_wrap=True)
+    for col in ("accuracy", "reached", "time to target", "staleness", "idle"):
+        t.add_column(col, justify="right")
+    for name, r in table.iterrows():
+        cells = (
+            f"{r.final_accuracy:.3f}",
+            f"{int(r.reached)}",
+            f"{r.time_to_target:.4g}",
+            f"{r.mean_staleness:.2f}",
+            f"{r.idle_fraction:.2f}",
+        )
+        t.add_row(name, *cells)
+    Console().print(t)
+    print(f"wrote {html_path}, summary.csv and {len(__import__('hybridsgd').report.PLOTS)} plots")
     return 0
 
 

@@ -86,17 +86,29 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
 
     >>> parse_spec("backup:b=2")
     ('backup', ['policy.name=backup', 'policy.backups=2'])
+    >>> parse_spec("hybrid:threshold=linear:start=0,end=500")[1][1]
+    'policy.threshold=linear:start=0,end=500'
     """
     from hybridsgd.errors import ConfigError, lookup
 
     name, _, rest = spec.strip().partition(":")
     lookup(POLICIES, name, "--policy", "policy")
-    overrides = [f"policy.name={name}"]
+    import dataclasses
+
+    from hybridsgd.config import PolicyConfig
+
+    keys = {f.name for f in dataclasses.fields(PolicyConfig)} | set(_ALIASES)
+    pairs: list[list[str]] = []
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
-        if not eq:
+        if eq and key.strip() in keys:
+            pairs.append([key.strip(), value.strip()])
+        elif pairs:  # a comma inside a value, e.g. threshold=linear:start=0,end=500
+            pairs[-1][1] += "," + part
+        else:
             raise ConfigError("--policy", f"write {name}:key=value (got {part!r})")
-        overrides.append(f"policy.{_ALIASES.get(key.strip(), key.strip())}={value.strip()}")
+    overrides = [f"policy.name={name}"]
+    overrides += [f"policy.{_ALIASES.get(k, k)}={v}" for k, v in pairs]
     return name, overrides
 
 
