@@ -168,7 +168,8 @@ def _arrival_order(groups, out: Path) -> None:
         )
     ax.set_xlabel("k (k-th gradient of a round to arrive)")
     ax.set_ylabel("mean time since the round started")
-    ax.legend(fontsize=8)
+    if shown:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "arrival_order.png", dpi=100)
