@@ -165,11 +165,9 @@ class PartitionHybrid(_Scheduled, QuorumPolicy):
         return v
 
     def push(self, worker: int, read_version: int, gid: int, now: float = 0.0) -> Decision:
-        self.now = now
-        staleness = self.version - read_version
-        if self._in_flight[worker] != read_version:
-            return Decision(Fate.CANCELLED, staleness, reason="cancelled")
-        self._in_flight[worker] = -1
+        staleness, refused = self._arrive(worker, read_version, now)
+        if refused is not None:
+            return refused
         round_done = None
         if (
             self.m > 0

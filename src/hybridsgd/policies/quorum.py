@@ -106,17 +106,25 @@ class QuorumPolicy(Policy):
         return self.version
 
     def push(self, worker: int, read_version: int, gid: int, now: float = 0.0) -> Decision:
-        self.now = now
-        staleness = self.version - read_version
-        if self._in_flight[worker] != read_version:
-            return Decision(Fate.CANCELLED, staleness, reason="cancelled")
-        self._in_flight[worker] = -1
+        staleness, refused = self._arrive(worker, read_version, now)
+        if refused is not None:
+            return refused
         decision = self._decide(worker, gid, staleness)
         if self.gate is not None:
             freed = self.gate.tick(worker)
             if freed:
                 decision.release = sorted({*decision.release, *freed})
         return decision
+
+    def _arrive(self, worker: int, read_version: int, now: float) -> tuple[int, Decision | None]:
+        """What every push does first: note the time, measure the staleness, and refuse
+        work that was cancelled (a real backend may deliver it anyway)."""
+        self.now = now
+        staleness = self.version - read_version
+        if self._in_flight[worker] != read_version:
+            return staleness, Decision(Fate.CANCELLED, staleness, reason="cancelled")
+        self._in_flight[worker] = -1
+        return staleness, None
 
     def _decide(self, worker: int, gid: int, staleness: int) -> Decision:
         if self.fresh_only and staleness > 0:
