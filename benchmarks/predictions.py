@@ -19,7 +19,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import hybridsgd as h  # noqa: E402
-from hybridsgd.analysis import predict  # noqa: E402
+from hybridsgd.analysis import measure, predict  # noqa: E402
 from hybridsgd.config import PolicyConfig  # noqa: E402
 from hybridsgd.policies import POLICIES  # noqa: E402
 
@@ -59,8 +59,8 @@ def main() -> None:
                 s = h.simulate_schedule(
                     POLICIES[policy](cfg, 0, 1.0, 1), h.Cluster(m, W, seed=3), n
                 )
-                st = float(s.staleness[s.fate == 0].mean())
-                tm = s.end_time / s.n_updates
+                measured = measure(s)
+                st, tm = measured["mean_staleness"], measured["mean_update_time"]
                 e_t = p.mean_update_time / tm - 1
                 e_s = p.mean_staleness / st - 1 if st else 0.0
                 points.append((policy, p.mean_update_time, tm, p.mean_staleness, st))

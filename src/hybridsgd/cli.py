@@ -354,20 +354,15 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _measure(cfg, updates: int) -> dict[str, float]:
+    from hybridsgd.analysis import measure
     from hybridsgd.backends.sim import simulate_schedule
     from hybridsgd.policies import build_policy
     from hybridsgd.runner import build_cluster
 
-    s = simulate_schedule(build_policy(cfg.policy, cfg.run.seed), build_cluster(cfg), updates)
-    c = s.counts()
-    started = s.n_gradients
-    applied = s.staleness[s.fate == 0]
-    return {
-        "mean_update_time": s.end_time / s.n_updates,
-        "mean_staleness": float(applied.mean()) if len(applied) else 0.0,
-        "wasted_fraction": (c["cancelled"] + c["dropped"]) / started if started else 0.0,
-        "throughput": c["applied"] * cfg.task.batch_size / s.end_time,
-    }
+    schedule = simulate_schedule(
+        build_policy(cfg.policy, cfg.run.seed), build_cluster(cfg), updates
+    )
+    return measure(schedule, cfg.task.batch_size)
 
 
 def _print_prediction(pred, h, measured) -> None:

@@ -14,6 +14,7 @@ from hybridsgd.analysis import (
     largest_eigenvalue,
     largest_stable,
     levin_may,
+    measure,
     predict,
     rightmost_root,
 )
@@ -46,7 +47,8 @@ def simulated(policy: str, W: int, model: str, kw: dict):
     s = h.simulate_schedule(
         POLICIES[policy](cfg, 0, 1.0, 1), h.Cluster(h.parse_model(model), W, seed=3), updates
     )
-    return s.end_time / s.n_updates, float(s.staleness[s.fate == 0].mean())
+    m = measure(s)
+    return m["mean_update_time"], m["mean_staleness"]
 
 
 @pytest.mark.parametrize("W", [8, 64])

@@ -9,6 +9,7 @@ wasted work, stability and speed, from a policy, W and a timing model.
 """
 
 from hybridsgd.analysis.curvature import largest_eigenvalue
+from hybridsgd.analysis.measure import measure
 from hybridsgd.analysis.order_stats import expected_kth, kth_quantiles
 from hybridsgd.analysis.predict import ASYNC_FAMILY, SYNC_FAMILY, Prediction, Stability, predict
 from hybridsgd.analysis.stability import discrete_radius, largest_stable, levin_may, rightmost_root
@@ -24,6 +25,7 @@ __all__ = [
     "largest_eigenvalue",
     "largest_stable",
     "levin_may",
+    "measure",
     "predict",
     "rightmost_root",
 ]

@@ -2,13 +2,13 @@
 
 The simulator samples the models; analysis integrates them. Every model of
 :mod:`hybridsgd.timing.models` has a quantile function Q(u), which turns every expectation
-into an integral over u in (0, 1): E[g(X)] = int_0^1 g(Q(u)) du.
+into an integral over u in (0, 1): E[g(X)] = int_0^1 g(Q(u)) du (see ``quantile_grid``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import integrate, special, stats
+from scipy import special, stats
 
 from hybridsgd.timing.models import (
     Constant,
@@ -78,18 +78,6 @@ def cdf(model: TimingModel, t: np.ndarray) -> np.ndarray:
     raise TypeError(f"no CDF for {type(model).__name__}")
 
 
-def expect(model: TimingModel, g, points: int = 0) -> float:
-    """E[g(X)] by integrating g(Q(u)) over (0, 1)."""
-    if isinstance(model, Constant):
-        return float(g(np.array([model.value]))[0])
-    if isinstance(model, Empirical):
-        return float(np.mean(g(np.asarray(model.values))))
-    value, _ = integrate.quad(
-        lambda u: float(g(quantile(model, np.array([u])))[0]), 0.0, 1.0, limit=200
-    )
-    return value
-
-
 def laplace(model: TimingModel, s: complex) -> complex:
     """E[exp(-s X)] for complex s (closed forms where they exist)."""
     if isinstance(model, Constant):
@@ -138,4 +126,4 @@ def poisson_mixture_pmf(model: TimingModel, rate: float, n_max: int) -> np.ndarr
     return stats.poisson.pmf(n[:, None], rate * x[None, :]) @ w
 
 
-__all__ = ["cdf", "expect", "laplace", "poisson_mixture_pmf", "quantile", "quantile_grid"]
+__all__ = ["cdf", "laplace", "poisson_mixture_pmf", "quantile", "quantile_grid"]
