@@ -56,6 +56,11 @@ BAD = [
     ("run.updates=0", "run.updates"),
     ("run.time=-3", "run.time"),
     ("run.eval_every=0", "run.eval_every"),
+    ("run.backend=cluster", "run.backend"),
+    ("run.time_unit=-1", "run.time_unit"),
+    ("run.threads=-2", "run.threads"),
+    ("run.worker_timeout=0", "run.worker_timeout"),
+    ("policy.on_worker_loss=retry", "policy.on_worker_loss"),
     ("run.target_accuracy=95", "run.target_accuracy"),
     ("nosuch.key=1", "nosuch"),
     ("policyname=sync", "--set"),
@@ -76,6 +81,11 @@ BAD = [
     (("policy.name=async", "policy.staleness=max"), "policy.max_staleness"),
     (("policy.name=async", "policy.max_staleness=-2"), "policy.max_staleness"),
     (("policy.name=adaptive", "policy.explore_every=1"), "policy.explore_every"),
+    (
+        ("policy.name=hybrid", "policy.threshold=step:at=3", "policy.reading=partition")
+        + ("run.backend=local",),
+        "policy.reading",
+    ),
 ]
 
 

@@ -11,10 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hybridsgd import __version__
-from hybridsgd.errors import ConfigError, HybridSGDError
+from hybridsgd.errors import ConfigError, HybridSGDError, WorkerLost
 from hybridsgd.trace import json_safe
 
 EXIT_USAGE = 2
+_PHASES = {"schedule": "simulating schedule", "train": "training", "evaluate": "evaluating"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override a config value, e.g. --set policy.name=sync (repeatable)",
     )
-    r.add_argument("--backend", help="override run.backend (sim)")
+    r.add_argument("--backend", help="override run.backend (sim or local)")
     r.add_argument("--out", help="run directory to write (default: runs/<config name>)")
     r.add_argument(
         "--force", action="store_true", help="overwrite a run directory that holds a run"
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
     )
-    m.add_argument("--backend", help="override run.backend (sim)")
+    m.add_argument("--backend", help="override run.backend (sim or local)")
     m.add_argument("--out", required=True, help="directory for the runs and the report")
     m.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(Path(args.dir))
         return _run(args, err) if args.command == "run" else EXIT_USAGE
+    except WorkerLost as exc:  # not bad input: the run itself failed
+        print(f"hybridsgd: error: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, HybridSGDError) as exc:
         print(f"hybridsgd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -147,13 +151,16 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
             def progress(phase: str, done: int, total: int) -> None:
                 if phase not in ids:
-                    label = "simulating schedule" if phase == "schedule" else "training"
+                    label = _PHASES.get(phase, phase)
                     ids[phase] = bar.add_task(label, total=max(total, 1))
                 if phase == "schedule" or done % 16 == 0 or done == total:
                     bar.update(ids[phase], completed=done, total=max(total, 1))
 
             result = run(cfg, out=out, progress=progress)
         _print_summary(result.summary, out)
+    if result.summary.get("interrupted"):
+        print(f"hybridsgd: interrupted; the trace up to here is in {out}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -164,7 +171,7 @@ def _print_summary(s: dict, out: Path) -> None:
     g = s["gradients"]
     rows = [
         ("updates", f"{s['updates']}"),
-        ("simulated time", f"{s['simulated_time']:.4g}"),
+        ("virtual time" if s.get("clock") == "virtual" else "seconds", f"{s['end_time']:.4g}"),
         ("final loss / accuracy", f"{s['final_loss']:.4f} / {s['final_accuracy']:.4f}"),
         (
             "gradients applied / dropped / cancelled",

@@ -57,6 +57,7 @@ class PolicyConfig:
     aggregator: str = "mean"
     staleness: str = "none"  # none | inverse | inverse-sqrt | max (stale gradients only)
     max_staleness: int | None = None  # drop gradients staler than this (any rule)
+    on_worker_loss: str = "shrink"  # real backends: a dead worker "shrink"-s the quorum or "fail"-s
 
 
 @dataclass
@@ -85,12 +86,17 @@ class TimingConfig:
 class RunConfig:
     """How long, where, and what to record."""
 
-    backend: str = "sim"
+    backend: str = "sim"  # sim (virtual time) | local (processes on this machine)
     updates: int | None = None  # stop after this many updates ...
-    time: float | None = None  # ... or at this (virtual or real) time; default 200 updates
+    time: float | None = (
+        None  # ... or at this time (virtual; seconds on local); default 200 updates
+    )
     seed: int = 0
     eval_every: int = 25  # updates between evaluations on the test set
     target_accuracy: float | None = None  # record the time at which it is first reached
+    time_unit: float = 0.0  # local: seconds per timing-model unit of injected delay; 0 = none
+    threads: int = 0  # local: torch threads per worker; 0 = the cores shared out among workers
+    worker_timeout: float = 60.0  # local: seconds of silence on one job before a worker is lost
 
 
 SECTIONS: dict[str, type] = {
@@ -100,7 +106,7 @@ SECTIONS: dict[str, type] = {
     "timing": TimingConfig,
     "run": RunConfig,
 }
-BACKENDS = ("sim",)
+BACKENDS = ("sim", "local")
 
 
 @dataclass
@@ -203,6 +209,7 @@ class Config:
             parse_threshold(p.threshold)
         _choice("policy.progress", p.progress, PROGRESS)
         _choice("policy.reading", p.reading, ("quorum", "partition"))
+        _choice("policy.on_worker_loss", p.on_worker_loss, ("shrink", "fail"))
         if p.explore_every < 2:
             raise ConfigError("policy.explore_every", f"must be >= 2 (got {p.explore_every})")
         build_aggregator(p.aggregator)
@@ -230,6 +237,11 @@ class Config:
         parse_slowdowns(tm.slowdowns, p.workers)
 
         _choice("run.backend", r.backend, BACKENDS)
+        if r.backend != "sim" and p.name == "hybrid" and p.reading == "partition":
+            raise ConfigError(
+                "policy.reading",
+                f"partition runs only on the sim backend (use quorum on {r.backend})",
+            )
         if r.updates is not None:
             _positive("run.updates", r.updates)
         if r.time is not None and not (r.time > 0 and math.isfinite(r.time)):
@@ -237,6 +249,15 @@ class Config:
         if r.updates is None and r.time is None:
             r.updates = 200
         _positive("run.eval_every", r.eval_every)
+        if not (r.time_unit >= 0 and math.isfinite(r.time_unit)):
+            raise ConfigError("run.time_unit", f"must be >= 0 seconds (got {r.time_unit})")
+        if r.threads < 0:
+            raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")
+        if not (r.worker_timeout > 0 and math.isfinite(r.worker_timeout)):
+            raise ConfigError(
+                "run.worker_timeout",
+                f"must be a positive number of seconds (got {r.worker_timeout})",
+            )
         if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
             raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")
 

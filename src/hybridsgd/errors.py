@@ -32,3 +32,8 @@ def lookup(table: Mapping[str, T], name: str, field: str, what: str = "value") -
     except KeyError:
         allowed = ", ".join(sorted(table))
         raise ConfigError(field, f"unknown {what} {name!r}; use one of: {allowed}") from None
+
+
+class WorkerLost(HybridSGDError):
+    """Workers died and the policy cannot go on without them (``policy.on_worker_loss =
+    "fail"``, or no worker is left). The run's trace up to the loss is still written."""

@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from hybridsgd import __version__
-from hybridsgd.backends.sim import Schedule, replay, simulate_schedule
+from hybridsgd.backends.local import available_cores
+from hybridsgd.backends.sim import Evals, Schedule, replay, simulate_schedule
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import build_aggregator
+from hybridsgd.core.coordinator import Coordinator
 from hybridsgd.core.server import ParameterServer, _optimizer_class
 from hybridsgd.core.staleness import build_staleness
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.policies import POLICY_KEYS, build_policy
 from hybridsgd.tasks import Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
@@ -125,12 +127,6 @@ def run(
     staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
     server = build_server(cfg, task.initial_params(), task.shapes, policy.partial_updates)
     cluster = build_cluster(cfg, nbytes=4 * task.numel)
-
-    if progress:
-        progress("schedule", 0, 1)
-    schedule = simulate_schedule(policy, cluster, cfg.run.updates, cfg.run.time)
-    if progress:
-        progress("schedule", 1, 1)
     labels = (
         task.y_train.numpy()
         if task.metric == "accuracy"
@@ -144,16 +140,71 @@ def run(
         cfg.task.alpha,
         cfg.run.seed,
     )
-    U = schedule.n_updates
-    tick = (lambda v: progress("train", v, U)) if progress else None
-    evals = replay(schedule, task, feeds, server, aggregator, staleness, cfg.run.eval_every, tick)
+    extra: dict[str, Any] = {}
+    if cfg.run.backend == "local":
+        schedule, evals, extra = _run_local(
+            cfg, task, feeds, Coordinator(policy, server, aggregator, staleness), cluster, progress
+        )
+    else:
+        if progress:
+            progress("schedule", 0, 1)
+        schedule = simulate_schedule(policy, cluster, cfg.run.updates, cfg.run.time)
+        if progress:
+            progress("schedule", 1, 1)
+        U = schedule.n_updates
+        tick = (lambda v: progress("train", v, U)) if progress else None
+        evals = replay(
+            schedule, task, feeds, server, aggregator, staleness, cfg.run.eval_every, tick
+        )
+        extra["torch_threads"] = torch.get_num_threads()
     wall = time.perf_counter() - wall0
 
-    summary = _summary(cfg, task, policy.describe(), schedule, evals, wall)
+    summary = _summary(cfg, task, policy.describe(), schedule, evals, wall) | extra
     trace = Trace.from_schedule(schedule, evals, summary)
     if out is not None:
         trace.write(out, config_toml=to_toml(cfg.to_dict()))
+    if extra.get("error"):
+        where = f"; the trace up to the loss is in {out}" if out is not None else ""
+        raise WorkerLost(f"{extra['error']}{where}")
     return RunResult(cfg, trace, server.params.clone(), schedule)
+
+
+def _run_local(cfg: Config, task: Task, feeds, coordinator, cluster, progress):
+    """Train on local processes; evaluate the snapshots the run kept, after it."""
+    from hybridsgd.backends.local import LocalBackend
+
+    total = cfg.run.updates or 0
+    backend = LocalBackend(
+        task,
+        feeds,
+        coordinator,
+        cluster,
+        time_unit=cfg.run.time_unit,
+        threads=cfg.run.threads,
+        worker_timeout=cfg.run.worker_timeout,
+        shrink=cfg.policy.on_worker_loss == "shrink",
+        eval_every=cfg.run.eval_every,
+        progress=(lambda v: progress("train", v, total)) if progress else None,
+    )
+    result = backend.run(cfg.run.updates, cfg.run.time)
+    evals = Evals()
+    for i, (version, t, params) in enumerate(result.snapshots):
+        loss, acc = task.evaluate(params)
+        evals.add(version, t, loss, acc)
+        if progress:
+            progress("evaluate", i + 1, len(result.snapshots))
+    extra = {
+        "clock": "seconds",
+        "torch_threads": result.threads,
+        "cores": available_cores(),
+        "startup_s": result.startup_s,
+        "time_unit": cfg.run.time_unit,
+        "worker_pids": result.pids,
+        "lost_workers": result.lost,
+        "interrupted": result.interrupted,
+        "error": result.error,
+    }
+    return result.schedule, evals, extra
 
 
 def _summary(
@@ -187,13 +238,13 @@ def _summary(
         "target_accuracy": target,
         "time_to_target": evals.time[hit] if hit is not None else None,
         "updates_to_target": evals.version[hit] if hit is not None else None,
-        "simulated_time": sim_time,
+        "clock": "virtual",
+        "end_time": sim_time,
         "samples_per_time": counts["applied"] * cfg.task.batch_size / sim_time
         if sim_time > 0
         else math.nan,
         "wall_time_s": wall,
         "schedule_path": s.path,
-        "torch_threads": torch.get_num_threads(),
         "notes": notes_for(cfg),
         "config": cfg.to_dict(),
     }

@@ -54,21 +54,58 @@ class Coordinator:
         return self.policy.request(worker)
 
     def push(
-        self, worker: int, read_version: int, gradient: torch.Tensor, now: float = 0.0
+        self,
+        worker: int,
+        read_version: int,
+        gradient: torch.Tensor,
+        now: float = 0.0,
+        gid: int | None = None,
     ) -> PushResult:
         """Hand a gradient (arriving at the backend's time ``now``) to the policy; apply the
-        update it fires, if any."""
-        gid = self._next_gid
-        self._next_gid += 1
+        update it fires, if any. A buffered gradient is held by reference: a backend that
+        will overwrite its buffer calls :meth:`own` first. ``gid`` numbers the gradient (a
+        backend that also counts cancelled work gives its own numbers, in increasing order)."""
+        if gid is None:
+            gid = self._next_gid
+        self._next_gid = gid + 1
         decision = self.policy.push(worker, read_version, gid, now)
         if decision.fate in (Fate.BUFFERED, Fate.APPLIED):
             self._held[gid] = gradient
+        self._apply(decision)
+        return PushResult(gid, decision)
+
+    def lose(self, worker: int, now: float = 0.0, *, shrink: bool = True) -> Decision:
+        """The worker is gone for good; apply the update its loss completes, if any (see
+        :meth:`~hybridsgd.policies.QuorumPolicy.lose`)."""
+        decision = self.policy.lose(worker, now, shrink=shrink)
+        self._apply(decision)
+        return decision
+
+    def own(self, gid: int) -> None:
+        """Hold a copy of gradient ``gid`` instead of the backend's buffer (no-op once the
+        gradient has been applied)."""
+        if gid in self._held:
+            self._held[gid] = self._held[gid].clone()
+
+    @property
+    def held(self) -> int:
+        """Gradients held for an update that has not fired yet."""
+        return len(self._held)
+
+    def _apply(self, decision: Decision) -> None:
         update = decision.update
-        if update is not None:
+        if update is None:
+            return
+        if update.sync_tensors:
+            raise NotImplementedError("the hybrid partition reading runs only in the simulator")
+        scales = [self.staleness.scale(s) for s in update.staleness]
+        if self.aggregator.linear and len(update.members) == 1:  # no stacking copy
+            grad = self._held.pop(update.members[0])
+            weight = self.aggregator.weights([1.0], scales)[0]
+            self.server.apply(grad if weight == 1.0 else grad * weight)
+        else:
             rows = torch.stack([self._held.pop(m) for m in update.members])
             counts = torch.ones(len(update.members))
-            scales = torch.tensor([self.staleness.scale(s) for s in update.staleness])
-            self.server.apply(self.aggregator(rows, counts, scales))
-            if self.server.version != update.version:
-                raise RuntimeError("server and policy disagree on the version")  # a bug
-        return PushResult(gid, decision)
+            self.server.apply(self.aggregator(rows, counts, torch.tensor(scales)))
+        if self.server.version != update.version:
+            raise RuntimeError("server and policy disagree on the version")  # a bug

@@ -78,6 +78,10 @@ class Policy(ABC):
         ``now`` is the backend's time of the arrival, for policies whose schedule follows
         time (the core keeps no clock of its own)."""
 
+    def lose(self, worker: int, now: float = 0.0, *, shrink: bool = True) -> Decision:
+        """``worker`` is gone for good; what follows (see :meth:`QuorumPolicy.lose`)."""
+        raise NotImplementedError(f"{self.name} cannot go on after losing a worker")
+
     def level(self) -> float:
         """The degree of synchrony in force, 0 (asynchronous) to 1 (synchronous)."""
         return 1.0

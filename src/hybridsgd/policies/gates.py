@@ -50,6 +50,21 @@ class ClockGate:
         self.slowest = min(self._at)
         return True
 
+    def retire(self, worker: int) -> list[int]:
+        """The worker is gone for good: its clock no longer holds anyone back. Returns the
+        waiting workers that may now start."""
+        c = self.clock[worker]
+        self.clock[worker] = math.inf
+        self.waiting.discard(worker)
+        self._at[c] -= 1
+        if self._at[c] > 0:
+            return []
+        del self._at[c]
+        if c != self.slowest or not self._at:
+            return []
+        self.slowest = min(self._at)
+        return self._release()
+
     def _release(self) -> list[int]:
         free = sorted(w for w in self.waiting if self.allows(w))
         self.waiting.difference_update(free)

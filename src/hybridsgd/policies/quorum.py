@@ -30,6 +30,7 @@ async                1       minibatches  no          latest     keep
 from __future__ import annotations
 
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
+from hybridsgd.errors import WorkerLost
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
 from hybridsgd.policies.gates import ClockGate
 
@@ -85,6 +86,7 @@ class QuorumPolicy(Policy):
         self._in_flight = [-1] * workers  # read version of each worker's current work, or -1
         self._last_read = [-1] * workers
         self._waiting: set[int] = set()
+        self.lost: set[int] = set()  # workers gone for good (a real backend's fault)
 
     def _set_regime(self, quorum: int, settings: dict[str, object]) -> None:
         """Switch quorum and regime between updates (hybrid schedules)."""
@@ -137,9 +139,50 @@ class QuorumPolicy(Policy):
             count = len(self._buffered_workers)
         else:
             count = len(self._buffer)
-        if count < self.quorum:
+        if count < self._needed():
             return Decision(Fate.BUFFERED, staleness)
         return self._fire(staleness)
+
+    def lose(self, worker: int, now: float = 0.0, *, shrink: bool = True) -> Decision:
+        """``worker`` is gone for good (its process died). Its work in flight is cancelled;
+        the gradients it already delivered still count. A quorum of distinct workers larger
+        than the survivors can give shrinks to them (``shrink``) or raises
+        :class:`~hybridsgd.errors.WorkerLost`; the decision may fire the update the buffer
+        now completes. Its ``fate`` is that of the lost worker's work in flight."""
+        if worker in self.lost:
+            raise ValueError(f"worker {worker} is already lost")
+        self.now = now
+        self.lost.add(worker)
+        read = self._in_flight[worker]
+        self._in_flight[worker] = -1
+        self._waiting.discard(worker)
+        alive = self.workers - len(self.lost)
+        if alive == 0:
+            raise WorkerLost("every worker is lost")
+        if not shrink and self.counts == "workers" and self.quorum > self._needed():
+            raise WorkerLost(
+                f"worker {worker} is lost and {self.name} needs {self.quorum} workers per update"
+                f" but {alive} are left (policy.on_worker_loss = fail; use shrink to go on)"
+            )
+        staleness = self.version - read if read >= 0 else 0
+        decision = Decision(Fate.CANCELLED, staleness, reason="worker lost")
+        count = len(self._buffered_workers if self.counts == "workers" else self._buffer)
+        if self._buffer and count >= self._needed():
+            decision = self._fire(staleness)
+            decision.fate, decision.reason = Fate.CANCELLED, "worker lost"
+        if self.gate is not None:
+            freed = self.gate.retire(worker)
+            if freed:
+                decision.release = sorted({*decision.release, *freed})
+        return decision
+
+    def _needed(self) -> int:
+        """Gradients that fire an update: the quorum, or, when workers are lost and the
+        quorum counts workers, at most the survivors plus the lost who already delivered."""
+        if not self.lost or self.counts != "workers":
+            return self.quorum
+        alive = self.workers - len(self.lost)
+        return min(self.quorum, alive + len(self._buffered_workers & self.lost))
 
     # -- internals -----------------------------------------------------------------------
     def _fire(self, staleness: int) -> Decision:

@@ -74,7 +74,7 @@ def summary_rows(groups: dict[str, list[tuple[int, Trace]]]) -> pd.DataFrame:
                     "cancelled": int((g.fate == "cancelled").sum()),
                     "mean_staleness": float(applied.staleness.mean()) if len(applied) else np.nan,
                     "idle_fraction": max(0.0, 1.0 - busy / (workers * end)) if end > 0 else np.nan,
-                    "simulated_time": end,
+                    "end_time": end,
                 }
             )
     return pd.DataFrame(rows)

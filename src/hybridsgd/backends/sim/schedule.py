@@ -85,3 +85,61 @@ class Schedule:
         return all(
             np.array_equal(getattr(self, c), getattr(other, c)) for c in cols
         ) and np.array_equal(self.update_time, other.update_time)
+
+
+class Recorder:
+    """Builds a :class:`Schedule` one event at a time, for backends that see events as they
+    happen (the event loop, real processes). Rows are gradients in the order the policy saw
+    them; an update rewrites the fate of its members."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.rows: list[tuple[int, int, int, float, float, int]] = []
+        self.fate: list[int] = []
+        self.update: list[int] = []
+        self.sync: list[int] = []
+        self.update_time: list[float] = []
+        self.update_regime: list[float] = []
+        self.update_sync_tensors: list[int] = []
+
+    def gradient(
+        self, worker: int, slot: int, read: int, start: float, end: float, fate: int, stale: int
+    ) -> int:
+        """Record one gradient; returns its row (the gid)."""
+        self.rows.append((worker, slot, read, start, end, stale))
+        self.fate.append(fate)
+        self.update.append(-1)
+        self.sync.append(-1)
+        return len(self.fate) - 1
+
+    def fired(self, up, t: float) -> None:
+        """Record update ``up`` (an :class:`~hybridsgd.policies.Update`) at time ``t``."""
+        u = len(self.update_time)
+        self.update_time.append(t)
+        self.update_regime.append(up.regime)
+        self.update_sync_tensors.append(up.sync_tensors)
+        for m in up.members:
+            self.fate[m] = APPLIED
+            self.update[m] = u
+        for m in up.sync_members or ():
+            self.sync[m] = u
+
+    def schedule(self, path: str) -> Schedule:
+        i64 = np.int64
+        cols = list(zip(*self.rows, strict=True)) if self.rows else [()] * 6
+        return Schedule(
+            worker=np.asarray(cols[0], dtype=i64),
+            minibatch=np.asarray(cols[1], dtype=i64),
+            read_version=np.asarray(cols[2], dtype=i64),
+            start=np.asarray(cols[3], dtype=np.float64),
+            end=np.asarray(cols[4], dtype=np.float64),
+            fate=np.asarray(self.fate, dtype=np.int8),
+            update=np.asarray(self.update, dtype=i64),
+            staleness=np.asarray(cols[5], dtype=i64),
+            update_time=np.asarray(self.update_time, dtype=np.float64),
+            workers=self.workers,
+            path=path,
+            update_regime=np.asarray(self.update_regime, dtype=np.float64),
+            sync_update=np.asarray(self.sync, dtype=i64),
+            update_sync_tensors=np.asarray(self.update_sync_tensors, dtype=i64),
+        )

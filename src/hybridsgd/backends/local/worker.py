@@ -1,0 +1,79 @@
+"""A local worker process: read the parameters the driver placed in its shared-memory slot,
+compute one minibatch gradient into its gradient slot, say so, repeat.
+
+Messages are tiny tuples; tensors never travel through the pipe. From the driver:
+``(token, minibatch, delay)`` starts a job (and cancels any job in progress), ``None`` stops
+the worker. To the driver: ``("ready", pid)`` once, then ``(token, loss)`` per finished job.
+A job lasts at least ``delay`` seconds (injected straggling); the worker checks its pipe at
+safe points (before the backward pass, and while it waits out the delay), so a cancelled
+job stops there and the next one starts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+
+import torch
+
+from hybridsgd.tasks.base import Task
+from hybridsgd.tasks.data import WorkerSampler
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the driver dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):  # no libc: the pipe's EOF still stops the worker
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def worker_main(
+    conn: Connection,
+    task: Task,
+    sampler: WorkerSampler,
+    params: torch.Tensor,
+    grad: torch.Tensor,
+    threads: int,
+) -> None:
+    """The worker's whole life (the target of its process)."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    torch.set_num_threads(threads)
+    try:
+        conn.send(("ready", os.getpid()))
+        with task.bound_to(params):
+            msg = conn.recv()
+            while msg is not None:
+                msg = _job(conn, task, sampler, params, grad, *msg)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the driver is gone
+
+
+def _job(
+    conn: Connection,
+    task: Task,
+    sampler: WorkerSampler,
+    params: torch.Tensor,
+    grad: torch.Tensor,
+    token: int,
+    minibatch: int,
+    delay: float,
+):
+    """Run one job; return the next message (a new job cancels this one)."""
+    t0 = time.perf_counter()
+    x, y = task.batch(sampler.batch(minibatch))
+    if conn.poll():
+        return conn.recv()
+    _, loss = task.grad(params, x, y, out=grad)
+    rest = delay - (time.perf_counter() - t0)
+    if rest > 0 and conn.poll(rest):
+        return conn.recv()
+    conn.send((token, loss))
+    return conn.recv()

@@ -1,0 +1,196 @@
+"""The local backend: real processes, shared-memory parameters, the same policy core.
+
+One forkserver serves the whole module, so after the first run a worker starts in
+milliseconds. Timings are never asserted; what is checked is what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybridsgd import Config
+from hybridsgd.errors import WorkerLost
+from hybridsgd.runner import run
+from tests.helpers import assert_consistent
+
+POLICIES = [
+    ("sync", {}),
+    ("backup", {"backups": 1}),
+    ("async", {}),
+    ("k_sync", {"k": 2}),
+    ("k_batch_sync", {"k": 3}),
+    ("k_async", {"k": 2}),
+    ("k_batch_async", {"k": 3}),
+    ("ssp", {"staleness_bound": 1}),
+    ("psp", {"staleness_bound": 1, "sample": 2}),
+    ("hybrid", {"threshold": "linear:start=0,end=40"}),
+    ("adaptive", {}),
+]
+
+
+def local_config(name: str = "sync", workers: int = 3, updates: int = 60, **policy) -> Config:
+    return Config.from_dict(
+        {
+            "task": {"name": "mlp-digits", "batch_size": 16},
+            "policy": {"name": name, "workers": workers, **policy},
+            "run": {"backend": "local", "updates": updates, "eval_every": 20, "time_unit": 0.002},
+        }
+    )
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def assert_no_workers_left(summary: dict) -> None:
+    pids = summary["worker_pids"]
+    assert len(pids) == summary["workers"]
+    assert not [p for p in pids if alive(p)]
+
+
+@pytest.mark.parametrize(("name", "extra"), POLICIES, ids=[p[0] for p in POLICIES])
+def test_every_policy_runs_and_keeps_the_trace_consistent(name, extra):
+    result = run(local_config(name, **extra))
+    s = result.summary
+    assert s["backend"] == "local" and s["clock"] == "seconds" and s["updates"] == 60
+    assert_consistent(result.trace)
+    assert s["torch_threads"] >= 1 and not s["lost_workers"] and not s["interrupted"]
+    assert_no_workers_left(s)
+    assert result.trace.evals.version.tolist() == [0, 20, 40, 60]
+
+
+def test_sync_matches_the_simulator():
+    """The backend changes time, not mathematics: same seed, same data order, same model."""
+    cfg = local_config("sync", workers=4, updates=30)
+    local = run(cfg)
+    sim = run(cfg.replace("run.backend=sim"))
+    assert torch.allclose(local.params, sim.params, atol=1e-5)
+    g = local.trace.gradients
+    assert (g.fate == "applied").all() and (g.staleness == 0).all()
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int) -> list[int]:
+    """Live processes below ``root`` (workers are children of the forkserver, not ours)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
+                parents[int(entry.name)] = _ppid(int(entry.name))
+    found, frontier = [], [root]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return [p for p in found if alive(p)]
+
+
+def kill_a_worker_at(version: int, sig: int = signal.SIGKILL):
+    """A progress callback that signals one worker process when ``version`` is reached."""
+    done: list[int] = []
+
+    def progress(phase: str, v: int, total: int) -> None:
+        if phase == "train" and v >= version and not done:
+            forkservers = [p for p in descendants(os.getpid()) if _ppid(p) == os.getpid()]
+            workers = [p for p in descendants(os.getpid()) if _ppid(p) in forkservers]
+            done.append(workers[-1])
+            os.kill(workers[-1], sig)
+
+    return progress, done
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [("backup", {"backups": 1}), ("async", {}), ("k_async", {"k": 2}), ("sync", {})],
+)
+def test_a_killed_worker_does_not_stop_policies_with_slack(name, extra):
+    progress, killed = kill_a_worker_at(15)
+    result = run(local_config(name, workers=4, updates=80, **extra), progress=progress)
+    s = result.summary
+    assert killed and s["updates"] == 80 and len(s["lost_workers"]) == 1
+    lost = s["lost_workers"][0]["worker"]
+    assert "exited" in s["lost_workers"][0]["why"]
+    assert_consistent(result.trace)
+    g = result.trace.gradients
+    t_lost = s["lost_workers"][0]["time"]
+    # nothing from the lost worker after its death; the others go on
+    assert (g[g.worker == lost].end_time <= t_lost).all()
+    assert g[g.end_time > t_lost].worker.nunique() == 3
+    if name == "sync":  # shrink (the default): later rounds take the 3 survivors
+        u = result.trace.updates
+        assert (u[u.time > t_lost + 1e-9].n_gradients.iloc[1:] == 3).all()
+    assert_no_workers_left(s)
+
+
+def test_sync_fails_clearly_when_told_to(tmp_path):
+    progress, killed = kill_a_worker_at(10)
+    cfg = local_config("sync", workers=3, updates=200).replace("policy.on_worker_loss=fail")
+    with pytest.raises(WorkerLost, match="on_worker_loss = fail") as info:
+        run(cfg, out=tmp_path / "run", progress=progress)
+    assert str(tmp_path / "run") in str(info.value)  # the trace up to the loss is written
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 10 <= s["updates"] < 200 and s["error"] and len(s["lost_workers"]) == 1
+    assert_no_workers_left(s)
+
+
+def test_a_silent_worker_is_lost_after_the_timeout():
+    progress, stopped = kill_a_worker_at(10, signal.SIGSTOP)  # alive but never answers
+    cfg = local_config("async", workers=3, updates=300).replace(
+        "run.worker_timeout=0.5", "run.time_unit=0.01"
+    )
+    t = time.perf_counter()
+    result = run(cfg, progress=progress)
+    s = result.summary
+    assert stopped and s["updates"] == 300 and len(s["lost_workers"]) == 1
+    assert "worker_timeout" in s["lost_workers"][0]["why"]
+    assert time.perf_counter() - t < 60
+    assert_no_workers_left(s)
+
+
+def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
+    config = tmp_path / "long.toml"
+    config.write_text(
+        '[task]\nname = "mlp-digits"\n[policy]\nname = "async"\nworkers = 3\n'
+        '[run]\nbackend = "local"\nupdates = 10000000\neval_every = 50\ntime_unit = 0.01\n'
+    )
+    cli = [sys.executable, "-m", "hybridsgd.cli", "run", str(config), "--out", str(tmp_path / "r")]
+    proc = subprocess.Popen(cli, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(descendants(proc.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the forkserver and three workers
+        time.sleep(2.0)
+        everyone = descendants(proc.pid)
+        assert len(everyone) >= 4
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not [p for p in everyone if alive(p)]
+    import pandas as pd
+
+    updates = pd.read_csv(tmp_path / "r" / "updates.csv")
+    assert len(updates) > 0
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["interrupted"] and s["updates"] == len(updates)
