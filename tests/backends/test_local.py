@@ -194,3 +194,22 @@ def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
     assert len(updates) > 0
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["interrupted"] and s["updates"] == len(updates)
+
+
+def test_compare_and_report_work_unchanged_on_local_runs(tmp_path):
+    from hybridsgd.cli import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[task]\nname = "mlp-digits"\nbatch_size = 16\n[policy]\nworkers = 3\n'
+        "[run]\nupdates = 40\neval_every = 10\ntime_unit = 0.002\n"
+    )
+    out = tmp_path / "cmp"
+    args = ["compare", str(config), "--policy", "sync", "--policy", "async", "--out", str(out)]
+    assert main([*args, "--backend", "local"]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(out / "summary.csv")
+    assert sorted(rows.policy) == ["async", "sync"] and (rows.updates == 40).all()
+    assert (out / "report.html").stat().st_size > 10_000
+    assert main(["report", str(out)]) == 0

@@ -47,6 +47,7 @@ class Coordinator:
         self.aggregator = aggregator or Mean()
         self.staleness = staleness or NoStalenessRule()
         self._held: dict[int, torch.Tensor] = {}
+        self._sum: torch.Tensor | None = None
         self._next_gid = 0
 
     def request(self, worker: int) -> int | None:
@@ -99,13 +100,20 @@ class Coordinator:
         if update.sync_tensors:
             raise NotImplementedError("the hybrid partition reading runs only in the simulator")
         scales = [self.staleness.scale(s) for s in update.staleness]
-        if self.aggregator.linear and len(update.members) == 1:  # no stacking copy
-            grad = self._held.pop(update.members[0])
-            weight = self.aggregator.weights([1.0], scales)[0]
-            self.server.apply(grad if weight == 1.0 else grad * weight)
-        else:
-            rows = torch.stack([self._held.pop(m) for m in update.members])
-            counts = torch.ones(len(update.members))
-            self.server.apply(self.aggregator(rows, counts, torch.tensor(scales)))
+        grads = [self._held.pop(m) for m in update.members]
+        if not self.aggregator.linear:
+            counts = torch.ones(len(grads))
+            self.server.apply(self.aggregator(torch.stack(grads), counts, torch.tensor(scales)))
+        else:  # a weighted sum into one reused buffer: no stacking copy, no fresh pages
+            weights = self.aggregator.weights([1.0] * len(grads), scales)
+            if len(grads) == 1 and weights[0] == 1.0:
+                self.server.apply(grads[0])
+            else:
+                if self._sum is None or self._sum.shape != grads[0].shape:
+                    self._sum = torch.empty_like(grads[0])
+                torch.mul(grads[0], weights[0], out=self._sum)
+                for g, w in zip(grads[1:], weights[1:], strict=True):
+                    self._sum.add_(g, alpha=w)
+                self.server.apply(self._sum)
         if self.server.version != update.version:
             raise RuntimeError("server and policy disagree on the version")  # a bug

@@ -6,12 +6,14 @@ The driver (the calling process) is the parameter server. It runs the same
 worker may start and on which version, hands it each arriving gradient, and carries out the
 answer. No policy logic lives here; this module only moves work and measures time.
 
-Transport: each worker has two rows of shared memory, its parameter slot and its gradient
-slot. To start a job the driver copies the current parameters into the worker's slot (so the
-worker reads exactly the version the policy named, however far the server moves on) and
-sends a three-number message; the worker writes its gradient into its own slot and answers
-with a two-number message. No tensor is ever pickled. A gradient the policy buffers is used
-in place until its worker is about to overwrite it, and copied only then.
+Transport: shared memory holds a ring of W + 2 parameter versions and one gradient slot per
+worker. After each update the driver copies the new version into a free ring slot, once,
+however many workers then read it; a slot is free when no running job reads it, so a
+worker computes on exactly the version the policy named, however far the server moves on.
+A job is a four-number message (which ring slot to read), the answer a two-number message;
+the worker writes its gradient into its own slot. No tensor is ever pickled. A gradient
+the policy buffers is used in place until its worker is about to overwrite it, and copied
+only then.
 
 Faults: the driver watches every worker's process sentinel. A worker that dies, or stays
 silent for ``run.worker_timeout`` seconds on one job (it is then killed), is lost: the policy
@@ -106,7 +108,8 @@ class LocalBackend:
         self.rec = Recorder(self.W)
         self.snapshots: list[tuple[int, float, torch.Tensor]] = []
         self.lost: list[dict] = []
-        self._busy: dict[int, tuple[int, int, int, float]] = {}  # w -> token, read, slot, start
+        # w -> token, read version, minibatch, start time, ring slot
+        self._busy: dict[int, tuple[int, int, int, float, int]] = {}
         self._token = [0] * self.W
         self._next_slot = [0] * self.W
         self._aliased: dict[int, int] = {}  # worker -> gid held in its gradient slot
@@ -119,7 +122,10 @@ class LocalBackend:
         max_updates = max_updates if max_updates is not None else math.inf
         max_time = max_time if max_time is not None else math.inf
         n = self.server.params.numel()
-        self._params = torch.zeros(self.W, n).share_memory_()
+        self._ring = torch.zeros(self.W + 2, n).share_memory_()
+        self._readers = [0] * (self.W + 2)  # running jobs that read each ring slot
+        self._current = 0  # the ring slot holding the server's version
+        self._ring[0].copy_(self.server.params)
         self._grads = torch.zeros(self.W, n).share_memory_()
         interrupted, error, startup = False, None, 0.0
         driver_threads = torch.get_num_threads()
@@ -162,7 +168,7 @@ class LocalBackend:
         with _sigint_ignored():  # workers inherit SIG_IGN: Ctrl-C reaches the driver only
             for w in range(self.W):
                 parent, child = ctx.Pipe(duplex=True)
-                args = (child, self.task, self.samplers[w], self._params[w], self._grads[w])
+                args = (child, self.task, self.samplers[w], self._ring, self._grads[w])
                 p = ctx.Process(
                     target=worker_main,
                     args=(*args, self.threads),
@@ -212,7 +218,7 @@ class LocalBackend:
                 break
             if not self._busy:
                 raise RuntimeError("no worker is running and none may start")  # a policy bug
-            oldest = min(start for _, _, _, start in self._busy.values())
+            oldest = min(job[3] for job in self._busy.values())
             timeout = min(max_time, oldest + self.worker_timeout) - now
             live = [c for c, w in conn_of.items() if w not in self._gone]
             watch = [s for s, w in sentinel_of.items() if w not in self._gone]
@@ -236,8 +242,8 @@ class LocalBackend:
             for w in dead:
                 code = self.procs[w].exitcode
                 self._lose(w, now, f"process exited (code {code})")
-            for w, (_, _, _, start) in list(self._busy.items()):
-                if now - start > self.worker_timeout:
+            for w, job in list(self._busy.items()):
+                if now - job[3] > self.worker_timeout:
                     self.procs[w].kill()
                     self._lose(
                         w, now, f"no answer within run.worker_timeout = {self.worker_timeout:g} s"
@@ -250,19 +256,32 @@ class LocalBackend:
         v = self.coord.request(w)
         if v is None:
             return
-        if w in self._aliased:  # its slot is about to be overwritten
+        if w in self._aliased:  # its gradient slot is about to be overwritten
             self.coord.own(self._aliased.pop(w))
-        self._params[w].copy_(self.server.params)
         self._token[w] += 1
         slot = self._next_slot[w]
         self._next_slot[w] += 1
         delay = self.cluster.delay(w, now / self.unit) * self.unit if self.unit > 0 else 0.0
-        self._busy[w] = (self._token[w], v, slot, now)
+        ring = self._current
+        self._readers[ring] += 1
+        self._busy[w] = (self._token[w], v, slot, now, ring)
         with contextlib.suppress(OSError):  # it died: its sentinel says so next
-            self.conns[w].send((self._token[w], slot, delay))
+            self.conns[w].send((self._token[w], slot, delay, ring))
+
+    def _end(self, w: int) -> tuple[int, int, float]:
+        """The worker's job is over: its read version, minibatch and start time."""
+        _, read, slot, start, ring = self._busy.pop(w)
+        self._readers[ring] -= 1
+        return read, slot, start
+
+    def _publish(self) -> None:
+        """Copy the server's new version into a ring slot no running job reads."""
+        free = next(i for i, n in enumerate(self._readers) if n == 0 and i != self._current)
+        self._ring[free].copy_(self.server.params)
+        self._current = free
 
     def _arrive(self, w: int, now: float) -> None:
-        _, read, slot, start = self._busy.pop(w)
+        read, slot, start = self._end(w)
         gid = len(self.rec.fate)
         d = self.coord.push(w, read, self._grads[w], now, gid=gid)
         fate = PENDING if d.decision.fate == Fate.BUFFERED else FATE_CODE[d.decision.fate]
@@ -278,7 +297,7 @@ class LocalBackend:
         self._gone.add(w)
         self.lost.append({"worker": w, "time": now, "why": why})
         if w in self._busy:
-            _, read, slot, start = self._busy.pop(w)
+            read, slot, start = self._end(w)
             stale = self.policy.version - read
             self.rec.gradient(w, slot, read, start, now, CANCELLED, stale)
         self._follow(self.coord.lose(w, now, shrink=self.shrink), now)
@@ -286,6 +305,7 @@ class LocalBackend:
     def _follow(self, d: Decision, now: float) -> None:
         """Carry out a decision: record its update, cancel and release workers."""
         if d.update is not None:
+            self._publish()
             self.rec.fired(d.update, now)
             v = d.update.version
             if v % self.eval_every == 0:
@@ -294,7 +314,7 @@ class LocalBackend:
                 self.progress(v)
         for c in d.cancel:
             if c in self._busy:
-                _, read, slot, start = self._busy.pop(c)
+                read, slot, start = self._end(c)
                 stale = self.policy.version - read
                 self.rec.gradient(c, slot, read, start, now, CANCELLED, stale)
                 self._start(c, now)  # the new job's message cancels the old one

@@ -1,9 +1,10 @@
-"""A local worker process: read the parameters the driver placed in its shared-memory slot,
+"""A local worker process: read the parameters the driver placed in a shared-memory slot,
 compute one minibatch gradient into its gradient slot, say so, repeat.
 
 Messages are tiny tuples; tensors never travel through the pipe. From the driver:
-``(token, minibatch, delay)`` starts a job (and cancels any job in progress), ``None`` stops
-the worker. To the driver: ``("ready", pid)`` once, then ``(token, loss)`` per finished job.
+``(token, minibatch, delay, ring_slot)`` starts a job on the parameters in that slot of the
+shared ring (and cancels any job in progress), ``None`` stops the worker. To the driver:
+``("ready", pid)`` once, then ``(token, loss)`` per finished job.
 A job lasts at least ``delay`` seconds (injected straggling); the worker checks its pipe at
 safe points (before the backward pass, and while it waits out the delay), so a cancelled
 job stops there and the next one starts at once.
@@ -38,7 +39,7 @@ def worker_main(
     conn: Connection,
     task: Task,
     sampler: WorkerSampler,
-    params: torch.Tensor,
+    ring: torch.Tensor,
     grad: torch.Tensor,
     threads: int,
 ) -> None:
@@ -48,10 +49,9 @@ def worker_main(
     torch.set_num_threads(threads)
     try:
         conn.send(("ready", os.getpid()))
-        with task.bound_to(params):
-            msg = conn.recv()
-            while msg is not None:
-                msg = _job(conn, task, sampler, params, grad, *msg)
+        msg = conn.recv()
+        while msg is not None:
+            msg = _job(conn, task, sampler, ring, grad, *msg)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the driver is gone
 
@@ -60,18 +60,21 @@ def _job(
     conn: Connection,
     task: Task,
     sampler: WorkerSampler,
-    params: torch.Tensor,
+    ring: torch.Tensor,
     grad: torch.Tensor,
     token: int,
     minibatch: int,
     delay: float,
+    slot: int,
 ):
     """Run one job; return the next message (a new job cancels this one)."""
     t0 = time.perf_counter()
     x, y = task.batch(sampler.batch(minibatch))
     if conn.poll():
         return conn.recv()
-    _, loss = task.grad(params, x, y, out=grad)
+    params = ring[slot]
+    with task.bound_to(params):  # the module reads the slot in place: no copy
+        _, loss = task.grad(params, x, y, out=grad)
     rest = delay - (time.perf_counter() - t0)
     if rest > 0 and conn.poll(rest):
         return conn.recv()
