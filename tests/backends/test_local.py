@@ -213,3 +213,15 @@ def test_compare_and_report_work_unchanged_on_local_runs(tmp_path):
     assert sorted(rows.policy) == ["async", "sync"] and (rows.updates == 40).all()
     assert (out / "report.html").stat().st_size > 10_000
     assert main(["report", str(out)]) == 0
+
+
+def test_injected_delays_make_each_job_last_at_least_its_drawn_time():
+    cfg = local_config("async", workers=3, updates=60).replace(
+        "timing.compute=constant:value=1", "timing.speed=[1, 1, 4]", "run.time_unit=0.01"
+    )
+    g = run(cfg).trace.gradients
+    took = (g.end_time - g.start_time).groupby(g.worker).min()
+    assert (took >= [0.01, 0.01, 0.04]).all()
+    # the slow worker delivers about a quarter as often (counts, not times, are compared)
+    counts = g.worker.value_counts()
+    assert counts[2] < counts[0] / 2
