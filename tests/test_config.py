@@ -81,6 +81,11 @@ BAD = [
     (("policy.name=async", "policy.staleness=max"), "policy.max_staleness"),
     (("policy.name=async", "policy.max_staleness=-2"), "policy.max_staleness"),
     (("policy.name=adaptive", "policy.explore_every=1"), "policy.explore_every"),
+    ("policy.aggregator=krum:f=2", "policy.aggregator"),  # N = 5 gradients < 2f + 3
+    ("policy.aggregator=trimmed-mean:beta=0.7", "policy.aggregator"),
+    ("policy.aggregator=median:x=1", "policy.aggregator"),
+    ("policy.aggregator=krum:f=1.5", "policy.aggregator"),
+    (("policy.name=async", "policy.aggregator=median"), "policy.aggregator"),
     (
         ("policy.name=hybrid", "policy.threshold=step:at=3", "policy.reading=partition")
         + ("run.backend=local",),

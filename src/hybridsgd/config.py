@@ -212,7 +212,17 @@ class Config:
         _choice("policy.on_worker_loss", p.on_worker_loss, ("shrink", "fail"))
         if p.explore_every < 2:
             raise ConfigError("policy.explore_every", f"must be >= 2 (got {p.explore_every})")
-        build_aggregator(p.aggregator)
+        aggregator = build_aggregator(p.aggregator)
+        if not aggregator.linear:
+            n = gradients_per_update(p)
+            if n < 2:
+                raise ConfigError(
+                    "policy.aggregator",
+                    f"{aggregator.describe()} needs several gradients per update, but {p.name}"
+                    " applies gradients one at a time; use k_async or k_batch_async with k > 1,"
+                    " or a synchronous policy",
+                )
+            aggregator.check(n, f"{p.name} with these settings gives {n}")
         build_staleness(p.staleness, p.max_staleness)
 
         _optimizer_class(o.name)
@@ -263,6 +273,17 @@ class Config:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def gradients_per_update(p: PolicyConfig) -> int:
+    """The fewest gradients an update of this policy may aggregate."""
+    if p.name == "sync":
+        return p.workers
+    if p.name == "backup":
+        return p.workers - p.backups
+    if p.name.startswith("k_"):
+        return p.k or 1
+    return 1  # async, ssp, psp, hybrid (its asynchronous regime), adaptive (may pick K = 1)
+
+
 _EXAMPLES = {
     "k": " (e.g. --set policy.k=4)",
     "staleness_bound": " (e.g. --set policy.staleness_bound=3)",
