@@ -86,6 +86,16 @@ BAD = [
     ("policy.aggregator=median:x=1", "policy.aggregator"),
     ("policy.aggregator=krum:f=1.5", "policy.aggregator"),
     (("policy.name=async", "policy.aggregator=median"), "policy.aggregator"),
+    ("faults.byzantine=1.5", "faults.byzantine"),
+    ("faults.byzantine_workers=[9]", "faults.byzantine_workers"),
+    ("faults.attack=flip", "faults.attack"),
+    ("faults.attack=scale", "faults.attack"),
+    ("faults.attack=gaussian:sd=1", "faults.attack"),
+    ("faults.nan_workers=[-1]", "faults.nan_workers"),
+    ("faults.crash_rate=-1", "faults.crash_rate"),
+    ("faults.crashes=[{worker=1}]", "faults.crashes"),
+    ("optimizer.max_grad_norm=0", "optimizer.max_grad_norm"),
+    ("optimizer.large_gradients=drop", "optimizer.large_gradients"),
     (
         ("policy.name=hybrid", "policy.threshold=step:at=3", "policy.reading=partition")
         + ("run.backend=local",),

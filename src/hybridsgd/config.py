@@ -69,6 +69,8 @@ class OptimizerConfig:
     momentum: float = 0.0  # passed only to optimizers that take it (SGD, RMSprop)
     weight_decay: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
+    max_grad_norm: float | None = None  # gradients with a larger norm are clipped or rejected
+    large_gradients: str = "clip"  # clip | reject (gradients above max_grad_norm)
 
 
 @dataclass
@@ -80,6 +82,18 @@ class TimingConfig:
     speed: list[float] | str = ""  # per-worker time multipliers: [1, 1, 3] or "1x14,3x2"
     transient: str = ""  # random slowdowns, e.g. "rate=0.01,duration=5,factor=4"
     slowdowns: list[dict[str, Any]] = field(default_factory=list)  # {worker,start,end,factor}
+
+
+@dataclass
+class FaultsConfig:
+    """Faulty workers for experiments (DESIGN.md section 7; hybridsgd.core.faults)."""
+
+    byzantine: float = 0.0  # fraction of workers that attack, chosen by run.seed ...
+    byzantine_workers: list[int] = field(default_factory=list)  # ... or exactly these
+    attack: str = "sign-flip"  # sign-flip | scale:factor=F | gaussian:std=S | zero | ...
+    nan_workers: list[int] = field(default_factory=list)  # every gradient they send is NaN
+    crash_rate: float = 0.0  # per worker and time unit: each dies at an exponential time
+    crashes: list[dict[str, Any]] = field(default_factory=list)  # [{worker = 2, time = 50}]
 
 
 @dataclass
@@ -104,6 +118,7 @@ SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "optimizer": OptimizerConfig,
     "timing": TimingConfig,
+    "faults": FaultsConfig,
     "run": RunConfig,
 }
 BACKENDS = ("sim", "local")
@@ -115,6 +130,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     # -- construction ----------------------------------------------------------------------
@@ -232,6 +248,14 @@ class Config:
             raise ConfigError("optimizer.momentum", f"must be in [0, 1) (got {o.momentum})")
         if o.weight_decay < 0:
             raise ConfigError("optimizer.weight_decay", "must be >= 0")
+        if o.max_grad_norm is not None and not (
+            o.max_grad_norm > 0 and math.isfinite(o.max_grad_norm)
+        ):
+            raise ConfigError(
+                "optimizer.max_grad_norm", f"must be a positive number (got {o.max_grad_norm})"
+            )
+        _choice("optimizer.large_gradients", o.large_gradients, ("clip", "reject"))
+        self._validate_faults()
 
         compute = parse_model(tm.compute, field="timing.compute")
         comm = parse_model(tm.comm, field="timing.comm", allow_link=True)
@@ -270,6 +294,35 @@ class Config:
             )
         if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
             raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")
+
+    def _validate_faults(self) -> None:
+        from hybridsgd.core.faults import parse_attack
+
+        f, W = self.faults, self.policy.workers
+        if not 0 <= f.byzantine < 1:
+            raise ConfigError(
+                "faults.byzantine", f"must be a fraction in [0, 1) (got {f.byzantine})"
+            )
+        for key in ("byzantine_workers", "nan_workers"):
+            bad = [w for w in getattr(f, key) if not (isinstance(w, int) and 0 <= w < W)]
+            if bad:
+                raise ConfigError(f"faults.{key}", f"workers are numbered 0..{W - 1} (got {bad})")
+        parse_attack(f.attack)
+        if not (f.crash_rate >= 0 and math.isfinite(f.crash_rate)):
+            raise ConfigError("faults.crash_rate", f"must be >= 0 (got {f.crash_rate})")
+        for c in f.crashes:
+            if (
+                not isinstance(c, dict)
+                or set(c) != {"worker", "time"}
+                or not isinstance(c["worker"], int)
+                or not 0 <= c["worker"] < W
+                or not isinstance(c["time"], int | float)
+                or not c["time"] >= 0
+            ):
+                raise ConfigError(
+                    "faults.crashes",
+                    f"write [{{worker = 0..{W - 1}, time = T >= 0}}, ...] (got {c!r})",
+                )
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from hybridsgd.backends.sim import Evals, Schedule, replay, simulate_schedule
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import build_aggregator
 from hybridsgd.core.coordinator import Coordinator
+from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.core.server import ParameterServer, _optimizer_class
 from hybridsgd.core.staleness import build_staleness
 from hybridsgd.errors import ConfigError, WorkerLost
@@ -120,6 +121,12 @@ def run(
         raise ConfigError(
             "task.split", f"dirichlet (label skew) needs a classification task, not {task.name}"
         )
+    faults = Faults.from_config(cfg.faults, cfg.policy.workers, cfg.run.seed)
+    if faults.attack == "label-flip" and faults.byzantine and task.metric != "accuracy":
+        raise ConfigError(
+            "faults.attack", f"label-flip needs a classification task, not {task.name}"
+        )
+    check = GradientCheck(cfg.optimizer.max_grad_norm, cfg.optimizer.large_gradients)
     policy = build_policy(
         cfg.policy, cfg.run.seed, task.n_train / cfg.task.batch_size, len(task.shapes)
     )
@@ -142,21 +149,38 @@ def run(
     )
     extra: dict[str, Any] = {}
     if cfg.run.backend == "local":
+        coordinator = Coordinator(policy, server, aggregator, staleness, check)
         schedule, evals, extra = _run_local(
-            cfg, task, feeds, Coordinator(policy, server, aggregator, staleness), cluster, progress
+            cfg, task, feeds, coordinator, cluster, faults, progress
         )
     else:
         if progress:
             progress("schedule", 0, 1)
-        schedule = simulate_schedule(policy, cluster, cfg.run.updates, cfg.run.time)
+        shrink = cfg.policy.on_worker_loss == "shrink"
+        schedule = simulate_schedule(
+            policy, cluster, cfg.run.updates, cfg.run.time, crashes=faults.crashes, shrink=shrink
+        )
         if progress:
             progress("schedule", 1, 1)
         U = schedule.n_updates
         tick = (lambda v: progress("train", v, U)) if progress else None
         evals = replay(
-            schedule, task, feeds, server, aggregator, staleness, cfg.run.eval_every, tick
+            schedule,
+            task,
+            feeds,
+            server,
+            aggregator,
+            staleness,
+            cfg.run.eval_every,
+            tick,
+            faults,
+            check,
         )
         extra["torch_threads"] = torch.get_num_threads()
+        extra["lost_workers"] = [
+            {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
+        ]
+        extra["error"] = schedule.stopped or None
     wall = time.perf_counter() - wall0
 
     summary = _summary(cfg, task, policy.describe(), schedule, evals, wall) | extra
@@ -169,7 +193,7 @@ def run(
     return RunResult(cfg, trace, server.params.clone(), schedule)
 
 
-def _run_local(cfg: Config, task: Task, feeds, coordinator, cluster, progress):
+def _run_local(cfg: Config, task: Task, feeds, coordinator, cluster, faults, progress):
     """Train on local processes; evaluate the snapshots the run kept, after it."""
     from hybridsgd.backends.local import LocalBackend
 
@@ -185,6 +209,7 @@ def _run_local(cfg: Config, task: Task, feeds, coordinator, cluster, progress):
         shrink=cfg.policy.on_worker_loss == "shrink",
         eval_every=cfg.run.eval_every,
         progress=(lambda v: progress("train", v, total)) if progress else None,
+        faults=faults,
     )
     result = backend.run(cfg.run.updates, cfg.run.time)
     evals = Evals()
@@ -226,7 +251,10 @@ def _summary(
         "seed": cfg.run.seed,
         "updates": s.n_updates,
         "gradients": {
-            "computed": counts["applied"] + counts["dropped"] + counts["pending"],
+            "computed": counts["applied"]
+            + counts["dropped"]
+            + counts["pending"]
+            + counts["rejected"],
             **counts,
         },
         "mean_staleness": float(applied.mean()) if len(applied) else math.nan,

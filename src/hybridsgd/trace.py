@@ -55,6 +55,11 @@ class Trace:
                 "update": np.where(s.update >= 0, s.update + 1, -1),
             }
         )
+        if s.reasons:  # why the server rejected a gradient
+            reason = np.full(s.n_gradients, "", dtype=object)
+            for gid, why in s.reasons.items():
+                reason[gid] = why
+            gradients["reason"] = reason
         if s.partitioned:  # hybrid partition reading: where the synchronous part went
             gradients["sync_update"] = np.where(s.sync_update >= 0, s.sync_update + 1, -1)
         n, mean, mx = s.per_update()

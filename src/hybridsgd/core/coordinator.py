@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from hybridsgd.core.aggregators import Aggregator, Mean
+from hybridsgd.core.faults import GradientCheck
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
 from hybridsgd.policies.base import Decision, Fate, Policy
@@ -41,11 +42,14 @@ class Coordinator:
         server: ParameterServer,
         aggregator: Aggregator | None = None,
         staleness: StalenessRule | None = None,
+        check: GradientCheck | None = None,
     ) -> None:
         self.policy = policy
         self.server = server
         self.aggregator = aggregator or Mean()
         self.staleness = staleness or NoStalenessRule()
+        self.check = check or GradientCheck()
+        self.rejected: list[tuple[int, str]] = []  # (gid, why) the check refused; drain it
         self._held: dict[int, torch.Tensor] = {}
         self._sum: torch.Tensor | None = None
         self._next_gid = 0
@@ -99,9 +103,18 @@ class Coordinator:
             return
         if update.sync_tensors:
             raise NotImplementedError("the hybrid partition reading runs only in the simulator")
-        scales = [self.staleness.scale(s) for s in update.staleness]
-        grads = [self._held.pop(m) for m in update.members]
-        if not self.aggregator.linear:
+        scales, grads = [], []
+        for gid, stale in zip(update.members, update.staleness, strict=True):
+            g = self._held.pop(gid)
+            why = self.check.row(g)
+            if why:
+                self.rejected.append((gid, why))
+            else:
+                grads.append(g)
+                scales.append(self.staleness.scale(stale))
+        if not grads:
+            self.server.skip()
+        elif not self.aggregator.linear:
             counts = torch.ones(len(grads))
             self.server.apply(self.aggregator(torch.stack(grads), counts, torch.tensor(scales)))
         else:  # a weighted sum into one reused buffer: no stacking copy, no fresh pages

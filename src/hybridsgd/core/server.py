@@ -124,6 +124,12 @@ class ParameterServer:
         self.version += 1
         return self.version
 
+    def skip(self) -> int:
+        """An update with nothing to apply (every gradient rejected): the version moves on,
+        the parameters and the optimizer's state do not."""
+        self.version += 1
+        return self.version
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "params": self.params.clone(),

@@ -29,6 +29,7 @@ class Fate:
     DROPPED = "dropped"  # arrived but not used: stale, or rejected by the staleness rule
     CANCELLED = "cancelled"  # stopped before it finished (or delivered after being cancelled)
     PENDING = "pending"  # arrived, still buffered when the run ended
+    REJECTED = "rejected"  # arrived, failed the server's gradient check (NaN, norm), never applied
 
 
 @dataclass(slots=True)

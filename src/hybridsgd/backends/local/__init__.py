@@ -39,6 +39,7 @@ import torch.multiprocessing as tmp
 from hybridsgd.backends.local.worker import worker_main
 from hybridsgd.backends.sim.schedule import CANCELLED, FATE_CODE, PENDING, Recorder, Schedule
 from hybridsgd.core.coordinator import Coordinator
+from hybridsgd.core.faults import Faults
 from hybridsgd.errors import WorkerLost
 from hybridsgd.policies.base import Decision, Fate
 from hybridsgd.tasks.base import Task
@@ -93,6 +94,7 @@ class LocalBackend:
         shrink: bool = True,
         eval_every: int = 25,
         progress: Callable[[int], None] | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.task, self.samplers, self.coord = task, list(samplers), coordinator
         self.policy, self.server = coordinator.policy, coordinator.server
@@ -105,6 +107,8 @@ class LocalBackend:
         self.threads = worker_threads(self.W, threads)
         self.worker_timeout, self.shrink = worker_timeout, shrink
         self.eval_every, self.progress = eval_every, progress
+        self.faults = faults or Faults()
+        self._crashes = list(self.faults.crashes)  # (seconds, worker), sorted
         self.rec = Recorder(self.W)
         self.snapshots: list[tuple[int, float, torch.Tensor]] = []
         self.lost: list[dict] = []
@@ -171,7 +175,7 @@ class LocalBackend:
                 args = (child, self.task, self.samplers[w], self._ring, self._grads[w])
                 p = ctx.Process(
                     target=worker_main,
-                    args=(*args, self.threads),
+                    args=(*args, self.threads, self.faults.flips_labels(w)),
                     name=f"hybridsgd-worker-{w}",
                     daemon=True,
                 )
@@ -219,7 +223,8 @@ class LocalBackend:
             if not self._busy:
                 raise RuntimeError("no worker is running and none may start")  # a policy bug
             oldest = min(job[3] for job in self._busy.values())
-            timeout = min(max_time, oldest + self.worker_timeout) - now
+            crash = self._crashes[0][0] if self._crashes else math.inf
+            timeout = min(max_time, oldest + self.worker_timeout, crash) - now
             live = [c for c, w in conn_of.items() if w not in self._gone]
             watch = [s for s, w in sentinel_of.items() if w not in self._gone]
             ready = wait([*live, *watch], max(timeout, 0.0))
@@ -242,6 +247,11 @@ class LocalBackend:
             for w in dead:
                 code = self.procs[w].exitcode
                 self._lose(w, now, f"process exited (code {code})")
+            while self._crashes and self._crashes[0][0] <= now:
+                _, w = self._crashes.pop(0)
+                if w not in self._gone:
+                    self.procs[w].kill()
+                    self._lose(w, now, "crashed (faults)")
             for w, job in list(self._busy.items()):
                 if now - job[3] > self.worker_timeout:
                     self.procs[w].kill()
@@ -283,6 +293,7 @@ class LocalBackend:
     def _arrive(self, w: int, now: float) -> None:
         read, slot, start = self._end(w)
         gid = len(self.rec.fate)
+        self.faults.corrupt_one(w, self._grads[w])
         d = self.coord.push(w, read, self._grads[w], now, gid=gid)
         fate = PENDING if d.decision.fate == Fate.BUFFERED else FATE_CODE[d.decision.fate]
         self.rec.gradient(w, slot, read, start, now, fate, d.decision.staleness)
@@ -307,6 +318,9 @@ class LocalBackend:
         if d.update is not None:
             self._publish()
             self.rec.fired(d.update, now)
+            for gid, why in self.coord.rejected:
+                self.rec.reject(gid, why)
+            self.coord.rejected.clear()
             v = d.update.version
             if v % self.eval_every == 0:
                 self.snapshots.append((v, now, self.server.params.clone()))

@@ -42,6 +42,7 @@ def worker_main(
     ring: torch.Tensor,
     grad: torch.Tensor,
     threads: int,
+    flip_labels: bool = False,
 ) -> None:
     """The worker's whole life (the target of its process)."""
     _die_with_parent()
@@ -49,9 +50,10 @@ def worker_main(
     torch.set_num_threads(threads)
     try:
         conn.send(("ready", os.getpid()))
+        classes = int(task.y_train.max()) + 1 if flip_labels else 0
         msg = conn.recv()
         while msg is not None:
-            msg = _job(conn, task, sampler, ring, grad, *msg)
+            msg = _job(conn, task, sampler, ring, grad, classes, *msg)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the driver is gone
 
@@ -62,6 +64,7 @@ def _job(
     sampler: WorkerSampler,
     ring: torch.Tensor,
     grad: torch.Tensor,
+    classes: int,
     token: int,
     minibatch: int,
     delay: float,
@@ -70,6 +73,8 @@ def _job(
     """Run one job; return the next message (a new job cancels this one)."""
     t0 = time.perf_counter()
     x, y = task.batch(sampler.batch(minibatch))
+    if classes:  # a label-flipping (Byzantine) worker
+        y = classes - 1 - y
     if conn.poll():
         return conn.recv()
     params = ring[slot]

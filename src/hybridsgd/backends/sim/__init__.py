@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from hybridsgd.backends.sim.events import run_events
@@ -26,18 +28,22 @@ def simulate_schedule(
     max_updates: int | None = None,
     max_time: float | None = None,
     fast: bool = True,
+    crashes: Sequence[tuple[float, int]] = (),
+    shrink: bool = True,
 ) -> Schedule:
     """Who computes on which version, when, and each gradient's fate, without any numerics.
 
     Uses a vectorised path when the policy's shape allows it and the cluster has no
     time-dependent slowdowns (``fast=False`` forces the event loop; both give the same
-    schedule). The policy must be fresh: it is driven from version 0.
+    schedule). The policy must be fresh: it is driven from version 0. ``crashes`` (sorted
+    ``(time, worker)`` pairs) kill workers; see :func:`run_events`.
     """
     if max_updates is None and max_time is None:
         raise ValueError("give max_updates or max_time")
-    shape = policy.fast_path() if fast and not cluster.time_dependent else None
+    bulk = fast and not cluster.time_dependent and not crashes
+    shape = policy.fast_path() if bulk else None
     if shape is None:
-        return run_events(policy, cluster, max_updates, max_time)
+        return run_events(policy, cluster, max_updates, max_time, crashes, shrink)
     run = run_rounds if shape[0] == "rounds" else run_renewal
     schedule = run(shape[1], cluster, policy.workers, max_updates, max_time)
     schedule.update_regime = np.full(schedule.n_updates, policy.level())  # one regime throughout

@@ -19,6 +19,7 @@ import torch
 
 from hybridsgd.backends.sim.schedule import APPLIED, Schedule
 from hybridsgd.core.aggregators import Aggregator
+from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.tasks.base import Task
@@ -48,8 +49,18 @@ def replay(
     staleness: StalenessRule,
     eval_every: int,
     on_update: Callable[[int], None] | None = None,
+    faults: Faults | None = None,
+    check: GradientCheck | None = None,
 ) -> Evals:
-    """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``."""
+    """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
+
+    ``faults`` corrupts the gradients of faulty workers; ``check`` is the server's gradient
+    check. Gradients it refuses are marked rejected in ``schedule`` (with a reason). Groups
+    with a faulty member, a robust aggregator or a norm bound are computed one gradient per
+    row; other groups as one batched mean, rejected whole if that mean is not finite.
+    """
+    faults = faults or Faults()
+    check = check or GradientCheck()
     if schedule.partitioned:
         return _replay_partition(
             schedule, task, samplers, server, aggregator, staleness, eval_every, on_update
@@ -96,11 +107,14 @@ def replay(
                     idx = np.concatenate([samplers[w].batch(k) for w, k in pairs])
                 x, y = task.batch(idx)
                 scale = staleness.scale(u - v)
-                if not aggregator.linear:
-                    rows = task.grads(
-                        params, x.view(n, -1, *x.shape[1:]), y.view(n, -1, *y.shape[1:])
+                if not aggregator.linear or check.per_gradient or faults.touches(members_w[a:b]):
+                    rows = _rows(
+                        task, params, x, y, gids[a:b], members_w[a:b], faults, check, schedule
                     )
-                    pending.setdefault(u, []).append((rows, 1, scale))
+                    if len(rows) and not aggregator.linear:
+                        pending.setdefault(u, []).append((rows, 1, scale))
+                    elif len(rows):
+                        pending.setdefault(u, []).append((rows.mean(dim=0), len(rows), scale))
                 elif groups_per_update[u] == 1:
                     parts, _ = task.grad_parts(params, x, y)
                     pending[u] = [(parts, n, scale)]
@@ -108,7 +122,16 @@ def replay(
                     mean, _ = task.grad(params, x, y, out=pool.pop() if pool else None)
                     pending.setdefault(u, []).append((mean, n, scale))
                 g += 1
-            server.apply(_combine(pending.pop(v), aggregator, pool))
+            parts = pending.pop(v, [])
+            grad = _combine(parts, aggregator, pool) if parts else None
+            if grad is not None and not check.finite(grad):  # a batched group blew up
+                for gid in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
+                    schedule.reject(int(gid), "non-finite")
+                grad = None
+            if grad is None:
+                server.skip()  # nothing acceptable: a new version, the same parameters
+            else:
+                server.apply(grad)
             version = v + 1
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
@@ -178,6 +201,29 @@ def _replay_partition(
             if on_update is not None:
                 on_update(version)
     return evals
+
+
+def _rows(task, params, x, y, gids, workers, faults, check, schedule) -> torch.Tensor:
+    """One gradient per member, corrupted where its worker is faulty, checked by the
+    server; the rows that pass."""
+    n = len(gids)
+    if any(faults.flips_labels(w) for w in workers):
+        y = y.clone()
+        per_member = y.view(n, -1)
+        classes = int(task.y_train.max()) + 1
+        for i, w in enumerate(workers):
+            if faults.flips_labels(w):
+                per_member[i] = classes - 1 - per_member[i]
+    rows = task.grads(params, x.view(n, -1, *x.shape[1:]), y.view(n, -1, *y.shape[1:]))
+    faults.corrupt(rows, workers)
+    keep = []
+    for i, gid in enumerate(gids):
+        why = check.row(rows[i])
+        if why:
+            schedule.reject(int(gid), why)
+        else:
+            keep.append(i)
+    return rows if len(keep) == n else rows[keep]
 
 
 def _combine(parts: list[tuple[Any, int, float]], aggregator: Aggregator, pool: list[torch.Tensor]):

@@ -7,14 +7,14 @@ after. Gradient ids are row numbers, in the order the policy saw pushes and canc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hybridsgd.policies.base import Fate
 
-FATES = (Fate.APPLIED, Fate.DROPPED, Fate.CANCELLED, Fate.PENDING)
-APPLIED, DROPPED, CANCELLED, PENDING = range(4)
+FATES = (Fate.APPLIED, Fate.DROPPED, Fate.CANCELLED, Fate.PENDING, Fate.REJECTED)
+APPLIED, DROPPED, CANCELLED, PENDING, REJECTED = range(5)
 FATE_CODE = {f: i for i, f in enumerate(FATES)}
 
 
@@ -38,6 +38,15 @@ class Schedule:
     # synchronous tensors (-1: none), and how many leading tensors were synchronous per update
     sync_update: np.ndarray | None = None
     update_sync_tensors: np.ndarray | None = None
+    reasons: dict[int, str] = field(default_factory=dict)  # gid -> why it was rejected
+    stopped: str = ""  # why the run ended early (a worker loss the policy cannot absorb)
+    lost: list[tuple[float, int]] = field(default_factory=list)  # (time, worker) lost
+
+    def reject(self, gid: int, reason: str) -> None:
+        """The server refused gradient ``gid`` (a numerical check, after the schedule)."""
+        self.fate[gid] = REJECTED
+        self.update[gid] = -1
+        self.reasons[gid] = reason
 
     @property
     def partitioned(self) -> bool:
@@ -101,6 +110,8 @@ class Recorder:
         self.update_time: list[float] = []
         self.update_regime: list[float] = []
         self.update_sync_tensors: list[int] = []
+        self.reasons: dict[int, str] = {}
+        self.lost: list[tuple[float, int]] = []  # (time, worker) of each worker lost
 
     def gradient(
         self, worker: int, slot: int, read: int, start: float, end: float, fate: int, stale: int
@@ -124,6 +135,12 @@ class Recorder:
         for m in up.sync_members or ():
             self.sync[m] = u
 
+    def reject(self, gid: int, reason: str) -> None:
+        """The server refused an applied gradient (see :meth:`Schedule.reject`)."""
+        self.fate[gid] = REJECTED
+        self.update[gid] = -1
+        self.reasons[gid] = reason
+
     def schedule(self, path: str) -> Schedule:
         i64 = np.int64
         cols = list(zip(*self.rows, strict=True)) if self.rows else [()] * 6
@@ -142,4 +159,6 @@ class Recorder:
             update_regime=np.asarray(self.update_regime, dtype=np.float64),
             sync_update=np.asarray(self.sync, dtype=i64),
             update_sync_tensors=np.asarray(self.update_sync_tensors, dtype=i64),
+            reasons=dict(self.reasons),
+            lost=list(self.lost),
         )

@@ -1,0 +1,154 @@
+"""Faulty workers for experiments (the ``[faults]`` section), and gradient checks.
+
+Byzantine workers send corrupted gradients: ``sign-flip`` (-g), ``scale:factor=F`` (F g),
+``gaussian:std=S`` (pure noise), ``zero``, ``stale-replay`` (their first gradient, again and
+again) or ``label-flip`` (an honest gradient on labels c -> C - 1 - c). NaN workers send
+gradients full of NaN. Crashes (a worker dying at a time, or at a random time with a rate)
+are carried out by the backends, through :meth:`~hybridsgd.policies.QuorumPolicy.lose`.
+
+A :class:`GradientCheck` is the server's gate: a gradient with a NaN or an infinity is
+rejected, one whose norm exceeds ``max_norm`` is clipped to it or rejected. A rejected
+gradient has arrived (the policy counted it toward its barrier) but is left out of its
+update; an update left with nothing moves the version without changing the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hybridsgd.errors import ConfigError, lookup
+from hybridsgd.specs import parse_params
+
+#: attack name -> its parameters and their defaults (None: required)
+ATTACKS: dict[str, dict[str, float | None]] = {
+    "sign-flip": {"factor": 1.0},
+    "scale": {"factor": None},
+    "gaussian": {"std": None},
+    "zero": {},
+    "stale-replay": {},
+    "label-flip": {},
+}
+
+
+def parse_attack(spec: str) -> tuple[str, dict[str, float]]:
+    """``faults.attack``: a name, and ``name:key=value`` for its parameters.
+
+    >>> parse_attack("sign-flip"), parse_attack("scale:factor=-4")
+    (('sign-flip', {'factor': 1.0}), ('scale', {'factor': -4.0}))
+    """
+    name, _, rest = spec.strip().partition(":")
+    defaults = lookup(ATTACKS, name, "faults.attack", "attack")
+    given = {}
+    for part in filter(None, (x.strip() for x in rest.split(","))):
+        key = part.partition("=")[0].strip()
+        if key not in defaults:
+            takes = ", ".join(f"{k}=..." for k in defaults) or "no parameters"
+            raise ConfigError("faults.attack", f"{name} takes {takes} (got {part!r})")
+        given |= parse_params(name, part, (key,), "faults.attack")
+    params = {**defaults, **given}
+    missing = [k for k, v in params.items() if v is None]
+    if missing:
+        raise ConfigError("faults.attack", f"{name} needs {missing[0]}: e.g. {name}:{missing[0]}=4")
+    return name, params
+
+
+@dataclass
+class Faults:
+    """Which workers misbehave and how; :meth:`corrupt` applies it to gradient rows."""
+
+    byzantine: frozenset[int] = frozenset()
+    attack: str = "sign-flip"
+    params: dict[str, float] = field(default_factory=dict)
+    nan: frozenset[int] = frozenset()
+    crashes: list[tuple[float, int]] = field(default_factory=list)  # (time, worker), sorted
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._first: dict[int, torch.Tensor] = {}  # stale-replay: each worker's first gradient
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    @classmethod
+    def from_config(cls, f, workers: int, seed: int) -> Faults:
+        """From a ``[faults]`` section (validated) for ``workers`` workers."""
+        rng = np.random.default_rng([seed, 11])
+        chosen = set(f.byzantine_workers)
+        if f.byzantine > 0 and not chosen:
+            chosen = set(rng.permutation(workers)[: round(f.byzantine * workers)].tolist())
+        name, params = parse_attack(f.attack)
+        crashes = [(float(c["time"]), int(c["worker"])) for c in f.crashes]
+        if f.crash_rate > 0:
+            times = rng.exponential(1.0 / f.crash_rate, workers)
+            crashes += [(float(t), w) for w, t in enumerate(times)]
+        return cls(frozenset(chosen), name, params, frozenset(f.nan_workers), sorted(crashes), seed)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.byzantine or self.nan)
+
+    def touches(self, workers) -> bool:
+        return self.active and any(w in self.byzantine or w in self.nan for w in workers)
+
+    def flips_labels(self, worker: int) -> bool:
+        return self.attack == "label-flip" and worker in self.byzantine
+
+    def corrupt_one(self, worker: int, g: torch.Tensor) -> None:
+        """Corrupt one gradient in place, if its worker is faulty."""
+        if worker in self.nan:
+            g.fill_(math.nan)
+            return
+        if worker not in self.byzantine:
+            return
+        a = self.attack
+        if a == "sign-flip":
+            g.mul_(-self.params["factor"])
+        elif a == "scale":
+            g.mul_(self.params["factor"])
+        elif a == "gaussian":
+            g.copy_(torch.randn(g.shape, generator=self._gen) * self.params["std"])
+        elif a == "zero":
+            g.zero_()
+        elif a == "stale-replay":
+            first = self._first.setdefault(worker, g.clone())
+            g.copy_(first)
+        # label-flip: the gradient itself is honest, computed on flipped labels
+
+    def corrupt(self, rows: torch.Tensor, workers: list[int]) -> torch.Tensor:
+        """Rows ``[n, d]`` of the given workers, corrupted in place where faulty."""
+        for i, w in enumerate(workers):
+            self.corrupt_one(w, rows[i])
+        return rows
+
+
+class GradientCheck:
+    """Reject non-finite gradients; clip (or reject) those with a norm above ``max_norm``."""
+
+    def __init__(self, max_norm: float | None = None, large: str = "clip") -> None:
+        if large not in ("clip", "reject"):
+            raise ConfigError("optimizer.large_gradients", f"use clip or reject (got {large!r})")
+        self.max_norm, self.large = max_norm, large
+
+    @property
+    def per_gradient(self) -> bool:
+        """Whether gradients must be checked one by one (a norm bound is set)."""
+        return self.max_norm is not None
+
+    def row(self, g: torch.Tensor) -> str:
+        """Check (and maybe clip in place) one gradient: ``""`` if accepted, else why not."""
+        if not bool(torch.isfinite(g.sum())) and not bool(torch.isfinite(g).all()):
+            return "non-finite"
+        if self.max_norm is not None:
+            norm = float(torch.linalg.vector_norm(g))
+            if not math.isfinite(norm) or norm > self.max_norm:
+                if self.large == "reject":
+                    return f"norm {norm:.3g} > {self.max_norm:g}"
+                g.mul_(self.max_norm / norm)
+        return ""
+
+    def finite(self, g) -> bool:
+        """A cheap test for a group mean or per-tensor parts: one reduction each."""
+        parts = g if isinstance(g, list) else [g]
+        return all(p is None or bool(torch.isfinite(p.sum())) for p in parts)
