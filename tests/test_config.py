@@ -36,6 +36,7 @@ BAD = [
     ("policy.name=hogwild", "policy.name"),
     ("policy.workers=0", "policy.workers"),
     ("policy.workers=many", "policy.workers"),
+    ("policy.workers=inf", "policy.workers"),  # found by the fuzzer: was an OverflowError
     ("policy.backups=6", "policy.backups"),
     ("policy.backups=-1", "policy.backups"),
     ("policy.late=ignore", "policy.late"),

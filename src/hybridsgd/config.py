@@ -411,7 +411,12 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(name, f"must be true or false (got {value!r})")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value != int(value)
+        ):
             raise ConfigError(name, f"must be a whole number (got {value!r})")
         return int(value)
     if hint is float:
