@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"hybridsgd {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="train one config and write a run directory")
-    r.add_argument("config", help="TOML config file")
+    r.add_argument("config", nargs="?", help="TOML config file")
+    r.add_argument(
+        "--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR (sim)"
+    )
     r.add_argument(
         "--set",
         dest="overrides",
@@ -121,8 +124,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd.config import Config
-    from hybridsgd.runner import notes_for, run
+    from hybridsgd.runner import CHECKPOINT, notes_for, resume, run
 
+    if args.resume:
+        if args.config or args.overrides or args.backend or args.out:
+            raise ConfigError("--resume", "takes the run directory alone (its config.toml is used)")
+        out = Path(args.resume)
+        result = _with_progress(args, err, lambda progress: resume(out, progress=progress))
+        if not args.quiet:
+            _print_summary(result.summary, out)
+        return 0
+    if not args.config:
+        raise ConfigError("config", "give a TOML config file, or --resume DIR")
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"run.backend={args.backend}")
@@ -134,34 +147,51 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         )
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out} is a file, not a directory")
+    if (out / CHECKPOINT).exists() and not args.force:
+        raise ConfigError(
+            "--out", f"{out} holds an interrupted run; --resume {out}, or --force to start over"
+        )
     for note in notes_for(cfg):
         err.print(f"[yellow]note:[/] {note}")
 
-    if args.quiet:
-        result = run(cfg, out=out)
-    else:
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=err, transient=True) as bar:
-            ids: dict[str, int] = {}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in ids:
-                    label = _PHASES.get(phase, phase)
-                    ids[phase] = bar.add_task(label, total=max(total, 1))
-                if phase == "schedule" or done % 16 == 0 or done == total:
-                    bar.update(ids[phase], completed=done, total=max(total, 1))
-
-            result = run(cfg, out=out, progress=progress)
+    try:
+        result = _with_progress(args, err, lambda progress: run(cfg, out=out, progress=progress))
+    except KeyboardInterrupt:
+        if (out / CHECKPOINT).is_file():
+            print(
+                f"hybridsgd: interrupted; continue with: hybridsgd run --resume {out}",
+                file=sys.stderr,
+            )
+            return 130
+        raise
+    if not args.quiet:
         _print_summary(result.summary, out)
     if result.summary.get("interrupted"):
         print(f"hybridsgd: interrupted; the trace up to here is in {out}", file=sys.stderr)
         return 130
     return 0
+
+
+def _with_progress(args: argparse.Namespace, err: Console, work):
+    """Call ``work(progress)`` under a progress bar (none with --quiet)."""
+    if args.quiet:
+        return work(None)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        ids: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in ids:
+                ids[phase] = bar.add_task(_PHASES.get(phase, phase), total=max(total, 1))
+            if phase == "schedule" or done % 16 == 0 or done == total:
+                bar.update(ids[phase], completed=done, total=max(total, 1))
+
+        return work(progress)
 
 
 def _print_summary(s: dict, out: Path) -> None:

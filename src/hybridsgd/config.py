@@ -111,6 +111,7 @@ class RunConfig:
     time_unit: float = 0.0  # local: seconds per timing-model unit of injected delay; 0 = none
     threads: int = 0  # local: torch threads per worker; 0 = the cores shared out among workers
     worker_timeout: float = 60.0  # local: seconds of silence on one job before a worker is lost
+    checkpoint_every: int = 0  # sim: updates between checkpoints in the run directory; 0 = none
 
 
 SECTIONS: dict[str, type] = {
@@ -285,6 +286,17 @@ class Config:
         _positive("run.eval_every", r.eval_every)
         if not (r.time_unit >= 0 and math.isfinite(r.time_unit)):
             raise ConfigError("run.time_unit", f"must be >= 0 seconds (got {r.time_unit})")
+        if r.checkpoint_every < 0:
+            raise ConfigError("run.checkpoint_every", f"must be >= 0 (got {r.checkpoint_every})")
+        if r.checkpoint_every and r.backend != "sim":
+            raise ConfigError(
+                "run.checkpoint_every",
+                f"checkpoints are written by the sim backend only, not {r.backend}",
+            )
+        if r.checkpoint_every and p.name == "hybrid" and p.reading == "partition":
+            raise ConfigError(
+                "run.checkpoint_every", "the hybrid partition reading has no checkpoints"
+            )
         if r.threads < 0:
             raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")
         if not (r.worker_timeout > 0 and math.isfinite(r.worker_timeout)):

@@ -22,6 +22,7 @@ import torch
 from hybridsgd import __version__
 from hybridsgd.backends.local import available_cores
 from hybridsgd.backends.sim import Evals, Schedule, replay, simulate_schedule
+from hybridsgd.backends.sim.replay import ReplayState
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import build_aggregator
 from hybridsgd.core.coordinator import Coordinator
@@ -32,7 +33,7 @@ from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.policies import POLICY_KEYS, build_policy
 from hybridsgd.tasks import Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
-from hybridsgd.trace import Trace
+from hybridsgd.trace import Trace, _atomic
 
 
 @dataclass
@@ -112,9 +113,37 @@ def run(
     """Train under ``config`` on its backend; write the run directory to ``out`` if given.
 
     ``task`` replaces the built-in ``task.name`` with a user's own :class:`Task`.
-    ``progress`` is a callable ``(phase, done, total)`` for progress displays.
+    ``progress`` is a callable ``(phase, done, total)`` for progress displays. With
+    ``run.checkpoint_every`` the run directory also holds a checkpoint while the run lasts
+    (see :func:`resume`).
     """
-    cfg = config
+    return _execute(config, task, out, progress, None)
+
+
+def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -> RunResult:
+    """Continue the simulated run whose last checkpoint is in ``out``. It ends bit for bit
+    where the uninterrupted run would have ended (same parameters, same trace)."""
+    out = Path(out)
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(
+            "--resume", f"{out} holds no checkpoint ({CHECKPOINT}); nothing to resume"
+        )
+    cfg = Config.load(out / "config.toml")
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # a file that is not ours, or damaged outside our atomic writes
+        raise ConfigError("--resume", f"{path} cannot be read: {exc}") from None
+    if state.get("format") != 1:
+        raise ConfigError("--resume", f"{path} is not a hybridsgd checkpoint")
+    return _execute(cfg, task, out, progress, state)
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) -> RunResult:
+    out = Path(out) if out is not None else None
     wall0 = time.perf_counter()
     task = task or build_task(cfg.task, cfg.run.seed)
     if cfg.task.split == "dirichlet" and task.metric != "accuracy":
@@ -164,6 +193,22 @@ def run(
             progress("schedule", 1, 1)
         U = schedule.n_updates
         tick = (lambda v: progress("train", v, U)) if progress else None
+        fingerprint = [schedule.n_gradients, U, float(schedule.update_time.sum())]
+        saver, resumed = None, None
+        if cfg.run.checkpoint_every:
+            if out is None:
+                raise ConfigError(
+                    "run.checkpoint_every", "checkpoints need a run directory (--out)"
+                )
+            saver = _checkpointer(cfg, out, server, fingerprint)
+        if state is not None:
+            if state["fingerprint"] != fingerprint:
+                raise ConfigError(
+                    "--resume", "the checkpoint does not match the schedule of its config.toml"
+                )
+            server.load_state_dict(state["server"])
+            resumed = state["replay"]
+            extra["resumed_from"] = resumed.version
         evals = replay(
             schedule,
             task,
@@ -175,6 +220,9 @@ def run(
             tick,
             faults,
             check,
+            resumed,
+            saver,
+            cfg.run.checkpoint_every,
         )
         extra["torch_threads"] = torch.get_num_threads()
         extra["lost_workers"] = [
@@ -187,10 +235,31 @@ def run(
     trace = Trace.from_schedule(schedule, evals, summary)
     if out is not None:
         trace.write(out, config_toml=to_toml(cfg.to_dict()))
+        if not extra.get("error"):
+            (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete
     if extra.get("error"):
         where = f"; the trace up to the loss is in {out}" if out is not None else ""
         raise WorkerLost(f"{extra['error']}{where}")
     return RunResult(cfg, trace, server.params.clone(), schedule)
+
+
+def _checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
+    """Writes ``out/checkpoint.pt`` atomically (write, fsync, rename): a crash mid-write
+    leaves the previous checkpoint whole."""
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "config.toml", lambda p: Path(p).write_text(to_toml(cfg.to_dict())))
+
+    def save(st: ReplayState) -> None:
+        state = {
+            "format": 1,
+            "hybridsgd": __version__,
+            "fingerprint": fingerprint,
+            "server": server.state_dict(),
+            "replay": st,
+        }
+        _atomic(out / CHECKPOINT, lambda p: torch.save(state, p))
+
+    return save
 
 
 def _run_local(cfg: Config, task: Task, feeds, coordinator, cluster, faults, progress):

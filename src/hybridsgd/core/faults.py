@@ -71,6 +71,14 @@ class Faults:
         self._first: dict[int, torch.Tensor] = {}  # stale-replay: each worker's first gradient
         self._gen = torch.Generator().manual_seed(self.seed)
 
+    def state(self) -> dict:
+        """What a checkpoint keeps: the noise generator and the replayed gradients."""
+        return {"gen": self._gen.get_state(), "first": dict(self._first)}
+
+    def load_state(self, state: dict) -> None:
+        self._gen.set_state(state["gen"])
+        self._first = dict(state["first"])
+
     @classmethod
     def from_config(cls, f, workers: int, seed: int) -> Faults:
         """From a ``[faults]`` section (validated) for ``workers`` workers."""

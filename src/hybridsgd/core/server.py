@@ -136,3 +136,10 @@ class ParameterServer:
             "version": self.version,
             "optimizer": self.optimizer.state_dict(),
         }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (parameters, version, optimizer state)."""
+        with torch.no_grad():
+            self._theta.copy_(state["params"])
+        self.version = int(state["version"])
+        self.optimizer.load_state_dict(state["optimizer"])

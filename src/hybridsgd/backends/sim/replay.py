@@ -10,6 +10,7 @@ single vmapped call instead. Cancelled and dropped work is never computed.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,18 @@ from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
+
+
+@dataclass
+class ReplayState:
+    """Where a replay stands after applying update ``version``: enough to go on from there
+    and end bit for bit where the uninterrupted replay ends (a checkpoint's content)."""
+
+    version: int
+    pending: dict[int, list[tuple[Any, int, float]]]  # computed, for updates not yet applied
+    evals: Evals
+    reasons: dict[int, str]  # gradients rejected so far
+    faults: dict
 
 
 @dataclass
@@ -51,6 +64,9 @@ def replay(
     on_update: Callable[[int], None] | None = None,
     faults: Faults | None = None,
     check: GradientCheck | None = None,
+    resume: ReplayState | None = None,
+    checkpoint: Callable[[ReplayState], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
 
@@ -58,10 +74,15 @@ def replay(
     check. Gradients it refuses are marked rejected in ``schedule`` (with a reason). Groups
     with a faulty member, a robust aggregator or a norm bound are computed one gradient per
     row; other groups as one batched mean, rejected whole if that mean is not finite.
+
+    ``checkpoint`` receives the :class:`ReplayState` every ``checkpoint_every`` updates;
+    ``resume`` (with ``server`` restored to its version) continues from one.
     """
     faults = faults or Faults()
     check = check or GradientCheck()
     if schedule.partitioned:
+        if resume is not None or checkpoint is not None:
+            raise ValueError("the partition reading has no checkpoints")
         return _replay_partition(
             schedule, task, samplers, server, aggregator, staleness, eval_every, on_update
         )
@@ -90,12 +111,19 @@ def replay(
     pending: dict[int, list[tuple[Any, int, float]]] = {}
     pool: list[torch.Tensor] = []  # reused flat buffers: fresh pages cost a copy's time
     evals = Evals()
-    g = 0  # next group
+    first = 0
+    if resume is not None:
+        first, pending, evals = resume.version, resume.pending, resume.evals
+        for gid, why in resume.reasons.items():
+            schedule.reject(gid, why)
+        faults.load_state(resume.faults)
+    g = bisect.bisect_left(group_r, first)  # next group: those read before were computed
     n_groups = len(group_r)
     with task.bound_to(server.params):
-        loss, acc = task.evaluate(server.params)
-        evals.add(0, 0.0, loss, acc)
-        for v in range(U):
+        if resume is None:
+            loss, acc = task.evaluate(server.params)
+            evals.add(0, 0.0, loss, acc)
+        for v in range(first, U):
             params = server.params
             while g < n_groups and group_r[g] == v:
                 a, b, u = starts[g], ends[g], group_u[g]
@@ -136,6 +164,9 @@ def replay(
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
                 evals.add(version, float(schedule.update_time[v]), loss, acc)
+            if checkpoint is not None and version % checkpoint_every == 0 and version < U:
+                reasons = dict(schedule.reasons)
+                checkpoint(ReplayState(version, pending, evals, reasons, faults.state()))
             if on_update is not None:
                 on_update(version)
     return evals

@@ -1,0 +1,99 @@
+"""Checkpoints: atomic, and a resumed simulated run ends bit for bit like the uninterrupted one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from hybridsgd import Config
+from hybridsgd.cli import main
+from hybridsgd.runner import CHECKPOINT, resume, run
+
+CASES = {
+    # stale gradients pending across the checkpoint, momentum, a robust rule, a noise attack
+    "k_async-median-gaussian": {
+        "policy": {"name": "k_async", "workers": 6, "k": 3, "aggregator": "median"},
+        "optimizer": {"momentum": 0.9, "lr": 0.05},
+        "faults": {"byzantine_workers": [1], "attack": "gaussian:std=1"},
+    },
+    "async-adam-replay-nan": {
+        "policy": {"name": "async", "workers": 4},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "faults": {"byzantine_workers": [0], "attack": "stale-replay", "nan_workers": [2]},
+    },
+    "backup-drop": {"policy": {"name": "backup", "workers": 5, "backups": 2, "late": "drop"}},
+}
+
+
+def config(case: str) -> Config:
+    base = {
+        "task": {"name": "mlp-digits", "batch_size": 16},
+        "run": {"updates": 90, "eval_every": 10, "checkpoint_every": 20},
+    }
+    return Config.from_dict(base | CASES[case])
+
+
+def stop_at(version: int):
+    def progress(phase: str, v: int, total: int) -> None:
+        if phase == "train" and v == version:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def tables(d) -> list[pd.DataFrame]:
+    return [pd.read_csv(d / f"{n}.csv") for n in ("gradients", "updates", "evals")]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_resumed_run_ends_bit_for_bit_like_the_uninterrupted_one(tmp_path, case):
+    whole = run(config(case), out=tmp_path / "whole")
+    assert not (tmp_path / "whole" / CHECKPOINT).exists()  # removed when the run completes
+    with pytest.raises(KeyboardInterrupt):
+        run(config(case), out=tmp_path / "cut", progress=stop_at(55))
+    assert (tmp_path / "cut" / CHECKPOINT).is_file()
+    resumed = resume(tmp_path / "cut")
+    assert resumed.summary["resumed_from"] == 40
+    assert torch.equal(resumed.params, whole.params)
+    for a, b in zip(tables(tmp_path / "whole"), tables(tmp_path / "cut"), strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_crash_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    whole = run(config("backup-drop"), out=tmp_path / "whole")
+    real = torch.save
+    writes = []
+
+    def dying_save(obj, path):  # the second checkpoint dies half-written
+        writes.append(path)
+        if len(writes) == 2:
+            with open(path, "wb") as fh:
+                fh.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+        real(obj, path)
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(config("backup-drop"), out=tmp_path / "cut")
+    monkeypatch.setattr(torch, "save", real)
+    assert (tmp_path / "cut" / ".checkpoint.pt.tmp").read_bytes() == b"half a checkpoint"
+    resumed = resume(tmp_path / "cut")  # from the first checkpoint, at update 20
+    assert resumed.summary["resumed_from"] == 20
+    assert torch.equal(resumed.params, whole.params)
+
+
+def test_the_command_line_resumes_and_guards_an_interrupted_run(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[policy]\nname = "async"\nworkers = 3\n[run]\nupdates = 60\ncheckpoint_every = 20\n'
+    )
+    out = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        run(Config.load(cfg), out=out, progress=stop_at(30))
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert not (out / CHECKPOINT).exists() and (out / "summary.json").exists()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2  # nothing left to resume
+    assert main(["run", str(cfg), "--set", "run.backend=local", "--out", str(tmp_path / "l")]) == 2
