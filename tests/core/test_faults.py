@@ -147,3 +147,17 @@ def test_attacks_act_alike_in_the_simulator_and_on_processes(attack):
     assert torch.allclose(sim.params, local.params, atol=1e-5)
     clean = run(c.replace("faults.byzantine_workers=[]"))
     assert not torch.allclose(sim.params, clean.params, atol=1e-3)
+
+
+def test_a_gradient_of_the_wrong_shape_or_dtype_is_rejected_not_applied():
+    from hybridsgd import sync
+    from hybridsgd.core.coordinator import Coordinator
+    from hybridsgd.core.server import ParameterServer
+
+    c = Coordinator(sync(3), ParameterServer(torch.zeros(2), "sgd", lr=1.0))
+    assert [c.request(w) for w in range(3)] == [0, 0, 0]
+    c.push(0, 0, torch.tensor([1.0, 1.0]))
+    c.push(1, 0, torch.tensor([1.0, 1.0, 1.0]))
+    c.push(2, 0, torch.tensor([5.0, 5.0], dtype=torch.float64))
+    assert c.rejected == [(1, "shape (3,), expected (2,)"), (2, "dtype float64, expected float32")]
+    assert c.server.params.tolist() == [-1.0, -1.0] and c.server.version == 1

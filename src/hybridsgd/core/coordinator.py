@@ -49,6 +49,8 @@ class Coordinator:
         self.aggregator = aggregator or Mean()
         self.staleness = staleness or NoStalenessRule()
         self.check = check or GradientCheck()
+        if self.check.numel is None:
+            self.check.numel = server.numel
         self.rejected: list[tuple[int, str]] = []  # (gid, why) the check refused; drain it
         self._held: dict[int, torch.Tensor] = {}
         self._sum: torch.Tensor | None = None

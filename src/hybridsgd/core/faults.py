@@ -132,12 +132,15 @@ class Faults:
 
 
 class GradientCheck:
-    """Reject non-finite gradients; clip (or reject) those with a norm above ``max_norm``."""
+    """Reject gradients of the wrong shape or dtype and non-finite ones; clip (or reject)
+    those with a norm above ``max_norm``."""
 
-    def __init__(self, max_norm: float | None = None, large: str = "clip") -> None:
+    def __init__(
+        self, max_norm: float | None = None, large: str = "clip", numel: int | None = None
+    ) -> None:
         if large not in ("clip", "reject"):
             raise ConfigError("optimizer.large_gradients", f"use clip or reject (got {large!r})")
-        self.max_norm, self.large = max_norm, large
+        self.max_norm, self.large, self.numel = max_norm, large, numel
 
     @property
     def per_gradient(self) -> bool:
@@ -146,6 +149,10 @@ class GradientCheck:
 
     def row(self, g: torch.Tensor) -> str:
         """Check (and maybe clip in place) one gradient: ``""`` if accepted, else why not."""
+        if self.numel is not None and (g.dim() != 1 or g.numel() != self.numel):
+            return f"shape {tuple(g.shape)}, expected ({self.numel},)"
+        if g.dtype != torch.float32:
+            return f"dtype {str(g.dtype).removeprefix('torch.')}, expected float32"
         if not bool(torch.isfinite(g.sum())) and not bool(torch.isfinite(g).all()):
             return "non-finite"
         if self.max_norm is not None:
