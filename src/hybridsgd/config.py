@@ -11,6 +11,7 @@ allowed; the CLI turns it into one line and exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import tomllib
 import types
@@ -112,6 +113,9 @@ class RunConfig:
     threads: int = 0  # local: torch threads per worker; 0 = the cores shared out among workers
     worker_timeout: float = 60.0  # local: seconds of silence on one job before a worker is lost
     checkpoint_every: int = 0  # sim: updates between checkpoints in the run directory; 0 = none
+    ray_address: str = ""  # ray: "" starts a local instance; "auto" or "host:port" joins one
+    max_worker_restarts: int = 0  # ray: times a dead worker actor is restarted before it is lost
+    ps_shards: int = 1  # ray: parameter-server actors sharing the parameters; 1 = the driver
 
 
 SECTIONS: dict[str, type] = {
@@ -122,7 +126,7 @@ SECTIONS: dict[str, type] = {
     "faults": FaultsConfig,
     "run": RunConfig,
 }
-BACKENDS = ("sim", "local")
+BACKENDS = ("sim", "local", "ray")
 
 
 @dataclass
@@ -297,6 +301,14 @@ class Config:
             raise ConfigError(
                 "run.checkpoint_every", "the hybrid partition reading has no checkpoints"
             )
+        if r.max_worker_restarts < 0:
+            raise ConfigError(
+                "run.max_worker_restarts", f"must be >= 0 (got {r.max_worker_restarts})"
+            )
+        if r.ps_shards < 1:
+            raise ConfigError("run.ps_shards", f"must be >= 1 (got {r.ps_shards})")
+        if r.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("run.backend", "ray is not installed; pip install 'hybridsgd[ray]'")
         if r.threads < 0:
             raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")
         if not (r.worker_timeout > 0 and math.isfinite(r.worker_timeout)):

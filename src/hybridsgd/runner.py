@@ -63,14 +63,9 @@ def build_cluster(cfg: Config, nbytes: int = 0) -> Cluster:
     )
 
 
-def build_server(
-    cfg: Config,
-    params: torch.Tensor,
-    layout: list[torch.Size] | None = None,
-    partial_updates: bool = False,
-) -> ParameterServer:
-    """The parameter server with the configured optimizer. Momentum and weight decay go
-    only to optimizers that take them; optimizers with a fused kernel use it unless
+def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str, float, dict]:
+    """The configured optimizer as (name, lr, constructor options). Momentum and weight
+    decay go only to optimizers that take them; optimizers with a fused kernel use it unless
     ``optimizer.options`` sets ``fused`` or ``foreach``, or updates may be partial."""
     o = cfg.optimizer
     accepted = inspect.signature(_optimizer_class(o.name)).parameters
@@ -88,7 +83,18 @@ def build_server(
     default_fused = "fused" in accepted and not partial_updates
     if default_fused and "fused" not in options and "foreach" not in options:
         options["fused"] = True
-    return ParameterServer(params, o.name, o.lr, layout=layout, **options)
+    return o.name, o.lr, options
+
+
+def build_server(
+    cfg: Config,
+    params: torch.Tensor,
+    layout: list[torch.Size] | None = None,
+    partial_updates: bool = False,
+) -> ParameterServer:
+    """The parameter server with the configured optimizer (see :func:`optimizer_settings`)."""
+    name, lr, options = optimizer_settings(cfg, partial_updates)
+    return ParameterServer(params, name, lr, layout=layout, **options)
 
 
 def notes_for(cfg: Config) -> list[str]:
@@ -177,9 +183,10 @@ def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) 
         cfg.run.seed,
     )
     extra: dict[str, Any] = {}
-    if cfg.run.backend == "local":
+    final = None
+    if cfg.run.backend in ("local", "ray"):
         coordinator = Coordinator(policy, server, aggregator, staleness, check)
-        schedule, evals, extra = _run_local(
+        schedule, evals, extra, final = _run_real(
             cfg, task, feeds, coordinator, cluster, faults, progress
         )
     else:
@@ -240,7 +247,7 @@ def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) 
     if extra.get("error"):
         where = f"; the trace up to the loss is in {out}" if out is not None else ""
         raise WorkerLost(f"{extra['error']}{where}")
-    return RunResult(cfg, trace, server.params.clone(), schedule)
+    return RunResult(cfg, trace, final if final is not None else server.params.clone(), schedule)
 
 
 def _checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
@@ -262,23 +269,37 @@ def _checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: 
     return save
 
 
-def _run_local(cfg: Config, task: Task, feeds, coordinator, cluster, faults, progress):
-    """Train on local processes; evaluate the snapshots the run kept, after it."""
-    from hybridsgd.backends.local import LocalBackend
-
+def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, progress):
+    """Train on real workers (processes or Ray actors); evaluate the snapshots the run
+    kept, after it. Returns the schedule, evaluations, summary extras, final parameters."""
     total = cfg.run.updates or 0
-    backend = LocalBackend(
+    if cfg.run.backend == "ray":
+        from hybridsgd.backends.ray import RayBackend, ray_threads
+
+        kind = RayBackend
+        options = {
+            "address": cfg.run.ray_address,
+            "max_restarts": cfg.run.max_worker_restarts,
+            "threads": ray_threads(cfg.policy.workers, cfg.run.threads),
+            "shards": cfg.run.ps_shards,
+            "optimizer": optimizer_settings(cfg),
+        }
+    else:
+        from hybridsgd.backends.local import LocalBackend
+
+        kind, options = LocalBackend, {"threads": cfg.run.threads}
+    backend = kind(
         task,
         feeds,
         coordinator,
         cluster,
         time_unit=cfg.run.time_unit,
-        threads=cfg.run.threads,
         worker_timeout=cfg.run.worker_timeout,
         shrink=cfg.policy.on_worker_loss == "shrink",
         eval_every=cfg.run.eval_every,
         progress=(lambda v: progress("train", v, total)) if progress else None,
         faults=faults,
+        **options,
     )
     result = backend.run(cfg.run.updates, cfg.run.time)
     evals = Evals()
@@ -298,7 +319,9 @@ def _run_local(cfg: Config, task: Task, feeds, coordinator, cluster, faults, pro
         "interrupted": result.interrupted,
         "error": result.error,
     }
-    return result.schedule, evals, extra
+    if cfg.run.backend == "ray":
+        extra |= {"worker_restarts": result.restarts, "ps_shards": cfg.run.ps_shards}
+    return result.schedule, evals, extra, result.snapshots[-1][2]
 
 
 def _summary(

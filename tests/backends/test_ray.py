@@ -1,0 +1,88 @@
+"""The Ray backend on one local Ray instance for the whole module (marked ``ray``; select
+with ``-m ray``; every wait is bounded)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from hybridsgd import Config
+from hybridsgd.runner import run
+from tests.helpers import assert_consistent
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def config(name: str = "sync", workers: int = 3, updates: int = 40, **policy) -> Config:
+    return Config.from_dict(
+        {
+            "task": {"name": "mlp-digits", "batch_size": 16},
+            "policy": {"name": name, "workers": workers, **policy},
+            "run": {"backend": "ray", "updates": updates, "eval_every": 20, "time_unit": 0.002},
+        }
+    )
+
+
+FAMILIES = [
+    ("sync", {}),
+    ("backup", {"backups": 1}),
+    ("async", {}),
+    ("k_async", {"k": 2}),
+    ("hybrid", {"threshold": "linear:start=0,end=30"}),
+]
+
+
+@pytest.mark.parametrize(("name", "extra"), FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_each_policy_family_runs_on_actors_with_a_consistent_trace(name, extra):
+    r = run(config(name, **extra))
+    s = r.summary
+    assert s["backend"] == "ray" and s["updates"] == 40 and s["worker_restarts"] == [0, 0, 0]
+    assert_consistent(r.trace)
+    assert ray.is_initialized()  # a run on an instance it did not start leaves it running
+
+
+def test_sync_on_ray_equals_the_simulator_also_with_sharded_servers():
+    cfg = config("sync", workers=4, updates=25)
+    sim = run(cfg.replace("run.backend=sim"))
+    for shards in (1, 3):
+        actors = run(cfg.replace(f"run.ps_shards={shards}"))
+        assert torch.allclose(actors.params, sim.params, atol=1e-5), shards
+
+
+def kill_actor_at(version: int):
+    """A progress callback that ray.kill-s one worker actor when ``version`` is reached."""
+    done: list[str] = []
+
+    def progress(phase: str, v: int, total: int) -> None:
+        if phase == "train" and v >= version and not done:
+            names = sorted(n for n in ray.util.list_named_actors() if "-worker-1-0" in n)
+            ray.kill(ray.get_actor(names[-1]))
+            done.append(names[-1])
+
+    return progress, done
+
+
+@pytest.mark.parametrize(("name", "extra"), [("backup", {"backups": 1}), ("async", {})])
+@pytest.mark.parametrize("restarts", [0, 1])
+def test_a_killed_worker_actor_is_restarted_or_lost_and_the_run_finishes(name, extra, restarts):
+    progress, killed = kill_actor_at(10)
+    cfg = config(name, workers=4, updates=60, **extra).replace(
+        f"run.max_worker_restarts={restarts}"
+    )
+    r = run(cfg, progress=progress)
+    s = r.summary
+    assert killed and s["updates"] == 60
+    assert sum(s["worker_restarts"]) == restarts
+    assert len(s["lost_workers"]) == 1 - restarts
+    assert_consistent(r.trace)
