@@ -159,12 +159,19 @@ class RayBackend(Driver):
             if now >= max_time:
                 break
             budget = self._wait_budget(now, max_time)
-            ready, _ = ray.wait(list(self._job_of), num_returns=1, timeout=budget)
+            refs = list(self._job_of)
+            ready, rest = ray.wait(refs, num_returns=1, timeout=budget)
+            if ready and rest:  # take every result that is in, in one call
+                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
             now = self._now()
-            for ref in ready:
+            try:
+                results = ray.get(ready, timeout=self.worker_timeout)
+            except (RayActorError, RayTaskError):
+                results = None  # one of them died: fetch them one by one
+            for i, ref in enumerate(ready):
                 w, token = self._job_of.pop(ref)
                 try:
-                    result = ray.get(ref, timeout=self.worker_timeout)
+                    result = results[i] if results else ray.get(ref, timeout=self.worker_timeout)
                 except (RayActorError, RayTaskError) as exc:
                     if self._current(w, token):
                         self._died(w, now, type(exc).__name__)
