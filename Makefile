@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-ray lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not ray"
+
+# the Ray tests (marked ray): installs the ray extra into .venv first
+test-ray: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,ray]'
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m ray
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
