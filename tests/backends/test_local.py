@@ -153,13 +153,13 @@ def test_sync_fails_clearly_when_told_to(tmp_path):
 
 def test_a_silent_worker_is_lost_after_the_timeout():
     progress, stopped = kill_a_worker_at(10, signal.SIGSTOP)  # alive but never answers
-    cfg = local_config("async", workers=3, updates=300).replace(
-        "run.worker_timeout=0.5", "run.time_unit=0.01"
+    cfg = local_config("async", workers=3, updates=600).replace(
+        "run.worker_timeout=1.5", "run.time_unit=0.01"
     )
     t = time.perf_counter()
     result = run(cfg, progress=progress)
     s = result.summary
-    assert stopped and s["updates"] == 300 and len(s["lost_workers"]) == 1
+    assert stopped and s["updates"] == 600 and len(s["lost_workers"]) == 1
     assert "worker_timeout" in s["lost_workers"][0]["why"]
     assert time.perf_counter() - t < 60
     assert_no_workers_left(s)
@@ -177,7 +177,7 @@ def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
         deadline = time.monotonic() + 60
         while len(descendants(proc.pid)) < 4 and time.monotonic() < deadline:
             time.sleep(0.2)  # the forkserver and three workers
-        time.sleep(2.0)
+        time.sleep(3.0)  # the workers are forked ready; they train from here on
         everyone = descendants(proc.pid)
         assert len(everyone) >= 4
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does

@@ -29,6 +29,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from multiprocessing import forkserver
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -82,20 +83,24 @@ class LocalBackend(Driver):
 
     def _spawn(self) -> None:
         ctx = _context()
-        with _sigint_ignored():  # workers inherit SIG_IGN: Ctrl-C reaches the driver only
-            for w in range(self.W):
-                parent, child = ctx.Pipe(duplex=True)
-                args = (child, self.task, self.samplers[w], self._ring, self._grads[w])
-                p = ctx.Process(
-                    target=worker_main,
-                    args=(*args, self.threads, self.faults.flips_labels(w)),
-                    name=f"hybridsgd-worker-{w}",
-                    daemon=True,
-                )
-                p.start()
-                child.close()
-                self.procs.append(p)
-                self.conns.append(parent)
+        # The forkserver is launched (fork + exec, instant) with SIGINT ignored: it keeps
+        # SIG_IGN, and so does every worker it forks, from birth. Ctrl-C reaches the driver
+        # only, and is never swallowed while workers start.
+        with _sigint_ignored():
+            forkserver.ensure_running()
+        for w in range(self.W):
+            parent, child = ctx.Pipe(duplex=True)
+            args = (child, self.task, self.samplers[w], self._ring, self._grads[w])
+            p = ctx.Process(
+                target=worker_main,
+                args=(*args, self.threads, self.faults.flips_labels(w)),
+                name=f"hybridsgd-worker-{w}",
+                daemon=True,
+            )
+            p.start()
+            child.close()
+            self.procs.append(p)
+            self.conns.append(parent)
 
     def _await_ready(self) -> None:
         waiting = dict(enumerate(self.conns))
