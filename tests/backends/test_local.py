@@ -103,14 +103,24 @@ def descendants(root: int) -> list[int]:
     return [p for p in found if alive(p)]
 
 
+def workers_of(root: int) -> list[int]:
+    """The worker processes of a driver: the children of its forkserver."""
+    found = []
+    for pid in descendants(root):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
+            parent = _ppid(pid)
+            if b"forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
 def kill_a_worker_at(version: int, sig: int = signal.SIGKILL):
     """A progress callback that signals one worker process when ``version`` is reached."""
     done: list[int] = []
 
     def progress(phase: str, v: int, total: int) -> None:
         if phase == "train" and v >= version and not done:
-            forkservers = [p for p in descendants(os.getpid()) if _ppid(p) == os.getpid()]
-            workers = [p for p in descendants(os.getpid()) if _ppid(p) in forkservers]
+            workers = workers_of(os.getpid())
             done.append(workers[-1])
             os.kill(workers[-1], sig)
 
@@ -172,11 +182,20 @@ def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
         '[run]\nbackend = "local"\nupdates = 10000000\neval_every = 50\ntime_unit = 0.01\n'
     )
     cli = [sys.executable, "-m", "hybridsgd.cli", "run", str(config), "--out", str(tmp_path / "r")]
-    proc = subprocess.Popen(cli, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # a shell runs background jobs with SIGINT ignored, and children inherit that: restore
+    # the default so that the CLI handles Ctrl-C as it would in a terminal
+    proc = subprocess.Popen(
+        cli,
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
-        deadline = time.monotonic() + 60
-        while len(descendants(proc.pid)) < 4 and time.monotonic() < deadline:
-            time.sleep(0.2)  # the forkserver and three workers
+        deadline, seen = time.monotonic() + 120, 0
+        while seen < 2 and time.monotonic() < deadline:  # three workers, twice in a row
+            time.sleep(0.5)
+            seen = seen + 1 if len(workers_of(proc.pid)) == 3 else 0
         time.sleep(3.0)  # the workers are forked ready; they train from here on
         everyone = descendants(proc.pid)
         assert len(everyone) >= 4
