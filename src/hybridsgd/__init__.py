@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 from hybridsgd.backends.sim import Schedule, simulate_schedule  # noqa: E402
 from hybridsgd.config import Config  # noqa: E402
 from hybridsgd.core import Coordinator, Mean, ParameterServer  # noqa: E402
-from hybridsgd.errors import ConfigError, HybridSGDError  # noqa: E402
+from hybridsgd.errors import ConfigError, HybridSGDError, WorkerLost  # noqa: E402
 from hybridsgd.policies import Policy, QuorumPolicy, asynchronous, backup, build_policy, sync  # noqa: E402
-from hybridsgd.runner import RunResult, build_cluster, run  # noqa: E402
+from hybridsgd.runner import RunResult, build_cluster, resume, run  # noqa: E402
 from hybridsgd.tasks import Task, build_task  # noqa: E402
 from hybridsgd.timing import Cluster, parse_model  # noqa: E402
 from hybridsgd.trace import Trace  # noqa: E402
@@ -32,6 +32,7 @@ __all__ = [
     "Schedule",
     "Task",
     "Trace",
+    "WorkerLost",
     "__version__",
     "asynchronous",
     "backup",
@@ -39,6 +40,7 @@ __all__ = [
     "build_policy",
     "build_task",
     "parse_model",
+    "resume",
     "run",
     "simulate_schedule",
     "sync",
