@@ -244,3 +244,15 @@ def test_injected_delays_make_each_job_last_at_least_its_drawn_time():
     # the slow worker delivers about a quarter as often (counts, not times, are compared)
     counts = g.worker.value_counts()
     assert counts[2] < counts[0] / 2
+
+
+def test_a_task_that_cannot_be_pickled_is_refused_with_one_clear_line():
+    from hybridsgd import Task
+    from hybridsgd.errors import ConfigError
+
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    model = torch.nn.Linear(4, 2)
+    task = Task.from_module(model, (x, y), lambda out, t: torch.nn.functional.cross_entropy(out, t))
+    cfg = local_config("async", workers=2, updates=5)
+    with pytest.raises(ConfigError, match="not a lambda"):
+        run(cfg, task=task)

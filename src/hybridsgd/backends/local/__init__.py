@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ import torch.multiprocessing as tmp
 
 from hybridsgd.backends.driver import Driver, RealResult
 from hybridsgd.backends.local.worker import worker_main
-from hybridsgd.errors import WorkerLost
+from hybridsgd.errors import ConfigError, WorkerLost
 
 #: seconds a worker may take to start (import torch, receive the task) before it is lost
 STARTUP_TIMEOUT = 120.0
@@ -97,7 +98,14 @@ class LocalBackend(Driver):
                 name=f"hybridsgd-worker-{w}",
                 daemon=True,
             )
-            p.start()
+            try:
+                p.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                raise ConfigError(
+                    "task",
+                    "the local backend sends the task to its workers by pickling, which failed"
+                    f" ({exc}); use a module-level model class and loss function, not a lambda",
+                ) from None
             child.close()
             self.procs.append(p)
             self.conns.append(parent)
