@@ -180,7 +180,13 @@ class Config:
         from hybridsgd.core.aggregators import build_aggregator
         from hybridsgd.core.server import _optimizer_class
         from hybridsgd.core.staleness import build_staleness
-        from hybridsgd.policies import POLICIES, PROGRESS, REQUIRED, parse_threshold
+        from hybridsgd.policies import (
+            POLICIES,
+            PROGRESS,
+            REQUIRED,
+            gradients_per_update,
+            parse_threshold,
+        )
         from hybridsgd.tasks import TASKS
         from hybridsgd.timing import parse_model, parse_speeds, parse_transient
 
@@ -350,17 +356,6 @@ class Config:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def gradients_per_update(p: PolicyConfig) -> int:
-    """The fewest gradients an update of this policy may aggregate."""
-    if p.name == "sync":
-        return p.workers
-    if p.name == "backup":
-        return p.workers - p.backups
-    if p.name.startswith("k_"):
-        return p.k or 1
-    return 1  # async, ssp, psp, hybrid (its asynchronous regime), adaptive (may pick K = 1)
-
-
 _EXAMPLES = {
     "k": " (e.g. --set policy.k=4)",
     "staleness_bound": " (e.g. --set policy.staleness_bound=3)",

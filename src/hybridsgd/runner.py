@@ -280,7 +280,7 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
         options = {
             "address": cfg.run.ray_address,
             "max_restarts": cfg.run.max_worker_restarts,
-            "threads": ray_threads(cfg.policy.workers, cfg.run.threads),
+            "threads": ray_threads(cfg.run.threads),
             "shards": cfg.run.ps_shards,
             "optimizer": optimizer_settings(cfg),
         }

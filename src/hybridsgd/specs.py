@@ -33,3 +33,30 @@ def parse_params(name: str, rest: str, keys: tuple[str, ...], field: str) -> dic
     if not all(math.isfinite(v) for v in params.values()):
         raise ConfigError(field, f"{name}: parameters must be finite")
     return params
+
+
+def parse_named(
+    spec: str, table: dict[str, dict[str, float | None]], field: str, what: str
+) -> tuple[str, dict[str, float]]:
+    """``name`` or ``name:key=value,...`` where ``table[name]`` gives the keys and their
+    defaults (``None``: required). Returns the name and every parameter.
+
+    >>> parse_named("scale:factor=-4", {"scale": {"factor": None}}, "faults.attack", "attack")
+    ('scale', {'factor': -4.0})
+    """
+    from hybridsgd.errors import lookup
+
+    name, _, rest = spec.strip().partition(":")
+    defaults = lookup(table, name, field, what)
+    given: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in rest.split(","))):
+        key = part.partition("=")[0].strip()
+        if key not in defaults:
+            takes = ", ".join(f"{k}=..." for k in defaults) or "no parameters"
+            raise ConfigError(field, f"{name} takes {takes} (got {part!r})")
+        given |= parse_params(name, part, (key,), field)
+    params = {**defaults, **given}
+    missing = [k for k, v in params.items() if v is None]
+    if missing:
+        raise ConfigError(field, f"{name} needs {missing[0]}: e.g. {name}:{missing[0]}=4")
+    return name, params

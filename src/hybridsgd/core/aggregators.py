@@ -22,8 +22,8 @@ import math
 
 import torch
 
-from hybridsgd.errors import ConfigError, lookup
-from hybridsgd.specs import parse_params
+from hybridsgd.errors import ConfigError
+from hybridsgd.specs import parse_named
 
 
 class Aggregator:
@@ -307,19 +307,14 @@ AGGREGATORS: dict[str, tuple[type[Aggregator], dict[str, float]]] = {
 }
 
 
+PARAMETERS = {name: defaults for name, (_, defaults) in AGGREGATORS.items()}
+
+
 def build_aggregator(spec: str) -> Aggregator:
     """An aggregator from ``policy.aggregator``: a name, optionally ``name:key=value,...``.
 
     >>> build_aggregator("krum:f=2").describe()
     'krum(f=2)'
     """
-    name, _, rest = spec.strip().partition(":")
-    cls, defaults = lookup(AGGREGATORS, name, "policy.aggregator", "aggregator")
-    given = {}
-    for part in filter(None, (x.strip() for x in rest.split(","))):
-        key = part.partition("=")[0].strip()
-        if key not in defaults:
-            takes = ", ".join(f"{k}=..." for k in defaults) or "no parameters"
-            raise ConfigError("policy.aggregator", f"{name} takes {takes} (got {part!r})")
-        given |= parse_params(name, part, (key,), "policy.aggregator")
-    return cls(**{**defaults, **given})
+    name, params = parse_named(spec, PARAMETERS, "policy.aggregator", "aggregator")
+    return AGGREGATORS[name][0](**params)

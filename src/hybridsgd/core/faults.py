@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hybridsgd.errors import ConfigError, lookup
-from hybridsgd.specs import parse_params
+from hybridsgd.errors import ConfigError
+from hybridsgd.specs import parse_named
 
 #: attack name -> its parameters and their defaults (None: required)
 ATTACKS: dict[str, dict[str, float | None]] = {
@@ -40,20 +40,7 @@ def parse_attack(spec: str) -> tuple[str, dict[str, float]]:
     >>> parse_attack("sign-flip"), parse_attack("scale:factor=-4")
     (('sign-flip', {'factor': 1.0}), ('scale', {'factor': -4.0}))
     """
-    name, _, rest = spec.strip().partition(":")
-    defaults = lookup(ATTACKS, name, "faults.attack", "attack")
-    given = {}
-    for part in filter(None, (x.strip() for x in rest.split(","))):
-        key = part.partition("=")[0].strip()
-        if key not in defaults:
-            takes = ", ".join(f"{k}=..." for k in defaults) or "no parameters"
-            raise ConfigError("faults.attack", f"{name} takes {takes} (got {part!r})")
-        given |= parse_params(name, part, (key,), "faults.attack")
-    params = {**defaults, **given}
-    missing = [k for k, v in params.items() if v is None]
-    if missing:
-        raise ConfigError("faults.attack", f"{name} needs {missing[0]}: e.g. {name}:{missing[0]}=4")
-    return name, params
+    return parse_named(spec, ATTACKS, "faults.attack", "attack")
 
 
 @dataclass

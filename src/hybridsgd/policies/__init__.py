@@ -112,6 +112,17 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     return name, overrides
 
 
+def gradients_per_update(c: PolicyConfig) -> int:
+    """The fewest gradients an update of this policy may aggregate."""
+    if c.name == "sync":
+        return c.workers
+    if c.name == "backup":
+        return c.workers - c.backups
+    if c.name.startswith("k_"):
+        return c.k or 1
+    return 1  # async, ssp, psp, hybrid (its asynchronous regime), adaptive (may pick K = 1)
+
+
 def build_policy(
     cfg: PolicyConfig, seed: int = 0, gradients_per_epoch: float = 1.0, tensors: int = 1
 ) -> Policy:
@@ -136,6 +147,7 @@ __all__ = [
     "asynchronous",
     "backup",
     "build_policy",
+    "gradients_per_update",
     "parse_spec",
     "hybrid",
     "k_async",

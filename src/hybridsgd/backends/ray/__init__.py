@@ -178,7 +178,7 @@ class RayBackend(Driver):
                     continue
                 if result is None or not self._current(w, token):
                     continue  # cancelled
-                grad = _tensor(result[1], writable=self._writes(w))
+                grad = _gradient(result[1], writable=self._writes(w))
                 self._arrive(w, now, grad)
                 if len(rec.update_time) >= max_updates:
                     return
@@ -213,14 +213,14 @@ class RayBackend(Driver):
             self.ray.shutdown()
 
 
-def _tensor(array: np.ndarray, writable: bool) -> torch.Tensor:
+def _gradient(array: np.ndarray, writable: bool) -> torch.Tensor:
     """A gradient from the object store: zero-copy when nothing will write to it."""
     from hybridsgd.backends.ray.actors import _tensor as view
 
     return torch.from_numpy(np.array(array)) if writable else view(array)
 
 
-def ray_threads(workers: int, threads: int) -> int:
+def ray_threads(threads: int) -> int:
     """torch threads per worker actor: ``threads`` if set, else 1 (Ray places actors on any
     node; one thread each never oversubscribes)."""
     return threads if threads > 0 else 1
