@@ -81,7 +81,17 @@ def _parser() -> argparse.ArgumentParser:
         "--curvature", help="largest Hessian eigenvalue h, or a task name to estimate it"
     )
     q.add_argument("--validate", action="store_true", help="also simulate and compare")
-    q.add_argument("--updates", type=int, default=20000, help="updates simulated by --validate")
+    q.add_argument(
+        "--updates",
+        type=int,
+        default=20000,
+        help="updates simulated by --validate, and hybrid's horizon (default 20000)",
+    )
+    q.add_argument(
+        "--train-samples",
+        type=int,
+        help="training set size (hybrid with progress = epochs: gradients per epoch)",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
 
@@ -248,6 +258,7 @@ def _predict(args: argparse.Namespace) -> int:
     cluster = build_cluster(cfg)
     p = cfg.policy
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
+    threshold, gpe = _hybrid_inputs(p, args)
     pred = predict(
         name,
         p.workers,
@@ -258,10 +269,16 @@ def _predict(args: argparse.Namespace) -> int:
         backups=p.backups,
         k=p.k,
         staleness_bound=p.staleness_bound,
+        sample=p.sample,
+        threshold=threshold,
+        progress=p.progress,
+        updates=args.updates,
+        gradients_per_epoch=gpe,
         lr=args.lr,
         curvature=h,
+        seed=args.seed,
     )
-    measured = _measure(cfg, args.updates) if args.validate else None
+    measured = _measure(cfg, args.updates, gpe) if args.validate else None
     if args.json:
         out = pred.to_dict()
         if h is not None:
@@ -383,21 +400,43 @@ def _recommend(args: argparse.Namespace) -> int:
         t.add_row(str(i), c.spec, when, c.reason)
     Console().print(t)
     Console().print(
-        "  model: discrete delay model along the curvature, after the start-up "
-        "transient, no gradient noise (docs/analysis.md)",
+        "  model: linearised delay model along the curvature, stepped from the initial "
+        "point with each candidate's staleness; no gradient noise (docs/analysis.md)",
         markup=False,
     )
     return 0
 
 
-def _measure(cfg, updates: int) -> dict[str, float]:
+def _hybrid_inputs(p, args: argparse.Namespace):
+    """hybrid's threshold and gradients per epoch (None, 1.0 for other policies)."""
+    if p.name != "hybrid":
+        return None, 1.0
+    from hybridsgd.policies import parse_threshold
+
+    if p.reading != "quorum":
+        raise ConfigError(
+            "policy.reading", "predictions cover the quorum reading only; simulate the partition"
+        )
+    if args.updates < 1:
+        raise ConfigError("--updates", f"must be >= 1 (got {args.updates})")
+    gpe = 1.0
+    if p.progress == "epochs":
+        if not args.train_samples or args.train_samples < 1:
+            raise ConfigError(
+                "--train-samples", "hybrid over epochs needs the training set size, e.g. 1797"
+            )
+        gpe = args.train_samples / args.batch
+    return parse_threshold(p.threshold), gpe
+
+
+def _measure(cfg, updates: int, gradients_per_epoch: float = 1.0) -> dict[str, float]:
     from hybridsgd.analysis import measure
     from hybridsgd.backends.sim import simulate_schedule
     from hybridsgd.policies import build_policy
     from hybridsgd.runner import build_cluster
 
     schedule = simulate_schedule(
-        build_policy(cfg.policy, cfg.run.seed), build_cluster(cfg), updates
+        build_policy(cfg.policy, cfg.run.seed, gradients_per_epoch), build_cluster(cfg), updates
     )
     return measure(schedule, cfg.task.batch_size)
 
@@ -429,6 +468,19 @@ def _print_prediction(pred, h, measured) -> None:
     sq = ", ".join(f"{k} {v:g}" for k, v in pred.staleness_quantiles.items())
     row(f"mean staleness ({sq})", pred.mean_staleness, "mean_staleness")
     console.print(t)
+    if pred.regimes:
+        r = Table(title="per regime")
+        for col in ("regime", "updates", "time per update", "gradients per update", "staleness"):
+            r.add_column(col, justify="right")
+        for row_ in pred.regimes:
+            r.add_row(
+                row_["regime"],
+                f"{row_['updates']:,}",
+                f"{row_['mean_update_time']:.4g}",
+                f"{row_['gradients_per_update']:.3g}",
+                f"{row_['mean_staleness']:.3g}",
+            )
+        console.print(r)
     for key, how in pred.method.items():
         console.print(f"  {key}: {how}", markup=False, highlight=False)
     for a in pred.assumptions:

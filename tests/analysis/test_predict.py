@@ -20,7 +20,7 @@ from hybridsgd.analysis import (
 )
 from hybridsgd.cli import main
 from hybridsgd.config import PolicyConfig
-from hybridsgd.policies import POLICIES
+from hybridsgd.policies import POLICIES, parse_threshold
 
 MODELS = ["shifted-exp:delta=1,mu=2", "pareto:alpha=2.5,scale=1", "lognormal:mu=0,sigma=0.5"]
 FAMILY = [
@@ -32,18 +32,28 @@ FAMILY = [
     ("k_async", {"k": 4}),
     ("k_batch_async", {"k": 4}),
     ("ssp", {"staleness_bound": 0}),
+    ("ssp", {"staleness_bound": 2}),
+    ("psp", {"staleness_bound": 1, "sample": 2}),
+    ("k_async", {"k": 7}),  # W - 1 at W = 8: many repeats per update
+    ("hybrid", {"threshold": "linear:start=0,end={U}"}),  # every regime from async to sync
+]
+# Barrier policies with s > 0 under Pareto(2.5) delays: the simulator itself cannot measure
+# the time per update to 3% in test time (over 6 seeds of 150,000 updates its estimates of
+# ssp s = 3 at W = 64 spread from 0.0506 to 0.0600), so those cells are checked exactly
+# instead: the recursion, fed the simulator's own draws, reproduces its schedule
+# (tests/analysis/test_dynamics.py), and the prediction's standard error is below 1%.
+NOISY = {("ssp", 2, MODELS[1]), ("psp", 1, MODELS[1])}
+CELLS = [
+    pytest.param(policy, kw, model, W, id=f"{policy}-{'-'.join(map(str, kw.values()))}-{model}-{W}")
+    for policy, kw in FAMILY
+    for model in MODELS
+    for W in (8, 64)
+    if (policy, kw.get("staleness_bound"), model) not in NOISY
 ]
 
 
-def simulated(policy: str, W: int, model: str, kw: dict):
-    cfg = PolicyConfig(
-        name=policy,
-        workers=W,
-        backups=kw.get("backups", 0),
-        k=kw.get("k"),
-        staleness_bound=kw.get("staleness_bound"),
-    )
-    updates = {"k_batch_sync": 4000, "ssp": 150_000 if W == 64 else 40_000}.get(policy, 30_000)
+def simulated(policy: str, W: int, model: str, kw: dict, updates: int):
+    cfg = PolicyConfig(name=policy, workers=W, **kw)
     s = h.simulate_schedule(
         POLICIES[policy](cfg, 0, 1.0, 1), h.Cluster(h.parse_model(model), W, seed=3), updates
     )
@@ -51,14 +61,36 @@ def simulated(policy: str, W: int, model: str, kw: dict):
     return m["mean_update_time"], m["mean_staleness"]
 
 
-@pytest.mark.parametrize("W", [8, 64])
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("policy, kw", FAMILY, ids=[f[0] for f in FAMILY])
+@pytest.mark.parametrize("policy, kw, model, W", CELLS)
 def test_prediction_matches_the_simulator(policy, kw, model, W):
-    p = predict(policy, W, h.parse_model(model), **kw)
-    t, staleness = simulated(policy, W, model, kw)
+    updates = {
+        "k_batch_sync": 4000,
+        "ssp": 150_000 if W == 64 else 40_000,
+        "psp": 60_000 if W == 64 else 40_000,
+        "hybrid": 10_000 if W == 64 else 20_000,
+    }.get(policy, 30_000)
+    if policy == "hybrid":
+        kw = {"threshold": kw["threshold"].format(U=updates)}
+        p = predict(
+            policy,
+            W,
+            h.parse_model(model),
+            threshold=parse_threshold(kw["threshold"]),
+            updates=updates,
+        )
+    else:
+        p = predict(policy, W, h.parse_model(model), **kw)
+    t, staleness = simulated(policy, W, model, kw, updates)
     assert p.mean_update_time == pytest.approx(t, rel=0.03)
     assert p.mean_staleness == pytest.approx(staleness, rel=0.05, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "policy, kw", [("ssp", {"staleness_bound": 2}), ("psp", {"staleness_bound": 1, "sample": 2})]
+)
+def test_heavy_tailed_barrier_predictions_are_precise(policy, kw):
+    p = predict(policy, 64, h.parse_model(MODELS[1]), **kw)
+    assert 0 < p.update_time_se < 0.01 * p.mean_update_time
 
 
 def test_heterogeneous_workers_and_communication():
@@ -171,7 +203,9 @@ def test_predict_json_and_validate(capsys):
         (["--policy", "backup:b=20"], "policy.backups"),
         (["--policy", "k_sync"], "policy.k"),
         (["--policy", "async", "--lr", "0.1"], "--lr"),
-        (["--policy", "ssp:s=2"], "policy"),
+        (["--policy", "hybrid:threshold=step:at=5,progress=epochs"], "--train-samples"),
+        (["--policy", "hybrid:threshold=step:at=5,reading=partition"], "policy.reading"),
+        (["--policy", "psp:s=1,beta=20"], "policy.sample"),
     ],
 )
 def test_predict_bad_input_exits_2(capsys, args, field):
@@ -183,30 +217,34 @@ def test_predict_bad_input_exits_2(capsys, args, field):
 
 # -- recommend ----------------------------------------------------------------------------------
 def measured_time(spec: str, W: int, compute: str, lr: float, curvature: float) -> float:
-    """Simulated time from a 10x to a 1000x lower loss on a quadratic whose Hessian is h I."""
+    """Simulated time to a 1000x lower loss on a quadratic whose Hessian is h I, from the
+    start (as recommend scores it), averaged over two seeds."""
     from hybridsgd.policies import parse_spec
 
     _, overrides = parse_spec(spec)
-    cfg = h.Config.from_dict(
-        {
-            "task": {
-                "name": "quadratic",
-                "dim": 10,
-                "samples": 4000,
-                "curvature_max": curvature,
-                "curvature_min": curvature,
-                "noise": 0.0,
-                "batch_size": 64,
+    times = []
+    for seed in (0, 1):
+        cfg = h.Config.from_dict(
+            {
+                "task": {
+                    "name": "quadratic",
+                    "dim": 10,
+                    "samples": 4000,
+                    "curvature_max": curvature,
+                    "curvature_min": curvature,
+                    "noise": 0.0,
+                    "batch_size": 64,
+                },
+                "optimizer": {"lr": lr},
+                "timing": {"compute": compute},
+                "run": {"updates": 400, "eval_every": 1, "seed": seed},
             },
-            "optimizer": {"lr": lr},
-            "timing": {"compute": compute},
-            "run": {"updates": 3000, "eval_every": 4},
-        },
-        [*overrides, f"policy.workers={W}"],
-    )
-    ev = h.run(cfg).trace.evals
-    first, deep = ev[ev.loss <= ev.loss.iloc[0] / 10], ev[ev.loss <= ev.loss.iloc[0] / 1e3]
-    return float(deep.time.iloc[0] - first.time.iloc[0]) if len(deep) else math.inf
+            [*overrides, f"policy.workers={W}"],
+        )
+        ev = h.run(cfg).trace.evals
+        deep = ev[ev.loss <= ev.loss.iloc[0] / 1e3]
+        times.append(float(deep.time.iloc[0]) if len(deep) else math.inf)
+    return sum(times) / len(times)
 
 
 @pytest.mark.parametrize(
@@ -217,6 +255,8 @@ def test_recommend_is_confirmed_by_the_simulator(W, compute, lr):
     from hybridsgd.analysis.recommend import recommend
 
     ranked = [c for c in recommend(W, h.parse_model(compute), lr, 1.0) if c.prediction is not None]
+    assert any(c.spec.startswith("hybrid:threshold=") for c in ranked)  # shapes are ranked too
+    assert any(c.spec.startswith("ssp:staleness_bound=2") for c in ranked)
     times = {c.spec: measured_time(c.spec, W, compute, lr, 1.0) for c in ranked}
     assert times[ranked[0].spec] <= 1.10 * min(times.values())
     # what it calls divergent does diverge
@@ -240,10 +280,10 @@ def test_recommend_command(capsys):
     ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ranking"][0]["policy"] == "k_batch_async:k=4"
+    assert out["ranking"][0]["policy"] == "k_async:k=4"
     assert {r["policy"] for r in out["ranking"] if r["time_to_1000x"] is None} >= {
         "async",
-        "hybrid",
+        "ssp:staleness_bound=2",
     }
     assert (
         main(

@@ -6,11 +6,13 @@ Every prediction says which method produced each number and what it assumed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from hybridsgd.analysis import dynamics
 from hybridsgd.analysis.distributions import laplace, poisson_mixture_pmf
 from hybridsgd.analysis.order_stats import expected_kth, kth_quantiles
 from hybridsgd.analysis.stability import (
@@ -22,7 +24,9 @@ from hybridsgd.errors import ConfigError
 from hybridsgd.timing.models import Constant, Exponential, TimingModel
 
 SYNC_FAMILY = ("sync", "backup", "k_sync", "k_batch_sync")
-ASYNC_FAMILY = ("async", "k_async", "k_batch_async", "ssp")
+ASYNC_FAMILY = ("async", "k_async", "k_batch_async", "ssp", "psp")
+PER_REGIME = ("hybrid",)  # predicted regime by regime (see hybrid_regimes)
+SWEEP_BUDGET = 0.05  # Monte Carlo size per worker count in a sweep (k_async, ssp, psp)
 
 
 @dataclass
@@ -53,6 +57,8 @@ class Prediction:
     stability: Stability | None = None
     staleness_pmf: np.ndarray = field(default_factory=lambda: np.array([1.0]), repr=False)
     lockstep: int = 0  # ssp s=0: gradients of a round all read the round's start (W of them)
+    update_time_se: float = 0.0  # Monte Carlo standard error of mean_update_time (0: exact)
+    regimes: list[dict[str, Any]] = field(default_factory=list)  # hybrid: one row per regime
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,13 +88,26 @@ def predict(
     backups: int = 0,
     k: int | None = None,
     staleness_bound: float | None = None,
+    sample: int | None = None,
+    threshold: Callable[[float], float] | None = None,
+    progress: str = "updates",
+    updates: int = 20_000,
+    gradients_per_epoch: float = 1.0,
     lr: float | None = None,
     curvature: float | None = None,
     continuous: bool = True,
     sweep: bool = True,
+    mc_budget: float = 1.0,
+    seed: int = 0,
 ) -> Prediction:
     """Mean time per update and its spread, throughput, staleness and wasted work; with
-    ``lr`` and ``curvature`` (largest Hessian eigenvalue), stability and speed too."""
+    ``lr`` and ``curvature`` (largest Hessian eigenvalue), stability and speed too.
+
+    ``k_async`` (1 < K) and ``ssp`` / ``psp`` with 0 < s < inf are estimated by Monte
+    Carlo of their exact dynamics (:mod:`~hybridsgd.analysis.dynamics`; ``mc_budget``
+    scales its size, ``seed`` seeds it); ``hybrid``
+    (quorum reading) is predicted regime by regime over ``updates`` updates of
+    ``threshold(progress)``."""
     comm = comm or Constant(0.0)
     W = workers
     assumptions = ["workers' times are independent from minibatch to minibatch"]
@@ -114,6 +133,7 @@ def predict(
                 staleness_bound,
                 continuous,
                 sweep,
+                sample,
             )
         return pred
 
@@ -148,27 +168,48 @@ def predict(
             "steady state (renewal); staleness distribution by Poisson approximation"
         )
         pmf = _async_staleness_pmf(compute, comm, W, speeds, rate, shift)
+        steady = assumptions[:-1] + ["steady state: the start-up transient is dropped"]
+        if policy in ("k_batch_async", "k_async") and (k is None or not 1 <= k <= W):
+            raise ConfigError("policy", f"{policy} needs k in [1, {W}]")
         if policy == "k_batch_async" or (policy == "k_async" and k == 1):
-            per_update = float(k or 1)
+            per_update = float(k)
         elif policy == "k_async":
-            per_update = _k_async_arrivals(compute, k, rate, shift)
-            assumptions.append(
-                "k_async: a worker repeats within an update when its next delay fits in the rest "
-                "of the update's window (uniform arrival within the window)"
+            est = dynamics.k_async(
+                compute, comm, W, k, speeds, max(1000, round(40_000 * mc_budget)), seed
             )
-        elif policy == "ssp":
-            if staleness_bound is None:
-                raise ConfigError("policy", "ssp needs staleness_bound")
+            se = est.standard_error / est.mean_update_time
+            method = {
+                "update_time": "windows of K distinct workers over W independent renewal streams "
+                f"(the exact dynamics), Monte Carlo: +-{se:.2%} (1 standard error)",
+                "staleness": "updates between a gradient's read and its arrival, same Monte Carlo",
+            }
+            return finish(_estimated(policy, W, est, batch_size, qs, label, steady, method))
+        elif policy in ("ssp", "psp"):
+            if staleness_bound is None or staleness_bound < 0:
+                raise ConfigError("policy", f"{policy} needs staleness_bound >= 0")
+            beta = W if policy == "ssp" else sample
+            if beta is None or not 1 <= beta <= W:
+                raise ConfigError("policy", f"psp needs a sample (beta) in [1, {W}]")
             if math.isinf(staleness_bound):
-                per_update = 1.0
-            elif staleness_bound == 0:
+                per_update = 1.0  # never waits: async
+            elif staleness_bound < 1 and beta == W:
                 return finish(
                     _ssp_zero(policy, W, compute, speeds, shift, batch_size, assumptions, qs, label)
                 )
             else:
-                raise ConfigError(
-                    "policy", "ssp with 0 < s < inf has no analytical model here; use --validate"
+                est = dynamics.gated(
+                    compute, comm, W, staleness_bound, beta, speeds, round(4e6 * mc_budget), seed
                 )
+                who = "every worker" if beta == W else f"a fresh sample of {beta} workers"
+                se = est.standard_error / est.mean_update_time
+                method = {
+                    "update_time": f"max-plus recursion of the barrier on {who} (the exact "
+                    f"dynamics), Monte Carlo over {est.gradients:,} gradients: +-{se:.2%} "
+                    "(1 standard error)",
+                    "staleness": "pushes by others between a gradient's start and its arrival, "
+                    "counted in the same recursion",
+                }
+                return finish(_estimated(policy, W, est, batch_size, qs, label, steady, method))
         else:
             per_update = 1.0
         pmf = _trim(_per_update_staleness(pmf, per_update))
@@ -192,34 +233,23 @@ def predict(
             assumptions,
             staleness_pmf=pmf,
         )
+    elif policy in PER_REGIME:
+        if threshold is None:
+            raise ConfigError("policy.threshold", "hybrid needs a threshold, e.g. step:at=5000")
+        regimes, plan = hybrid_regimes(
+            W, compute, comm, speeds, batch_size, threshold, progress, updates, gradients_per_epoch
+        )
+        pred = hybrid_prediction(W, regimes, plan, batch_size, assumptions)
+        if lr is not None and curvature is not None:
+            pred.stability = _hybrid_stability(regimes, plan, lr, curvature)
+        return pred
     else:
         raise ConfigError(
             "policy",
             f"no analytical model for {policy!r}; use one of: "
-            + ", ".join(SYNC_FAMILY + ASYNC_FAMILY),
+            + ", ".join(SYNC_FAMILY + ASYNC_FAMILY + PER_REGIME),
         )
     return finish(pred)
-
-
-def _k_async_arrivals(compute, k: int, rate: float, shift: float) -> float:
-    """Arrivals per k_async update: k distinct workers plus repeats. A contributor arriving
-    uniformly within an update window of length L pushes again inside it with probability
-    p = (1/L) int_0^L F(x - shift) dx; only non-repeats count, so arrivals = k / (1 - p);
-    L = arrivals / rate, solved by fixed-point iteration."""
-    from scipy import integrate
-
-    from hybridsgd.analysis.distributions import cdf
-
-    arrivals = float(k)
-    for _ in range(50):
-        window = arrivals / rate
-        p, _ = integrate.quad(lambda x: float(cdf(compute, np.array([x - shift]))[0]), 0.0, window)
-        p = min(p / window, 0.95)
-        new = k / (1.0 - p)
-        if abs(new - arrivals) < 1e-9 * arrivals:
-            break
-        arrivals = new
-    return arrivals
 
 
 def _k_batch_sync_time(compute, W, k, speeds, shift) -> tuple[float, str]:
@@ -322,6 +352,179 @@ def _ssp_zero(policy, W, compute, speeds, shift, batch_size, assumptions, qs, la
     )
 
 
+def _estimated(policy, W, est, batch_size, qs, label, assumptions, method) -> Prediction:
+    """A prediction from a Monte Carlo of the exact dynamics (:mod:`dynamics`)."""
+    pmf = _trim(est.staleness_pmf)
+    t = est.mean_update_time
+    q = est.gradients_per_update
+    return Prediction(
+        policy,
+        W,
+        q,
+        t,
+        {},
+        q * batch_size / t,
+        float(np.arange(len(pmf)) @ pmf),
+        {label(x): float(np.searchsorted(np.cumsum(pmf), x)) for x in qs},
+        0.0,
+        method,
+        assumptions,
+        staleness_pmf=pmf,
+        update_time_se=est.standard_error,
+    )
+
+
+def hybrid_regimes(
+    W: int,
+    compute: TimingModel,
+    comm: TimingModel,
+    speeds,
+    batch_size: int,
+    threshold: Callable[[float], float],
+    progress: str = "updates",
+    updates: int = 20_000,
+    gradients_per_epoch: float = 1.0,
+) -> tuple[dict[str, Prediction], list[tuple[str, int]]]:
+    """``hybrid`` (quorum reading) regime by regime: the prediction of each regime it uses
+    (``async``, ``k_async`` with K = 1 + floor(level (W - 1)), or ``sync`` at level 1) and
+    the plan, runs of ``(regime, updates)`` in order, following ``threshold(progress)``
+    update by update as :class:`~hybridsgd.policies.HybridPolicy` does, with progress
+    advanced by each regime's predicted time per update and gradients per update."""
+    if progress not in ("updates", "time", "epochs"):
+        raise ConfigError("policy.progress", "must be one of updates, time, epochs")
+    if updates < 1:
+        raise ConfigError("--updates", f"must be >= 1 (got {updates})")
+    regimes: dict[str, Prediction] = {}
+    plan: list[tuple[str, int]] = []
+    t = applied = 0.0
+    for u in range(updates):
+        p = {"updates": float(u), "time": t, "epochs": applied / gradients_per_epoch}[progress]
+        key, pred = regime(W, threshold(p), compute, comm, speeds, batch_size, regimes)
+        t += pred.mean_update_time
+        applied += pred.quorum
+        if plan and plan[-1][0] == key:
+            plan[-1] = (key, plan[-1][1] + 1)
+        else:
+            plan.append((key, 1))
+    return regimes, plan
+
+
+def regime(
+    W: int,
+    level: float,
+    compute: TimingModel,
+    comm: TimingModel,
+    speeds,
+    batch_size: int,
+    cache: dict[str, Prediction],
+    mc_budget: float = 0.1,
+) -> tuple[str, Prediction]:
+    """The regime :class:`~hybridsgd.policies.HybridPolicy` uses at ``level`` (clipped to
+    [0, 1]; NaN is 0) and its prediction, kept in ``cache``."""
+    level = 0.0 if math.isnan(level) else min(1.0, max(0.0, float(level)))
+    K = W if level >= 1.0 else 1 + math.floor(level * (W - 1))
+    key = "sync" if level >= 1.0 else ("async" if K == 1 else f"k_async:k={K}")
+    if key not in cache:
+        cache[key] = predict(
+            key.split(":")[0],
+            W,
+            compute,
+            comm,
+            speeds=speeds,
+            batch_size=batch_size,
+            k=K,
+            mc_budget=mc_budget,
+        )
+    return key, cache[key]
+
+
+def hybrid_prediction(
+    W: int,
+    regimes: dict[str, Prediction],
+    plan: list[tuple[str, int]],
+    batch_size: int = 32,
+    assumptions: tuple[str, ...] | list[str] = (),
+) -> Prediction:
+    """``hybrid`` over a plan of ``(regime, updates)`` runs, from each regime's prediction."""
+    regimes = {k: regimes[k] for k in dict.fromkeys(k for k, _ in plan)}
+    qs = (0.5, 0.9, 0.99)
+    n = {key: 0 for key in regimes}
+    for key, count in plan:
+        n[key] += count
+    updates = sum(n.values())
+    time = sum(n[k] * r.mean_update_time for k, r in regimes.items())
+    grads = {k: n[k] * r.quorum for k, r in regimes.items()}
+    applied = sum(grads.values())
+    width = max(len(r.staleness_pmf) for r in regimes.values())
+    pmf = np.zeros(width)
+    for k, r in regimes.items():
+        pmf[: len(r.staleness_pmf)] += grads[k] / applied * r.staleness_pmf
+    rows = [
+        {
+            "regime": k,
+            "updates": n[k],
+            "mean_update_time": r.mean_update_time,
+            "gradients_per_update": r.quorum,
+            "mean_staleness": r.mean_staleness,
+        }
+        for k, r in regimes.items()
+    ]
+    return Prediction(
+        "hybrid",
+        W,
+        applied / updates,
+        time / updates,
+        {},
+        applied * batch_size / time,
+        float(np.arange(width) @ pmf),
+        {f"p{round(q * 100)}": float(np.searchsorted(np.cumsum(pmf), q)) for q in qs},
+        0.0,
+        {
+            "update_time": "per regime (async: renewal; k_async: Monte Carlo of its windows; sync: "
+            "order statistics), "
+            f"weighted by the updates each regime gets over {updates:,} updates",
+            "staleness": "per regime, weighted by the gradients each regime applies",
+        },
+        [*assumptions, "each regime in steady state: a switch's transient is not modelled"],
+        staleness_pmf=pmf,
+        regimes=rows,
+    )
+
+
+STABILITY_TAIL = 1e-4  # staleness tail left out of the delay model's roots
+
+
+def stability_pmf(pred: Prediction) -> np.ndarray:
+    """The staleness distribution the delay model uses: the prediction's, less a tail of
+    mass ``STABILITY_TAIL``. A tail of probability q at staleness k adds roots of modulus
+    near (eta h q)^(1/k), close to 1 for large k: they would set the asymptotic rate while
+    moving x by about q, and a Monte Carlo estimate's farthest counts are noise anyway."""
+    return _trim(pred.staleness_pmf, STABILITY_TAIL)
+
+
+def regime_radius(pred: Prediction, eta_h: float) -> float:
+    """Per-update contraction of the discrete model along curvature h in one regime: the
+    synchronous regime is gradient descent on a fresh mean (|1 - eta h|)."""
+    if pred.policy == "sync":
+        return abs(1.0 - eta_h)
+    return discrete_radius(eta_h, stability_pmf(pred))
+
+
+def _hybrid_stability(regimes, plan, lr: float, h: float) -> Stability:
+    """Stable when every regime used is; the rate is the net contraction over the plan per
+    unit of time; the largest stable learning rate keeps every regime used stable."""
+    radius = {k: regime_radius(r, lr * h) for k, r in regimes.items()}
+    log_net = sum(n * math.log(max(radius[k], 1e-300)) for k, n in plan)
+    time = sum(n * regimes[k].mean_update_time for k, n in plan)
+    limit = min(
+        largest_stable(lambda eta, r=r: regime_radius(r, eta * h) < 1.0, hi=4.0 / h)
+        for r in regimes.values()
+    )
+    return Stability(
+        "discrete, per regime", all(r < 1.0 for r in radius.values()), -log_net / time, limit
+    )
+
+
 def _stability(
     pred,
     lr,
@@ -336,9 +539,10 @@ def _stability(
     s_bound,
     continuous=True,
     sweep=True,
+    sample=None,
 ) -> Stability:
     rate_updates = 1.0 / pred.mean_update_time
-    pmf = pred.staleness_pmf
+    pmf = stability_pmf(pred)
     # discrete: per update, with the staleness distribution predicted above; a synchronous
     # update of K gradients is plain gradient descent on their mean (staleness 0)
     if pred.lockstep:
@@ -362,7 +566,18 @@ def _stability(
     best = stop = unstable = None
     if sweep and policy in ASYNC_FAMILY:  # the synchronous family needs a noise model
         best, stop, unstable = _worker_sweep(
-            policy, pred.workers, compute, comm, speeds, batch_size, lr, h, k, backups, s_bound
+            policy,
+            pred.workers,
+            compute,
+            comm,
+            speeds,
+            batch_size,
+            lr,
+            h,
+            k,
+            backups,
+            s_bound,
+            sample,
         )
     return Stability("discrete", stable, conv, max_lr, best, stop, unstable, cont)
 
@@ -386,7 +601,9 @@ def _continuous(pred, lr, h, compute, comm, speeds, rate_updates) -> dict[str, f
     }
 
 
-def _worker_sweep(policy, W, compute, comm, speeds, batch_size, lr, h, k, backups, s_bound):
+def _worker_sweep(
+    policy, W, compute, comm, speeds, batch_size, lr, h, k, backups, s_bound, sample=None
+):
     """Convergence rate per unit time for W' = 1 .. 2W (same per-worker timing), up to the
     first W' that diverges."""
     if speeds is not None and not np.allclose(speeds, speeds[0]):
@@ -406,10 +623,12 @@ def _worker_sweep(policy, W, compute, comm, speeds, batch_size, lr, h, k, backup
                 backups=b,
                 k=kk,
                 staleness_bound=s_bound,
+                sample=None if sample is None else min(sample, w),
+                mc_budget=SWEEP_BUDGET,
             )
         except ConfigError:
             continue
-        radius = discrete_radius(lr * h, p.staleness_pmf)
+        radius = discrete_radius(lr * h, stability_pmf(p))
         if radius >= 1.0:  # more workers only add staleness: the rest diverge too
             unstable = w
             break

@@ -1,13 +1,15 @@
 """Rank policies for a timing model, a worker budget, a learning rate and a curvature.
 
-Each candidate is scored by its predicted time to reduce the loss a thousand-fold along
-the curvature h once past the start-up transient: the discrete delay model's rate per
-update (staleness 0 for the synchronous family, so |1 - eta h| per update; exact rounds for
-ssp with s = 0) times the predicted update rate; loss ~ x^2, so the time is
-ln(1000) / (2 * rate). The first few updates, when every worker starts from the same
-parameters, are not modelled. Unstable candidates rank last. The model sees curvature, delays and
-staleness, not gradient noise: with small minibatches and a noisy task, prefer a larger
-quorum than it suggests.
+Each candidate is scored by its predicted time to reduce the loss a thousand-fold along the
+curvature h: the number of updates the linearised delay model x_{t+1} = x_t - eta h
+sum_k p_k x_{t-k} (p the candidate's predicted staleness distribution; staleness 0 for the
+synchronous family, so |1 - eta h| per update; exact rounds for ssp with s = 0) needs to
+bring |x| below 1 / sqrt(1000) from the initial point (loss ~ x^2), times the predicted time
+per update. ``hybrid`` candidates, threshold shapes over updates scaled to the number of
+updates the faster of ``async`` and ``sync`` needs, step the same model with each update's
+regime and add up their regimes' times. Unstable candidates rank last. The model sees
+curvature, delays and staleness, not gradient noise: with small minibatches and a noisy
+task, prefer a larger quorum, or a hybrid ending synchronous, over what it suggests.
 """
 
 from __future__ import annotations
@@ -15,9 +17,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hybridsgd.analysis.predict import Prediction, predict
+import numpy as np
+
+from hybridsgd.analysis.dynamics import k_async_transient
+from hybridsgd.analysis.order_stats import expected_kth
+from hybridsgd.analysis.predict import (
+    Prediction,
+    hybrid_prediction,
+    predict,
+    regime,
+    stability_pmf,
+)
+from hybridsgd.analysis.stability import steps_to_reduce
 from hybridsgd.errors import ConfigError
-from hybridsgd.timing.models import TimingModel
+from hybridsgd.policies.thresholds import parse_threshold
+from hybridsgd.timing.models import Constant, TimingModel
 
 
 @dataclass
@@ -43,8 +57,102 @@ def candidates(workers: int) -> list[tuple[str, str, dict]]:
         if k < W:
             out.append((f"k_batch_async:k={k}", "k_batch_async", {"k": k}))
             out.append((f"k_async:k={k}", "k_async", {"k": k}))
-    out.append(("ssp:staleness_bound=0", "ssp", {"staleness_bound": 0}))
+    for s in (0, 1, 2, 4):
+        out.append((f"ssp:staleness_bound={s}", "ssp", {"staleness_bound": s}))
+    beta = max(2, W // 4)
+    if beta < W:
+        out.append(
+            (f"psp:sample={beta},staleness_bound=1", "psp", {"sample": beta, "staleness_bound": 1})
+        )
     return out
+
+
+def hybrid_shapes(horizon: int) -> list[str]:
+    """Threshold shapes over updates worth comparing, scaled to ``horizon`` updates."""
+    H = max(2, int(horizon))
+    return [
+        f"step:at={H // 2}",
+        f"linear:start=0,end={H}",
+        f"cosine:start=0,end={H}",
+        f"sigmoid:mid={H // 2},width={max(1, H // 10)}",
+        f"exponential:rate={3 / H:.4g}",
+    ]
+
+
+FACTOR = math.sqrt(1000)  # |x| to lose for a thousand-fold loss reduction (loss ~ x^2)
+
+
+def _lockstep_time(p: Prediction, eta_h: float, compute, comm, speeds) -> float:
+    """ssp with s = 0, exactly: a round multiplies x by (1 - W eta h) and lasts E[max of W];
+    inside a round the j-th arrival (E[j-th of W]) has moved x by j eta h of the round's
+    start value."""
+    W = p.lockstep
+    shrink = abs(1.0 - W * eta_h)
+    if shrink >= 1.0:
+        return math.inf
+    rounds = 0  # full rounds before the one that gets there
+    while shrink ** (rounds + 1) > 1.0 / FACTOR:
+        rounds += 1
+    start = shrink**rounds
+    j = next(j for j in range(1, W + 1) if abs(1.0 - j * eta_h) * start <= 1.0 / FACTOR)
+    shift = 2.0 * (comm.mean() if comm is not None else 0.0)
+    kth, _ = expected_kth(compute, W, j, speeds, shift)
+    return rounds * p.mean_update_time * W + kth
+
+
+def _updates_needed(p: Prediction, eta_h: float, radius: float) -> int | None:
+    """Updates to a thousand-fold reduction by the linearised delay model stepped from the
+    initial point."""
+    cap = min(10**6, max(1000, math.ceil(20 * math.log(FACTOR) / -math.log(radius))))
+    pmf = stability_pmf(p)
+    return steps_to_reduce(eta_h, lambda t: pmf, FACTOR, cap)
+
+
+def _hybrid(W, compute, comm, speeds, batch_size, eta_h, shape, cache, cap) -> Candidate:
+    """Step the linearised delay model update by update through the threshold's regimes.
+
+    The asynchronous phase starts from rest and its staleness right after each change of K
+    is not the new regime's steady state (gradients read under the old one are still
+    arriving), so its first ``2 * cap / 10`` updates take their times and staleness from a
+    Monte Carlo of that very sequence of windows (:func:`dynamics.k_async_transient`); later
+    updates, and every synchronous one, use their regime's steady-state prediction."""
+    threshold = parse_threshold(shape)
+    spec = f"hybrid:threshold={shape}"
+    keys: list[str] = []
+    while len(keys) < cap and (not keys or keys[-1] != "sync"):
+        key, _ = regime(W, threshold(float(len(keys))), compute, comm, speeds, batch_size, cache)
+        keys.append(key)
+    head = min(len(keys) - (keys[-1] == "sync"), max(1, cap // 5))  # asynchronous updates
+    ks = [1 if k == "async" else int(k.split("=")[1]) for k in keys[:head]]
+    times, pmfs = np.zeros(0), np.zeros((0, 1))
+    if head:
+        times, pmfs = k_async_transient(compute, comm or Constant(0.0), W, ks, speeds, reps=100)
+
+    def key_of(t: int) -> str:
+        if t < len(keys):
+            return keys[t]
+        return regime(W, threshold(float(t)), compute, comm, speeds, batch_size, cache)[0]
+
+    def pmf_of(t: int) -> np.ndarray:
+        return pmfs[t] if t < head else stability_pmf(cache[key_of(t)])
+
+    n = steps_to_reduce(eta_h, pmf_of, FACTOR, cap)
+    if n is None:
+        why = f"no thousand-fold reduction within {cap} updates (a regime it uses diverges)"
+        return Candidate(spec, None, math.inf, why)
+    runs: list[list] = []
+    for t in range(n):
+        key = key_of(t)
+        if runs and runs[-1][0] == key:
+            runs[-1][1] += 1
+        else:
+            runs.append([key, 1])
+    time = (float(times[min(n, head) - 1]) if head else 0.0) + sum(
+        cache[key_of(t)].mean_update_time for t in range(head, n)
+    )
+    pred = hybrid_prediction(W, cache, [(k, m) for k, m in runs], batch_size)
+    path = " -> ".join(f"{k} x{m}" for k, m in runs[:3]) + (" ..." if len(runs) > 3 else "")
+    return Candidate(spec, pred, time, f"{n} updates: {path}")
 
 
 def recommend(
@@ -83,7 +191,12 @@ def recommend(
             reason = f"diverges: staleness {p.mean_staleness:.1f} needs lr < {st.max_stable_lr:.3g}"
             ranked.append(Candidate(spec, p, math.inf, reason))
             continue
-        t = math.log(1000) / (2 * st.convergence_rate) if st.convergence_rate > 0 else math.inf
+        radius = math.exp(-st.convergence_rate * p.mean_update_time)
+        if p.lockstep:
+            t = _lockstep_time(p, lr * curvature, compute, comm, speeds)
+        else:
+            n = _updates_needed(p, lr * curvature, radius)
+            t = math.inf if n is None else n * p.mean_update_time
         if p.mean_staleness == 0:
             reason = (
                 f"{p.quorum:g} gradients per update every {p.mean_update_time:.3g}; "
@@ -95,12 +208,27 @@ def recommend(
                 f"{p.mean_staleness:.1f} (stable below lr {st.max_stable_lr:.3g})"
             )
         ranked.append(Candidate(spec, p, t, reason))
-    ranked.append(
-        Candidate(
-            "hybrid",
-            None,
-            math.inf,
-            "not ranked: its regime changes over training (compare it by simulation)",
-        )
-    )
+    # hybrid shapes, scaled to the updates the faster of async and sync needs
+    ends = [
+        round(c.time_to_1000x / c.prediction.mean_update_time)
+        for c in ranked
+        if c.spec in ("async", "sync") and math.isfinite(c.time_to_1000x)
+    ]
+    if ends:
+        horizon = min(ends)
+        cache: dict[str, Prediction] = {}
+        for shape in hybrid_shapes(horizon):
+            ranked.append(
+                _hybrid(
+                    workers,
+                    compute,
+                    comm,
+                    speeds,
+                    batch_size,
+                    lr * curvature,
+                    shape,
+                    cache,
+                    cap=10 * horizon,
+                )
+            )
     return sorted(ranked, key=lambda c: c.time_to_1000x)

@@ -89,3 +89,35 @@ def largest_stable(stable: Callable[[float], bool], hi: float = 1.0, tol: float 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if stable(mid) else (lo, mid)
     return lo
+
+
+# -- the transient: updates to a given reduction -----------------------------------------------
+def steps_to_reduce(
+    eta_h: float,
+    pmf_of: Callable[[int], np.ndarray],
+    factor: float,
+    cap: int,
+) -> int | None:
+    """Updates until the linearised delay model x_{t+1} = x_t - eta h sum_k p_k x_{t-k},
+    started from x = 1 (all history at the initial point), has stayed below 1 / ``factor``
+    for as many updates as the mean staleness (at least one: a delayed x that merely
+    crosses zero on its way to overshoot does not count); ``pmf_of(t)`` is update t's
+    staleness distribution. None when ``cap`` updates do not get there.
+
+    Unlike the spectral radius, this sees only modes that carry weight: a staleness tail
+    of probability 1e-6 adds roots of modulus near (eta h 1e-6)^(1/k), close to 1 for large
+    k, which dominate the asymptotic rate yet move x by a millionth."""
+    pad = 4096
+    x = np.ones(pad + cap + 1)
+    bound = 1.0 / factor
+    below = 0  # consecutive updates below the bound
+    for t in range(cap):
+        p = np.trim_zeros(pmf_of(t)[:pad], "b")
+        n = len(p)
+        hist = x[pad + t - n + 1 : pad + t + 1][::-1]  # x_t, x_{t-1}, ...
+        x[pad + t + 1] = x[pad + t] - eta_h * float(p @ hist)
+        below = below + 1 if abs(x[pad + t + 1]) <= bound else 0
+        window = max(1, math.ceil(float(np.arange(n) @ p)))
+        if below >= window:
+            return t + 2 - below  # the first update of the run that stayed below
+    return None

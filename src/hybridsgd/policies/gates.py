@@ -86,8 +86,12 @@ class SampledClockGate(ClockGate):
         self.sample = sample
         self.rng = np.random.default_rng(seed)
         self.peers: dict[int, np.ndarray] = {}  # the sample each waiting worker drew
+        self.cleared: set[int] = set()  # released by their sample; not to be sampled again
 
     def allows(self, worker: int) -> bool:
+        if worker in self.cleared:  # its sample let it through: one sample per barrier
+            self.cleared.discard(worker)
+            return True
         peers = self.peers.get(worker)
         if peers is None:
             peers = self.peers[worker] = self.rng.choice(
@@ -103,6 +107,16 @@ class SampledClockGate(ClockGate):
         # any worker's tick may satisfy a sample, not only the slowest one's
         self._advance(worker)
         return self._release() if self.waiting else []
+
+    def _release(self) -> list[int]:
+        free = super()._release()
+        self.cleared.update(free)  # the backend asks again when it starts them
+        return free
+
+    def retire(self, worker: int) -> list[int]:
+        self.cleared.discard(worker)
+        self.peers.pop(worker, None)
+        return super().retire(worker)
 
     def describe(self) -> str:
         return f"{super().describe()}, beta={self.sample}"

@@ -1,0 +1,276 @@
+"""Exact dynamics, estimated by Monte Carlo, where no closed form is known: ``ssp`` and
+``psp`` with 0 < s < inf (a max-plus recursion) and ``k_async`` (windows of K distinct
+workers over independent renewal streams).
+
+**Barriers.** Worker w's c-th gradient arrives at P_w(c) (P_w(0) = 0). A worker that has
+pushed c times may start again once every worker it checks has pushed at least c - s times
+(the gate of :class:`~hybridsgd.policies.gates.ClockGate`), so with X_w(c+1) its next delay
+
+    start S_w(c) = max(P_w(c), max_{j in G_w(c)} P_j(c - s)),   P_w(c+1) = S_w(c) + X_w(c+1)
+
+where G_w(c) is every worker for ``ssp`` and one uniform sample of beta workers per barrier
+for ``psp`` (:class:`~hybridsgd.policies.gates.SampledClockGate`). This is a stochastic
+max-plus linear system (Baccelli, Cohen, Olsder & Quadrat, *Synchronization and
+Linearity*, 1992): P_w(c) / c converges to a constant, the Lyapunov exponent, for which no
+closed form is known beyond s = 0 (lockstep, E[max of W]) and s = inf (renewal, E[X]).
+Every gradient is one update, so the time per update is that constant divided by W; a
+gradient's staleness is the number of pushes by others between its start and its arrival.
+
+**k_async.** Nobody ever waits, so each worker is an independent renewal stream whatever
+the policy does. An update fires at the first arrival that makes K distinct workers since
+the previous update; every arrival in the window is applied with it (repeats included). A
+gradient's staleness is the number of updates between its read (its worker's previous
+arrival, after any update that arrival fired) and its own arrival.
+
+Both carry W numbers per step and no event queue, and are driven by the same delays as the
+simulator: fed the simulator's own per-worker draws they reproduce its schedule (tested),
+so what remains is Monte Carlo error, reported as a standard error over replicas.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import comb
+
+from hybridsgd.timing.models import TimingModel
+
+WARM = 0.1  # fraction of each replica's iterations dropped as the start-up transient
+
+
+def gated_pushes(
+    delays: np.ndarray,
+    bound: int,
+    sample: int | None = None,
+    rng: np.random.Generator | None = None,
+    peers: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Starts S and arrivals P, both ``(C, R, W)``, for delays ``(C, R, W)``: C gradients
+    per worker, R independent replicas, W workers. ``sample`` = beta for ``psp`` (None or W:
+    ``ssp``), its samples drawn from ``rng``, or given as ``peers`` ``(C, R, W, beta)``: the
+    workers each worker checks at each barrier."""
+    C, R, W = delays.shape
+    S = np.empty_like(delays)
+    P = np.empty_like(delays)
+    draw = _subset_max(W, None if peers is not None else sample, rng)
+    last = np.zeros((R, W))
+    for c in range(C):
+        if c - bound <= 0:
+            gate = 0.0
+        elif peers is not None:
+            gate = np.take_along_axis(P[c - bound - 1], peers[c].reshape(R, -1), axis=1)
+            gate = gate.reshape(peers[c].shape).max(axis=2)
+        else:
+            gate = draw(P[c - bound - 1])
+        S[c] = np.maximum(last, gate)
+        last = P[c] = S[c] + delays[c]
+    return S, P
+
+
+def _subset_max(W: int, sample: int | None, rng):
+    """``rows -> per-worker max over the workers each one checks`` for rows ``(R, W)``."""
+    if sample is None or sample >= W:
+        return lambda rows: rows.max(axis=1, keepdims=True)
+    if rng is None:
+        raise ValueError("psp needs an rng for its samples")
+    # the largest of a uniform beta-subset of W sorted values is the m-th (0-based) with
+    # P(m' <= m) = C(m + 1, beta) / C(W, beta)
+    cdf = comb(np.arange(1, W + 1), sample) / comb(W, sample)
+    cdf[-1] = 1.0
+
+    def draw(rows: np.ndarray) -> np.ndarray:
+        m = np.searchsorted(cdf, rng.random(rows.shape))
+        return np.take_along_axis(np.sort(rows, axis=1), m, axis=1)
+
+    return draw
+
+
+def staleness_counts(S: np.ndarray, P: np.ndarray, first: int = 0) -> np.ndarray:
+    """Staleness of each gradient of one replica (S, P ``(C, W)``) from iteration ``first``
+    on whose window holds only pushes the arrays contain: pushes strictly inside
+    (start, arrival), the releasing push at the start being already applied."""
+    pushes = np.sort(P.ravel())
+    horizon = P[-1].min()
+    s, p = S[first:].ravel(), P[first:].ravel()
+    ok = p < horizon
+    return np.searchsorted(pushes, p[ok], "left") - np.searchsorted(pushes, s[ok], "right")
+
+
+@dataclass
+class Estimate:
+    mean_update_time: float
+    standard_error: float  # of mean_update_time, over replicas
+    staleness_pmf: np.ndarray
+    gradients: int  # simulated
+    gradients_per_update: float = 1.0
+
+
+def delays(
+    compute: TimingModel, comm: TimingModel, shape: tuple[int, ...], speeds, rng
+) -> np.ndarray:
+    """Draws of compute * speed + pull + push, shape ``(..., W)`` (the last axis: workers),
+    as :class:`~hybridsgd.timing.Cluster` makes them."""
+    X = compute.sample(rng, math.prod(shape)).reshape(shape) * speeds
+    if comm.is_constant:
+        return X + 2.0 * comm.mean()
+    return X + comm.sample(rng, 2 * X.size).reshape(2, *shape).sum(axis=0)
+
+
+def gated(
+    compute: TimingModel,
+    comm: TimingModel,
+    workers: int,
+    bound: float,
+    sample: int | None = None,
+    speeds=None,
+    gradients: int = 4_000_000,
+    seed: int = 0,
+) -> Estimate:
+    """Monte Carlo of :func:`gated_pushes` with about ``gradients`` draws in all."""
+    W = workers
+    s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
+    bound_i = int(bound)
+    iters = max(2000, 40 * (bound_i + 1))
+    reps = max(4, math.ceil(gradients / (iters * W)))
+    rng = np.random.default_rng(seed)
+    S, P = gated_pushes(delays(compute, comm, (iters, reps, W), s, rng), bound_i, sample, rng)
+    first = int(WARM * iters)
+    per_rep = (P[-1].mean(axis=1) - P[first - 1].mean(axis=1)) / ((iters - first) * W)
+    counts = []
+    for r in range(reps):
+        counts.append(staleness_counts(S[:, r], P[:, r], first))
+        if sum(len(c) for c in counts) >= 400_000:
+            break
+    pmf = np.bincount(np.concatenate(counts)).astype(float)
+    return Estimate(
+        float(per_rep.mean()),
+        float(per_rep.std(ddof=1) / math.sqrt(reps)),
+        pmf / pmf.sum(),
+        iters * reps * W,
+    )
+
+
+def k_async_updates(arrivals: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
+    """Update times of ``k_async`` for per-worker arrival times ``arrivals`` ``(W, m)``
+    (each row increasing), up to the first worker's last arrival. ``k`` may change from
+    update to update (a sequence: the u-th update needs ``k[u]`` workers; it ends there)."""
+    ks = None if isinstance(k, int | np.integer) else list(k)
+    W, m = arrivals.shape
+    horizon = arrivals[:, -1].min()
+    offset = float(arrivals.max()) + 1.0
+    base = offset * np.arange(W)
+    flat = (arrivals + base[:, None]).ravel()  # one sorted array, worker by worker
+    exact = arrivals.ravel()  # the same times without the offsets' rounding
+    last = np.arange(1, W + 1) * m - 1
+    out = []
+    tau = 0.0
+    while True:
+        # each worker's first arrival strictly after the window opened at tau
+        idx = np.minimum(np.searchsorted(flat, base + tau, side="right"), last)
+        first = exact[idx]
+        if ks is not None:
+            if len(out) == len(ks):
+                return np.asarray(out)
+            k = ks[len(out)]
+        tau = float(np.partition(first, k - 1)[k - 1])
+        if tau > horizon:
+            return np.asarray(out)
+        out.append(tau)
+
+
+def k_async_staleness(arrivals: np.ndarray, updates: np.ndarray, since: float = 0.0):
+    """Staleness of every gradient applied by ``updates`` that arrived after ``since``, and
+    how many gradients those updates applied in all."""
+    a = arrivals.ravel()
+    read = np.concatenate([np.zeros((arrivals.shape[0], 1)), arrivals[:, :-1]], axis=1).ravel()
+    applied = a <= updates[-1]
+    keep = applied & (a > since)
+    stale = np.searchsorted(updates, a[keep], "left") - np.searchsorted(
+        updates, read[keep], "right"
+    )
+    return stale, int(applied.sum())
+
+
+def k_async(
+    compute: TimingModel,
+    comm: TimingModel,
+    workers: int,
+    k: int,
+    speeds=None,
+    updates: int = 40_000,
+    seed: int = 0,
+) -> Estimate:
+    """Monte Carlo of :func:`k_async_updates`: 8 replicas of at most ``updates / 8``."""
+    W = workers
+    s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
+    rng = np.random.default_rng(seed)
+    reps = 8
+    m = max(50, math.ceil(updates / reps * k / W))  # arrivals per worker: <= updates / reps
+    times, counts, per_update = [], [], []
+    for _ in range(reps):
+        arr = np.cumsum(delays(compute, comm, (m, W), s, rng), axis=0).T
+        U = k_async_updates(arr, k)
+        if len(U) < 20:
+            raise ValueError("too few updates: raise gradients")
+        first = int(WARM * len(U))
+        times.append((U[-1] - U[first]) / (len(U) - 1 - first))
+        stale, applied = k_async_staleness(arr, U, U[first])
+        counts.append(stale)
+        per_update.append(applied / len(U))
+    t = np.asarray(times)
+    pmf = np.bincount(np.concatenate(counts)).astype(float)
+    return Estimate(
+        float(t.mean()),
+        float(t.std(ddof=1) / math.sqrt(reps)),
+        pmf / pmf.sum(),
+        m * reps * W,
+        float(np.mean(per_update)),
+    )
+
+
+def k_async_transient(
+    compute: TimingModel,
+    comm: TimingModel,
+    workers: int,
+    ks: Sequence[int],
+    speeds=None,
+    reps: int = 200,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """From the start (every worker reading the initial parameters at time 0), updates
+    whose u-th needs ``ks[u]`` distinct workers: the mean time of each update ``(n,)`` and,
+    per update, the staleness distribution of what it applies ``(n, max + 1)``, each of its
+    n_u gradients weighing 1 / n_u (the mean aggregator). ``hybrid``'s asynchronous phase."""
+    W, n = workers, len(ks)
+    s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
+    rng = np.random.default_rng(seed)
+    m = math.ceil(3 * sum(ks) / W) + 20
+    times = np.zeros(n)
+    rows: list[np.ndarray] = []
+    width = 1
+    for _ in range(reps):
+        while True:
+            arr = np.cumsum(delays(compute, comm, (m, W), s, rng), axis=0).T
+            U = k_async_updates(arr, ks)
+            if len(U) == n:
+                break
+            m *= 2  # a slow worker ran out of draws first
+        times += U
+        a = arr.ravel()
+        read = np.concatenate([np.zeros((W, 1)), arr[:, :-1]], axis=1).ravel()
+        applied = a <= U[-1]
+        a, read = a[applied], read[applied]
+        u = np.searchsorted(U, a, "left")  # the update that applies it
+        stale = u - np.searchsorted(U, read, "right")
+        size = np.bincount(u, minlength=n)
+        row = np.zeros((n, int(stale.max()) + 1))
+        np.add.at(row, (u, stale), 1.0 / size[u])
+        rows.append(row)
+        width = max(width, row.shape[1])
+    pmfs = np.zeros((n, width))
+    for row in rows:
+        pmfs[:, : row.shape[1]] += row
+    return times / reps, pmfs / reps

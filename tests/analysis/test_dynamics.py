@@ -1,0 +1,141 @@
+"""The Monte Carlo models are the exact dynamics: fed the simulator's own draws they
+reproduce its schedule, gradient for gradient (so all that is left is Monte Carlo error)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import hybridsgd as h
+from hybridsgd.analysis.dynamics import (
+    gated_pushes,
+    k_async_staleness,
+    k_async_transient,
+    k_async_updates,
+    staleness_counts,
+)
+from hybridsgd.analysis.stability import steps_to_reduce
+from hybridsgd.backends.sim.schedule import APPLIED
+from hybridsgd.policies import psp, ssp
+from hybridsgd.policies.gates import SampledClockGate
+from hybridsgd.policies.k_variants import k_async
+from hybridsgd.timing.models import Constant
+
+MODELS = ["shifted-exp:delta=1,mu=2", "pareto:alpha=2.5,scale=1", "lognormal:mu=0,sigma=0.5"]
+
+
+def draws(model: str, W: int, n: int, seed: int = 5) -> np.ndarray:
+    """Each worker's first n delays, as the simulator's cluster draws them: (n, W)."""
+    cluster = h.Cluster(h.parse_model(model), W, seed=seed)
+    return np.stack([cluster.delays(w, n) for w in range(W)], axis=1)
+
+
+def by_worker(schedule, W: int, n: int, column) -> np.ndarray:
+    """A schedule column as (minibatch, worker), for each worker's first n gradients."""
+    out = np.full((n, W), np.nan)
+    keep = schedule.minibatch < n
+    out[schedule.minibatch[keep], schedule.worker[keep]] = column[keep]
+    return out
+
+
+@pytest.mark.parametrize("W", [8, 64])
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("bound", [1, 3])
+def test_the_ssp_recursion_is_the_simulators_schedule(model, W, bound):
+    n = 60
+    D = draws(model, W, n + bound + 2)
+    S, P = gated_pushes(D[:, None, :], bound)
+    s = h.simulate_schedule(ssp(W, bound), h.Cluster(h.parse_model(model), W, seed=5), W * n)
+    end, start = by_worker(s, W, n, s.end), by_worker(s, W, n, s.start)
+    done = ~np.isnan(end)  # the simulator stopped after W n updates
+    assert done.sum() > W * n * 0.9
+    assert np.array_equal(end[done], P[:n, 0][done]), "arrival times differ"
+    assert np.array_equal(start[done], S[:n, 0][done]), "start times differ"
+    pushes = np.sort(P[:, 0].ravel())
+    mine = (
+        np.searchsorted(pushes, P[:n, 0], "left") - np.searchsorted(pushes, S[:n, 0], "right")
+    ).astype(float)
+    mine[P[:n, 0] >= P[-1, 0].min()] = np.nan  # windows reaching past the drawn delays
+    theirs = by_worker(s, W, n, s.staleness.astype(float))
+    both = ~np.isnan(mine) & ~np.isnan(theirs)
+    assert both.sum() > W * n // 2
+    assert np.array_equal(mine[both], theirs[both])
+    # the module's own counter agrees
+    assert np.array_equal(
+        np.sort(staleness_counts(S[:, 0], P[:, 0])),
+        np.sort(
+            np.searchsorted(pushes, P[:, 0], "left")[P[:, 0] < P[-1, 0].min()]
+            - np.searchsorted(pushes, S[:, 0], "right")[P[:, 0] < P[-1, 0].min()]
+        ),
+    )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_psp_recursion_is_the_simulators_schedule_given_its_samples(model):
+    W, bound, beta, n = 12, 1, 3, 60
+    policy = psp(W, beta, bound, seed=4)
+    gate = policy.gate
+    samples: dict[tuple[int, int], np.ndarray] = {}  # (worker, clock) -> the peers it drew
+    at: list[tuple[int, int]] = []
+    draw = gate.rng.choice
+
+    def choice(*args, **kwargs):
+        peers = draw(*args, **kwargs)
+        assert at[-1] not in samples, "a barrier drew a second sample"
+        samples[at[-1]] = peers
+        return peers
+
+    def allows(worker: int) -> bool:
+        at.append((worker, gate.clock[worker]))
+        return SampledClockGate.allows(gate, worker)
+
+    class Recording:  # a Generator's methods cannot be replaced; wrap it
+        pass
+
+    gate.rng = Recording()
+    gate.rng.choice = choice
+    gate.allows = allows
+    s = h.simulate_schedule(policy, h.Cluster(h.parse_model(model), W, seed=5), W * n)
+    C = int(s.minibatch.max()) + 1
+    peers = np.zeros((C, 1, W, beta), dtype=np.int64)
+    for (w, c), who in samples.items():
+        if c < C:
+            peers[c, 0, w] = who
+    S, P = gated_pushes(draws(model, W, C)[:, None, :], bound, beta, peers=peers)
+    end = by_worker(s, W, C, s.end)
+    done = ~np.isnan(end)
+    assert done.sum() >= W * n
+    assert np.array_equal(end[done], P[:, 0][done])
+
+
+@pytest.mark.parametrize("W", [8, 64])
+@pytest.mark.parametrize("model", MODELS)
+def test_the_k_async_windows_are_the_simulators_updates(model, W):
+    for K in (2, W - 1):
+        arrivals = np.cumsum(draws(model, W, 300), axis=0).T
+        U = k_async_updates(arrivals, K)
+        s = h.simulate_schedule(k_async(W, K), h.Cluster(h.parse_model(model), W, seed=5), len(U))
+        assert np.array_equal(s.update_time, U)
+        stale, applied = k_async_staleness(arrivals, U)
+        sim = np.sort(s.staleness[s.fate == APPLIED])
+        assert applied == len(sim) and np.array_equal(np.sort(stale), sim)
+
+
+def test_from_rest_the_first_updates_read_the_initial_parameters():
+    """From time 0, before any worker's second arrival, update u applies a gradient read at
+    version 0: staleness exactly u."""
+    W = 16
+    model = h.parse_model("shifted-exp:delta=1,mu=2")  # second arrivals come after 1 + 1
+    times, pmfs = k_async_transient(model, Constant(0.0), W, [1] * 40, reps=20)
+    assert np.all(np.diff(times) > 0)
+    for u in range(W // 2):  # every first arrival lands in (1, 2): before any second one
+        assert pmfs[u, u] == pytest.approx(1.0)
+
+
+def test_reduction_steps_without_staleness_are_gradient_descent():
+    for eta_h in (0.01, 0.3, 1.5):
+        n = steps_to_reduce(eta_h, lambda t: np.array([1.0]), math.sqrt(1000), 10**5)
+        assert n == math.ceil(math.log(math.sqrt(1000)) / -math.log(abs(1 - eta_h)))
+    assert steps_to_reduce(2.5, lambda t: np.array([1.0]), 10.0, 1000) is None
