@@ -98,7 +98,7 @@ def main() -> None:
                     f"{st:.3g}",
                     f"{e_s:+.1%}",
                 )
-    Console().print(t)
+    Console(width=160).print(t)
     for key, (e, where) in worst.items():
         print(f"largest {key} error (single-seed cells): {e:+.2%} ({where})")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
@@ -116,8 +116,8 @@ def main() -> None:
         ax.set_ylabel("predicted")
         ax.set_title(name)
     fig.suptitle(
-        f"hybridsgd.analysis against the simulator ({len(FAMILY)} policies x 3 timing models "
-        "x W in {8, 64})"
+        f"hybridsgd.analysis against the simulator ({len(FAMILY)} policy settings x 3 timing "
+        "models x W in {8, 64})"
     )
     fig.tight_layout()
     out = Path(__file__).resolve().parents[1] / "docs" / "predictions.png"
