@@ -164,6 +164,25 @@ def test_more_workers_stop_helping_then_diverge():
     assert not st.stable and st.best_workers < st.workers_stop_helping <= st.workers_unstable <= 16
 
 
+@pytest.mark.parametrize("lr", [0.01, 0.03, 0.05])
+def test_the_worker_sweep_finds_what_trying_every_count_finds(lr):
+    from hybridsgd.analysis.predict import stability_pmf
+
+    compute, W, curvature = h.parse_model("shifted-exp:delta=1,mu=2"), 16, 4.0
+    rates, unstable = {}, None
+    for w in range(1, 2 * W + 1):
+        q = predict("async", w, compute)
+        radius = discrete_radius(lr * curvature, stability_pmf(q))
+        if radius >= 1:
+            unstable = w
+            break
+        rates[w] = -math.log(radius) / q.mean_update_time
+    best = max(rates, key=rates.get)
+    stop = next((w for w in sorted(rates) if w > best and rates[w] < rates[best]), None)
+    st = predict("async", W, compute, lr=lr, curvature=curvature).stability
+    assert (st.best_workers, st.workers_stop_helping, st.workers_unstable) == (best, stop, unstable)
+
+
 def test_curvature_helper_finds_the_largest_eigenvalue():
     cfg = h.Config.from_dict({"task": {"name": "quadratic", "dim": 20, "curvature_max": 3.0}})
     assert largest_eigenvalue(h.build_task(cfg.task, seed=0)) == pytest.approx(3.0, rel=1e-3)

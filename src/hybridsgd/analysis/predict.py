@@ -167,7 +167,6 @@ def predict(
         assumptions.append(
             "steady state (renewal); staleness distribution by Poisson approximation"
         )
-        pmf = _async_staleness_pmf(compute, comm, W, speeds, rate, shift)
         steady = assumptions[:-1] + ["steady state: the start-up transient is dropped"]
         if policy in ("k_batch_async", "k_async") and (k is None or not 1 <= k <= W):
             raise ConfigError("policy", f"{policy} needs k in [1, {W}]")
@@ -212,6 +211,7 @@ def predict(
                 return finish(_estimated(policy, W, est, batch_size, qs, label, steady, method))
         else:
             per_update = 1.0
+        pmf = _async_staleness_pmf(compute, comm, W, speeds, rate, shift)
         pmf = _trim(_per_update_staleness(pmf, per_update))
         mean_stale = float(np.arange(len(pmf)) @ pmf)
         t = per_update / rate
@@ -604,37 +604,59 @@ def _continuous(pred, lr, h, compute, comm, speeds, rate_updates) -> dict[str, f
 def _worker_sweep(
     policy, W, compute, comm, speeds, batch_size, lr, h, k, backups, s_bound, sample=None
 ):
-    """Convergence rate per unit time for W' = 1 .. 2W (same per-worker timing), up to the
-    first W' that diverges."""
+    """Convergence rate per unit time over W' = 1 .. 2W (same per-worker timing): the
+    fastest W', the first W' past it that is slower, and the first W' that diverges.
+
+    Evaluated on a geometric grid of W' and refined where it matters: every W' next to the
+    best grid point, and a bisection for the first divergent one (more workers only add
+    staleness, so past it every W' diverges)."""
     if speeds is not None and not np.allclose(speeds, speeds[0]):
         return None, None, None  # a sweep needs a rule for the added workers' speeds
-    rates: dict[int, float] = {}
+    rates: dict[int, float | None] = {}  # None: diverges, or no model for that W'
+
+    def rate(w: int) -> float | None:
+        if w not in rates:
+            try:
+                p = predict(
+                    policy,
+                    w,
+                    compute,
+                    comm,
+                    batch_size=batch_size,
+                    backups=min(backups, w - 1),
+                    k=None if k is None else min(k, w),
+                    staleness_bound=s_bound,
+                    sample=None if sample is None else min(sample, w),
+                    mc_budget=SWEEP_BUDGET,
+                )
+            except ConfigError:
+                rates[w] = None
+                return None
+            radius = discrete_radius(lr * h, stability_pmf(p))
+            rates[w] = -math.log(radius) / p.mean_update_time if radius < 1.0 else -math.inf
+        return rates[w]
+
+    grid = sorted({int(round(x)) for x in np.geomspace(1, 2 * W, 16)} | {W, 2 * W})
     unstable = None
-    for w in range(1, 2 * W + 1):
-        kk = None if k is None else min(k, w)
-        b = min(backups, w - 1)
-        try:
-            p = predict(
-                policy,
-                w,
-                compute,
-                comm,
-                batch_size=batch_size,
-                backups=b,
-                k=kk,
-                staleness_bound=s_bound,
-                sample=None if sample is None else min(sample, w),
-                mc_budget=SWEEP_BUDGET,
-            )
-        except ConfigError:
-            continue
-        radius = discrete_radius(lr * h, stability_pmf(p))
-        if radius >= 1.0:  # more workers only add staleness: the rest diverge too
-            unstable = w
+    for i, w in enumerate(grid):
+        if rate(w) == -math.inf:
+            lo, hi = (grid[i - 1] if i else 0), w  # lo converges, hi diverges
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if rate(mid) != -math.inf else (lo, mid)
+            unstable = hi
             break
-        rates[w] = -math.log(radius) / p.mean_update_time
-    if not rates:
+    finite = {w: r for w, r in rates.items() if r is not None and r > -math.inf}
+    if not finite:
         return None, None, unstable
-    best = max(rates, key=rates.get)
-    stop = next((w for w in sorted(rates) if w > best and rates[w] < rates[best]), None)
+    best = max(finite, key=finite.get)
+    around = [w for w in sorted(finite) if w != best]
+    lo = max((w for w in around if w < best), default=best)
+    hi = min((w for w in around if w > best), default=best)
+    for w in range(lo, hi + 1):  # every W' between the best grid point's neighbours
+        if unstable is None or w < unstable:
+            rate(w)
+    finite = {w: r for w, r in rates.items() if r is not None and r > -math.inf}
+    best = max(finite, key=finite.get)
+    stop = next((w for w in sorted(finite) if w > best and finite[w] < finite[best]), None)
     return best, stop, unstable
