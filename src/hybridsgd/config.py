@@ -116,6 +116,7 @@ class RunConfig:
     ray_address: str = ""  # ray: "" starts a local instance; "auto" or "host:port" joins one
     max_worker_restarts: int = 0  # ray: times a dead worker actor is restarted before it is lost
     ps_shards: int = 1  # ray: parameter-server actors sharing the parameters; 1 = the driver
+    ray_transport: str = "auto"  # ray: "auto" (shared memory on the driver's node) | "object-store"
 
 
 SECTIONS: dict[str, type] = {
@@ -127,6 +128,7 @@ SECTIONS: dict[str, type] = {
     "run": RunConfig,
 }
 BACKENDS = ("sim", "local", "ray")
+RAY_TRANSPORTS = ("auto", "object-store")
 
 
 @dataclass
@@ -313,6 +315,7 @@ class Config:
             )
         if r.ps_shards < 1:
             raise ConfigError("run.ps_shards", f"must be >= 1 (got {r.ps_shards})")
+        _choice("run.ray_transport", r.ray_transport, RAY_TRANSPORTS)
         if r.backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("run.backend", "ray is not installed; pip install 'hybridsgd[ray]'")
         if r.threads < 0:

@@ -282,6 +282,7 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
             "max_restarts": cfg.run.max_worker_restarts,
             "threads": ray_threads(cfg.run.threads),
             "shards": cfg.run.ps_shards,
+            "share_memory": cfg.run.ray_transport == "auto",
             "optimizer": optimizer_settings(cfg),
         }
     else:
@@ -320,7 +321,11 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
         "error": result.error,
     }
     if cfg.run.backend == "ray":
-        extra |= {"worker_restarts": result.restarts, "ps_shards": cfg.run.ps_shards}
+        extra |= {
+            "worker_restarts": result.restarts,
+            "ps_shards": cfg.run.ps_shards,
+            "shared_memory_workers": result.shared,
+        }
     return result.schedule, evals, extra, result.snapshots[-1][2]
 
 

@@ -41,6 +41,7 @@ class RealResult:
     error: str | None = None  # why the run stopped early (a loss the policy cannot absorb)
     startup_s: float = 0.0
     restarts: list[int] = field(default_factory=list)  # per worker (backends that restart)
+    shared: list[int] = field(default_factory=list)  # workers reached through shared memory
 
 
 class Driver:
@@ -111,12 +112,14 @@ class Driver:
         except WorkerLost as exc:
             error = str(exc)
         finally:
-            self._close()
-            torch.set_num_threads(driver_threads)
-        version = self.server.version
-        if self.snapshots and self.snapshots[-1][0] != version:
-            t_end = self.rec.update_time[-1] if self.rec.update_time else 0.0
-            self.snapshots.append((version, t_end, self.server.params.clone()))
+            try:  # the final parameters, before _close stops whatever holds them
+                version = self.server.version
+                if self.snapshots and self.snapshots[-1][0] != version:
+                    t_end = self.rec.update_time[-1] if self.rec.update_time else 0.0
+                    self.snapshots.append((version, t_end, self.server.params.clone()))
+            finally:
+                self._close()
+                torch.set_num_threads(driver_threads)
         return RealResult(
             self.rec.schedule(self.name),
             self.snapshots,
@@ -127,6 +130,7 @@ class Driver:
             error,
             startup,
             self.restarts,
+            self._shared_workers(),
         )
 
     name = "real"
@@ -247,6 +251,10 @@ class Driver:
 
     def _publish(self) -> None:
         """The server has a new version."""
+
+    def _shared_workers(self) -> list[int]:
+        """The workers that exchange parameters and gradients through shared memory."""
+        return []
 
     def _close(self) -> None:
         raise NotImplementedError

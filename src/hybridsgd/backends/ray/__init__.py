@@ -10,6 +10,12 @@ sends each shard its slice of the aggregated gradient, and workers receive the S
 the shards' ``apply`` calls return, so the steps run in parallel and a worker starts as soon
 as they are done.
 
+Workers on the driver's own node skip the object store: they attach to the driver's shared
+memory (a ring of W + 2 parameter versions and a gradient slot per worker, as on the local
+backend), and their actor calls carry four numbers in and a token and a loss out. Workers on
+other nodes use the object store as above; a run may mix both. With ``run.ps_shards > 1``
+every worker uses the object store (the shards' results live there).
+
 A job is one actor call; the driver waits on all of them with ``ray.wait`` and a timeout.
 Cancellation is a version check: the driver ignores a cancelled job's result and tells the
 worker, which stops at its next safe point. A worker actor that dies (its call raises) is
@@ -98,15 +104,19 @@ class RayBackend(Driver):
         threads: int = 1,
         shards: int = 1,
         optimizer: tuple[str, float, dict] = ("sgd", 0.1, {}),
+        share_memory: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, threads=threads, **kwargs)
         self.address, self.max_restarts = address, max_restarts
+        self.share_memory = share_memory
         self.shards, self.optimizer = shards, optimizer
         self.ray = import_ray()
         self._started_ray = False
         self.actors: list[Any] = []
         self._job_of: dict[Any, tuple[int, int]] = {}  # object ref -> (worker, token)
+        self._shared = None  # the driver's NodeShared, when some worker shares its node
+        self._local: list[bool] = []  # per worker: attached to the driver's shared memory
 
     # -- the transport ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -127,9 +137,38 @@ class RayBackend(Driver):
         self._remote = ray.remote(num_cpus=0, max_concurrency=2)(Worker)
         self._task_ref = ray.put(self.task)
         self._run_id = uuid.uuid4().hex[:8]
+        if self.shards == 1 and self.share_memory:
+            self._share()
         self.actors = [self._new_actor(w) for w in range(self.W)]
         self.pids = ray.get([a.pid.remote() for a in self.actors], timeout=STARTUP_TIMEOUT)
+        self._local = self._attach(range(self.W))
+        self.aliases_gradients = any(self._local)  # a buffered gradient may sit in a slot
+        if not any(self._local) and self._shared is not None:
+            self._shared.close(unlink=True)
+            self._shared = None
         self._publish()
+
+    def _share(self) -> None:
+        """Shared memory for workers on this node: W + 2 parameter versions, W gradients."""
+        from hybridsgd.backends.ray.actors import NodeShared
+
+        n = self.server.params.numel()
+        self._nonce = uuid.uuid4().bytes
+        self._shared = NodeShared.create(
+            f"hybridsgd-{self._run_id}", self._nonce, self.W + 2, self.W, n
+        )
+        self._readers = [0] * (self.W + 2)  # running jobs that read each ring slot
+        self._ring_now = 0
+        self._shared.ring[0].copy_(self.server.params)
+
+    def _attach(self, workers) -> list[bool]:
+        """Which of these workers' actors share the driver's memory."""
+        if self._shared is None:
+            return [False for _ in workers]
+        n = self.server.params.numel()
+        name = f"hybridsgd-{self._run_id}"
+        calls = [self.actors[w].attach.remote(name, self._nonce, self.W + 2, n, w) for w in workers]
+        return list(self.ray.get(calls, timeout=STARTUP_TIMEOUT))
 
     def _new_actor(self, w: int):
         """Worker ``w``'s actor, named ``hybridsgd-<run>-worker-<w>-<restart>`` (so that
@@ -143,12 +182,31 @@ class RayBackend(Driver):
         server = self.server
         if isinstance(server, ShardedServer):
             self._refs = list(server.refs)
-        else:
+            return
+        if self._shared is not None:  # into a ring slot no running job reads
+            free = next(i for i, n in enumerate(self._readers) if n == 0 and i != self._ring_now)
+            self._shared.ring[free].copy_(server.params)
+            self._ring_now = free
+        if not all(self._local):  # some worker on another node
             self._refs = [self.ray.put(server.params.numpy())]
 
-    def _launch(self, w: int, token: int, slot: int, delay: float) -> None:
-        ref = self.actors[w].compute.remote(token, slot, delay, *self._refs)
+    def _launch(self, w: int, token: int, slot: int, delay: float) -> int | None:
+        if self._local[w]:
+            ring = self._ring_now
+            self._readers[ring] += 1
+            ref = self.actors[w].compute_shared.remote(token, slot, delay, ring)
+        else:
+            ring = None
+            ref = self.actors[w].compute.remote(token, slot, delay, *self._refs)
         self._job_of[ref] = (w, token)
+        return ring
+
+    def _shared_workers(self) -> list[int]:
+        return [w for w, local in enumerate(self._local) if local]
+
+    def _finish(self, ring: int | None) -> None:
+        if ring is not None:
+            self._readers[ring] -= 1
 
     def _loop(self, max_updates: float, max_time: float) -> None:
         ray, rec = self.ray, self.rec
@@ -178,7 +236,10 @@ class RayBackend(Driver):
                     continue
                 if result is None or not self._current(w, token):
                     continue  # cancelled
-                grad = _gradient(result[1], writable=self._writes(w))
+                if result[1] is None:  # in its slot of the shared memory
+                    grad = self._shared.grads[w]
+                else:
+                    grad = _gradient(result[1], writable=self._writes(w))
                 self._arrive(w, now, grad)
                 if len(rec.update_time) >= max_updates:
                     return
@@ -193,6 +254,7 @@ class RayBackend(Driver):
             self.restarts[w] += 1
             self._cancel(w, now)
             self.actors[w] = self._new_actor(w)
+            self._local[w] = self._attach([w])[0] if self._shared is not None else False
             self._start(w, now)
         else:
             self._lose(w, now, f"actor died ({why})")
@@ -209,6 +271,9 @@ class RayBackend(Driver):
                 self.ray.kill(a, no_restart=True)
         if isinstance(self.server, ShardedServer):
             self.server.close()
+        if self._shared is not None:
+            self._shared.close(unlink=True)
+            self._shared = None
         if self._started_ray:
             self.ray.shutdown()
 

@@ -3,6 +3,7 @@ slice of the parameters and the optimizer state for it. Imported only by the Ray
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -35,29 +36,109 @@ class Worker:
         self.classes = int(task.y_train.max()) + 1 if flip_labels else 0
         self.cancelled = 0
         self.lock = threading.Lock()
+        self.shared: NodeShared | None = None
 
     def pid(self) -> int:
         return os.getpid()
+
+    def attach(self, name: str, nonce: bytes, slots: int, numel: int, worker: int) -> bool:
+        """Attach to the driver's shared memory if this actor runs on the driver's node
+        (the segment exists here and carries the run's nonce); False elsewhere."""
+        self.shared = NodeShared.attach(name, nonce, slots, numel, worker)
+        return self.shared is not None
 
     def cancel(self, token: int) -> None:
         self.cancelled = max(self.cancelled, token)
 
     def compute(self, token: int, minibatch: int, delay: float, *shards: np.ndarray):
+        """A gradient on parameters from the object store, returned through it."""
         with self.lock:  # a new job waits for a cancelled one to reach a safe point
             if self.cancelled >= token:
                 return None
-            t0 = time.perf_counter()
             flat = _tensor(shards[0] if len(shards) == 1 else np.concatenate(shards))
-            x, y = self.task.batch(self.sampler.batch(minibatch))
-            if self.classes:  # a label-flipping (Byzantine) worker
-                y = self.classes - 1 - y
-            with self.task.bound_to(flat):
-                grad, loss = self.task.grad(flat, x, y)
-            while (rest := delay - (time.perf_counter() - t0)) > 0:
-                if self.cancelled >= token:
-                    return None
-                time.sleep(min(rest, 0.002))
-            return token, grad.numpy(), loss
+            out = self._gradient(token, minibatch, delay, flat)
+            return None if out is None else (token, out[0].numpy(), out[1])
+
+    def compute_shared(self, token: int, minibatch: int, delay: float, slot: int):
+        """A gradient on ring slot ``slot`` of the driver's shared memory, written into this
+        worker's gradient slot there; only the token and the loss travel through Ray."""
+        with self.lock:
+            if self.cancelled >= token:
+                return None
+            out = self._gradient(token, minibatch, delay, self.shared.ring[slot])
+            if out is None:
+                return None
+            self.shared.grad.copy_(out[0])
+            return token, None, out[1]
+
+    def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
+        t0 = time.perf_counter()
+        x, y = self.task.batch(self.sampler.batch(minibatch))
+        if self.classes:  # a label-flipping (Byzantine) worker
+            y = self.classes - 1 - y
+        with self.task.bound_to(flat):
+            grad, loss = self.task.grad(flat, x, y)
+        while (rest := delay - (time.perf_counter() - t0)) > 0:
+            if self.cancelled >= token:
+                return None
+            time.sleep(min(rest, 0.002))
+        return grad, loss
+
+
+class NodeShared:
+    """The driver's shared memory, seen from its node: a ring of parameter versions and one
+    gradient slot per worker (as on the local backend), after a nonce that tells this run's
+    segment from any other of the same name."""
+
+    HEADER = 64  # bytes: the nonce, then padding to keep the floats aligned
+
+    def __init__(self, shm, slots: int, numel: int, worker: int | None) -> None:
+        self.shm = shm
+        body = np.ndarray(
+            (slots + self.workers_in(shm, slots, numel), numel),
+            dtype=np.float32,
+            buffer=shm.buf,
+            offset=self.HEADER,
+        )
+        self.ring = torch.from_numpy(body[:slots])
+        self.grads = torch.from_numpy(body[slots:])
+        self.grad = self.grads[worker] if worker is not None else None
+
+    @classmethod
+    def workers_in(cls, shm, slots: int, numel: int) -> int:
+        return (shm.size - cls.HEADER) // (4 * numel) - slots
+
+    @classmethod
+    def create(cls, name: str, nonce: bytes, slots: int, workers: int, numel: int):
+        from multiprocessing import shared_memory
+
+        size = cls.HEADER + 4 * numel * (slots + workers)
+        shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        shm.buf[: len(nonce)] = nonce
+        return cls(shm, slots, numel, None)
+
+    @classmethod
+    def attach(cls, name: str, nonce: bytes, slots: int, numel: int, worker: int):
+        from multiprocessing import resource_tracker, shared_memory
+
+        try:
+            shm = shared_memory.SharedMemory(name=name)
+        except (FileNotFoundError, OSError):
+            return None  # another node
+        # the driver owns the segment: this process must not unlink it when it exits
+        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
+        if bytes(shm.buf[: len(nonce)]) != nonce:
+            shm.close()
+            return None
+        return cls(shm, slots, numel, worker)
+
+    def close(self, unlink: bool = False) -> None:
+        self.ring = self.grads = self.grad = None
+        with contextlib.suppress(BufferError):  # a view still alive: the OS frees it at exit
+            self.shm.close()
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.shm.unlink()
 
 
 class Shard:
