@@ -41,10 +41,12 @@ class Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def attach(self, name: str, nonce: bytes, slots: int, numel: int, worker: int) -> bool:
+    def attach(
+        self, name: str, nonce: bytes, slots: int, workers: int, numel: int, worker: int
+    ) -> bool:
         """Attach to the driver's shared memory if this actor runs on the driver's node
         (the segment exists here and carries the run's nonce); False elsewhere."""
-        self.shared = NodeShared.attach(name, nonce, slots, numel, worker)
+        self.shared = NodeShared.attach(name, nonce, slots, workers, numel, worker)
         return self.shared is not None
 
     def cancel(self, token: int) -> None:
@@ -69,6 +71,8 @@ class Worker:
             if out is None:
                 return None
             self.shared.grad.copy_(out[0])
+            self.shared.done[1] = out[1]
+            self.shared.done[0] = token  # last: the driver reads the token first
             return token, None, out[1]
 
     def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
@@ -86,39 +90,44 @@ class Worker:
 
 
 class NodeShared:
-    """The driver's shared memory, seen from its node: a ring of parameter versions and one
-    gradient slot per worker (as on the local backend), after a nonce that tells this run's
-    segment from any other of the same name."""
+    """The driver's shared memory, seen from its node: a nonce that tells this run's segment
+    from any other of the same name, each worker's last result (token, loss), a ring of
+    parameter versions and one gradient slot per worker (as on the local backend)."""
 
-    HEADER = 64  # bytes: the nonce, then padding to keep the floats aligned
+    HEADER = 64  # bytes for the nonce
 
-    def __init__(self, shm, slots: int, numel: int, worker: int | None) -> None:
+    def __init__(self, shm, slots: int, workers: int, numel: int, worker: int | None) -> None:
         self.shm = shm
+        self.results = np.ndarray((workers, 2), dtype=np.float64, buffer=shm.buf, offset=64)
         body = np.ndarray(
-            (slots + self.workers_in(shm, slots, numel), numel),
+            (slots + workers, numel),
             dtype=np.float32,
             buffer=shm.buf,
-            offset=self.HEADER,
+            offset=self.HEADER + self.results.nbytes,
         )
         self.ring = torch.from_numpy(body[:slots])
         self.grads = torch.from_numpy(body[slots:])
         self.grad = self.grads[worker] if worker is not None else None
+        self.done = self.results[worker] if worker is not None else None
 
     @classmethod
-    def workers_in(cls, shm, slots: int, numel: int) -> int:
-        return (shm.size - cls.HEADER) // (4 * numel) - slots
+    def size(cls, slots: int, workers: int, numel: int) -> int:
+        return cls.HEADER + 16 * workers + 4 * numel * (slots + workers)
 
     @classmethod
     def create(cls, name: str, nonce: bytes, slots: int, workers: int, numel: int):
         from multiprocessing import shared_memory
 
-        size = cls.HEADER + 4 * numel * (slots + workers)
-        shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        shm = shared_memory.SharedMemory(
+            name=name, create=True, size=cls.size(slots, workers, numel)
+        )
         shm.buf[: len(nonce)] = nonce
-        return cls(shm, slots, numel, None)
+        out = cls(shm, slots, workers, numel, None)
+        out.results[:, 0] = -1.0  # no result yet
+        return out
 
     @classmethod
-    def attach(cls, name: str, nonce: bytes, slots: int, numel: int, worker: int):
+    def attach(cls, name: str, nonce: bytes, slots: int, workers: int, numel: int, worker: int):
         from multiprocessing import resource_tracker, shared_memory
 
         try:
@@ -127,13 +136,13 @@ class NodeShared:
             return None  # another node
         # the driver owns the segment: this process must not unlink it when it exits
         resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
-        if bytes(shm.buf[: len(nonce)]) != nonce:
+        if bytes(shm.buf[: len(nonce)]) != nonce or shm.size < cls.size(slots, workers, numel):
             shm.close()
             return None
-        return cls(shm, slots, numel, worker)
+        return cls(shm, slots, workers, numel, worker)
 
     def close(self, unlink: bool = False) -> None:
-        self.ring = self.grads = self.grad = None
+        self.ring = self.grads = self.grad = self.results = self.done = None
         with contextlib.suppress(BufferError):  # a view still alive: the OS frees it at exit
             self.shm.close()
         if unlink:
