@@ -134,7 +134,8 @@ def gated(
     s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
     bound_i = int(bound)
     iters = max(2000, 40 * (bound_i + 1))
-    reps = max(4, math.ceil(gradients / (iters * W)))
+    fewest = 4 if iters * W <= 2_000_000 else 2  # a large s needs long replicas: fewer
+    reps = max(fewest, math.ceil(gradients / (iters * W)))
     rng = np.random.default_rng(seed)
     S, P = gated_pushes(delays(compute, comm, (iters, reps, W), s, rng), bound_i, sample, rng)
     first = int(WARM * iters)
