@@ -139,3 +139,20 @@ def test_reduction_steps_without_staleness_are_gradient_descent():
         n = steps_to_reduce(eta_h, lambda t: np.array([1.0]), math.sqrt(1000), 10**5)
         assert n == math.ceil(math.log(math.sqrt(1000)) / -math.log(abs(1 - eta_h)))
     assert steps_to_reduce(2.5, lambda t: np.array([1.0]), 10.0, 1000) is None
+
+
+def test_the_recursion_meets_the_closed_forms_at_both_ends():
+    """s = 0 is lockstep (E[max of W] per round of W updates); a bound that never binds is
+    async (renewal: E[X] / W per update, staleness W - 1)."""
+    from hybridsgd.analysis import predict
+    from hybridsgd.analysis.dynamics import gated
+
+    model = h.parse_model("lognormal:mu=0,sigma=0.5")
+    W = 16
+    lockstep = gated(model, Constant(0.0), W, 0, gradients=1_000_000)
+    exact = predict("ssp", W, model, staleness_bound=0).mean_update_time
+    assert lockstep.mean_update_time == pytest.approx(exact, rel=0.01)
+    free = predict("ssp", W, model, staleness_bound=200)
+    renewal = predict("async", W, model)
+    assert free.mean_update_time == pytest.approx(renewal.mean_update_time, rel=0.01)
+    assert free.mean_staleness == pytest.approx(W - 1, rel=0.01)
