@@ -417,8 +417,6 @@ def _hybrid_inputs(p, args: argparse.Namespace):
         raise ConfigError(
             "policy.reading", "predictions cover the quorum reading only; simulate the partition"
         )
-    if args.updates < 1:
-        raise ConfigError("--updates", f"must be >= 1 (got {args.updates})")
     gpe = 1.0
     if p.progress == "epochs":
         if not args.train_samples or args.train_samples < 1:

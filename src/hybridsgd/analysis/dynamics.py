@@ -111,9 +111,11 @@ class Estimate:
 def delays(
     compute: TimingModel, comm: TimingModel, shape: tuple[int, ...], speeds, rng
 ) -> np.ndarray:
-    """Draws of compute * speed + pull + push, shape ``(..., W)`` (the last axis: workers),
-    as :class:`~hybridsgd.timing.Cluster` makes them."""
-    X = compute.sample(rng, math.prod(shape)).reshape(shape) * speeds
+    """Draws of compute * speed + pull + push, shape ``(..., W)`` (the last axis: workers;
+    ``speeds`` None: all 1), as :class:`~hybridsgd.timing.Cluster` makes them."""
+    X = compute.sample(rng, math.prod(shape)).reshape(shape)
+    if speeds is not None:
+        X *= np.asarray(speeds, dtype=float)
     if comm.is_constant:
         return X + 2.0 * comm.mean()
     return X + comm.sample(rng, 2 * X.size).reshape(2, *shape).sum(axis=0)
@@ -131,13 +133,12 @@ def gated(
 ) -> Estimate:
     """Monte Carlo of :func:`gated_pushes` with about ``gradients`` draws in all."""
     W = workers
-    s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
     bound_i = int(bound)
     iters = max(2000, 40 * (bound_i + 1))
     fewest = 4 if iters * W <= 2_000_000 else 2  # a large s needs long replicas: fewer
     reps = max(fewest, math.ceil(gradients / (iters * W)))
     rng = np.random.default_rng(seed)
-    S, P = gated_pushes(delays(compute, comm, (iters, reps, W), s, rng), bound_i, sample, rng)
+    S, P = gated_pushes(delays(compute, comm, (iters, reps, W), speeds, rng), bound_i, sample, rng)
     first = int(WARM * iters)
     per_rep = (P[-1].mean(axis=1) - P[first - 1].mean(axis=1)) / ((iters - first) * W)
     counts = []
@@ -206,13 +207,12 @@ def k_async(
 ) -> Estimate:
     """Monte Carlo of :func:`k_async_updates`: 8 replicas of at most ``updates / 8``."""
     W = workers
-    s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
     rng = np.random.default_rng(seed)
     reps = 8
     m = max(50, math.ceil(updates / reps * k / W))  # arrivals per worker: <= updates / reps
     times, counts, per_update = [], [], []
     for _ in range(reps):
-        arr = np.cumsum(delays(compute, comm, (m, W), s, rng), axis=0).T
+        arr = np.cumsum(delays(compute, comm, (m, W), speeds, rng), axis=0).T
         U = k_async_updates(arr, k)
         if len(U) < 20:
             raise ValueError("too few updates: raise gradients")
@@ -246,7 +246,6 @@ def k_async_transient(
     per update, the staleness distribution of what it applies ``(n, max + 1)``, each of its
     n_u gradients weighing 1 / n_u (the mean aggregator). ``hybrid``'s asynchronous phase."""
     W, n = workers, len(ks)
-    s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
     rng = np.random.default_rng(seed)
     m = math.ceil(3 * sum(ks) / W) + 20
     times = np.zeros(n)
@@ -254,7 +253,7 @@ def k_async_transient(
     width = 1
     for _ in range(reps):
         while True:
-            arr = np.cumsum(delays(compute, comm, (m, W), s, rng), axis=0).T
+            arr = np.cumsum(delays(compute, comm, (m, W), speeds, rng), axis=0).T
             U = k_async_updates(arr, ks)
             if len(U) == n:
                 break

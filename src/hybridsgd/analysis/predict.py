@@ -21,6 +21,7 @@ from hybridsgd.analysis.stability import (
     rightmost_root,
 )
 from hybridsgd.errors import ConfigError
+from hybridsgd.policies.hybrid import PROGRESS, quorum, synchrony
 from hybridsgd.timing.models import Constant, Exponential, TimingModel
 
 SYNC_FAMILY = ("sync", "backup", "k_sync", "k_batch_sync")
@@ -164,10 +165,10 @@ def predict(
         )
     elif policy in ASYNC_FAMILY:
         rate = float(np.sum(1.0 / cycles))  # arrivals per unit time, renewal theorem
+        steady = [*assumptions, "steady state: the start-up transient is dropped"]  # Monte Carlo
         assumptions.append(
             "steady state (renewal); staleness distribution by Poisson approximation"
         )
-        steady = assumptions[:-1] + ["steady state: the start-up transient is dropped"]
         if policy in ("k_batch_async", "k_async") and (k is None or not 1 <= k <= W):
             raise ConfigError("policy", f"{policy} needs k in [1, {W}]")
         if policy == "k_batch_async" or (policy == "k_async" and k == 1):
@@ -390,8 +391,8 @@ def hybrid_regimes(
     the plan, runs of ``(regime, updates)`` in order, following ``threshold(progress)``
     update by update as :class:`~hybridsgd.policies.HybridPolicy` does, with progress
     advanced by each regime's predicted time per update and gradients per update."""
-    if progress not in ("updates", "time", "epochs"):
-        raise ConfigError("policy.progress", "must be one of updates, time, epochs")
+    if progress not in PROGRESS:
+        raise ConfigError("policy.progress", f"must be one of {', '.join(PROGRESS)}")
     if updates < 1:
         raise ConfigError("--updates", f"must be >= 1 (got {updates})")
     regimes: dict[str, Prediction] = {}
@@ -421,8 +422,8 @@ def regime(
 ) -> tuple[str, Prediction]:
     """The regime :class:`~hybridsgd.policies.HybridPolicy` uses at ``level`` (clipped to
     [0, 1]; NaN is 0) and its prediction, kept in ``cache``."""
-    level = 0.0 if math.isnan(level) else min(1.0, max(0.0, float(level)))
-    K = W if level >= 1.0 else 1 + math.floor(level * (W - 1))
+    level = synchrony(level)
+    K = quorum(level, W)
     key = "sync" if level >= 1.0 else ("async" if K == 1 else f"k_async:k={K}")
     if key not in cache:
         cache[key] = predict(

@@ -28,6 +28,33 @@ from hybridsgd.tasks.data import WorkerSampler
 from hybridsgd.timing.cluster import Cluster
 
 
+class ParameterRing:
+    """Parameter versions in memory the workers share: ``slots`` rows (W + 2 suffice for W
+    workers), each rewritten only when no running job reads it, so a worker computes on
+    exactly the version it was given while the server moves on. One copy per update."""
+
+    def __init__(self, slots: torch.Tensor, params: torch.Tensor) -> None:
+        self.slots = slots
+        self.readers = [0] * len(slots)  # running jobs that read each slot
+        self.now = 0  # the slot holding the server's version
+        slots[0].copy_(params)
+
+    def publish(self, params: torch.Tensor) -> None:
+        """The server's new version, into a slot no running job reads."""
+        free = next(i for i, n in enumerate(self.readers) if n == 0 and i != self.now)
+        self.slots[free].copy_(params)
+        self.now = free
+
+    def take(self) -> int:
+        """The current version's slot, for a job that starts reading it."""
+        self.readers[self.now] += 1
+        return self.now
+
+    def release(self, slot: int) -> None:
+        """A job that read ``slot`` is over."""
+        self.readers[slot] -= 1
+
+
 @dataclass
 class RealResult:
     """What a run on real workers did; times are seconds since every worker was ready."""

@@ -31,6 +31,17 @@ from hybridsgd.policies.thresholds import Threshold
 PROGRESS = ("updates", "time", "epochs")
 
 
+def synchrony(value: float) -> float:
+    """A threshold's value as a degree of synchrony: clipped to [0, 1], NaN read as 0."""
+    return 0.0 if math.isnan(value) else min(1.0, max(0.0, float(value)))
+
+
+def quorum(level: float, workers: int) -> int:
+    """Gradients per update at a degree of synchrony: K = 1 + floor(level (W - 1)) from
+    distinct workers while ``level < 1`` (asynchronous), all W at 1 (synchronous)."""
+    return workers if level >= 1.0 else 1 + math.floor(level * (workers - 1))
+
+
 class _Scheduled:
     """Progress and level, shared by both readings: ``threshold(progress)`` clipped to
     [0, 1], progress counted in updates, backend time or epochs of applied gradients."""
@@ -53,8 +64,7 @@ class _Scheduled:
             "time": self.now,
             "epochs": self.applied / self.gradients_per_epoch,
         }[self.progress]
-        level = float(self.threshold(p))
-        self._level = 0.0 if math.isnan(level) else min(1.0, max(0.0, level))
+        self._level = synchrony(self.threshold(p))
         return self._level
 
     def level(self) -> float:
@@ -83,10 +93,8 @@ class HybridPolicy(_Scheduled, QuorumPolicy):
 
     def _enter(self) -> None:
         level = self._level_now()
-        if level >= 1.0:  # synchronous: fresh gradients of all W workers, pushers wait
-            self._set_regime(self.workers, SYNCHRONOUS)
-        else:
-            self._set_regime(1 + math.floor(level * (self.workers - 1)), ASYNCHRONOUS)
+        regime = SYNCHRONOUS if level >= 1.0 else ASYNCHRONOUS  # sync: pushers wait
+        self._set_regime(quorum(level, self.workers), regime)
 
     def _fire(self, staleness: int) -> Decision:
         n = len(self._buffer)

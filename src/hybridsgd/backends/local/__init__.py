@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as tmp
 
-from hybridsgd.backends.driver import Driver, RealResult
+from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
 from hybridsgd.backends.local.worker import worker_main
 from hybridsgd.errors import ConfigError, WorkerLost
 
@@ -72,10 +72,7 @@ class LocalBackend(Driver):
     # -- the transport ---------------------------------------------------------------------
     def _open(self) -> None:
         n = self.server.params.numel()
-        self._ring = torch.zeros(self.W + 2, n).share_memory_()
-        self._readers = [0] * (self.W + 2)  # running jobs that read each ring slot
-        self._ring_now = 0  # the ring slot holding the server's version
-        self._ring[0].copy_(self.server.params)
+        self._ring = ParameterRing(torch.zeros(self.W + 2, n).share_memory_(), self.server.params)
         self._grads = torch.zeros(self.W, n).share_memory_()
         self.procs, self.conns = [], []
         self._spawn()
@@ -91,7 +88,7 @@ class LocalBackend(Driver):
             forkserver.ensure_running()
         for w in range(self.W):
             parent, child = ctx.Pipe(duplex=True)
-            args = (child, self.task, self.samplers[w], self._ring, self._grads[w])
+            args = (child, self.task, self.samplers[w], self._ring.slots, self._grads[w])
             p = ctx.Process(
                 target=worker_main,
                 args=(*args, self.threads, self.faults.flips_labels(w)),
@@ -168,20 +165,16 @@ class LocalBackend(Driver):
             self._overdue(now, lambda w: self.procs[w].kill())
 
     def _launch(self, w: int, token: int, slot: int, delay: float) -> int:
-        ring = self._ring_now
-        self._readers[ring] += 1
+        ring = self._ring.take()
         with contextlib.suppress(OSError):  # it died: its sentinel says so next
             self.conns[w].send((token, slot, delay, ring))
         return ring
 
     def _finish(self, ring: int) -> None:
-        self._readers[ring] -= 1
+        self._ring.release(ring)
 
     def _publish(self) -> None:
-        """Copy the server's new version into a ring slot no running job reads."""
-        free = next(i for i, n in enumerate(self._readers) if n == 0 and i != self._ring_now)
-        self._ring[free].copy_(self.server.params)
-        self._ring_now = free
+        self._ring.publish(self.server.params)
 
     def _close(self) -> None:
         for c in self.conns:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridsgd.backends.driver import Driver, RealResult
+from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
 from hybridsgd.errors import ConfigError
 
 #: seconds actors may take to start before the run gives up
@@ -155,21 +155,17 @@ class RayBackend(Driver):
 
         n = self.server.params.numel()
         self._nonce = uuid.uuid4().bytes
-        self._shared = NodeShared.create(
-            f"hybridsgd-{self._run_id}", self._nonce, self.W + 2, self.W, n
-        )
-        self._readers = [0] * (self.W + 2)  # running jobs that read each ring slot
-        self._ring_now = 0
-        self._shared.ring[0].copy_(self.server.params)
+        self._shm_name = f"hybridsgd-{self._run_id}"
+        self._shared = NodeShared.create(self._shm_name, self._nonce, self.W + 2, self.W, n)
+        self._ring = ParameterRing(self._shared.ring, self.server.params)
 
     def _attach(self, workers) -> list[bool]:
         """Which of these workers' actors share the driver's memory."""
         if self._shared is None:
             return [False for _ in workers]
         n = self.server.params.numel()
-        name = f"hybridsgd-{self._run_id}"
         calls = [
-            self.actors[w].attach.remote(name, self._nonce, self.W + 2, self.W, n, w)
+            self.actors[w].attach.remote(self._shm_name, self._nonce, self.W + 2, self.W, n, w)
             for w in workers
         ]
         return list(self.ray.get(calls, timeout=STARTUP_TIMEOUT))
@@ -187,17 +183,14 @@ class RayBackend(Driver):
         if isinstance(server, ShardedServer):
             self._refs = list(server.refs)
             return
-        if self._shared is not None:  # into a ring slot no running job reads
-            free = next(i for i, n in enumerate(self._readers) if n == 0 and i != self._ring_now)
-            self._shared.ring[free].copy_(server.params)
-            self._ring_now = free
+        if self._shared is not None:
+            self._ring.publish(server.params)
         if not all(self._local):  # some worker on another node
             self._refs = [self.ray.put(server.params.numpy())]
 
     def _launch(self, w: int, token: int, slot: int, delay: float) -> int | None:
         if self._local[w]:
-            ring = self._ring_now
-            self._readers[ring] += 1
+            ring = self._ring.take()
             ref = self.actors[w].compute_shared.remote(token, slot, delay, ring)
         else:
             ring = None
@@ -210,7 +203,7 @@ class RayBackend(Driver):
 
     def _finish(self, ring: int | None) -> None:
         if ring is not None:
-            self._readers[ring] -= 1
+            self._ring.release(ring)
 
     def _loop(self, max_updates: float, max_time: float) -> None:
         ray, rec = self.ray, self.rec
