@@ -11,6 +11,7 @@ any gradient, apply it alone, hand that worker the new weights. Models: `mlp-mni
 batch 32 per worker, one torch thread per actor. Updates per second after start-up.
 
     RAY_AUTH_MODE=disabled python benchmarks/ray_vs_ps.py [--quick] [--workers 2 4]
+        [--models mlp-mnist mlp-1M] [--policies sync async]
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    ap.add_argument("--policies", nargs="+", choices=["sync", "async"], default=["sync", "async"])
     args = ap.parse_args()
     import ray
 
@@ -143,9 +146,10 @@ def main() -> None:
     for col in ("model", "W", "policy", "Ray PS example", "hybridsgd ray", "ratio"):
         table.add_column(col, justify="right")
     with console.status("measuring") as status:
-        for model, hidden in MODELS.items():
+        for model in args.models:
+            hidden = MODELS[model]
             for W in args.workers:
-                for policy in ("sync", "async"):
+                for policy in args.policies:
                     n = 100 if args.quick else 400
                     n = n if policy == "sync" else n * W
                     status.update(f"{model} W={W} {policy}")

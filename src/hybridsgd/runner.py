@@ -303,6 +303,10 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
         **options,
     )
     result = backend.run(cfg.run.updates, cfg.run.time)
+    if not result.snapshots:  # stopped while the workers started: there is no run to report
+        if result.interrupted:
+            raise KeyboardInterrupt
+        raise WorkerLost(result.error or "the workers did not start")
     evals = Evals()
     for i, (version, t, params) in enumerate(result.snapshots):
         loss, acc = task.evaluate(params)

@@ -66,6 +66,47 @@ def test_sync_on_ray_equals_the_simulator_by_every_transport():
         assert torch.allclose(actors.params, sim.params, atol=1e-5), sets
 
 
+def test_a_run_mixing_sockets_and_the_object_store_equals_the_simulator(monkeypatch):
+    """Workers 1 and 3 are treated as if on another node (one actor call per job through the
+    object store) while 0 and 2 run job loops on sockets: the driver waits on both kinds.
+    backup (b = 1) cancels a straggler every round, through either kind of worker."""
+    from hybridsgd.backends.ray import RayBackend
+
+    attach = RayBackend._attach
+
+    def half(self, workers):
+        return [ok and w % 2 == 0 for w, ok in zip(workers, attach(self, workers), strict=True)]
+
+    monkeypatch.setattr(RayBackend, "_attach", half)
+    for name, extra in (("sync", {}), ("backup", {"backups": 1})):
+        cfg = config(name, workers=4, updates=25, **extra).replace(
+            "timing.compute=constant:value=1", "timing.speed=[1, 1.5, 2, 4]", "run.time_unit=0.01"
+        )
+        sim = run(cfg.replace("run.backend=sim"))
+        mixed = run(cfg)
+        assert mixed.summary["shared_memory_workers"] == [0, 2]
+        assert_consistent(mixed.trace)
+        assert torch.allclose(mixed.params, sim.params, atol=1e-5), name
+
+
+def test_a_worker_that_cannot_call_in_fails_the_run_at_once(monkeypatch):
+    """If a worker on the driver's node cannot reach the driver's socket (here the address
+    it is given does not exist), its job loop raises and the run stops with one line,
+    without waiting out the start-up timeout."""
+    from hybridsgd.backends.ray import Dock
+    from hybridsgd.errors import WorkerLost
+
+    init = Dock.__init__
+
+    def elsewhere(self, nonce):
+        init(self, nonce)
+        self.address += "-missing"
+
+    monkeypatch.setattr(Dock, "__init__", elsewhere)
+    with pytest.raises(WorkerLost, match=r"could not call in: .*(FileNotFound|ConnectionRefused)"):
+        run(config("sync", workers=2, updates=5))
+
+
 def test_buffered_gradients_survive_their_slot_being_reused():
     """k_batch_async with K = 2 where worker 1 is 1000x slower than worker 0: every update
     is two gradients of worker 0, the first waiting in the buffer while the next job

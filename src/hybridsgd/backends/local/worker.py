@@ -48,9 +48,22 @@ def worker_main(
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         conn.send(("ready", os.getpid()))
-        classes = int(task.y_train.max()) + 1 if flip_labels else 0
+    serve(conn, task, sampler, ring, grad, int(task.y_train.max()) + 1 if flip_labels else 0)
+
+
+def serve(
+    conn: Connection,
+    task: Task,
+    sampler: WorkerSampler,
+    ring: torch.Tensor,
+    grad: torch.Tensor,
+    classes: int = 0,
+) -> None:
+    """Run the jobs that arrive on ``conn`` until ``None`` or the driver is gone (also the
+    job loop of a Ray worker actor on the driver's node). ``classes > 0`` flips labels."""
+    try:
         msg = conn.recv()
         while msg is not None:
             msg = _job(conn, task, sampler, ring, grad, classes, *msg)

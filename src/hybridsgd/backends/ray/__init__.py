@@ -10,18 +10,20 @@ sends each shard its slice of the aggregated gradient, and workers receive the S
 the shards' ``apply`` calls return, so the steps run in parallel and a worker starts as soon
 as they are done.
 
-Workers on the driver's own node skip the object store: they attach to the driver's shared
-memory (a ring of W + 2 parameter versions and a gradient slot per worker, as on the local
-backend), and their actor calls carry four numbers in and a token and a loss out. Workers on
-other nodes use the object store as above; a run may mix both. With ``run.ps_shards > 1``
-every worker uses the object store (the shards' results live there).
+Workers on the driver's own node skip Ray once they have started: they attach to the
+driver's shared memory (a ring of W + 2 parameter versions and a gradient slot per worker)
+and run the local backend's job loop in one long actor call, on a Unix socket to the driver
+(a job is four numbers in, a token and a loss out). Ray places, starts, restarts and kills
+them. Workers on other nodes get one actor call per job and use the object store as above;
+the driver waits on those calls with ``ray.wait``, and a run may mix both. With
+``run.ps_shards > 1`` every worker uses the object store (the shards' results live there).
 
-A job is one actor call; the driver waits on all of them with ``ray.wait`` and a timeout.
-Cancellation is a version check: the driver ignores a cancelled job's result and tells the
-worker, which stops at its next safe point. A worker actor that dies (its call raises) is
-restarted up to ``run.max_worker_restarts`` times, then lost: the policy decides, as on the
-local backend. Ctrl-C or the end of the run kill every actor; a Ray instance the run
-started is shut down, a cluster it joined is left (the driver detaches).
+Cancellation: the driver ignores a cancelled job's result and tells the worker, which stops
+at its next safe point (on the socket, the next job's message cancels the one in progress).
+A worker actor that dies (its call raises, or its socket closes) is restarted up to
+``run.max_worker_restarts`` times, then lost: the policy decides, as on the local backend.
+Every wait has a timeout. Ctrl-C or the end of the run kill every actor; a Ray instance the
+run started is shut down, a cluster it joined is left (the driver detaches).
 
 Ray is an optional dependency: ``pip install 'hybridsgd[ray]'``.
 """
@@ -29,18 +31,26 @@ Ray is an optional dependency: ``pip install 'hybridsgd[ray]'``.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import time
 import uuid
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import numpy as np
 import torch
 
 from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import ConfigError, WorkerLost
 
 #: seconds actors may take to start before the run gives up
 STARTUP_TIMEOUT = 120.0
-POSTED = (None, None, None)  # a result read from shared memory: the gradient is in its slot
+#: seconds a run with workers on both kinds of transport waits on its sockets between
+#: looks at Ray's calls
+MIXED_POLL = 0.001
 
 
 def import_ray():
@@ -92,6 +102,42 @@ class ShardedServer:
             self.ray.kill(a)
 
 
+class Dock:
+    """A Unix socket in a private directory where the driver's node's worker actors call in
+    for jobs; each says which worker it is and the run's nonce first."""
+
+    def __init__(self, nonce: bytes) -> None:
+        self.nonce = nonce
+        self.dir = tempfile.mkdtemp(prefix="hybridsgd-")
+        self.address = os.path.join(self.dir, "jobs")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.address)
+        self.sock.listen(64)
+
+    def accept(self, timeout: float) -> tuple[int, Connection] | None:
+        """The next worker that calls in within ``timeout`` seconds, and its connection."""
+        self.sock.settimeout(max(1e-3, timeout))
+        try:
+            s, _ = self.sock.accept()
+        except TimeoutError:
+            return None
+        s.settimeout(None)
+        conn = Connection(s.detach())
+        try:
+            if conn.poll(max(1e-3, timeout)):
+                w, nonce = conn.recv()
+                if nonce == self.nonce:
+                    return w, conn
+        except (EOFError, OSError, ValueError, TypeError):
+            pass
+        conn.close()  # not one of this run's workers
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class RayBackend(Driver):
     """One run on Ray worker actors (see the module doc). Use :meth:`run` once."""
 
@@ -117,7 +163,10 @@ class RayBackend(Driver):
         self.actors: list[Any] = []
         self._job_of: dict[Any, tuple[int, int]] = {}  # object ref -> (worker, token)
         self._shared = None  # the driver's NodeShared, when some worker shares its node
+        self._dock: Dock | None = None  # where those workers call in
         self._local: list[bool] = []  # per worker: attached to the driver's shared memory
+        self._conns: dict[int, Connection] = {}  # worker on this node -> its job socket
+        self._serving: dict[int, Any] = {}  # worker on this node -> its serve call
 
     # -- the transport ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -147,6 +196,9 @@ class RayBackend(Driver):
         if not any(self._local) and self._shared is not None:
             self._shared.close(unlink=True)
             self._shared = None
+            self._dock.close()
+            self._dock = None
+        self._serve([w for w in range(self.W) if self._local[w]])
         self._publish()
 
     def _share(self) -> None:
@@ -158,6 +210,7 @@ class RayBackend(Driver):
         self._shm_name = f"hybridsgd-{self._run_id}"
         self._shared = NodeShared.create(self._shm_name, self._nonce, self.W + 2, self.W, n)
         self._ring = ParameterRing(self._shared.ring, self.server.params)
+        self._dock = Dock(self._nonce)
 
     def _attach(self, workers) -> list[bool]:
         """Which of these workers' actors share the driver's memory."""
@@ -169,6 +222,31 @@ class RayBackend(Driver):
             for w in workers
         ]
         return list(self.ray.get(calls, timeout=STARTUP_TIMEOUT))
+
+    def _serve(self, workers: list[int]) -> None:
+        """Start the job loops of these workers (on this node) and take their sockets."""
+        for w in workers:
+            self._serving[w] = self.actors[w].serve.remote(self._dock.address, w, self._nonce)
+        waiting = set(workers)
+        deadline = time.perf_counter() + STARTUP_TIMEOUT
+        while waiting:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise WorkerLost(
+                    f"workers {sorted(waiting)} did not call in within {STARTUP_TIMEOUT:g} s"
+                )
+            got = self._dock.accept(min(left, 0.5))
+            if got is not None and got[0] in waiting:
+                waiting.discard(got[0])
+                self._conns[got[0]] = got[1]
+            elif got is not None:
+                got[1].close()
+            if not waiting:
+                break
+            ended = self.ray.wait([self._serving[w] for w in waiting], timeout=0)[0]
+            for w in waiting:
+                if self._serving[w] in ended:  # its job loop could not reach this socket
+                    raise WorkerLost(f"worker {w} could not call in: {self._why_closed(w)}")
 
     def _new_actor(self, w: int):
         """Worker ``w``'s actor, named ``hybridsgd-<run>-worker-<w>-<restart>`` (so that
@@ -189,14 +267,14 @@ class RayBackend(Driver):
             self._refs = [self.ray.put(server.params.numpy())]
 
     def _launch(self, w: int, token: int, slot: int, delay: float) -> int | None:
-        if self._local[w]:
+        if self._local[w]:  # a new job cancels the one in progress, if any
             ring = self._ring.take()
-            ref = self.actors[w].compute_shared.remote(token, slot, delay, ring)
-        else:
-            ring = None
-            ref = self.actors[w].compute.remote(token, slot, delay, *self._refs)
+            with contextlib.suppress(OSError):  # it died: its socket says so next
+                self._conns[w].send((token, slot, delay, ring))
+            return ring
+        ref = self.actors[w].compute.remote(token, slot, delay, *self._refs)
         self._job_of[ref] = (w, token)
-        return ring
+        return None
 
     def _shared_workers(self) -> list[int]:
         return [w for w, local in enumerate(self._local) if local]
@@ -206,76 +284,114 @@ class RayBackend(Driver):
             self._ring.release(ring)
 
     def _loop(self, max_updates: float, max_time: float) -> None:
-        ray, rec = self.ray, self.rec
-        from ray.exceptions import RayActorError, RayTaskError
-
+        rec = self.rec
         while len(rec.update_time) < max_updates:
             now = self._now()
             if now >= max_time:
                 break
             budget = self._wait_budget(now, max_time)
+            conns = {c: w for w, c in self._conns.items() if w not in self._gone}
             refs = list(self._job_of)
-            ready, rest = ray.wait(refs, num_returns=1, timeout=budget)
-            if ready and rest:  # take every result that is in, in one call
-                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+            if refs and conns:  # both kinds: look at Ray's calls, wait briefly on sockets
+                ready = self.ray.wait(refs, num_returns=len(refs), timeout=0)[0]
+                answered = wait(list(conns), 0.0 if ready else min(budget, MIXED_POLL))
+            elif refs:
+                ready = self._ready(refs, budget)
+                answered = []
+            else:
+                ready, answered = [], wait(list(conns), budget)
             now = self._now()
-            # a result posted in shared memory needs no ray.get (under load, a ray.get of
-            # a finished call still waited ~4 ms for Ray's own threads)
-            fetch = [ref for ref in ready if not self._posted(*self._job_of[ref])]
-            try:
-                values = ray.get(fetch, timeout=self.worker_timeout) if fetch else []
-                got = dict(zip(fetch, values, strict=True))
-            except (RayActorError, RayTaskError):
-                got = {}  # one of them died: fetch them one by one
-            for ref in ready:
-                w, token = self._job_of.pop(ref)
-                if self._posted(w, token):
-                    result = POSTED
-                else:
-                    try:
-                        result = (
-                            got[ref] if ref in got else ray.get(ref, timeout=self.worker_timeout)
-                        )
-                    except (RayActorError, RayTaskError) as exc:
-                        if self._current(w, token):
-                            self._died(w, now, type(exc).__name__)
-                        continue
-                if result is None or not self._current(w, token):
-                    continue  # cancelled
-                if result[1] is None:  # in its slot of the shared memory
-                    grad = self._shared.grads[w]
-                else:
-                    grad = _gradient(result[1], writable=self._writes(w))
-                self._arrive(w, now, grad)
+            for c in answered:
+                w = conns[c]
+                try:
+                    token, _loss = c.recv()
+                except (EOFError, OSError):
+                    self._died(w, now, self._why_closed(w))
+                    continue
+                if self._current(w, token):
+                    self._arrive(w, now, self._shared.grads[w])
                 if len(rec.update_time) >= max_updates:
                     return
-            self._overdue(now, lambda w: ray.kill(self.actors[w], no_restart=True))
+            if ready and self._results(ready, now, max_updates):
+                return
+            self._overdue(now, lambda w: self.ray.kill(self.actors[w], no_restart=True))
 
-    def _posted(self, w: int, token: int) -> bool:
-        """Whether worker ``w`` posted job ``token``'s result in shared memory."""
-        return self._local[w] and self._shared.results[w, 0] == token
+    def _why_closed(self, w: int) -> str:
+        """Why worker ``w``'s socket closed: what its serve call raised, if Ray knows it
+        within a moment."""
+        ref = self._serving.pop(w)
+        if not self.ray.wait([ref], timeout=0.2)[0]:
+            return "its socket closed"
+        try:
+            self.ray.get(ref, timeout=1.0)
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            return type(exc).__name__
+        return "its job loop returned"
+
+    def _ready(self, refs: list, timeout: float) -> list:
+        """Ray calls that have finished: the first within ``timeout``, and every other that
+        is in by then."""
+        ready, rest = self.ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:  # take every result that is in, in one call
+            ready += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        return ready
+
+    def _results(self, ready: list, now: float, max_updates: float) -> bool:
+        """Take the results of finished calls; True once the run has its updates."""
+        ray = self.ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            got = dict(zip(ready, ray.get(ready, timeout=self.worker_timeout), strict=True))
+        except (RayActorError, RayTaskError):
+            got = {}  # one of them died: fetch them one by one
+        for ref in ready:
+            w, token = self._job_of.pop(ref)
+            try:
+                result = got[ref] if ref in got else ray.get(ref, timeout=self.worker_timeout)
+            except (RayActorError, RayTaskError) as exc:
+                if self._current(w, token):
+                    self._died(w, now, type(exc).__name__)
+                continue
+            if result is None or not self._current(w, token):
+                continue  # cancelled
+            self._arrive(w, now, _gradient(result[1], writable=self._writes(w)))
+            if len(self.rec.update_time) >= max_updates:
+                return True
+        return False
 
     def _writes(self, w: int) -> bool:
         """Whether the server may change this worker's gradient in place."""
         return self.faults.touches([w]) or self.coord.check.max_norm is not None
 
     def _died(self, w: int, now: float, why: str) -> None:
+        with contextlib.suppress(KeyError):
+            self._conns.pop(w).close()
         if self.restarts[w] < self.max_restarts:
             self.restarts[w] += 1
             self._cancel(w, now)
+            with contextlib.suppress(Exception):  # a socket closed: make sure it is gone
+                self.ray.kill(self.actors[w], no_restart=True)
             self.actors[w] = self._new_actor(w)
-            self._local[w] = self._attach([w])[0] if self._shared is not None else False
+            self._local[w] = self._attach([w])[0]
+            if self._local[w]:
+                self._serve([w])
             self._start(w, now)
         else:
             self._lose(w, now, f"actor died ({why})")
 
     def _follow(self, d, now: float) -> None:
         for c in d.cancel:  # tell the worker, so it stops at its next safe point
-            if c in self._busy:
+            if c in self._busy and not self._local[c]:  # (on a socket: the next job does)
                 self.actors[c].cancel.remote(self._busy[c][0])
         super()._follow(d, now)
 
     def _close(self) -> None:
+        for c in self._conns.values():
+            with contextlib.suppress(OSError):
+                c.send(None)  # stop: its serve call returns
+            c.close()
+        self._conns.clear()
         for a in self.actors:
             with contextlib.suppress(Exception):  # already gone
                 self.ray.kill(a, no_restart=True)
@@ -284,6 +400,9 @@ class RayBackend(Driver):
         if self._shared is not None:
             self._shared.close(unlink=True)
             self._shared = None
+        if self._dock is not None:
+            self._dock.close()
+            self._dock = None
         if self._started_ray:
             self.ray.shutdown()
 

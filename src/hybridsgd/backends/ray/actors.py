@@ -26,9 +26,11 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 class Worker:
-    """Computes one minibatch gradient per call on the parameters it is given (one object
-    store reference per version, or one per shard). Runs two calls at once at most so that
-    :meth:`cancel` can reach a job while it waits out its injected delay."""
+    """Computes minibatch gradients. On the driver's node it runs one long call,
+    :meth:`serve`, a job loop on a socket and shared memory. Elsewhere each job is one call
+    on the parameters it is given (one object store reference per version, or one per
+    shard); two calls run at once at most so that :meth:`cancel` can reach a job while it
+    waits out its injected delay."""
 
     def __init__(self, task: Task, sampler: WorkerSampler, threads: int, flip_labels: bool):
         torch.set_num_threads(threads)
@@ -61,19 +63,19 @@ class Worker:
             out = self._gradient(token, minibatch, delay, flat)
             return None if out is None else (token, out[0].numpy(), out[1])
 
-    def compute_shared(self, token: int, minibatch: int, delay: float, slot: int):
-        """A gradient on ring slot ``slot`` of the driver's shared memory, written into this
-        worker's gradient slot there; only the token and the loss travel through Ray."""
-        with self.lock:
-            if self.cancelled >= token:
-                return None
-            out = self._gradient(token, minibatch, delay, self.shared.ring[slot])
-            if out is None:
-                return None
-            self.shared.grad.copy_(out[0])
-            self.shared.done[1] = out[1]
-            self.shared.done[0] = token  # last: the driver reads the token first
-            return token, None, out[1]
+    def serve(self, address: str, worker: int, nonce: bytes) -> None:
+        """The job loop of a worker on the driver's node (after :meth:`attach`): connect to
+        the driver's socket at ``address`` and run the jobs it sends there, on ring slots
+        of the shared memory, into this worker's gradient slot, as a local worker does
+        (:func:`hybridsgd.backends.local.worker.serve`). Returns when the driver says stop
+        or is gone."""
+        from multiprocessing.connection import Client
+
+        from hybridsgd.backends.local.worker import serve
+
+        with Client(address, family="AF_UNIX") as conn:
+            conn.send((worker, nonce))
+            serve(conn, self.task, self.sampler, self.shared.ring, self.shared.grad, self.classes)
 
     def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
         t0 = time.perf_counter()
@@ -91,28 +93,23 @@ class Worker:
 
 class NodeShared:
     """The driver's shared memory, seen from its node: a nonce that tells this run's segment
-    from any other of the same name, each worker's last result (token, loss), a ring of
-    parameter versions and one gradient slot per worker (as on the local backend)."""
+    from any other of the same name, a ring of parameter versions and one gradient slot per
+    worker (as on the local backend)."""
 
     HEADER = 64  # bytes for the nonce
 
     def __init__(self, shm, slots: int, workers: int, numel: int, worker: int | None) -> None:
         self.shm = shm
-        self.results = np.ndarray((workers, 2), dtype=np.float64, buffer=shm.buf, offset=64)
         body = np.ndarray(
-            (slots + workers, numel),
-            dtype=np.float32,
-            buffer=shm.buf,
-            offset=self.HEADER + self.results.nbytes,
+            (slots + workers, numel), dtype=np.float32, buffer=shm.buf, offset=self.HEADER
         )
         self.ring = torch.from_numpy(body[:slots])
         self.grads = torch.from_numpy(body[slots:])
         self.grad = self.grads[worker] if worker is not None else None
-        self.done = self.results[worker] if worker is not None else None
 
     @classmethod
     def size(cls, slots: int, workers: int, numel: int) -> int:
-        return cls.HEADER + 16 * workers + 4 * numel * (slots + workers)
+        return cls.HEADER + 4 * numel * (slots + workers)
 
     @classmethod
     def create(cls, name: str, nonce: bytes, slots: int, workers: int, numel: int):
@@ -122,9 +119,7 @@ class NodeShared:
             name=name, create=True, size=cls.size(slots, workers, numel)
         )
         shm.buf[: len(nonce)] = nonce
-        out = cls(shm, slots, workers, numel, None)
-        out.results[:, 0] = -1.0  # no result yet
-        return out
+        return cls(shm, slots, workers, numel, None)
 
     @classmethod
     def attach(cls, name: str, nonce: bytes, slots: int, workers: int, numel: int, worker: int):
@@ -142,7 +137,7 @@ class NodeShared:
         return cls(shm, slots, workers, numel, worker)
 
     def close(self, unlink: bool = False) -> None:
-        self.ring = self.grads = self.grad = self.results = self.done = None
+        self.ring = self.grads = self.grad = None
         with contextlib.suppress(BufferError):  # a view still alive: the OS frees it at exit
             self.shm.close()
         if unlink:
