@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,60 @@ def test_a_run_joins_the_cluster_and_detaches(cluster, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["backend"] == "ray" and s["updates"] == 30
     # the cluster is still up after the run detached
+    status = subprocess.run(
+        [RAY, "status", f"--address={address}"], env=env, capture_output=True, timeout=120
+    )
+    assert status.returncode == 0, status.stderr
+
+
+def called_in(tmp: Path) -> int:
+    """Connections accepted on the run's socket under ``tmp`` (Linux: /proc/net/unix lists
+    the listening socket and each accepted one with the socket's path)."""
+    lines = Path("/proc/net/unix").read_text().splitlines()
+    return max(0, sum(line.endswith("/jobs") and str(tmp) in line for line in lines) - 1)
+
+
+def test_ctrl_c_stops_a_run_on_the_cluster_cleanly(cluster, tmp_path):
+    """Ctrl-C in the terminal: the run stops with a partial trace and exit 130, its socket
+    directory and shared memory are gone, and the cluster it joined is still up."""
+    address, env = cluster
+    config = tmp_path / "long.toml"
+    config.write_text(
+        '[task]\nname = "mlp-digits"\nbatch_size = 16\n[policy]\nname = "async"\nworkers = 3\n'
+        f'[run]\nbackend = "ray"\nray_address = "{address}"\nupdates = 10000000\n'
+        "eval_every = 50\ntime_unit = 0.01\n"
+    )
+    tmp = tmp_path / "t"  # where the run makes its socket directory
+    tmp.mkdir()
+    out = tmp_path / "r"
+    cli = [sys.executable, "-m", "hybridsgd.cli", "run", str(config), "--out", str(out)]
+    proc = subprocess.Popen(
+        cli,
+        env={**env, "TMPDIR": str(tmp)},
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell runs background jobs with SIGINT ignored: restore what a terminal has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while called_in(tmp) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        docks = list(tmp.glob("hybridsgd-*"))
+        assert called_in(tmp) == 3, "the workers never called in"
+        time.sleep(2.0)  # they train from here on
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not any(d.exists() for d in docks)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["interrupted"] and s["updates"] > 0 and s["shared_memory_workers"] == [0, 1, 2]
+    assert not list(Path("/dev/shm").glob("hybridsgd-*"))
     status = subprocess.run(
         [RAY, "status", f"--address={address}"], env=env, capture_output=True, timeout=120
     )
