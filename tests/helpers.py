@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+
 import numpy as np
 
 from hybridsgd import Cluster, Config, parse_model
 from hybridsgd.trace import Trace
+
+
+def as_in_a_terminal(cli: list[str], env: dict | None = None) -> subprocess.Popen:
+    """Start a command as a terminal would, in its own process group, with SIGINT at its
+    default (a shell runs background jobs with it ignored, and children inherit that)."""
+    return subprocess.Popen(
+        cli,
+        env=env,
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def ctrl_c(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """Press Ctrl-C on ``proc``'s terminal (SIGINT to its group); its stderr once it ends."""
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.communicate(timeout=timeout)[1]
 
 
 def const_cluster(speeds: list[float], seed: int = 0) -> Cluster:

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from hybridsgd import Config
 from hybridsgd.errors import WorkerLost
 from hybridsgd.runner import run
-from tests.helpers import assert_consistent
+from tests.helpers import as_in_a_terminal, assert_consistent, ctrl_c
 
 POLICIES = [
     ("sync", {}),
@@ -182,15 +181,7 @@ def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
         '[run]\nbackend = "local"\nupdates = 10000000\neval_every = 50\ntime_unit = 0.01\n'
     )
     cli = [sys.executable, "-m", "hybridsgd.cli", "run", str(config), "--out", str(tmp_path / "r")]
-    # a shell runs background jobs with SIGINT ignored, and children inherit that: restore
-    # the default so that the CLI handles Ctrl-C as it would in a terminal
-    proc = subprocess.Popen(
-        cli,
-        start_new_session=True,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = as_in_a_terminal(cli)
     try:
         deadline, seen = time.monotonic() + 120, 0
         while seen < 2 and time.monotonic() < deadline:  # three workers, twice in a row
@@ -199,8 +190,7 @@ def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
         time.sleep(3.0)  # the workers are forked ready; they train from here on
         everyone = descendants(proc.pid)
         assert len(everyone) >= 4
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        _, err = proc.communicate(timeout=60)
+        err = ctrl_c(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

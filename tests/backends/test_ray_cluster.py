@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import as_in_a_terminal, ctrl_c
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -81,15 +82,7 @@ def test_ctrl_c_stops_a_run_on_the_cluster_cleanly(cluster, tmp_path):
     tmp.mkdir()
     out = tmp_path / "r"
     cli = [sys.executable, "-m", "hybridsgd.cli", "run", str(config), "--out", str(out)]
-    proc = subprocess.Popen(
-        cli,
-        env={**env, "TMPDIR": str(tmp)},
-        start_new_session=True,
-        stderr=subprocess.PIPE,
-        text=True,
-        # a shell runs background jobs with SIGINT ignored: restore what a terminal has
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = as_in_a_terminal(cli, env={**env, "TMPDIR": str(tmp)})
     try:
         deadline = time.monotonic() + 120
         while called_in(tmp) < 3 and time.monotonic() < deadline:
@@ -97,8 +90,7 @@ def test_ctrl_c_stops_a_run_on_the_cluster_cleanly(cluster, tmp_path):
         docks = list(tmp.glob("hybridsgd-*"))
         assert called_in(tmp) == 3, "the workers never called in"
         time.sleep(2.0)  # they train from here on
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        _, err = proc.communicate(timeout=60)
+        err = ctrl_c(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

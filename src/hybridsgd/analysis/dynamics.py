@@ -107,6 +107,14 @@ class Estimate:
     gradients: int  # simulated
     gradients_per_update: float = 1.0
 
+    @classmethod
+    def of(cls, times, counts: list[np.ndarray], gradients: int, per_update: float = 1.0):
+        """From each replica's mean update time and the staleness counts observed."""
+        t = np.asarray(times, dtype=float)
+        pmf = np.bincount(np.concatenate(counts)).astype(float)
+        se = float(t.std(ddof=1) / math.sqrt(len(t)))
+        return cls(float(t.mean()), se, pmf / pmf.sum(), gradients, per_update)
+
 
 def delays(
     compute: TimingModel, comm: TimingModel, shape: tuple[int, ...], speeds, rng
@@ -146,13 +154,7 @@ def gated(
         counts.append(staleness_counts(S[:, r], P[:, r], first))
         if sum(len(c) for c in counts) >= 400_000:
             break
-    pmf = np.bincount(np.concatenate(counts)).astype(float)
-    return Estimate(
-        float(per_rep.mean()),
-        float(per_rep.std(ddof=1) / math.sqrt(reps)),
-        pmf / pmf.sum(),
-        iters * reps * W,
-    )
+    return Estimate.of(per_rep, counts, iters * reps * W)
 
 
 def k_async_updates(arrivals: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
@@ -221,15 +223,7 @@ def k_async(
         stale, applied = k_async_staleness(arr, U, U[first])
         counts.append(stale)
         per_update.append(applied / len(U))
-    t = np.asarray(times)
-    pmf = np.bincount(np.concatenate(counts)).astype(float)
-    return Estimate(
-        float(t.mean()),
-        float(t.std(ddof=1) / math.sqrt(reps)),
-        pmf / pmf.sum(),
-        m * reps * W,
-        float(np.mean(per_update)),
-    )
+    return Estimate.of(times, counts, m * reps * W, float(np.mean(per_update)))
 
 
 def k_async_transient(

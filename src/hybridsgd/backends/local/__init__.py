@@ -38,7 +38,7 @@ import torch
 import torch.multiprocessing as tmp
 
 from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
-from hybridsgd.backends.local.worker import worker_main
+from hybridsgd.backends.local.worker import read_answer, send_job, stop, worker_main
 from hybridsgd.errors import ConfigError, WorkerLost
 
 #: seconds a worker may take to start (import torch, receive the task) before it is lost
@@ -151,9 +151,8 @@ class LocalBackend(Driver):
                     dead.append(sentinel_of[obj])
                     continue
                 w = conn_of[obj]
-                try:
-                    token, _loss = obj.recv()
-                except (EOFError, OSError):
+                token = read_answer(obj)
+                if token is None:
                     dead.append(w)
                     continue
                 if self._current(w, token):
@@ -166,8 +165,7 @@ class LocalBackend(Driver):
 
     def _launch(self, w: int, token: int, slot: int, delay: float) -> int:
         ring = self._ring.take()
-        with contextlib.suppress(OSError):  # it died: its sentinel says so next
-            self.conns[w].send((token, slot, delay, ring))
+        send_job(self.conns[w], token, slot, delay, ring)  # if it died, its sentinel says so
         return ring
 
     def _finish(self, ring: int) -> None:
@@ -178,8 +176,7 @@ class LocalBackend(Driver):
 
     def _close(self) -> None:
         for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.send(None)
+            stop(c)
         deadline = time.perf_counter() + 2.0
         for p in self.procs:
             p.join(max(0.0, deadline - time.perf_counter()))

@@ -53,6 +53,28 @@ def worker_main(
     serve(conn, task, sampler, ring, grad, int(task.y_train.max()) + 1 if flip_labels else 0)
 
 
+def send_job(conn: Connection, token: int, minibatch: int, delay: float, slot: int) -> None:
+    """The driver's side: start a job on ring slot ``slot`` (it cancels the one in progress).
+    A dead worker raises nothing here; its closed connection says so next."""
+    with contextlib.suppress(OSError):
+        conn.send((token, minibatch, delay, slot))
+
+
+def read_answer(conn: Connection) -> int | None:
+    """The driver's side: the token of a finished job, or None if the worker is gone."""
+    try:
+        token, _loss = conn.recv()
+    except (EOFError, OSError):
+        return None
+    return token
+
+
+def stop(conn: Connection) -> None:
+    """The driver's side: the worker's job loop returns."""
+    with contextlib.suppress(OSError):
+        conn.send(None)
+
+
 def serve(
     conn: Connection,
     task: Task,

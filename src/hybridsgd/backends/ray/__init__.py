@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
+from hybridsgd.backends.local.worker import read_answer, send_job, stop
 from hybridsgd.errors import ConfigError, WorkerLost
 
 #: seconds actors may take to start before the run gives up
@@ -269,8 +270,7 @@ class RayBackend(Driver):
     def _launch(self, w: int, token: int, slot: int, delay: float) -> int | None:
         if self._local[w]:  # a new job cancels the one in progress, if any
             ring = self._ring.take()
-            with contextlib.suppress(OSError):  # it died: its socket says so next
-                self._conns[w].send((token, slot, delay, ring))
+            send_job(self._conns[w], token, slot, delay, ring)  # if it died, its socket says so
             return ring
         ref = self.actors[w].compute.remote(token, slot, delay, *self._refs)
         self._job_of[ref] = (w, token)
@@ -303,9 +303,8 @@ class RayBackend(Driver):
             now = self._now()
             for c in answered:
                 w = conns[c]
-                try:
-                    token, _loss = c.recv()
-                except (EOFError, OSError):
+                token = read_answer(c)
+                if token is None:
                     self._died(w, now, self._why_closed(w))
                     continue
                 if self._current(w, token):
@@ -388,8 +387,7 @@ class RayBackend(Driver):
 
     def _close(self) -> None:
         for c in self._conns.values():
-            with contextlib.suppress(OSError):
-                c.send(None)  # stop: its serve call returns
+            stop(c)  # its serve call returns
             c.close()
         self._conns.clear()
         for a in self.actors:
