@@ -254,6 +254,8 @@ def _predict(args: argparse.Namespace) -> int:
     )
     if (args.lr is None) != (args.curvature is None):
         raise ConfigError("--lr", "stability needs both --lr and --curvature")
+    if args.updates < 1:
+        raise ConfigError("--updates", f"must be >= 1 (got {args.updates})")
     h = _curvature(args) if args.curvature is not None else None
     cluster = build_cluster(cfg)
     p = cfg.policy

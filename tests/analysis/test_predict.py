@@ -320,3 +320,63 @@ def test_recommend_command(capsys):
         )
         == 2
     )
+
+
+# -- heavy tails and unequal speeds (the staleness mean is exact by counting) ----------------
+@pytest.mark.parametrize(
+    "compute, speeds",
+    [
+        ("pareto:alpha=1.5,scale=1", None),
+        ("pareto:alpha=1.2,scale=1", None),
+        ("lognormal:mu=0,sigma=1.5", None),
+        ("exponential:mu=1", [1.0] * 48 + [4.0] * 16),
+    ],
+)
+def test_async_mean_staleness_under_heavy_tails_and_unequal_speeds(compute, speeds):
+    """W = 64: the prediction (W - 1 by counting) is within 1% of the simulator's steady
+    state; the old cut-and-renormalised pmf gave 49.5, 33.3, 45.0 and 61.7 here."""
+    from hybridsgd.analysis.measure import steady_state_staleness
+    from hybridsgd.policies import asynchronous
+
+    model = h.parse_model(compute)
+    pred = predict("async", 64, model, speeds=speeds)
+    sched = h.simulate_schedule(
+        asynchronous(64), h.Cluster(model, 64, seed=1, speeds=speeds), 1_000_000
+    )
+    assert pred.mean_staleness == pytest.approx(steady_state_staleness(sched), rel=0.01)
+    # the distribution keeps its far mass: p99 is far beyond the old cut at 6W + 40 = 424
+    pmf = pred.staleness_pmf
+    assert pmf.sum() == pytest.approx(1.0) and len(pmf) > 6 * 64 + 41
+
+
+def test_k_batch_async_mean_staleness_is_exact_under_heavy_tails():
+    from hybridsgd.analysis.measure import steady_state_staleness
+    from hybridsgd.policies import k_batch_async
+
+    model = h.parse_model("pareto:alpha=1.5,scale=1")
+    pred = predict("k_batch_async", 34, model, k=4)
+    sched = h.simulate_schedule(k_batch_async(34, 4), h.Cluster(model, 34, seed=1), 300_000)
+    assert pred.mean_staleness == pytest.approx(33 / 4)
+    assert pred.mean_staleness == pytest.approx(steady_state_staleness(sched), rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "--policy", "sync", "--compute", "pareto:alpha=0.9,scale=1"],
+        ["predict", "--policy", "async", "--compute", "pareto:alpha=1,scale=1"],
+        ["recommend", "--compute", "pareto:alpha=0.9,scale=1", "--lr", "0.1", "--curvature", "1"],
+        ["predict", "--policy", "sync", "--compute", "exp:mu=1", "--validate", "--updates", "0"],
+    ],
+)
+def test_infinite_means_and_empty_validation_are_refused_in_one_line(capsys, args):
+    assert main([*args, "--workers", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridsgd: error: --") and "\n" not in err
+
+
+def test_predict_json_says_stable_as_a_boolean(capsys):
+    args = ["predict", "--policy", "async", "--workers", "8", "--compute", "exp:mu=1"]
+    assert main([*args, "--lr", "0.05", "--curvature", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stability"]["continuous"]["stable"] is True

@@ -19,3 +19,15 @@ def measure(schedule: Schedule, batch_size: int = 32) -> dict[str, float]:
         else 0.0,
         "throughput": c["applied"] * batch_size / s.end_time,
     }
+
+
+def steady_state_staleness(schedule: Schedule, warmup: float = 0.05, end: float = 0.5) -> float:
+    """Mean staleness of the gradients read between ``warmup`` and ``end`` of the run (as
+    fractions of its updates) that were applied: the steady state, without the start-up
+    (every worker starts on version 0) or the end (a heavy-tailed straggler still in flight
+    when the run stops is never counted, which biases a whole-run mean low)."""
+    s = schedule
+    U = s.n_updates
+    r = s.read_version
+    chosen = (r >= warmup * U) & (r < end * U) & (s.fate == APPLIED)
+    return float(s.staleness[chosen].mean()) if chosen.any() else float("nan")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from hybridsgd.analysis import dynamics
-from hybridsgd.analysis.distributions import laplace, poisson_mixture_pmf
+from hybridsgd.analysis.distributions import cdf, laplace, poisson_mixture_pmf, quantile
 from hybridsgd.analysis.order_stats import expected_kth, kth_quantiles
 from hybridsgd.analysis.stability import (
     discrete_radius,
@@ -70,6 +70,18 @@ class Prediction:
         return d
 
 
+def finite_mean(model: TimingModel, field: str) -> None:
+    """Refuse a timing model whose mean is infinite (Pareto with alpha <= 1): time per
+    update, throughput and staleness are then infinite or undefined, so there is nothing to
+    predict (the simulator can still run it)."""
+    if not math.isfinite(model.mean()):
+        raise ConfigError(
+            field,
+            f"{model} has an infinite mean time, so time per update, throughput and staleness "
+            "are undefined; use a finite-mean model (e.g. pareto with alpha > 1)",
+        )
+
+
 def _cycles(
     compute: TimingModel, comm: TimingModel, workers: int, speeds
 ) -> tuple[np.ndarray, float]:
@@ -111,6 +123,8 @@ def predict(
     ``threshold(progress)``."""
     comm = comm or Constant(0.0)
     W = workers
+    finite_mean(compute, "--compute")
+    finite_mean(comm, "--comm")
     assumptions = ["workers' times are independent from minibatch to minibatch"]
     if not comm.is_constant:
         assumptions.append("random communication time replaced by its mean")
@@ -212,9 +226,11 @@ def predict(
                 return finish(_estimated(policy, W, est, batch_size, qs, label, steady, method))
         else:
             per_update = 1.0
-        pmf = _async_staleness_pmf(compute, comm, W, speeds, rate, shift)
+        # the mean is exact by counting: at each update the W - 1 other gradients in flight
+        # grow one version staler, whatever the distribution of compute times
+        mean_stale = (W - 1) / per_update
+        pmf = _async_staleness_pmf(compute, comm, W, speeds, rate, shift, W - 1.0)
         pmf = _trim(_per_update_staleness(pmf, per_update))
-        mean_stale = float(np.arange(len(pmf)) @ pmf)
         t = per_update / rate
         pred = Prediction(
             policy,
@@ -271,9 +287,18 @@ def _k_batch_sync_time(compute, W, k, speeds, shift) -> tuple[float, str]:
     ), "Monte Carlo (20,000 rounds)"
 
 
-def _async_staleness_pmf(compute, comm, W, speeds, rate, shift) -> np.ndarray:
+PMF_TAIL = 1e-6  # staleness mass the distribution may leave beyond its last bin
+PMF_MAX = 1 << 20  # the most bins; mass beyond goes to two bins that keep the mean exact
+
+
+def _async_staleness_pmf(compute, comm, W, speeds, rate, shift, mean: float) -> np.ndarray:
     """Staleness of one gradient = arrivals of the other workers during its delay, Poisson
-    with rate (lambda - 1 / E[cycle_w]); mixed over workers by their share of arrivals."""
+    with rate (lambda - 1 / E[cycle_w]); mixed over workers by their share of arrivals.
+
+    Exact out to 6W + 40 arrivals; beyond, where a Poisson count is as spread out as its
+    mean's own distribution, P(N = n) = P(n - 1/2 < rate X <= n + 1/2), out to where at most
+    ``PMF_TAIL`` of the mass is left. Never renormalised: heavy tails (Pareto, log-normal)
+    keep their far mass, and what is left past the end sits where the mean stays exact."""
     s = np.ones(W) if speeds is None else np.asarray(speeds, dtype=float)
     if isinstance(compute, Constant) and np.allclose(s, s[0]):
         # equal constant delays: every other worker lands exactly once per delay
@@ -281,14 +306,29 @@ def _async_staleness_pmf(compute, comm, W, speeds, rate, shift) -> np.ndarray:
         pmf[W - 1] = 1.0
         return pmf
     cycles = s * compute.mean() + shift
-    n_max = int(max(20, 6 * W + 40))
-    pmf = np.zeros(n_max + 1)
+    n_exact = int(max(20, 6 * W + 40))
+    parts = []
     for speed in np.unique(s):
         share = float(np.sum(1.0 / cycles[s == speed]) / rate)
         own = 1.0 / (speed * compute.mean() + shift)
-        delay = _Scaled(compute, speed, shift)
-        pmf += share * delay.poisson_pmf(rate - own, n_max)
-    return pmf / pmf.sum()
+        parts.append((share, rate - own, _Scaled(compute, speed, shift)))
+    far = max(r * d.at_quantile(1.0 - PMF_TAIL) for _, r, d in parts)
+    n_max = int(min(max(n_exact, math.ceil(far)), PMF_MAX))
+    pmf = np.zeros(n_max + 1)
+    for share, r, delay in parts:
+        pmf[: n_exact + 1] += share * delay.poisson_pmf(r, n_exact)
+        if n_max > n_exact:
+            pmf[n_exact + 1 :] += share * delay.rate_mass(r, n_exact + 1, n_max)
+    left = 1.0 - float(pmf.sum())
+    at = (mean - float(np.arange(n_max + 1) @ pmf)) / left if left > 0 else 0.0
+    if left <= 0 or not n_max < at <= 4 * PMF_MAX:  # nothing left, or too far to keep
+        return pmf / pmf.sum()
+    lo = int(math.floor(at))  # the two bins around `at` keep the mean exactly
+    out = np.zeros(lo + 2)
+    out[: len(pmf)] = pmf
+    out[lo] += left * (lo + 1 - at)
+    out[lo + 1] += left * (at - lo)
+    return out
 
 
 class _Scaled:
@@ -306,6 +346,15 @@ class _Scaled:
         base = poisson_mixture_pmf(self.model, rate * self.speed, n_max)
         extra = stats.poisson.pmf(np.arange(n_max + 1), rate * self.shift)
         return np.convolve(base, extra)[: n_max + 1]
+
+    def at_quantile(self, u: float) -> float:
+        return self.speed * float(quantile(self.model, np.array([u]))[0]) + self.shift
+
+    def rate_mass(self, rate: float, first: int, last: int) -> np.ndarray:
+        """P(n - 1/2 < rate (speed X + shift) <= n + 1/2) for n = first..last: the Poisson
+        count's pmf far out in the tail, where its spread (sqrt n) is small against n."""
+        edges = (np.arange(first, last + 2) - 0.5) / rate
+        return np.diff(cdf(self.model, (edges - self.shift) / self.speed))
 
     def laplace(self, s: complex) -> complex:
         return laplace(self.model, s * self.speed) * complex(np.exp(-s * self.shift))
@@ -493,14 +542,20 @@ def hybrid_prediction(
 
 
 STABILITY_TAIL = 1e-4  # staleness tail left out of the delay model's roots
+STABILITY_BINS = 1024  # the delay model's polynomial degree at most (its roots cost n^3)
 
 
 def stability_pmf(pred: Prediction) -> np.ndarray:
     """The staleness distribution the delay model uses: the prediction's, less a tail of
     mass ``STABILITY_TAIL``. A tail of probability q at staleness k adds roots of modulus
     near (eta h q)^(1/k), close to 1 for large k: they would set the asymptotic rate while
-    moving x by about q, and a Monte Carlo estimate's farthest counts are noise anyway."""
-    return _trim(pred.staleness_pmf, STABILITY_TAIL)
+    moving x by about q, and a Monte Carlo estimate's farthest counts are noise anyway.
+    Past ``STABILITY_BINS`` the remaining mass is kept at the last bin (never dropped and
+    renormalised, which would make the limit optimistic under heavy tails)."""
+    pmf = _trim(pred.staleness_pmf, STABILITY_TAIL)
+    if len(pmf) > STABILITY_BINS:  # a heavy tail: its far mass stays, at the last bin
+        pmf = np.concatenate([pmf[: STABILITY_BINS - 1], [pmf[STABILITY_BINS - 1 :].sum()]])
+    return pmf
 
 
 def regime_radius(pred: Prediction, eta_h: float) -> float:
@@ -596,7 +651,7 @@ def _continuous(pred, lr, h, compute, comm, speeds, rate_updates) -> dict[str, f
 
     r = root(lr)
     return {
-        "stable": float(r.real < 0),
+        "stable": bool(r.real < 0),
         "convergence_rate": -r.real,
         "max_stable_lr": largest_stable(lambda eta: root(eta).real < 0, hi=1.0 / h, tol=1e-4),
     }

@@ -23,6 +23,7 @@ from hybridsgd.analysis.dynamics import k_async_transient
 from hybridsgd.analysis.order_stats import expected_kth
 from hybridsgd.analysis.predict import (
     Prediction,
+    finite_mean,
     hybrid_prediction,
     predict,
     regime,
@@ -167,6 +168,9 @@ def recommend(
     """Every candidate, best first."""
     if not (lr > 0 and curvature > 0):
         raise ConfigError("--lr", "recommend needs a positive --lr and --curvature")
+    finite_mean(compute, "--compute")
+    if comm is not None:
+        finite_mean(comm, "--comm")
     ranked = []
     for spec, policy, params in candidates(workers):
         try:

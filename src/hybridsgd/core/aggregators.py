@@ -172,23 +172,32 @@ class MeanAroundMedian(Aggregator):
         return 2 * self.f + 1
 
     def robust(self, rows: torch.Tensor) -> torch.Tensor:
-        n = len(rows)
-        med = _median(rows)
-        nearest = torch.topk((rows - med).abs(), n - self.f, dim=0, largest=False).indices
-        return torch.gather(rows, 0, nearest).mean(dim=0)
+        # in float64: a float32 median of an even n rounds, and that rounding decides which
+        # of two values equally near it is kept
+        x = rows.double()
+        med = _median(x)
+        nearest = torch.topk((x - med).abs(), len(x) - self.f, dim=0, largest=False).indices
+        return torch.gather(x, 0, nearest).mean(dim=0).to(rows.dtype)
 
     def describe(self) -> str:
         return f"mean-around-median(f={self.f})"
 
 
 class GeometricMedian(Aggregator):
-    """The point minimising the sum of Euclidean distances to the rows, by Weiszfeld's
-    iteration from the mean (stops when a step moves less than ``tol`` relative to the
-    point, or after ``iters``). Breakdown point 1/2: tolerates f < n/2."""
+    """The point minimising the sum of Euclidean distances to the rows (breakdown point 1/2:
+    tolerates f < n/2).
+
+    Computed in float64 on rows centred at their mean, so a large common offset costs no
+    precision and the answer moves exactly with the inputs, by the modified Weiszfeld
+    iteration of Vardi & Zhang (2000): plain Weiszfeld stalls when the answer is one of the
+    rows, the modification steps off a row or stops on it when the row is optimal. Stops when
+    a step moves less than ``tol`` times the mean distance of the rows to the point (their
+    spread, not the point's size), or after ``iters`` steps.
+    """
 
     name = "geometric-median"
 
-    def __init__(self, tol: float = 1e-6, iters: float = 100) -> None:
+    def __init__(self, tol: float = 1e-7, iters: float = 1000) -> None:
         if tol <= 0:
             raise ConfigError("policy.aggregator", f"geometric-median: tol must be > 0 (got {tol})")
         self.tol, self.iters = tol, _count(iters, "geometric-median: iters", 1)
@@ -197,16 +206,31 @@ class GeometricMedian(Aggregator):
         return (n - 1) // 2
 
     def robust(self, rows: torch.Tensor) -> torch.Tensor:
-        z = rows.mean(dim=0)
+        x = rows.double()
+        center = x.mean(dim=0)
+        x = x - center
+        z = torch.zeros_like(center)
         for _ in range(self.iters):
-            dist = torch.linalg.vector_norm(rows - z, dim=1).clamp_min(1e-12)
-            w = 1.0 / dist
-            nxt = (w[:, None] * rows).sum(dim=0) / w.sum()
+            dist = torch.linalg.vector_norm(x - z, dim=1)
+            spread = float(dist.mean())
+            if spread == 0.0:
+                break  # every row is the same point
+            on = dist <= 1e-15 * spread  # rows the point sits on (their weight eta)
+            w = torch.where(on, 0.0, 1.0 / torch.where(on, 1.0, dist))
+            t = (w[:, None] * x).sum(dim=0) / w.sum()
+            eta = float(on.sum())
+            if eta:  # Vardi & Zhang: R is the pull of the other rows, r its length
+                r = float(torch.linalg.vector_norm((w[:, None] * (x - z)).sum(dim=0)))
+                if r <= eta:
+                    break  # the row under z is the geometric median
+                nxt = (1 - eta / r) * t + (eta / r) * z
+            else:
+                nxt = t
             moved = float(torch.linalg.vector_norm(nxt - z))
             z = nxt
-            if moved <= self.tol * max(float(torch.linalg.vector_norm(z)), 1e-12):
+            if moved <= self.tol * spread:
                 break
-        return z
+        return (z + center).to(rows.dtype)
 
     def describe(self) -> str:
         return f"geometric-median(tol={self.tol:g}, iters={self.iters})"
@@ -231,7 +255,10 @@ class Krum(Aggregator):
 
     def scores(self, rows: torch.Tensor) -> torch.Tensor:
         n = len(rows)
-        d2 = torch.cdist(rows, rows).square()
+        # exact differences in float64: cdist's default for more than 25 rows expands
+        # |x|^2 + |y|^2 - 2 x.y, which cancels when rows are close together and far from 0
+        x = rows.double()
+        d2 = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist").square()
         nearest = torch.sort(d2, dim=1).values[:, 1 : n - self.f - 1]  # skip itself
         return nearest.sum(dim=1)
 
@@ -300,7 +327,7 @@ AGGREGATORS: dict[str, tuple[type[Aggregator], dict[str, float]]] = {
     "median": (Median, {}),
     "trimmed-mean": (TrimmedMean, {"beta": 0.1}),
     "mean-around-median": (MeanAroundMedian, {"f": 1}),
-    "geometric-median": (GeometricMedian, {"tol": 1e-6, "iters": 100}),
+    "geometric-median": (GeometricMedian, {"tol": 1e-7, "iters": 1000}),
     "krum": (Krum, {"f": 1}),
     "multi-krum": (MultiKrum, {"f": 1, "m": 0}),
     "centered-clip": (CenteredClip, {"tau": 1.0, "iters": 3}),
