@@ -110,7 +110,7 @@ class RunConfig:
     eval_every: int = 25  # updates between evaluations on the test set
     target_accuracy: float | None = None  # record the time at which it is first reached
     time_unit: float = 0.0  # local: seconds per timing-model unit of injected delay; 0 = none
-    threads: int = 0  # local: torch threads per worker; 0 = the cores shared out among workers
+    threads: int = 0  # torch threads: per worker (local, ray) or of the simulator; 0 picks
     worker_timeout: float = 60.0  # local: seconds of silence on one job before a worker is lost
     checkpoint_every: int = 0  # sim: updates between checkpoints in the run directory; 0 = none
     ray_address: str = ""  # ray: "" starts a local instance; "auto" or "host:port" joins one

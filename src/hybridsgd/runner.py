@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 import torch
 
 from hybridsgd import __version__
@@ -61,6 +64,24 @@ def build_cluster(cfg: Config, nbytes: int = 0) -> Cluster:
         transient=parse_transient(tm.transient),
         nbytes=nbytes,
     )
+
+
+def sim_threads(threads: int = 0) -> int:
+    """torch intra-op threads of the simulator's numerics: ``run.threads`` if set, else
+    torch's own default (one per core; docs/performance.md has the measurement)."""
+    return threads if threads > 0 else torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block on ``threads`` torch threads (0: leave them), then restore."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str, float, dict]:
@@ -118,7 +139,10 @@ def run(
 ) -> RunResult:
     """Train under ``config`` on its backend; write the run directory to ``out`` if given.
 
-    ``task`` replaces the built-in ``task.name`` with a user's own :class:`Task`.
+    ``task`` replaces the built-in ``task.name`` with a user's own :class:`Task`. When the
+    run ends, the task's module (your own ``nn.Module`` given to :meth:`Task.from_module`)
+    holds the final parameters, as ``result.params`` does; a later run of the same task
+    still starts from the parameters the module had when the task was made.
     ``progress`` is a callable ``(phase, done, total)`` for progress displays. With
     ``run.checkpoint_every`` the run directory also holds a checkpoint while the run lasts
     (see :func:`resume`).
@@ -216,22 +240,23 @@ def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) 
             server.load_state_dict(state["server"])
             resumed = state["replay"]
             extra["resumed_from"] = resumed.version
-        evals = replay(
-            schedule,
-            task,
-            feeds,
-            server,
-            aggregator,
-            staleness,
-            cfg.run.eval_every,
-            tick,
-            faults,
-            check,
-            resumed,
-            saver,
-            cfg.run.checkpoint_every,
-        )
-        extra["torch_threads"] = torch.get_num_threads()
+        with torch_threads(cfg.run.threads):
+            evals = replay(
+                schedule,
+                task,
+                feeds,
+                server,
+                aggregator,
+                staleness,
+                cfg.run.eval_every,
+                tick,
+                faults,
+                check,
+                resumed,
+                saver,
+                cfg.run.checkpoint_every,
+            )
+        extra["torch_threads"] = sim_threads(cfg.run.threads)
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
         ]
@@ -247,7 +272,9 @@ def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) 
     if extra.get("error"):
         where = f"; the trace up to the loss is in {out}" if out is not None else ""
         raise WorkerLost(f"{extra['error']}{where}")
-    return RunResult(cfg, trace, final if final is not None else server.params.clone(), schedule)
+    params = final if final is not None else server.params.clone()
+    task.load(params)  # the task's module (a user's own model too) ends with the result
+    return RunResult(cfg, trace, params, schedule)
 
 
 def _checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
@@ -380,24 +407,14 @@ def _summary(
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """A config dict as TOML (sections of scalars, lists and inline tables; None omitted)."""
+    """A config dict as TOML, written by tomli-w (infinity as TOML's ``inf``, so that every
+    saved config loads back); None values are left out, as unset."""
 
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v) if math.isfinite(v) else ('"inf"' if v > 0 else '"-inf"')
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
+    def drop_none(v: Any) -> Any:
         if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items() if x is not None) + "}"
-        raise TypeError(type(v))
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list | tuple):
+            return [drop_none(x) for x in v]
+        return v
 
-    lines = []
-    for section, body in data.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {value(v)}" for k, v in body.items() if v is not None]
-        lines.append("")
-    return "\n".join(lines)
+    return tomli_w.dumps(drop_none(data))

@@ -14,6 +14,13 @@ import torch
 
 from hybridsgd.errors import ConfigError
 
+#: torch.optim classes a parameter server cannot drive, and why
+UNSUPPORTED = {
+    "lbfgs": "LBFGS needs a closure that recomputes the loss, and a server only receives "
+    "gradients; use sgd or adam",
+    "sparseadam": "SparseAdam needs sparse gradients, and workers send dense ones; use adam",
+}
+
 
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     by_lower = {
@@ -22,7 +29,10 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         if isinstance(getattr(torch.optim, n), type)
         and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
         and n != "Optimizer"
+        and n.lower() not in UNSUPPORTED
     }
+    if name.lower() in UNSUPPORTED:
+        raise ConfigError("optimizer.name", UNSUPPORTED[name.lower()])
     try:
         return by_lower[name.lower()]
     except KeyError:

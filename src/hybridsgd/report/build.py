@@ -7,15 +7,12 @@ import html
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from hybridsgd.errors import ConfigError  # noqa: E402
-from hybridsgd.trace import Trace  # noqa: E402
+from hybridsgd.errors import ConfigError
+from hybridsgd.trace import Trace
 
 PLOTS = (
     "loss_vs_time.png",
@@ -91,7 +88,8 @@ def _band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label: str) -> None:
 
 
 def _curves(groups, out: Path, metric: str, axis: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     for label, runs in groups.items():
         curves = [(t.evals[axis].to_numpy(float), t.evals[metric].to_numpy(float)) for _, t in runs]
         if all(np.isfinite(c[1]).any() for c in curves):
@@ -104,11 +102,11 @@ def _curves(groups, out: Path, metric: str, axis: str) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / f"{metric}_vs_{'time' if axis == 'time' else 'updates'}.png", dpi=100)
-    plt.close(fig)
 
 
 def _time_to_target(summary: pd.DataFrame, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     by = summary.groupby("policy", sort=False).time_to_target
     mean, lo, hi = by.mean(), by.min(), by.max()
     xs = np.arange(len(mean))
@@ -120,11 +118,11 @@ def _time_to_target(summary: pd.DataFrame, out: Path) -> None:
     ax.set_ylabel("simulated time to target accuracy")
     fig.tight_layout()
     fig.savefig(out / "time_to_target.png", dpi=100)
-    plt.close(fig)
 
 
 def _staleness(groups, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     for label, runs in groups.items():
         s = np.concatenate(
             [t.gradients[t.gradients.fate == "applied"].staleness.to_numpy() for _, t in runs]
@@ -138,12 +136,12 @@ def _staleness(groups, out: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "staleness.png", dpi=100)
-    plt.close(fig)
 
 
 def _arrival_order(groups, out: Path) -> None:
     """Chen et al.'s plot: time from a round's start until its k-th gradient arrives."""
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     shown = False
     for label, runs in groups.items():
         offsets: list[np.ndarray] = []
@@ -173,14 +171,14 @@ def _arrival_order(groups, out: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "arrival_order.png", dpi=100)
-    plt.close(fig)
 
 
 def _timeline(groups, out: Path) -> None:
     """What each worker did early in the first run of each policy: computing work that was
     applied (green) or wasted (red); gaps are waiting."""
     n = len(groups)
-    fig, axes = plt.subplots(n, 1, figsize=(8, 1.4 + 1.6 * n), squeeze=False)
+    fig = Figure(figsize=(8, 1.4 + 1.6 * n))
+    axes = fig.subplots(n, 1, squeeze=False)
     # one window for all: long enough for the slowest policy to make a few updates
     window = max(
         float(t.updates.time.iloc[min(len(t.updates), 6) - 1]) if len(t.updates) else 1.0
@@ -213,7 +211,6 @@ def _timeline(groups, out: Path) -> None:
     )
     fig.tight_layout()
     fig.savefig(out / "timeline.png", dpi=100)
-    plt.close(fig)
 
 
 def build_report(out: str | Path) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -52,18 +53,35 @@ class Task:
         self.loss_fn = loss
         self.metric = metric
         self.info = info or {}
-        self._names = [n for n, _ in model.named_parameters()]
-        self._shapes = [p.shape for _, p in model.named_parameters()]
-        self._sizes = [p.numel() for _, p in model.named_parameters()]
+        # frozen parameters (requires_grad False) stay in the module, like buffers: only the
+        # trainable ones are the server's parameters
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError(
+                "the model has no trainable parameters (none, or all have requires_grad=False); "
+                "give a model with at least one parameter to train"
+            )
+        wrong = sorted({str(p.dtype) for _, p in trainable if p.dtype != torch.float32})
+        if wrong:
+            raise ValueError(
+                f"the model's parameters are {', '.join(wrong)}; hybridsgd trains float32 "
+                "parameters: pass model.float()"
+            )
+        self._names = [n for n, _ in trainable]
+        self._shapes = [p.shape for _, p in trainable]
+        self._sizes = [p.numel() for _, p in trainable]
         self._buffers = {n: b for n, b in model.named_buffers()}
         self.numel = sum(self._sizes)
         self._vgrad = None
+        #: batch normalisation layers: a gradient depends on its whole minibatch at once, so
+        #: no backend may stack several workers' minibatches into one forward pass
+        self._norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
         # The module's parameters (and their .grad) become views into flat buffers: loading a
         # version is one copy, or none when the module is bound to the server's own storage,
         # and backward accumulates straight into a flat gradient (no concatenation). This
         # costs no more than the plain module call, unlike autograd through slices of a flat
         # vector, which costs as much again as the whole step.
-        self._params = list(model.parameters())
+        self._params = [p for _, p in trainable]
         self._own = torch.cat([p.detach().reshape(-1) for p in self._params]).float()
         self._initial = self._own.clone()
         self._bound = self._own
@@ -145,6 +163,50 @@ class Task:
         idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
         return self.x_train.index_select(0, idx), self.y_train.index_select(0, idx)
 
+    # -- batch normalisation ----------------------------------------------------------------
+    @property
+    def batch_coupled(self) -> bool:
+        """True when the model normalises over its minibatch (BatchNorm): a worker's gradient
+        is then a function of its own minibatch as a whole, and several workers' minibatches
+        are never stacked into one forward pass (the simulator computes them side by side)."""
+        return bool(self._norms)
+
+    @contextlib.contextmanager
+    def _training(self) -> Iterator[None]:
+        """Gradients in training mode; BatchNorm normalises by the minibatch's own statistics
+        and leaves its running statistics alone (they are not trained by the workers; see
+        :meth:`evaluate`), which also lets ``vmap`` compute one gradient per minibatch."""
+        was = self.model.training
+        self.model.train()
+        tracked = [m.track_running_stats for m in self._norms]
+        for m in self._norms:
+            m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m, t in zip(self._norms, tracked, strict=True):
+                m.track_running_stats = t
+            self.model.train(was)
+
+    #: training samples (the first ones, in order) that set BatchNorm's running statistics
+    #: before an evaluation
+    CALIBRATION_SAMPLES = 1024
+
+    @torch.no_grad()
+    def _calibrate(self) -> None:
+        """BatchNorm's running statistics at the current parameters: the statistics of the
+        first :attr:`CALIBRATION_SAMPLES` training samples, in one pass (the idea of
+        ``torch.optim.swa_utils.update_bn``). Deterministic, and the same on every backend,
+        since only the server's parameters decide them."""
+        momenta = [m.momentum for m in self._norms]
+        self.model.train()
+        for m in self._norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        self.model(self.x_train[: self.CALIBRATION_SAMPLES])
+        for m, mom in zip(self._norms, momenta, strict=True):
+            m.momentum = mom
+
     # -- gradients ------------------------------------------------------------------------------
     def grad(
         self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None
@@ -161,7 +223,8 @@ class Task:
             for p, view in zip(self._params, self.unflatten(out).values(), strict=True):
                 p.grad = view
             out.zero_()
-        loss = self.loss_fn(model(x), y)
+        with self._training():
+            loss = self.loss_fn(model(x), y)
         loss.backward()
         for p in self._params:
             p.grad = None
@@ -175,7 +238,8 @@ class Task:
         model = self.load(flat)
         for p in self._params:
             p.grad = None
-        loss = self.loss_fn(model(x), y)
+        with self._training():
+            loss = self.loss_fn(model(x), y)
         loss.backward()
         parts = [p.grad for p in self._params]
         for p in self._params:
@@ -195,13 +259,24 @@ class Task:
         """
         if self._vgrad is None:
             self._vgrad = vmap(grad(self._loss), in_dims=(None, 0, 0))
-        return self._vgrad(flat.detach(), x, y)
+        with self._training():
+            return self._vgrad(flat.detach(), x, y)
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, flat: torch.Tensor) -> tuple[float, float]:
-        """Test loss and test accuracy (NaN when the task has no accuracy)."""
-        out = self.load(flat)(self.x_test)
+        """Test loss and test accuracy (NaN when the task has no accuracy), in eval mode.
+        A BatchNorm model's running statistics are first recomputed at ``flat`` (see
+        :meth:`_calibrate`)."""
+        model = self.load(flat)
+        was = model.training
+        try:
+            if self._norms:
+                self._calibrate()
+            model.eval()
+            out = model(self.x_test)
+        finally:
+            model.train(was)
         loss = float(self.loss_fn(out, self.y_test))
         if self.metric == "accuracy":
             return loss, float((out.argmax(dim=1) == self.y_test).float().mean())
@@ -213,7 +288,9 @@ def _tensors(pair, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = pair
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be an (inputs, targets) pair") from None
-    return torch.as_tensor(x), torch.as_tensor(y)
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    # float64 inputs (numpy's default) meet float32 parameters: cast them once, here
+    return (x.float() if x.is_floating_point() else x), (y.float() if y.is_floating_point() else y)
 
 
 def _as_pair(data: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -12,6 +14,14 @@ from torch.nn import functional as F
 
 from hybridsgd.errors import ConfigError
 from hybridsgd.tasks.base import Task
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Initialise a model from ``seed`` without touching the caller's global torch RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -39,8 +49,8 @@ def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
 def _classification(name, x, y, hidden, seed, data_seed, test_fraction=0.2) -> Task:
     (xtr, ytr), (xte, yte) = _split_train_test(x, y, test_fraction, data_seed)
     xtr, xte = _standardize(xtr, xte)
-    torch.manual_seed(seed)
-    model = _mlp([x.shape[1], *hidden, int(y.max()) + 1])
+    with seeded(seed):
+        model = _mlp([x.shape[1], *hidden, int(y.max()) + 1])
     t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
     return Task(
         model,
@@ -94,9 +104,10 @@ def logistic(cfg, seed: int) -> Task:
     w_star = rng.standard_normal(d) * 3 / np.sqrt(d)
     y = (x @ w_star + cfg.noise * rng.standard_normal(n) > 0).astype(np.int64)
     (xtr, ytr), (xte, yte) = _split_train_test(x, y, 0.2, cfg.data_seed)
-    torch.manual_seed(seed)
+    with seeded(seed):
+        model = nn.Linear(d, 2)
     return Task(
-        nn.Linear(d, 2),
+        model,
         (torch.from_numpy(xtr), torch.from_numpy(ytr)),
         F.cross_entropy,
         (torch.from_numpy(xte), torch.from_numpy(yte)),
@@ -129,9 +140,9 @@ def quadratic(cfg, seed: int) -> Task:
     a = (q * np.sqrt(n * h)) @ v.T  # A^T A / n = V diag(h) V^T
     x_star = rng.standard_normal(d)
     b = a @ x_star + cfg.noise * rng.standard_normal(n)
-    torch.manual_seed(seed)
-    model = _Residual(d)
-    nn.init.normal_(model.x, std=1.0)
+    with seeded(seed):
+        model = _Residual(d)
+        nn.init.normal_(model.x, std=1.0)
     ta, tb = torch.from_numpy(a).float(), torch.from_numpy(b).float()
     return Task(
         model,

@@ -91,6 +91,10 @@ def replay(
     r_all, u_all = schedule.read_version[applied], schedule.update[applied]
     order = np.lexsort((applied, u_all, r_all))  # by read version, then update, then gid
     gids, r_sorted, u_sorted = applied[order], r_all[order], u_all[order]
+    # rows apart: a robust rule or the gradient check needs each gradient; and a BatchNorm
+    # model's gradient depends on its own minibatch as a whole, so several workers'
+    # minibatches never go through one forward pass (one vmapped call instead)
+    apart = not aggregator.linear or check.per_gradient
     # boundaries of (read version, update) groups
     cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
     starts = np.concatenate([[0], cut]).astype(np.int64)
@@ -135,7 +139,8 @@ def replay(
                     idx = np.concatenate([samplers[w].batch(k) for w, k in pairs])
                 x, y = task.batch(idx)
                 scale = staleness.scale(u - v)
-                if not aggregator.linear or check.per_gradient or faults.touches(members_w[a:b]):
+                coupled = n > 1 and task.batch_coupled
+                if apart or coupled or faults.touches(members_w[a:b]):
                     rows = _rows(
                         task, params, x, y, gids[a:b], members_w[a:b], faults, check, schedule
                     )
