@@ -187,3 +187,57 @@ def test_optimizer_options_reach_torch():
     with pytest.raises(ConfigError) as err:
         build_server(cfg.replace("optimizer.momentum=0.9"), torch.zeros(3))
     assert err.value.field == "optimizer.momentum"
+
+
+# -- round trips, refused optimizers, and no global side effects -----------------------------
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["policy.name=ssp", "policy.staleness_bound=inf"],
+        ["policy.name=psp", "policy.sample=2", "policy.staleness_bound=inf"],
+        ["optimizer.name=adam", "optimizer.options={betas = [0.8, 0.99]}"],
+        ["policy.name=hybrid", "policy.threshold=linear:start=0,end=20"],
+    ],
+)
+def test_every_saved_config_loads_and_reruns(tmp_path, overrides):
+    """config.toml used to hold "inf" as a string, which Config.load rejects: an ssp run with
+    s = inf could be neither rerun nor resumed."""
+    import hybridsgd as h
+
+    cfg = Config.from_dict({"run": {"updates": 6, "eval_every": 3}}, overrides)
+    h.run(cfg, out=tmp_path / "r")
+    again = Config.load(tmp_path / "r" / "config.toml")
+    assert again.to_dict() == cfg.to_dict()
+    assert main(["run", str(tmp_path / "r" / "config.toml"), "--out", str(tmp_path / "r2")]) == 0
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "SparseAdam"])
+def test_optimizers_a_server_cannot_drive_are_refused_in_one_line(name):
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict({"optimizer": {"name": name}})
+    assert e.value.field == "optimizer.name" and "\n" not in str(e.value)
+
+
+def test_building_tasks_and_reports_leaves_global_state_alone(tmp_path):
+    import matplotlib
+    import torch
+
+    import hybridsgd as h
+    from hybridsgd.report import build  # noqa: F401  (importing it must not pick a backend)
+
+    backend = matplotlib.get_backend()
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    h.run(Config.from_dict({"run": {"updates": 3}}))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert matplotlib.get_backend() == backend
+
+
+def test_run_threads_is_honoured_by_the_simulator():
+    import torch
+
+    import hybridsgd as h
+
+    before = torch.get_num_threads()
+    s = h.run(Config.from_dict({"run": {"updates": 3, "threads": 1}})).summary
+    assert s["torch_threads"] == 1 and torch.get_num_threads() == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 import hybridsgd as h
 from hybridsgd.cli import main
@@ -81,3 +82,34 @@ def test_cli_commands_of_the_issue(tmp_path, monkeypatch, capsys):
     s = json.loads((tmp_path / "runs/sync/summary.json").read_text())
     assert b["policy"].startswith("backup") and s["policy"].startswith("sync") and s["seed"] == 3
     assert b["gradients"]["cancelled"] == 2 * 30 and s["gradients"]["cancelled"] == 0
+
+
+def test_a_trace_row_names_the_samples_its_gradient_used():
+    """samplers_for rebuilds each gradient's minibatch from (worker, minibatch): the first
+    sync update, recomputed by hand from the trace rows, is the run's."""
+    import torch
+
+    import hybridsgd as h
+
+    cfg = h.Config.from_dict(
+        {"policy": {"name": "sync", "workers": 3}, "run": {"updates": 1}, "optimizer": {"lr": 0.1}}
+    )
+    result = h.run(cfg)
+    task = h.build_task(cfg.task, cfg.run.seed)
+    feeds = h.samplers_for(cfg, task)
+    g = result.trace.gradients
+    rows = g[g["update"] == 1]
+    grads = []
+    for worker, k in zip(rows.worker, rows.minibatch, strict=True):
+        x, y = task.batch(feeds[worker].batch(k))
+        grads.append(task.grad(task.initial_params(), x, y)[0].clone())
+    want = task.initial_params() - 0.1 * torch.stack(grads).mean(dim=0)
+    assert torch.allclose(result.params, want, atol=1e-6)
+
+
+def test_build_policy_takes_a_spec_string():
+    import hybridsgd as h
+
+    assert h.build_policy("k_sync:k=4,workers=6").describe() == "k_sync(W=6, quorum=4)"
+    with pytest.raises(h.ConfigError):
+        h.build_policy("k_sync:k=9,workers=6")

@@ -13,7 +13,7 @@ from hybridsgd.config import Config  # noqa: E402
 from hybridsgd.core import Coordinator, Mean, ParameterServer  # noqa: E402
 from hybridsgd.errors import ConfigError, HybridSGDError, WorkerLost  # noqa: E402
 from hybridsgd.policies import Policy, QuorumPolicy, asynchronous, backup, build_policy, sync  # noqa: E402
-from hybridsgd.runner import RunResult, build_cluster, resume, run  # noqa: E402
+from hybridsgd.runner import RunResult, build_cluster, resume, run, samplers_for  # noqa: E402
 from hybridsgd.tasks import Task, build_task  # noqa: E402
 from hybridsgd.timing import Cluster, parse_model  # noqa: E402
 from hybridsgd.trace import Trace  # noqa: E402
@@ -42,6 +42,7 @@ __all__ = [
     "parse_model",
     "resume",
     "run",
+    "samplers_for",
     "simulate_schedule",
     "sync",
 ]

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override a config value, e.g. --set policy.name=sync (repeatable)",
     )
-    r.add_argument("--backend", help="override run.backend (sim or local)")
+    r.add_argument("--backend", help="override run.backend (sim, local or ray)")
     r.add_argument("--out", help="run directory to write (default: runs/<config name>)")
     r.add_argument(
         "--force", action="store_true", help="overwrite a run directory that holds a run"
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
     )
-    m.add_argument("--backend", help="override run.backend (sim or local)")
+    m.add_argument("--backend", help="override run.backend (sim, local or ray)")
     m.add_argument("--out", required=True, help="directory for the runs and the report")
     m.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")

@@ -101,7 +101,7 @@ class FaultsConfig:
 class RunConfig:
     """How long, where, and what to record."""
 
-    backend: str = "sim"  # sim (virtual time) | local (processes on this machine)
+    backend: str = "sim"  # sim (virtual time) | local (processes here) | ray (Ray actors)
     updates: int | None = None  # stop after this many updates ...
     time: float | None = (
         None  # ... or at this time (virtual; seconds on local); default 200 updates

@@ -107,6 +107,19 @@ def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str,
     return o.name, o.lr, options
 
 
+def samplers_for(cfg: Config, task: Task) -> list:
+    """Each worker's minibatch stream in a run of ``cfg`` on ``task``: the training-sample
+    indices of the gradient in a trace row are
+    ``samplers_for(cfg, task)[row.worker].batch(row.minibatch)``, on every backend."""
+    labels = (
+        task.y_train.numpy()
+        if task.metric == "accuracy"
+        else np.zeros(task.n_train, dtype=np.int64)
+    )
+    p, t = cfg.policy, cfg.task
+    return samplers(labels, p.workers, t.batch_size, t.split, t.alpha, cfg.run.seed)
+
+
 def build_server(
     cfg: Config,
     params: torch.Tensor,
@@ -193,19 +206,7 @@ def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) 
     staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
     server = build_server(cfg, task.initial_params(), task.shapes, policy.partial_updates)
     cluster = build_cluster(cfg, nbytes=4 * task.numel)
-    labels = (
-        task.y_train.numpy()
-        if task.metric == "accuracy"
-        else np.zeros(task.n_train, dtype=np.int64)
-    )
-    feeds = samplers(
-        labels,
-        cfg.policy.workers,
-        cfg.task.batch_size,
-        cfg.task.split,
-        cfg.task.alpha,
-        cfg.run.seed,
-    )
+    feeds = samplers_for(cfg, task)
     extra: dict[str, Any] = {}
     final = None
     if cfg.run.backend in ("local", "ray"):

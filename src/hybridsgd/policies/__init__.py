@@ -124,9 +124,18 @@ def gradients_per_update(c: PolicyConfig) -> int:
 
 
 def build_policy(
-    cfg: PolicyConfig, seed: int = 0, gradients_per_epoch: float = 1.0, tensors: int = 1
+    cfg: PolicyConfig | str, seed: int = 0, gradients_per_epoch: float = 1.0, tensors: int = 1
 ) -> Policy:
-    """The policy a ``[policy]`` section describes (validated by :class:`Config`)."""
+    """The policy a ``[policy]`` section describes (validated by :class:`Config`), or a spec
+    string as ``--policy`` takes it (validated the same way).
+
+    >>> build_policy("k_sync:k=4,workers=6").describe()
+    'k_sync(W=6, quorum=4)'
+    """
+    if isinstance(cfg, str):
+        from hybridsgd.config import Config
+
+        cfg = Config.from_dict({}, parse_spec(cfg)[1]).policy
     return POLICIES[cfg.name](cfg, seed, gradients_per_epoch, tensors)
 
 

@@ -80,7 +80,9 @@ class AdaptivePolicy(QuorumPolicy):
         return None
 
     def describe(self) -> str:
-        return f"adaptive(W={self.workers}, K={self.chosen}, full round every {self.explore_every})"
+        return (
+            f"adaptive(W={self.workers}, K={self.chosen}, probes K + 2 every {self.explore_every})"
+        )
 
 
 def adaptive(workers: int, explore_every: int = 10) -> AdaptivePolicy:
