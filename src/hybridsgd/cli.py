@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
             "--out", f"{out} holds an interrupted run; --resume {out}, or --force to start over"
         )
     for note in notes_for(cfg):
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
 
     try:
         result = _with_progress(args, err, lambda progress: run(cfg, out=out, progress=progress))
@@ -176,6 +176,10 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         raise
     if not args.quiet:
         _print_summary(result.summary, out)
+    for note in result.summary["notes"][len(notes_for(cfg)) :]:  # those the run found
+        err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    for warning in result.summary["warnings"]:
+        err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
     if result.summary.get("interrupted"):
         print(f"hybridsgd: interrupted; the trace up to here is in {out}", file=sys.stderr)
         return 130
@@ -214,8 +218,8 @@ def _print_summary(s: dict, out: Path) -> None:
         ("virtual time" if s.get("clock") == "virtual" else "seconds", f"{s['end_time']:.4g}"),
         ("final loss / accuracy", f"{s['final_loss']:.4f} / {s['final_accuracy']:.4f}"),
         (
-            "gradients applied / dropped / cancelled",
-            f"{g['applied']} / {g['dropped']} / {g['cancelled']}",
+            "gradients applied / dropped / cancelled / rejected",
+            f"{g['applied']} / {g['dropped']} / {g['cancelled']} / {g['rejected']}",
         ),
         ("mean staleness (momentum)", f"{s['mean_staleness']:.2f} ({s['momentum']})"),
     ]
@@ -467,6 +471,12 @@ def _print_prediction(pred, h, measured) -> None:
     row("wasted fraction of started work", pred.wasted_fraction, "wasted_fraction", ".3f")
     sq = ", ".join(f"{k} {v:g}" for k, v in pred.staleness_quantiles.items())
     row(f"mean staleness ({sq})", pred.mean_staleness, "mean_staleness")
+    if measured:  # a whole run's mean is low under heavy tails: its slowest are still in flight
+        row(
+            "  in steady state (reads 5-50% in)",
+            pred.mean_staleness,
+            "steady_state_staleness",
+        )
     console.print(t)
     if pred.regimes:
         r = Table(title="per regime")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,8 +186,26 @@ def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -
 CHECKPOINT = "checkpoint.pt"
 
 
+def writable_dir(out: str | Path, field: str = "--out") -> Path:
+    """``out`` as a directory this process can write, made if needed: checked before any
+    training, so a finished run is never lost to an unwritable destination."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(field, f"{out} is a file, not a directory; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".hybridsgd-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            field, f"{out} cannot be written ({exc.strerror or exc}); give a writable directory"
+        ) from None
+    return out
+
+
 def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) -> RunResult:
-    out = Path(out) if out is not None else None
+    out = writable_dir(out) if out is not None else None
     wall0 = time.perf_counter()
     task = task or build_task(cfg.task, cfg.run.seed)
     if cfg.task.split == "dirichlet" and task.metric != "accuracy":
@@ -386,6 +405,7 @@ def _summary(
             + counts["rejected"],
             **counts,
         },
+        **health(s, evals),
         "mean_staleness": float(applied.mean()) if len(applied) else math.nan,
         "max_staleness": int(applied.max()) if len(applied) else 0,
         "momentum": cfg.optimizer.momentum,
@@ -402,8 +422,52 @@ def _summary(
         else math.nan,
         "wall_time_s": wall,
         "schedule_path": s.path,
-        "notes": notes_for(cfg),
+        "notes": notes_for(cfg)
+        + (
+            [
+                f"{cfg.policy.workers} workers share {task.n_train} training samples: every "
+                "worker draws from the whole training set"
+            ]
+            if cfg.policy.workers > task.n_train
+            else []
+        ),
         "config": cfg.to_dict(),
+    }
+
+
+DIVERGENCE_FACTOR = 100.0  # a test loss this many times the initial one has diverged
+
+
+def health(s: Schedule, evals: Evals) -> dict[str, Any]:
+    """Whether the run diverged (a non-finite test loss, or one ``DIVERGENCE_FACTOR`` times
+    the initial loss) and from which evaluated version, how many gradients the server
+    rejected and why; ``warnings`` says each problem in one line."""
+    loss = np.asarray(evals.loss, dtype=float)
+    first = loss[0] if len(loss) and np.isfinite(loss[0]) else math.nan
+    bad = ~np.isfinite(loss) | (loss > DIVERGENCE_FACTOR * abs(first))
+    at = int(np.argmax(bad)) if bad.any() else None
+    counts = s.counts()
+    offered = counts["applied"] + counts["rejected"]
+    reasons: dict[str, int] = {}
+    for why in s.reasons.values():
+        reasons[why] = reasons.get(why, 0) + 1
+    warnings = []
+    if at is not None:
+        warnings.append(
+            f"diverged: the test loss is {loss[at]:.4g} at update {evals.version[at]} "
+            f"(initial {first:.4g}); lower optimizer.lr"
+        )
+    if offered and counts["rejected"] > offered / 2:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+        warnings.append(
+            f"{counts['rejected']} of {offered} gradients were rejected ({why}): "
+            "most of the run's work was thrown out"
+        )
+    return {
+        "diverged": at is not None,
+        "diverged_at": evals.version[at] if at is not None else None,
+        "rejected_reasons": reasons,
+        "warnings": warnings,
     }
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from hybridsgd.backends.sim.replay import Evals
 from hybridsgd.backends.sim.schedule import FATES, Schedule
+from hybridsgd.errors import ConfigError
 
 TABLES = ("gradients", "updates", "evals")
 
@@ -99,9 +100,46 @@ class Trace:
 
     @classmethod
     def read(cls, run_dir: str | Path) -> Trace:
+        """A run directory's trace; a missing or damaged file is a ConfigError naming it."""
         d = Path(run_dir)
-        tables = {n: pd.read_csv(d / f"{n}.csv") for n in TABLES}
-        return cls(**tables, summary=json.loads((d / "summary.json").read_text()))
+        tables = {n: _read_table(d / f"{n}.csv", COLUMNS[n]) for n in TABLES}
+        path = d / "summary.json"
+        try:
+            summary = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(str(path), "is missing: the run directory is incomplete") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(str(path), f"cannot be read as JSON ({exc})") from None
+        if not isinstance(summary, dict):
+            raise ConfigError(str(path), "is not a run summary (a JSON object)")
+        return cls(**tables, summary=summary)
+
+
+#: the columns each table must have (more may follow)
+COLUMNS = {
+    "gradients": (
+        "gid", "worker", "minibatch", "read_version", "start_time", "end_time", "staleness",
+        "fate", "update",
+    ),
+    "updates": ("version", "time", "n_gradients", "mean_staleness", "max_staleness", "regime"),
+    "evals": ("version", "time", "loss", "accuracy"),
+}  # fmt: skip
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "is missing: the run directory is incomplete") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(str(path), f"cannot be read as CSV ({first})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ConfigError(
+            str(path), f"is not a hybridsgd trace table: no column {', '.join(missing)}"
+        )
+    return df
 
 
 def _atomic(path: Path, write) -> None:

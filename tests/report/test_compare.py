@@ -135,3 +135,27 @@ def test_a_bad_policy_spec_is_one_line_and_exit_2(tmp_path, capsys):
         assert line.startswith(f"hybridsgd: error: {field}") and "\n" not in line
     assert not Path(tmp_path / "o" / "runs").exists()  # nothing ran
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.parametrize(
+    "damage, name",
+    [
+        (lambda p: p.unlink(), "evals.csv"),
+        (lambda p: p.write_bytes(b"\x00garbage\n,,,\n\xff"), "gradients.csv"),
+        (lambda p: p.write_text("{not json"), "summary.json"),
+    ],
+)
+def test_report_on_a_damaged_trace_names_the_file_in_one_line(
+    comparison, tmp_path, capsys, damage, name
+):
+    """A missing evals.csv used to raise FileNotFoundError, a garbage gradients.csv
+    AttributeError 'end_time'."""
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(comparison, copy)
+    run_dir = sorted((copy / "runs").iterdir())[0]
+    damage(run_dir / name)
+    assert main(["report", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hybridsgd: error: {run_dir / name}:") and "\n" not in err

@@ -84,3 +84,23 @@ def test_sampler_stream_is_epochs_of_the_shard():
 def test_dirichlet_needs_labels():
     with pytest.raises(h.ConfigError, match="task.split"):
         h.run(small_config(task={"name": "quadratic", "split": "dirichlet"}))
+
+
+def test_more_workers_than_samples_never_hangs():
+    """The iid split used to leave workers with empty shards, whose sampler looped forever.
+    Now every worker streams the whole training set, and the run says so."""
+    cfg = h.Config.from_dict(
+        {
+            "task": {"name": "logistic", "samples": 100},
+            "policy": {"name": "async", "workers": 200},
+            "run": {"updates": 300, "eval_every": 100},
+        }
+    )
+    s = h.run(cfg).summary
+    assert s["updates"] == 300
+    assert any("every worker draws from the whole training set" in n for n in s["notes"])
+    with pytest.raises(h.ConfigError) as e:
+        h.run(cfg.replace("task.name=mlp-digits", "task.split=dirichlet", "policy.workers=2000"))
+    assert e.value.field == "policy.workers"
+    with pytest.raises(ValueError, match="empty"):
+        WorkerSampler(np.empty(0, dtype=np.int64), 4, np.random.default_rng(0))

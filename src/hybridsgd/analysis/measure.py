@@ -6,8 +6,9 @@ from hybridsgd.backends.sim.schedule import APPLIED, Schedule
 
 
 def measure(schedule: Schedule, batch_size: int = 32) -> dict[str, float]:
-    """Mean time per update, mean staleness of applied gradients, wasted fraction of started
-    work (cancelled or dropped) and throughput in samples per unit time."""
+    """Mean time per update, mean staleness of applied gradients (over the whole run, and in
+    the steady state: see :func:`steady_state_staleness`), wasted fraction of started work
+    (cancelled or dropped) and throughput in samples per unit time."""
     s = schedule
     c = s.counts()
     applied = s.staleness[s.fate == APPLIED]
@@ -18,6 +19,7 @@ def measure(schedule: Schedule, batch_size: int = 32) -> dict[str, float]:
         if s.n_gradients
         else 0.0,
         "throughput": c["applied"] * batch_size / s.end_time,
+        "steady_state_staleness": steady_state_staleness(s),
     }
 
 

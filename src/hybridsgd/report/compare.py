@@ -9,7 +9,7 @@ from pathlib import Path
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies import parse_spec
-from hybridsgd.runner import run
+from hybridsgd.runner import run, writable_dir
 
 
 def label_of(spec: str) -> str:
@@ -44,8 +44,7 @@ def compare(
     labels = [label_of(s) for s in specs]
     if len(set(labels)) != len(labels):
         raise ConfigError("--policy", "the same policy is given twice")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out)
     (out / "policies.txt").write_text("\n".join(labels) + "\n")
     for n, (spec, cfg) in enumerate(configs):
         if progress:

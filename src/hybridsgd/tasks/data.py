@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hybridsgd.errors import ConfigError
+
 
 def split(
     labels: np.ndarray, workers: int, kind: str, alpha: float, rng: np.random.Generator
@@ -19,8 +21,20 @@ def split(
     For ``dirichlet`` each class is divided among workers in proportions drawn from
     Dirichlet(alpha); small alpha gives each worker a few dominant classes. A worker left
     empty receives one sample from the largest shard.
+
+    With more workers than samples there are not enough samples for disjoint shards:
+    ``iid`` then gives every worker the whole training set (each streams it in its own
+    order, sampling the whole set as a data stream would); ``dirichlet`` is refused.
     """
     n = len(labels)
+    if workers > n:
+        if kind != "iid":
+            raise ConfigError(
+                "policy.workers",
+                f"{workers} workers need at least as many training samples for a {kind} split "
+                f"(the task has {n}); use task.split = iid or at most {n} workers",
+            )
+        return [np.arange(n, dtype=np.int64) for _ in range(workers)]
     if kind == "iid":
         return [np.sort(s) for s in np.array_split(rng.permutation(n), workers)]
     shards: list[list[int]] = [[] for _ in range(workers)]
@@ -40,6 +54,8 @@ class WorkerSampler:
     """Minibatch k of one worker's stream (see module doc)."""
 
     def __init__(self, shard: np.ndarray, batch_size: int, rng: np.random.Generator) -> None:
+        if not len(shard):
+            raise ValueError("a worker's shard is empty: it has no samples to draw")
         self.shard, self.batch_size, self.rng = shard, batch_size, rng
         self._stream = np.empty(0, dtype=np.int64)
 
