@@ -139,9 +139,13 @@ def kill_actor_at(version: int):
     return progress, done
 
 
-@pytest.mark.parametrize(("name", "extra"), [("backup", {"backups": 1}), ("async", {})])
+@pytest.mark.parametrize(
+    ("name", "extra"), [("sync", {}), ("backup", {"backups": 1}), ("async", {})]
+)
 @pytest.mark.parametrize("restarts", [0, 1])
 def test_a_killed_worker_actor_is_restarted_or_lost_and_the_run_finishes(name, extra, restarts):
+    """sync with a restart used to end in "no worker is running and none may start" with no
+    trace: the replacement was told to wait for the round that needed its own gradient."""
     progress, killed = kill_actor_at(10)
     cfg = config(name, workers=4, updates=60, **extra).replace(
         f"run.max_worker_restarts={restarts}"

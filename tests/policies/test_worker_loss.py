@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from hybridsgd import asynchronous, backup, sync
+from hybridsgd import Coordinator, ParameterServer, asynchronous, backup, sync
 from hybridsgd.config import PolicyConfig
 from hybridsgd.errors import WorkerLost
 from hybridsgd.policies import Fate, build_policy
@@ -67,3 +68,37 @@ def test_ssp_forgets_a_dead_worker_clock():
     assert p.request(0) is None  # one tick ahead of worker 1, bound 0
     d = p.lose(1)
     assert d.release == [0] and p.request(0) == 1
+
+
+def test_a_restarted_sync_worker_redoes_its_share_of_the_round():
+    """Ray with run.max_worker_restarts >= 1: a worker that died mid-round was recorded as
+    cancelled, and sync told its replacement to wait for the round that needs its own
+    gradient: "no worker is running and none may start". Through the core alone."""
+    c = Coordinator(sync(3), ParameterServer(torch.zeros(2), "sgd", lr=1.0))
+    assert [c.request(w) for w in range(3)] == [0, 0, 0]
+    assert c.push(0, 0, torch.tensor([3.0, 0.0])).decision.fate == Fate.BUFFERED
+    c.abandon(1)  # worker 1 died computing on version 0 and is restarted
+    assert c.request(1) == 0  # the new process redoes its share of round 0
+    assert c.push(2, 0, torch.tensor([0.0, 3.0])).decision.fate == Fate.BUFFERED
+    d = c.push(1, 0, torch.tensor([3.0, 3.0])).decision
+    assert d.fate == Fate.APPLIED and c.server.params.tolist() == [-2.0, -2.0]
+    # a worker that already delivered its gradient of the round still waits after a restart
+    assert [c.request(w) for w in range(3)] == [1, 1, 1]
+    c.push(0, 1, torch.zeros(2))
+    c.abandon(0)
+    assert c.request(0) is None
+
+
+@pytest.mark.parametrize("name", ["backup", "async", "k_sync", "ssp"])
+def test_a_restart_never_leaves_a_policy_without_a_worker_that_may_start(name):
+    from hybridsgd.policies import build_policy
+
+    spec = {"backup": "backup:backups=1", "k_sync": "k_sync:k=2", "ssp": "ssp:s=1"}.get(name, name)
+    c = Coordinator(
+        build_policy(f"{spec},workers=3" if ":" in spec else f"{spec}:workers=3"),
+        ParameterServer(torch.zeros(1), "sgd", lr=1.0),
+    )
+    for w in range(3):
+        assert c.request(w) == 0
+    c.abandon(2)
+    assert c.request(2) == 0

@@ -88,6 +88,12 @@ class Coordinator:
         self._apply(decision)
         return decision
 
+    def abandon(self, worker: int, now: float = 0.0) -> None:
+        """The worker's process died and is being replaced; its work in flight is gone (see
+        :meth:`~hybridsgd.policies.QuorumPolicy.abandon`). Its next :meth:`request` says
+        which version the new process reads."""
+        self.policy.abandon(worker, now)
+
     def own(self, gid: int) -> None:
         """Hold a copy of gradient ``gid`` instead of the backend's buffer (no-op once the
         gradient has been applied)."""

@@ -83,6 +83,11 @@ class Policy(ABC):
         """``worker`` is gone for good; what follows (see :meth:`QuorumPolicy.lose`)."""
         raise NotImplementedError(f"{self.name} cannot go on after losing a worker")
 
+    def abandon(self, worker: int, now: float = 0.0) -> None:
+        """``worker``'s work in flight died with its process, and the worker comes back (a
+        restart): see :meth:`QuorumPolicy.abandon`."""
+        raise NotImplementedError(f"{self.name} cannot restart a worker")
+
     def level(self) -> float:
         """The degree of synchrony in force, 0 (asynchronous) to 1 (synchronous)."""
         return 1.0

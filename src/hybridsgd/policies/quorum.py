@@ -176,6 +176,17 @@ class QuorumPolicy(Policy):
                 decision.release = sorted({*decision.release, *freed})
         return decision
 
+    def abandon(self, worker: int, now: float = 0.0) -> None:
+        """``worker``'s work in flight is gone (its process died) and a new process takes
+        its place. Unless it already delivered its gradient of the current version, it may
+        read that version again at once and redo its share: a barrier that waits for it
+        (``sync``) would otherwise wait forever for a gradient nobody computes."""
+        self.now = now
+        self._in_flight[worker] = -1
+        self._waiting.discard(worker)
+        if not (self.counts == "workers" and worker in self._buffered_workers):
+            self._last_read[worker] = min(self._last_read[worker], self.version - 1)
+
     def _needed(self) -> int:
         """Gradients that fire an update: the quorum, or, when workers are lost and the
         quorum counts workers, at most the survivors plus the lost who already delivered."""

@@ -369,6 +369,7 @@ class RayBackend(Driver):
         if self.restarts[w] < self.max_restarts:
             self.restarts[w] += 1
             self._cancel(w, now)
+            self.coord.abandon(w, now)  # the new actor may redo the job that died
             with contextlib.suppress(Exception):  # a socket closed: make sure it is gone
                 self.ray.kill(self.actors[w], no_restart=True)
             self.actors[w] = self._new_actor(w)
