@@ -161,3 +161,23 @@ def test_a_gradient_of_the_wrong_shape_or_dtype_is_rejected_not_applied():
     c.push(2, 0, torch.tensor([5.0, 5.0], dtype=torch.float64))
     assert c.rejected == [(1, "shape (3,), expected (2,)"), (2, "dtype float64, expected float32")]
     assert c.server.params.tolist() == [-1.0, -1.0] and c.server.version == 1
+
+
+def test_huge_finite_gradients_and_graph_tensors_are_handled():
+    """3e38 values passed the check (finite, yet their sum overflows float32); a tensor that
+    requires grad gave a raw torch error."""
+    import torch
+
+    from hybridsgd import Coordinator, ParameterServer, sync
+    from hybridsgd.core.faults import GradientCheck
+
+    assert GradientCheck().row(torch.full((8,), 3e38)) == "overflow"
+    assert GradientCheck().row(torch.ones(8)) == ""
+    c = Coordinator(sync(1), ParameterServer(torch.zeros(2), "sgd", lr=1.0))
+    c.request(0)
+    g = torch.ones(2, requires_grad=True)
+    assert c.push(0, 0, g * 2).decision.fate == "applied"
+    assert c.server.params.tolist() == [-2.0, -2.0]
+    c.request(0)
+    c.push(0, 1, torch.full((2,), 3e38))
+    assert c.rejected == [(1, "overflow")] and c.server.params.tolist() == [-2.0, -2.0]

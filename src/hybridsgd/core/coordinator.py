@@ -72,6 +72,8 @@ class Coordinator:
         update it fires, if any. A buffered gradient is held by reference: a backend that
         will overwrite its buffer calls :meth:`own` first. ``gid`` numbers the gradient (a
         backend that also counts cancelled work gives its own numbers, in increasing order)."""
+        if gradient.requires_grad:  # a value, not part of anyone's graph
+            gradient = gradient.detach()
         if gid is None:
             gid = self._next_gid
         self._next_gid = gid + 1

@@ -53,6 +53,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def exit_reason(proc, wait: float = 1.0) -> str:
+    """Why a worker process ended, once it has: its pipe can close a moment before the
+    process is reaped, so wait up to ``wait`` seconds for its exit status."""
+    proc.join(wait)
+    code = proc.exitcode
+    if code is None:
+        return "its pipe closed, the process is still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"process killed by {signal.Signals(-code).name}"
+    return f"process exited with code {code}"
+
+
 def worker_threads(workers: int, threads: int = 0) -> int:
     """torch intra-op threads per worker: ``threads`` if set, else the cores shared out so
     that W workers never oversubscribe the machine (at least one each)."""
@@ -127,8 +140,8 @@ class LocalBackend(Driver):
                     waiting.pop(w).recv()
                 except EOFError:
                     raise WorkerLost(
-                        f"worker {w} exited while starting (exit code"
-                        f" {self.procs[w].exitcode}); a script that starts local runs needs"
+                        f"worker {w} exited while starting ({exit_reason(self.procs[w])}); a"
+                        " script that starts local runs needs"
                         " `if __name__ == '__main__':` around them"
                     ) from None
 
@@ -160,7 +173,7 @@ class LocalBackend(Driver):
                 if len(rec.update_time) >= max_updates:
                     return
             for w in dead:
-                self._lose(w, now, f"process exited (code {self.procs[w].exitcode})")
+                self._lose(w, now, exit_reason(self.procs[w]))
             self._overdue(now, lambda w: self.procs[w].kill())
 
     def _launch(self, w: int, token: int, slot: int, delay: float) -> int:
