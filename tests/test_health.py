@@ -59,3 +59,64 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypa
         with pytest.raises(h.ConfigError):
             h.run(h.Config.from_dict({"run": {"updates": 2}}), out=out)
     assert not trained
+
+
+def test_two_runs_into_one_directory_cannot_corrupt_each_other(tmp_path, capsys):
+    """Both used to pass the "already holds a run" check and write through the same temp
+    names. The directory is now locked for a run's whole life: the second gets one line."""
+    import fcntl
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    out.mkdir()
+    with open(out / ".lock", "a") as lock:  # another process holds the run directory
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code = (
+            "import sys; from hybridsgd.cli import main; "
+            f"sys.exit(main(['run', 'examples/digits-backup.toml', '--out', r'{out}', '--quiet']))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == f"hybridsgd: error: --out: {out} is in use by another run; "
+        "wait for it or choose another"
+    )
+    assert not (out / "summary.json").exists()
+    # once free, it runs; temp names carry the writer's pid, and none is left behind
+    assert (
+        main(
+            [
+                "run",
+                "examples/digits-backup.toml",
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "run.updates=5",
+            ]
+        )
+        == 0
+    )
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_the_python_api_and_the_cli_agree_on_an_existing_run(tmp_path):
+    """h.run used to overwrite a run directory silently; --force over a checkpointed run
+    left the old run's files beside the new config."""
+    import pytest
+
+    out = tmp_path / "r"
+    cfg = h.Config.from_dict({"run": {"updates": 4}})
+    h.run(cfg, out=out)
+    before = (out / "summary.json").read_text()
+    with pytest.raises(h.ConfigError, match="holds a run"):
+        h.run(cfg.replace("run.seed=3"), out=out)
+    assert (out / "summary.json").read_text() == before
+    (out / "checkpoint.pt").write_bytes(b"an old run's checkpoint")
+    with pytest.raises(h.ConfigError, match="interrupted run"):
+        h.run(cfg.replace("run.seed=3"), out=out)
+    h.run(cfg.replace("run.seed=3", "run.updates=3"), out=out, force=True)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["seed"] == 3 and not (out / "checkpoint.pt").exists()
+    assert h.Config.load(out / "config.toml").run.seed == 3

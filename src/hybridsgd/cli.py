@@ -151,21 +151,13 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         overrides.append(f"run.backend={args.backend}")
     cfg = Config.load(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    if (out / "summary.json").exists() and not args.force:
-        raise ConfigError(
-            "--out", f"{out} already holds a run; pass another --out or --force to overwrite it"
-        )
-    if out.exists() and not out.is_dir():
-        raise ConfigError("--out", f"{out} is a file, not a directory")
-    if (out / CHECKPOINT).exists() and not args.force:
-        raise ConfigError(
-            "--out", f"{out} holds an interrupted run; --resume {out}, or --force to start over"
-        )
     for note in notes_for(cfg):
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
 
     try:
-        result = _with_progress(args, err, lambda progress: run(cfg, out=out, progress=progress))
+        result = _with_progress(
+            args, err, lambda progress: run(cfg, out=out, progress=progress, force=args.force)
+        )
     except KeyboardInterrupt:
         if (out / CHECKPOINT).is_file():
             print(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import inspect
 import math
 import os
@@ -150,6 +151,7 @@ def run(
     task: Task | None = None,
     out: str | Path | None = None,
     progress: Any = None,
+    force: bool = False,
 ) -> RunResult:
     """Train under ``config`` on its backend; write the run directory to ``out`` if given.
 
@@ -159,9 +161,10 @@ def run(
     still starts from the parameters the module had when the task was made.
     ``progress`` is a callable ``(phase, done, total)`` for progress displays. With
     ``run.checkpoint_every`` the run directory also holds a checkpoint while the run lasts
-    (see :func:`resume`).
+    (see :func:`resume`). A directory that already holds a run is refused unless ``force``
+    (the CLI's ``--force``), which removes that run's files before anything is written.
     """
-    return _execute(config, task, out, progress, None)
+    return _execute(config, task, out, progress, None, force)
 
 
 def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -> RunResult:
@@ -169,6 +172,8 @@ def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -
     where the uninterrupted run would have ended (same parameters, same trace)."""
     out = Path(out)
     path = out / CHECKPOINT
+    if not out.is_dir():
+        raise ConfigError("--resume", f"{out}: no such directory")
     if not path.is_file():
         raise ConfigError(
             "--resume", f"{out} holds no checkpoint ({CHECKPOINT}); nothing to resume"
@@ -184,6 +189,42 @@ def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -
 
 
 CHECKPOINT = "checkpoint.pt"
+#: the files of a run directory (a new run into it replaces all of them, or none)
+RUN_FILES = ("summary.json", "config.toml", "gradients.csv", "updates.csv", "evals.csv", CHECKPOINT)
+
+
+@contextlib.contextmanager
+def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterator[Path]:
+    """Hold ``out`` for one run: an exclusive lock for the run's whole life (a second run
+    into it is refused in one line), and, for a new run, the old run's files refused
+    (or removed with ``force``) before anything is written."""
+    out = writable_dir(out)
+    with open(out / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                "--out", f"{out} is in use by another run; wait for it or choose another"
+            ) from None
+        held = [n for n in RUN_FILES if (out / n).exists()]
+        if held and not resuming:
+            if not force:
+                what = (
+                    "an interrupted run: --resume it (h.resume), or"
+                    if CHECKPOINT in held
+                    else "a run: choose another directory, or"
+                )
+                raise ConfigError("--out", f"{out} holds {what} --force (force=True) to replace it")
+            for name in held:
+                (out / name).unlink()
+        yield out
+
+
+def _execute(cfg, task, out, progress, state: dict | None, force: bool = False) -> RunResult:
+    if out is None:
+        return _run(cfg, task, None, progress, state)
+    with claimed(Path(out), force=force, resuming=state is not None) as out:
+        return _run(cfg, task, out, progress, state)
 
 
 def writable_dir(out: str | Path, field: str = "--out") -> Path:
@@ -204,8 +245,7 @@ def writable_dir(out: str | Path, field: str = "--out") -> Path:
     return out
 
 
-def _execute(cfg: Config, task: Task | None, out, progress, state: dict | None) -> RunResult:
-    out = writable_dir(out) if out is not None else None
+def _run(cfg: Config, task: Task | None, out, progress, state: dict | None) -> RunResult:
     wall0 = time.perf_counter()
     task = task or build_task(cfg.task, cfg.run.seed)
     if cfg.task.split == "dirichlet" and task.metric != "accuracy":

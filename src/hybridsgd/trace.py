@@ -143,7 +143,7 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique to this process
     write(tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())

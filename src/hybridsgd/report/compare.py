@@ -49,7 +49,7 @@ def compare(
     for n, (spec, cfg) in enumerate(configs):
         if progress:
             progress(n, len(configs), spec)
-        run(cfg, out=out / "runs" / f"{label_of(spec)}-s{cfg.run.seed}")
+        run(cfg, out=out / "runs" / f"{label_of(spec)}-s{cfg.run.seed}", force=True)
     if progress:
         progress(len(configs), len(configs), "")
     return out
