@@ -98,3 +98,34 @@ def test_the_command_line_resumes_and_guards_an_interrupted_run(tmp_path, capsys
     assert not (out / CHECKPOINT).exists() and (out / "summary.json").exists()
     assert main(["run", "--resume", str(out), "--quiet"]) == 2  # nothing left to resume
     assert main(["run", str(cfg), "--set", "run.backend=local", "--out", str(tmp_path / "l")]) == 2
+
+
+def test_a_damaged_checkpoint_or_a_changed_config_is_refused_in_one_line(tmp_path, capsys):
+    """One flipped bit in the parameter data used to resume with exit 0 and another result;
+    an edited lr was silently ignored and an edited aggregator gave a 29-line traceback."""
+    import torch
+
+    out = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        run(config("backup-drop"), out=out, progress=stop_at(50))
+    good = (out / CHECKPOINT).read_bytes()
+    outer = torch.load(out / CHECKPOINT, weights_only=False)
+    payload = bytearray(outer["payload"])
+    payload[len(payload) // 2] ^= 0x10  # one bit, in the middle of the tensors
+    torch.save(outer | {"payload": bytes(payload)}, out / CHECKPOINT)
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "damaged" in err and "\n" not in err
+    (out / CHECKPOINT).write_bytes(good)
+    toml = (out / "config.toml").read_text()
+    for edit, key in (
+        (toml.replace("lr = 0.1\n", "lr = 0.5\n"), "optimizer.lr"),
+        (toml.replace('aggregator = "mean"', 'aggregator = "median"'), "policy.aggregator"),
+    ):
+        assert edit != toml
+        (out / "config.toml").write_text(edit)
+        assert main(["run", "--resume", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"changed since the checkpoint ({key})" in err and "\n" not in err
+    (out / "config.toml").write_text(toml)
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0

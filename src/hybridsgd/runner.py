@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import fcntl
 import inspect
 import math
@@ -180,12 +182,35 @@ def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -
         )
     cfg = Config.load(out / "config.toml")
     try:
-        state = torch.load(path, weights_only=False)
+        outer = torch.load(path, weights_only=False)
     except Exception as exc:  # a file that is not ours, or damaged outside our atomic writes
         raise ConfigError("--resume", f"{path} cannot be read: {exc}") from None
-    if state.get("format") != 1:
-        raise ConfigError("--resume", f"{path} is not a hybridsgd checkpoint")
+    if not isinstance(outer, dict) or outer.get("format") != 2:
+        raise ConfigError("--resume", f"{path} is not a hybridsgd checkpoint (format 2)")
+    payload = outer.get("payload", b"")
+    if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise ConfigError(
+            "--resume", f"{path} is damaged (its content does not match its checksum)"
+        )
+    state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
+    changed = _changed_keys(state["config"], cfg.to_dict())
+    if changed:
+        raise ConfigError(
+            "--resume",
+            f"{out / 'config.toml'} changed since the checkpoint ({', '.join(changed)}); "
+            "a resumed run continues the config it started with: restore it, or start a new run",
+        )
     return _execute(cfg, task, out, progress, state)
+
+
+def _changed_keys(before: dict, after: dict) -> list[str]:
+    """``section.key`` of every value that differs between two config dicts."""
+    return sorted(
+        f"{section}.{key}"
+        for section in before.keys() | after.keys()
+        for key in before.get(section, {}).keys() | after.get(section, {}).keys()
+        if before.get(section, {}).get(key) != after.get(section, {}).get(key)
+    )
 
 
 CHECKPOINT = "checkpoint.pt"
@@ -339,19 +364,25 @@ def _run(cfg: Config, task: Task | None, out, progress, state: dict | None) -> R
 
 def _checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
     """Writes ``out/checkpoint.pt`` atomically (write, fsync, rename): a crash mid-write
-    leaves the previous checkpoint whole."""
+    leaves the previous checkpoint whole. It holds the run's state, serialised, with its
+    SHA-256 and the config it belongs to: resume refuses a damaged file or a changed config."""
     out.mkdir(parents=True, exist_ok=True)
     _atomic(out / "config.toml", lambda p: Path(p).write_text(to_toml(cfg.to_dict())))
 
     def save(st: ReplayState) -> None:
         state = {
-            "format": 1,
             "hybridsgd": __version__,
+            "config": cfg.to_dict(),
             "fingerprint": fingerprint,
             "server": server.state_dict(),
             "replay": st,
         }
-        _atomic(out / CHECKPOINT, lambda p: torch.save(state, p))
+        # the content is serialised first and stored with its SHA-256, which resume checks
+        buf = io.BytesIO()
+        torch.serialization.save(state, buf)
+        payload = buf.getvalue()
+        outer = {"format": 2, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
+        _atomic(out / CHECKPOINT, lambda p: torch.save(outer, p))
 
     return save
 
