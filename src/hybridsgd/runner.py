@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import fcntl
+import hashlib
 import inspect
+import io
 import math
 import os
 import time
