@@ -38,6 +38,7 @@ class TaskConfig:
     curvature_max: float = 1.0  # quadratic: largest Hessian eigenvalue (spectrum is geometric)
     noise: float = 0.1  # quadratic / logistic: label noise
     data_seed: int = 0  # seed of the data set and the train/test split (not of the run)
+    custom: str = ""  # set by a run on a user's own Task: what it was (not built from config)
 
 
 @dataclass

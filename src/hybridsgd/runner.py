@@ -270,8 +270,28 @@ def writable_dir(out: str | Path, field: str = "--out") -> Path:
     return out
 
 
+def custom_task_marker(task: Task) -> str:
+    """What a user's own task was, for its run's config.toml: name, sizes, a fingerprint of
+    its initial parameters and training data."""
+    digest = hashlib.sha256()
+    for t in (task.initial_params(), task.x_train, task.y_train):
+        digest.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return (
+        f"{task.name}: {task.numel} parameters in {len(task.shapes)} tensors, "
+        f"{task.n_train} training samples, sha256 {digest.hexdigest()[:16]}"
+    )
+
+
 def _run(cfg: Config, task: Task | None, out, progress, state: dict | None) -> RunResult:
     wall0 = time.perf_counter()
+    if task is not None:
+        cfg = cfg.replace(f"task.custom={custom_task_marker(task)}")
+    elif cfg.task.custom:
+        raise ConfigError(
+            "task.custom",
+            f"this config comes from a run on a user's own task ({cfg.task.custom}); "
+            "rerun it from Python with h.run(h.Config.load(PATH), task=YOUR_TASK)",
+        )
     task = task or build_task(cfg.task, cfg.run.seed)
     if cfg.task.split == "dirichlet" and task.metric != "accuracy":
         raise ConfigError(

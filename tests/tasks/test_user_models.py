@@ -159,3 +159,19 @@ def test_a_model_without_trainable_parameters_is_refused_in_one_line(kind):
     with pytest.raises(ValueError, match="no trainable parameters") as e:
         h.Task.from_module(model, train, nn.functional.cross_entropy)
     assert "\n" not in str(e.value)
+
+
+def test_a_run_on_a_users_task_records_it_and_is_not_rerun_as_a_builtin(tmp_path, capsys):
+    """config.toml used to say task.name = "mlp-digits", so rerunning it from the CLI quietly
+    trained a different model."""
+    from hybridsgd.cli import main
+
+    out = tmp_path / "r"
+    h.run(config().replace("run.updates=2"), task=bn_task(), out=out)
+    saved = h.Config.load(out / "config.toml")
+    assert saved.task.custom.startswith("custom: ") and "sha256" in saved.task.custom
+    assert main(["run", str(out / "config.toml"), "--out", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridsgd: error: task.custom:") and "from Python" in err
+    again = h.run(saved, task=bn_task())  # from Python, with the task, it reruns
+    assert again.summary["config"]["task"]["custom"] == saved.task.custom
