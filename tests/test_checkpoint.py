@@ -129,3 +129,35 @@ def test_a_damaged_checkpoint_or_a_changed_config_is_refused_in_one_line(tmp_pat
         assert f"changed since the checkpoint ({key})" in err and "\n" not in err
     (out / "config.toml").write_text(toml)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 120 KiB tmpfs (root only): room for one checkpoint of mlp-digits, not two."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(small_disk, capsys):
+    """It used to print torch's "[enforce fail at inline_container.cc:672] unexpected pos"
+    in a 45-line traceback and leave .checkpoint.pt.tmp behind."""
+    import subprocess
+
+    out = small_disk / "r"
+    args = ["run", "examples/digits-backup.toml", "--out", str(out), "--quiet"]
+    sets = ["--set", "run.updates=90", "--set", "run.checkpoint_every=20"]
+    assert main([*args, *sets]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridsgd: error: no space left on the device of") and "\n" not in err
+    assert "checkpoint.pt" in err and not list(out.glob(".*.tmp"))
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    resumed = resume(out)  # from the last good checkpoint
+    assert resumed.summary["updates"] == 90 and resumed.summary["resumed_from"] >= 20
+    whole = Config.load("examples/digits-backup.toml", ["run.updates=90"])
+    assert torch.equal(resumed.params, run(whole).params)

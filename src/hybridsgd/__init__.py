@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from hybridsgd.backends.sim import Schedule, simulate_schedule  # noqa: E402
 from hybridsgd.config import Config  # noqa: E402
 from hybridsgd.core import Coordinator, Mean, ParameterServer  # noqa: E402
-from hybridsgd.errors import ConfigError, HybridSGDError, WorkerLost  # noqa: E402
+from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost  # noqa: E402
 from hybridsgd.policies import Policy, QuorumPolicy, asynchronous, backup, build_policy, sync  # noqa: E402
 from hybridsgd.runner import RunResult, build_cluster, resume, run, samplers_for  # noqa: E402
 from hybridsgd.tasks import Task, build_task  # noqa: E402
@@ -33,6 +33,7 @@ __all__ = [
     "Task",
     "Trace",
     "WorkerLost",
+    "DiskFull",
     "__version__",
     "asynchronous",
     "backup",

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hybridsgd import __version__
-from hybridsgd.errors import ConfigError, HybridSGDError, WorkerLost
+from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
 from hybridsgd.trace import json_safe
 
 EXIT_USAGE = 2
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(Path(args.dir))
         return _run(args, err) if args.command == "run" else EXIT_USAGE
-    except WorkerLost as exc:  # not bad input: the run itself failed
+    except (WorkerLost, DiskFull) as exc:  # not bad input: the run itself failed
         print(f"hybridsgd: error: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, HybridSGDError) as exc:

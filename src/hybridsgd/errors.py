@@ -34,6 +34,11 @@ def lookup(table: Mapping[str, T], name: str, field: str, what: str = "value") -
         raise ConfigError(field, f"unknown {what} {name!r}; use one of: {allowed}") from None
 
 
+class DiskFull(HybridSGDError):
+    """A run's file could not be written for want of space. Its temp file is removed and the
+    files written before (the last good checkpoint) are kept."""
+
+
 class WorkerLost(HybridSGDError):
     """Workers died and the policy cannot go on without them (``policy.on_worker_loss =
     "fail"``, or no worker is left). The run's trace up to the loss is still written."""

@@ -242,6 +242,8 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
                 raise ConfigError("--out", f"{out} holds {what} --force (force=True) to replace it")
             for name in held:
                 (out / name).unlink()
+        for stale in out.glob(".*.tmp"):  # half-written by a run that died: the lock says so
+            stale.unlink()
         yield out
 
 

@@ -17,8 +17,10 @@ gradient into the synchronous tensors.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import pandas as pd
 
 from hybridsgd.backends.sim.replay import Evals
 from hybridsgd.backends.sim.schedule import FATES, Schedule
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import ConfigError, DiskFull
 
 TABLES = ("gradients", "updates", "evals")
 
@@ -143,11 +145,31 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique to this process
-    write(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    """Write ``path`` whole or not at all: into a temp file unique to this process, fsync,
+    rename. A failed write removes its temp file; for want of space it raises DiskFull."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except Exception as exc:
+        # torch.save reports a full disk as "unexpected pos": look at the device itself
+        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or _no_room(path.parent)
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise DiskFull(
+                f"no space left on the device of {path.parent} while writing {path.name}; "
+                "what was written before is kept: free space, then run again (or --resume)"
+            ) from None
+        raise
     os.replace(tmp, path)
+
+
+def _no_room(directory: Path, least: int = 1 << 16) -> bool:
+    try:
+        return shutil.disk_usage(directory).free < least
+    except OSError:
+        return False
 
 
 def json_safe(value: Any) -> Any:
