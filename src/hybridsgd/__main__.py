@@ -1,5 +1,3 @@
-import sys
+from hybridsgd.cli import entry
 
-from hybridsgd.cli import main
-
-sys.exit(main())
+entry()

@@ -173,8 +173,9 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     for warning in result.summary["warnings"]:
         err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
     if result.summary.get("interrupted"):
-        print(f"hybridsgd: interrupted; the trace up to here is in {out}", file=sys.stderr)
-        return 130
+        by = result.summary.get("signal") or "SIGINT"
+        print(f"hybridsgd: interrupted ({by}); the trace up to here is in {out}", file=sys.stderr)
+        return 143 if by == "SIGTERM" else 130
     return 0
 
 
@@ -507,5 +508,14 @@ def _print_prediction(pred, h, measured) -> None:
         console.print(s)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``hybridsgd`` command: :func:`main` in a process that ends with it, so signals
+    after an interrupted run stay ignored while it exits (see ``runner.Interrupts``)."""
+    from hybridsgd.runner import Interrupts
+
+    Interrupts.hold_after_stop = True
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -16,6 +16,8 @@ import inspect
 import io
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -247,11 +249,48 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
         yield out
 
 
+class Interrupts:
+    """The first SIGINT or SIGTERM stops a real run (as Ctrl-C: KeyboardInterrupt in the
+    training loop); later ones are ignored until the partial trace is written, so a second
+    Ctrl-C cannot lose it. ``name`` is the signal that stopped the run, if any.
+
+    A program that exits once a run is interrupted (the CLI) sets ``hold_after_stop``: the
+    signals then stay ignored after the run, so one landing while it exits cannot kill it;
+    otherwise (a notebook) the previous handlers come back."""
+
+    hold_after_stop = False
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.name is None:
+            self.name = signal.Signals(signum).name
+            raise KeyboardInterrupt
+        # a second signal while the run is stopping: the trace is being saved
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers belong to the main thread
+            return
+        before = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in before.items():
+                held = self.name is not None and self.hold_after_stop
+                signal.signal(s, signal.SIG_IGN if held else handler)
+
+
 def _execute(cfg, task, out, progress, state: dict | None, force: bool = False) -> RunResult:
-    if out is None:
-        return _run(cfg, task, None, progress, state)
-    with claimed(Path(out), force=force, resuming=state is not None) as out:
-        return _run(cfg, task, out, progress, state)
+    signals = Interrupts()
+    real = cfg.run.backend != "sim"
+    with signals.deferred() if real else contextlib.nullcontext():
+        if out is None:
+            return _run(cfg, task, None, progress, state, signals)
+        with claimed(Path(out), force=force, resuming=state is not None) as out:
+            return _run(cfg, task, out, progress, state, signals)
 
 
 def writable_dir(out: str | Path, field: str = "--out") -> Path:
@@ -284,7 +323,9 @@ def custom_task_marker(task: Task) -> str:
     )
 
 
-def _run(cfg: Config, task: Task | None, out, progress, state: dict | None) -> RunResult:
+def _run(
+    cfg: Config, task: Task | None, out, progress, state: dict | None, signals: Interrupts
+) -> RunResult:
     wall0 = time.perf_counter()
     if task is not None:
         cfg = cfg.replace(f"task.custom={custom_task_marker(task)}")
@@ -320,6 +361,7 @@ def _run(cfg: Config, task: Task | None, out, progress, state: dict | None) -> R
         schedule, evals, extra, final = _run_real(
             cfg, task, feeds, coordinator, cluster, faults, progress
         )
+        extra["signal"] = signals.name
     else:
         if progress:
             progress("schedule", 0, 1)

@@ -257,3 +257,40 @@ def test_a_task_that_cannot_be_pickled_is_refused_with_one_clear_line():
     cfg = local_config("async", workers=2, updates=5)
     with pytest.raises(ConfigError, match="not a lambda"):
         run(cfg, task=task)
+
+
+@pytest.mark.parametrize(
+    "signals, code",
+    [([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)],
+    ids=["double-ctrl-c", "sigterm"],
+)
+def test_a_second_ctrl_c_or_a_sigterm_still_leaves_the_partial_trace(tmp_path, signals, code):
+    """Ctrl-C twice 0.3 s apart used to lose the whole trace (exit 130, no directory), and
+    SIGTERM killed the driver with no trace (exit -15)."""
+    config = tmp_path / "long.toml"
+    config.write_text(
+        '[task]\nname = "mlp-digits"\n[policy]\nname = "async"\nworkers = 3\n'
+        '[run]\nbackend = "local"\nupdates = 10000000\neval_every = 50\ntime_unit = 0.01\n'
+    )
+    out = tmp_path / "r"
+    cli = [sys.executable, "-m", "hybridsgd.cli", "run", str(config), "--out", str(out)]
+    proc = as_in_a_terminal(cli)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers_of(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3.0)  # training
+        for sig in signals:
+            os.killpg(proc.pid, sig) if sig == signal.SIGINT else os.kill(proc.pid, sig)
+            time.sleep(0.3)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "interrupted" in err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["interrupted"] and s["signal"] == signal.Signals(signals[0]).name
+    import pandas as pd
+
+    assert len(pd.read_csv(out / "updates.csv")) == s["updates"] > 0
