@@ -120,3 +120,38 @@ def test_the_python_api_and_the_cli_agree_on_an_existing_run(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["seed"] == 3 and not (out / "checkpoint.pt").exists()
     assert h.Config.load(out / "config.toml").run.seed == 3
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
+    """Ctrl-C in the first second used to print a traceback from inside torch's import."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.helpers import as_in_a_terminal
+
+    for delay in (0.3, 0.8):
+        cli = [sys.executable, "-m", "hybridsgd", "run", "examples/digits-backup.toml"]
+        proc = as_in_a_terminal([*cli, "--out", str(tmp_path / f"r{delay}")])
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 130 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == "hybridsgd: interrupted"
+
+
+def test_socket_directories_of_dead_ray_drivers_are_removed(tmp_path):
+    """After a SIGKILL of the Ray driver its /tmp/hybridsgd-* directory stayed; the next run
+    removes those whose driver is gone, and only those."""
+    import os
+
+    from hybridsgd.backends.ray import remove_stale_docks
+
+    dead = tmp_path / "hybridsgd-999999999-abc"
+    alive = tmp_path / f"hybridsgd-{os.getpid()}-def"
+    for d in (dead, alive):
+        d.mkdir()
+        (d / "jobs").write_text("")
+    assert remove_stale_docks(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and alive.exists()

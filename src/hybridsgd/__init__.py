@@ -8,15 +8,56 @@
 
 __version__ = "0.1.0"
 
-from hybridsgd.backends.sim import Schedule, simulate_schedule  # noqa: E402
-from hybridsgd.config import Config  # noqa: E402
-from hybridsgd.core import Coordinator, Mean, ParameterServer  # noqa: E402
-from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost  # noqa: E402
-from hybridsgd.policies import Policy, QuorumPolicy, asynchronous, backup, build_policy, sync  # noqa: E402
-from hybridsgd.runner import RunResult, build_cluster, resume, run, samplers_for  # noqa: E402
-from hybridsgd.tasks import Task, build_task  # noqa: E402
-from hybridsgd.timing import Cluster, parse_model  # noqa: E402
-from hybridsgd.trace import Trace  # noqa: E402
+import importlib
+from typing import Any
+
+from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
+
+# Everything else is imported on first use (PEP 562), so `hybridsgd --help`, or a Ctrl-C
+# while the command starts, does not wait for torch to load.
+_LAZY = {
+    "Schedule": "hybridsgd.backends.sim",
+    "simulate_schedule": "hybridsgd.backends.sim",
+    "Config": "hybridsgd.config",
+    "Coordinator": "hybridsgd.core",
+    "Mean": "hybridsgd.core",
+    "ParameterServer": "hybridsgd.core",
+    "Policy": "hybridsgd.policies",
+    "QuorumPolicy": "hybridsgd.policies",
+    "asynchronous": "hybridsgd.policies",
+    "backup": "hybridsgd.policies",
+    "build_policy": "hybridsgd.policies",
+    "sync": "hybridsgd.policies",
+    "RunResult": "hybridsgd.runner",
+    "build_cluster": "hybridsgd.runner",
+    "resume": "hybridsgd.runner",
+    "run": "hybridsgd.runner",
+    "samplers_for": "hybridsgd.runner",
+    "Task": "hybridsgd.tasks",
+    "build_task": "hybridsgd.tasks",
+    "Cluster": "hybridsgd.timing",
+    "parse_model": "hybridsgd.timing",
+    "Trace": "hybridsgd.trace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        try:  # a submodule: hybridsgd.tasks, hybridsgd.runner, ...
+            value = importlib.import_module(f"hybridsgd.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"hybridsgd.{name}":
+                raise
+            raise AttributeError(f"module 'hybridsgd' has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Cluster",

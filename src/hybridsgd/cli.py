@@ -12,7 +12,6 @@ from rich.table import Table
 
 from hybridsgd import __version__
 from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
-from hybridsgd.trace import json_safe
 
 EXIT_USAGE = 2
 _PHASES = {"schedule": "simulating schedule", "train": "training", "evaluate": "evaluating"}
@@ -284,6 +283,8 @@ def _predict(args: argparse.Namespace) -> int:
             out["curvature"] = h
         if measured:
             out["measured"] = measured
+        from hybridsgd.trace import json_safe
+
         print(json.dumps(json_safe(out)))
         return 0
     _print_prediction(pred, h, measured)
@@ -385,6 +386,8 @@ def _recommend(args: argparse.Namespace) -> int:
         rows = [
             {"policy": c.spec, "time_to_1000x": c.time_to_1000x, "reason": c.reason} for c in ranked
         ]
+        from hybridsgd.trace import json_safe
+
         print(json.dumps(json_safe({"curvature": h, "ranking": rows})))
         return 0
     t = Table(title=f"W = {args.workers}, {args.compute}, lr {args.lr:g}, curvature {h:.4g}")
@@ -511,7 +514,7 @@ def _print_prediction(pred, h, measured) -> None:
 def entry() -> None:
     """The ``hybridsgd`` command: :func:`main` in a process that ends with it, so signals
     after an interrupted run stay ignored while it exits (see ``runner.Interrupts``)."""
-    from hybridsgd.runner import Interrupts
+    from hybridsgd.interrupts import Interrupts
 
     Interrupts.hold_after_stop = True
     sys.exit(main())

@@ -16,8 +16,6 @@ import inspect
 import io
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.core.server import ParameterServer, _optimizer_class
 from hybridsgd.core.staleness import build_staleness
 from hybridsgd.errors import ConfigError, WorkerLost
+from hybridsgd.interrupts import Interrupts
 from hybridsgd.policies import POLICY_KEYS, build_policy
 from hybridsgd.tasks import Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
@@ -249,40 +248,6 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
         yield out
 
 
-class Interrupts:
-    """The first SIGINT or SIGTERM stops a real run (as Ctrl-C: KeyboardInterrupt in the
-    training loop); later ones are ignored until the partial trace is written, so a second
-    Ctrl-C cannot lose it. ``name`` is the signal that stopped the run, if any.
-
-    A program that exits once a run is interrupted (the CLI) sets ``hold_after_stop``: the
-    signals then stay ignored after the run, so one landing while it exits cannot kill it;
-    otherwise (a notebook) the previous handlers come back."""
-
-    hold_after_stop = False
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.name is None:
-            self.name = signal.Signals(signum).name
-            raise KeyboardInterrupt
-        # a second signal while the run is stopping: the trace is being saved
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[Interrupts]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signal handlers belong to the main thread
-            return
-        before = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in before.items():
-                held = self.name is not None and self.hold_after_stop
-                signal.signal(s, signal.SIG_IGN if held else handler)
-
-
 def _execute(cfg, task, out, progress, state: dict | None, force: bool = False) -> RunResult:
     signals = Interrupts()
     real = cfg.run.backend != "sim"
@@ -413,6 +378,10 @@ def _run(
     wall = time.perf_counter() - wall0
 
     summary = _summary(cfg, task, policy.describe(), schedule, evals, wall) | extra
+    if extra.get("hung_workers"):
+        summary["warnings"].append(
+            f"workers {extra['hung_workers']} did not stop when the run ended and were killed"
+        )
     trace = Trace.from_schedule(schedule, evals, summary)
     if out is not None:
         trace.write(out, config_toml=to_toml(cfg.to_dict()))
@@ -505,6 +474,7 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
         "lost_workers": result.lost,
         "interrupted": result.interrupted,
         "error": result.error,
+        "hung_workers": result.hung,
     }
     if cfg.run.backend == "ray":
         extra |= {

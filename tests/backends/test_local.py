@@ -294,3 +294,15 @@ def test_a_second_ctrl_c_or_a_sigterm_still_leaves_the_partial_trace(tmp_path, s
     import pandas as pd
 
     assert len(pd.read_csv(out / "updates.csv")) == s["updates"] > 0
+
+
+def test_a_worker_hung_past_the_end_of_the_run_is_flagged():
+    """A worker that never stops when the run ends is killed, and the summary says so (it
+    was flagged nowhere)."""
+    progress, stopped = kill_a_worker_at(10, signal.SIGSTOP)  # alive but never answers
+    cfg = local_config("async", workers=3, updates=120).replace("run.worker_timeout=600")
+    s = run(cfg, progress=progress).summary
+    assert stopped and s["updates"] == 120 and not s["lost_workers"]
+    assert len(s["hung_workers"]) == 1
+    assert any("did not stop when the run ended and were killed" in w for w in s["warnings"])
+    assert_no_workers_left(s)

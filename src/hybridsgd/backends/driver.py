@@ -69,6 +69,7 @@ class RealResult:
     startup_s: float = 0.0
     restarts: list[int] = field(default_factory=list)  # per worker (backends that restart)
     shared: list[int] = field(default_factory=list)  # workers reached through shared memory
+    hung: list[int] = field(default_factory=list)  # workers that had to be killed at the end
 
 
 class Driver:
@@ -115,6 +116,7 @@ class Driver:
         self._gone: set[int] = set()
         self.pids: list[int] = []
         self.restarts = [0] * self.W
+        self.hung: list[int] = []  # workers that did not stop when asked at the end
 
     # -- the run -------------------------------------------------------------------------
     def run(self, max_updates: int | None = None, max_time: float | None = None) -> RealResult:
@@ -158,6 +160,7 @@ class Driver:
             startup,
             self.restarts,
             self._shared_workers(),
+            self.hung,
         )
 
     name = "real"

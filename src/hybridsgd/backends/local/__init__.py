@@ -193,8 +193,9 @@ class LocalBackend(Driver):
         deadline = time.perf_counter() + 2.0
         for p in self.procs:
             p.join(max(0.0, deadline - time.perf_counter()))
-        for p in self.procs:
-            if p.is_alive():
+        for w, p in enumerate(self.procs):
+            if p.is_alive():  # hung past the end of the run (stopped, or stuck in a job)
+                self.hung.append(w)
                 p.kill()
                 p.join(5.0)
         for c in self.conns:

@@ -31,6 +31,7 @@ Ray is an optional dependency: ``pip install 'hybridsgd[ray]'``.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import socket
@@ -103,13 +104,34 @@ class ShardedServer:
             self.ray.kill(a)
 
 
+def remove_stale_docks(root: str | None = None) -> list[str]:
+    """Remove the socket directories of drivers that died without cleaning up (SIGKILL):
+    ``hybridsgd-<pid>-*`` whose pid is gone. Returns what was removed."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    for path in glob.glob(os.path.join(root, "hybridsgd-*-*")):
+        pid = os.path.basename(path).split("-")[1]
+        if not pid.isdigit() or not os.path.isdir(path):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its driver is alive
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except PermissionError:
+            continue  # another user's live process
+    return removed
+
+
 class Dock:
     """A Unix socket in a private directory where the driver's node's worker actors call in
     for jobs; each says which worker it is and the run's nonce first."""
 
     def __init__(self, nonce: bytes) -> None:
         self.nonce = nonce
-        self.dir = tempfile.mkdtemp(prefix="hybridsgd-")
+        remove_stale_docks()
+        self.dir = tempfile.mkdtemp(prefix=f"hybridsgd-{os.getpid()}-")
         self.address = os.path.join(self.dir, "jobs")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.address)
