@@ -55,7 +55,8 @@ def test_the_check_rejects_non_finite_and_clips_or_rejects_large_gradients():
     g = torch.tensor([30.0, 40.0])
     assert check.row(g) == "" and g.tolist() == pytest.approx([3.0, 4.0])
     assert GradientCheck(5.0, "reject").row(torch.tensor([30.0, 40.0])) == "norm 50 > 5"
-    assert GradientCheck().row(torch.tensor([3e38, 3e38])) == ""  # the sum overflows; no NaN
+    # 3e38 each: finite, but their sum overflows float32 (issue 15: it used to pass)
+    assert GradientCheck().row(torch.tensor([3e38, 3e38])) == "overflow"
 
 
 @pytest.mark.parametrize("backend", ["sim", "local"])
