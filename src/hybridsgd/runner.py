@@ -71,15 +71,10 @@ def build_cluster(cfg: Config, nbytes: int = 0) -> Cluster:
     )
 
 
-def sim_threads(threads: int = 0) -> int:
-    """torch intra-op threads of the simulator's numerics: ``run.threads`` if set, else
-    torch's own default (one per core; docs/performance.md has the measurement)."""
-    return threads if threads > 0 else torch.get_num_threads()
-
-
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block on ``threads`` torch threads (0: leave them), then restore."""
+    """Run the block on ``threads`` torch threads, then restore; 0 leaves torch's own
+    default, one per core (the simulator's default: docs/performance.md measures it)."""
     before = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
@@ -355,6 +350,7 @@ def _run(
             resumed = state["replay"]
             extra["resumed_from"] = resumed.version
         with torch_threads(cfg.run.threads):
+            extra["torch_threads"] = torch.get_num_threads()
             evals = replay(
                 schedule,
                 task,
@@ -370,7 +366,6 @@ def _run(
                 saver,
                 cfg.run.checkpoint_every,
             )
-        extra["torch_threads"] = sim_threads(cfg.run.threads)
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
         ]

@@ -177,6 +177,9 @@ class Task:
         and leaves its running statistics alone (they are not trained by the workers; see
         :meth:`evaluate`), which also lets ``vmap`` compute one gradient per minibatch."""
         was = self.model.training
+        if was and not self._norms:  # the common case costs nothing on the hot path
+            yield
+            return
         self.model.train()
         tracked = [m.track_running_stats for m in self._norms]
         for m in self._norms:
