@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -517,7 +518,16 @@ def entry() -> None:
     from hybridsgd.interrupts import Interrupts
 
     Interrupts.hold_after_stop = True
-    sys.exit(main())
+    code = main()
+    if code in (130, 143):
+        # A Ctrl-C that lands inside an extension's import (torch's) can leave CPython's
+        # process-wide "unhandled KeyboardInterrupt" mark set although main() caught it; at
+        # exit the interpreter would then kill itself by SIGINT (status -2), not return 130.
+        # Every run has cleaned up by now (workers stopped, files written): leave directly.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
