@@ -32,6 +32,8 @@ ATTACKS = [
     ("sign-flip x4 (-4g)", "sign-flip:factor=4"),
     ("gaussian (std 1)", "gaussian:std=1"),
     ("label-flip", "label-flip"),
+    ("ALIE (z_max)", "alie"),
+    ("IPM (eps 0.5)", "ipm:eps=0.5"),
 ]
 
 

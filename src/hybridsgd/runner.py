@@ -17,7 +17,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,7 @@ def run(
     out: str | Path | None = None,
     progress: Any = None,
     force: bool = False,
+    attack: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunResult:
     """Train under ``config`` on its backend; write the run directory to ``out`` if given.
 
@@ -161,8 +162,11 @@ def run(
     ``run.checkpoint_every`` the run directory also holds a checkpoint while the run lasts
     (see :func:`resume`). A directory that already holds a run is refused unless ``force``
     (the CLI's ``--force``), which removes that run's files before anything is written.
+    ``attack`` is a Byzantine attack of your own, for ``faults.attack = "custom"``: given
+    the honest gradients of an update ``[h, d]``, it returns the vector every Byzantine
+    worker in that update sends.
     """
-    return _execute(config, task, out, progress, None, force)
+    return _execute(config, task, out, progress, None, force, attack)
 
 
 def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -> RunResult:
@@ -243,14 +247,16 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
         yield out
 
 
-def _execute(cfg, task, out, progress, state: dict | None, force: bool = False) -> RunResult:
+def _execute(
+    cfg, task, out, progress, state: dict | None, force: bool = False, attack=None
+) -> RunResult:
     signals = Interrupts()
     real = cfg.run.backend != "sim"
     with signals.deferred() if real else contextlib.nullcontext():
         if out is None:
-            return _run(cfg, task, None, progress, state, signals)
+            return _run(cfg, task, None, progress, state, signals, attack)
         with claimed(Path(out), force=force, resuming=state is not None) as out:
-            return _run(cfg, task, out, progress, state, signals)
+            return _run(cfg, task, out, progress, state, signals, attack)
 
 
 def writable_dir(out: str | Path, field: str = "--out") -> Path:
@@ -284,7 +290,13 @@ def custom_task_marker(task: Task) -> str:
 
 
 def _run(
-    cfg: Config, task: Task | None, out, progress, state: dict | None, signals: Interrupts
+    cfg: Config,
+    task: Task | None,
+    out,
+    progress,
+    state: dict | None,
+    signals: Interrupts,
+    attack: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunResult:
     wall0 = time.perf_counter()
     if task is not None:
@@ -301,6 +313,12 @@ def _run(
             "task.split", f"dirichlet (label skew) needs a classification task, not {task.name}"
         )
     faults = Faults.from_config(cfg.faults, cfg.policy.workers, cfg.run.seed)
+    if (attack is not None) != (faults.attack == "custom"):
+        raise ConfigError(
+            "faults.attack",
+            'a custom attack is faults.attack = "custom" with h.run(cfg, attack=fn), both',
+        )
+    faults.custom = attack
     if faults.attack == "label-flip" and faults.byzantine and task.metric != "accuracy":
         raise ConfigError(
             "faults.attack", f"label-flip needs a classification task, not {task.name}"
@@ -317,7 +335,8 @@ def _run(
     extra: dict[str, Any] = {}
     final = None
     if cfg.run.backend in ("local", "ray"):
-        coordinator = Coordinator(policy, server, aggregator, staleness, check)
+        attack = faults.attack_update if faults.omniscient else None
+        coordinator = Coordinator(policy, server, aggregator, staleness, check, attack)
         schedule, evals, extra, final = _run_real(
             cfg, task, feeds, coordinator, cluster, faults, progress
         )

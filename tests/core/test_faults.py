@@ -136,7 +136,9 @@ def test_robust_aggregators_withstand_20_percent_sign_flipping_workers():
             assert attacked >= clean - 0.02, rule
 
 
-@pytest.mark.parametrize("attack", ["label-flip", "stale-replay", "gaussian:std=5"])
+@pytest.mark.parametrize(
+    "attack", ["label-flip", "stale-replay", "gaussian:std=5", "alie", "ipm:eps=0.5"]
+)
 def test_attacks_act_alike_in_the_simulator_and_on_processes(attack):
     """Lockstep rounds give both backends the same schedule; the attack is the same too."""
     c = cfg(
@@ -182,3 +184,53 @@ def test_huge_finite_gradients_and_graph_tensors_are_handled():
     c.request(0)
     c.push(0, 1, torch.full((2,), 3e38))
     assert c.rejected == [(1, "overflow")] and c.server.params.tolist() == [-2.0, -2.0]
+
+
+def test_omniscient_attacks_follow_their_papers():
+    """ALIE (Baruch et al. 2019): mu - z sigma of the honest gradients, z_max from n and f;
+    IPM (Xie et al. 2020): -eps mu. Checked against float64 numpy."""
+    import numpy as np
+    from statistics import NormalDist
+
+    from hybridsgd.core.faults import Faults
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 7))
+    workers = list(range(20))
+    byz = frozenset({3, 11, 17, 19})
+    honest = np.delete(x, sorted(byz), axis=0)
+    for attack, params, want in (
+        ("ipm", {"eps": 0.5}, -0.5 * honest.mean(0)),
+        ("alie", {"z": 1.5}, honest.mean(0) - 1.5 * honest.std(0, ddof=1)),
+    ):
+        rows = torch.tensor(x)
+        Faults(byz, attack, params, workers=20).attack_update(rows, workers)
+        for i in range(20):
+            expected = want if i in byz else x[i]
+            assert np.allclose(rows[i].numpy(), expected, atol=1e-12)
+    # z = 0: the paper's z_max; n = 20, f = 4: s = floor(11) - 4 = 7, z = Phi^-1(13 / 20)
+    z = Faults(byz, "alie", {"z": 0.0}, workers=20).alie_z()
+    assert z == pytest.approx(NormalDist().inv_cdf(13 / 20))
+
+
+def test_a_custom_attack_sees_the_honest_gradients_of_each_update():
+    """h.run(cfg, attack=fn) with faults.attack = "custom": fn(honest rows) -> the vector
+    each Byzantine worker sends. -mean is IPM with eps = 1, on both backends."""
+    from hybridsgd import ConfigError
+
+    seen = []
+
+    def minus_mean(honest):
+        seen.append(honest.shape[0])
+        return -honest.mean(dim=0)
+
+    c = cfg(
+        policy={"name": "sync", "workers": 4, "aggregator": "mean"},
+        faults={"byzantine_workers": [0], "attack": "custom"},
+        run={"updates": 10},
+    )
+    custom = run(c, attack=minus_mean)
+    ipm = run(c.replace('faults.attack="ipm:eps=1"'))
+    assert torch.allclose(custom.params, ipm.params, atol=1e-6) and set(seen) == {3}
+    with pytest.raises(ConfigError, match="custom"):
+        run(c)  # a custom attack without its callable

@@ -16,6 +16,7 @@ gradient arrives, and carries out the answer (start, wait, cancel, release).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,7 @@ class Coordinator:
         aggregator: Aggregator | None = None,
         staleness: StalenessRule | None = None,
         check: GradientCheck | None = None,
+        attack: Callable[[torch.Tensor, list[int]], None] | None = None,
     ) -> None:
         self.policy = policy
         self.server = server
@@ -52,7 +54,11 @@ class Coordinator:
         if self.check.numel is None:
             self.check.numel = server.numel
         self.rejected: list[tuple[int, str]] = []  # (gid, why) the check refused; drain it
+        #: an omniscient attack (``Faults.attack_update``): rewrites an update's Byzantine
+        #: rows from its accepted honest ones, the same place the simulator applies it
+        self.attack = attack
         self._held: dict[int, torch.Tensor] = {}
+        self._worker: dict[int, int] = {}  # who sent each held gradient
         self._sum: torch.Tensor | None = None
         self._next_gid = 0
 
@@ -80,6 +86,7 @@ class Coordinator:
         decision = self.policy.push(worker, read_version, gid, now)
         if decision.fate in (Fate.BUFFERED, Fate.APPLIED):
             self._held[gid] = gradient
+            self._worker[gid] = worker
         self._apply(decision)
         return PushResult(gid, decision)
 
@@ -113,15 +120,21 @@ class Coordinator:
             return
         if update.sync_tensors:
             raise NotImplementedError("the hybrid partition reading runs only in the simulator")
-        scales, grads = [], []
+        scales, grads, senders = [], [], []
         for gid, stale in zip(update.members, update.staleness, strict=True):
             g = self._held.pop(gid)
+            sender = self._worker.pop(gid)
             why = self.check.row(g)
             if why:
                 self.rejected.append((gid, why))
             else:
                 grads.append(g)
+                senders.append(sender)
                 scales.append(self.staleness.scale(stale))
+        if self.attack is not None and grads:
+            rows = torch.stack(grads)
+            self.attack(rows, senders)
+            grads = list(rows)
         if not grads:
             self.server.skip()
         elif not self.aggregator.linear:

@@ -2,7 +2,14 @@
 
 Byzantine workers send corrupted gradients: ``sign-flip`` (-g), ``scale:factor=F`` (F g),
 ``gaussian:std=S`` (pure noise), ``zero``, ``stale-replay`` (their first gradient, again and
-again) or ``label-flip`` (an honest gradient on labels c -> C - 1 - c). NaN workers send
+again) or ``label-flip`` (an honest gradient on labels c -> C - 1 - c).
+
+Omniscient attacks see the honest gradients of the update they join and all send the same
+vector, computed at update time from the update's accepted honest gradients (mean mu,
+coordinate-wise standard deviation sigma): ``alie:z=Z`` sends mu - Z sigma ("a little is
+enough", Baruch et al. 2019; Z = 0 takes the paper's z_max for n workers and f attackers),
+``ipm:eps=E`` sends -E mu (inner-product manipulation, Xie et al. 2020), and ``custom`` sends
+what a user's callable returns for the honest rows (``h.run(cfg, attack=fn)``). NaN workers send
 gradients full of NaN. Crashes (a worker dying at a time, or at a random time with a rate)
 are carried out by the backends, through :meth:`~hybridsgd.policies.QuorumPolicy.lose`.
 
@@ -15,6 +22,7 @@ update; an update left with nothing moves the version without changing the param
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +39,12 @@ ATTACKS: dict[str, dict[str, float | None]] = {
     "zero": {},
     "stale-replay": {},
     "label-flip": {},
+    "alie": {"z": 0.0},
+    "ipm": {"eps": 0.5},
+    "custom": {},
 }
+#: attacks that see the honest gradients of the update they join (applied at update time)
+OMNISCIENT = ("alie", "ipm", "custom")
 
 
 def parse_attack(spec: str) -> tuple[str, dict[str, float]]:
@@ -53,6 +66,9 @@ class Faults:
     nan: frozenset[int] = frozenset()
     crashes: list[tuple[float, int]] = field(default_factory=list)  # (time, worker), sorted
     seed: int = 0
+
+    workers: int = 0
+    custom: Callable[[torch.Tensor], torch.Tensor] | None = None  # attack = "custom"
 
     def __post_init__(self) -> None:
         self._first: dict[int, torch.Tensor] = {}  # stale-replay: each worker's first gradient
@@ -78,7 +94,59 @@ class Faults:
         if f.crash_rate > 0:
             times = rng.exponential(1.0 / f.crash_rate, workers)
             crashes += [(float(t), w) for w, t in enumerate(times)]
-        return cls(frozenset(chosen), name, params, frozenset(f.nan_workers), sorted(crashes), seed)
+        return cls(
+            frozenset(chosen),
+            name,
+            params,
+            frozenset(f.nan_workers),
+            sorted(crashes),
+            seed,
+            workers,
+        )
+
+    @property
+    def omniscient(self) -> bool:
+        """Whether Byzantine gradients are made at update time from the honest ones."""
+        return bool(self.byzantine) and self.attack in OMNISCIENT
+
+    def alie_z(self) -> float:
+        """ALIE's z: as given, or the paper's z_max = Phi^-1((n - s) / n) with
+        s = floor(n / 2 + 1) - f, the most an attacker can shift while staying inside the
+        honest spread of enough coordinates (Baruch et al. 2019, section 3)."""
+        if self.params.get("z", 0.0):
+            return self.params["z"]
+        from statistics import NormalDist
+
+        n, f = self.workers, len(self.byzantine)
+        s = math.floor(n / 2 + 1) - f
+        return NormalDist().inv_cdf(min(max((n - s) / n, 1e-9), 1 - 1e-9))
+
+    def attack_update(self, rows: torch.Tensor, workers: list[int]) -> None:
+        """Replace, in place, the rows of Byzantine workers among an update's gradients by
+        the omniscient attack's vector, made from the other (honest) rows; with no honest
+        row, from the Byzantine workers' own honest gradients (they are computed honestly)."""
+        bad = [i for i, w in enumerate(workers) if w in self.byzantine]
+        if not bad:
+            return
+        good = [i for i, w in enumerate(workers) if w not in self.byzantine]
+        honest = rows[good] if good else rows[bad].clone()
+        mu = honest.mean(dim=0)
+        if self.attack == "alie":
+            sigma = honest.std(dim=0) if len(honest) > 1 else torch.zeros_like(mu)
+            v = mu - self.alie_z() * sigma
+        elif self.attack == "ipm":
+            v = -self.params["eps"] * mu
+        else:
+            if self.custom is None:
+                raise ConfigError("faults.attack", "custom needs a callable: h.run(cfg, attack=fn)")
+            v = torch.as_tensor(self.custom(honest.clone()), dtype=rows.dtype).reshape(-1)
+            if v.shape != mu.shape:
+                raise ConfigError(
+                    "faults.attack",
+                    f"the custom attack returned shape {tuple(v.shape)}, "
+                    f"expected {tuple(mu.shape)}",
+                )
+        rows[bad] = v
 
     @property
     def active(self) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ class ReplayState:
     and end bit for bit where the uninterrupted replay ends (a checkpoint's content)."""
 
     version: int
-    pending: dict[int, list[tuple[Any, int, float]]]  # computed, for updates not yet applied
+    pending: dict[int, list[tuple]]  # computed, for updates not yet applied
     evals: Evals
     reasons: dict[int, str]  # gradients rejected so far
     faults: dict
@@ -94,7 +93,8 @@ def replay(
     # rows apart: a robust rule or the gradient check needs each gradient; and a BatchNorm
     # model's gradient depends on its own minibatch as a whole, so several workers'
     # minibatches never go through one forward pass (one vmapped call instead)
-    apart = not aggregator.linear or check.per_gradient
+    # (an omniscient attack needs every row of the update it joins, too)
+    apart = not aggregator.linear or check.per_gradient or faults.omniscient
     # boundaries of (read version, update) groups
     cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
     starts = np.concatenate([[0], cut]).astype(np.int64)
@@ -112,7 +112,7 @@ def replay(
     # an update fed by one group gets that group's gradient as is (per-tensor parts, no
     # flat copy); updates fed by several groups stack flat rows from a reused pool
     groups_per_update = np.bincount(group_u, minlength=U).tolist() if group_u else [0] * U
-    pending: dict[int, list[tuple[Any, int, float]]] = {}
+    pending: dict[int, list[tuple]] = {}
     pool: list[torch.Tensor] = []  # reused flat buffers: fresh pages cost a copy's time
     evals = Evals()
     first = 0
@@ -141,11 +141,11 @@ def replay(
                 scale = staleness.scale(u - v)
                 coupled = n > 1 and task.batch_coupled
                 if apart or coupled or faults.touches(members_w[a:b]):
-                    rows = _rows(
+                    rows, kept = _rows(
                         task, params, x, y, gids[a:b], members_w[a:b], faults, check, schedule
                     )
-                    if len(rows) and not aggregator.linear:
-                        pending.setdefault(u, []).append((rows, 1, scale))
+                    if len(rows) and (not aggregator.linear or faults.omniscient):
+                        pending.setdefault(u, []).append((rows, 1, scale, kept))
                     elif len(rows):
                         pending.setdefault(u, []).append((rows.mean(dim=0), len(rows), scale))
                 elif groups_per_update[u] == 1:
@@ -156,7 +156,7 @@ def replay(
                     pending.setdefault(u, []).append((mean, n, scale))
                 g += 1
             parts = pending.pop(v, [])
-            grad = _combine(parts, aggregator, pool) if parts else None
+            grad = _combine(parts, aggregator, pool, faults) if parts else None
             if grad is not None and not check.finite(grad):  # a batched group blew up
                 for gid in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
                     schedule.reject(int(gid), "non-finite")
@@ -239,9 +239,9 @@ def _replay_partition(
     return evals
 
 
-def _rows(task, params, x, y, gids, workers, faults, check, schedule) -> torch.Tensor:
+def _rows(task, params, x, y, gids, workers, faults, check, schedule):
     """One gradient per member, corrupted where its worker is faulty, checked by the
-    server; the rows that pass."""
+    server; the rows that pass, and their workers."""
     n = len(gids)
     if any(faults.flips_labels(w) for w in workers):
         y = y.clone()
@@ -259,13 +259,17 @@ def _rows(task, params, x, y, gids, workers, faults, check, schedule) -> torch.T
             schedule.reject(int(gid), why)
         else:
             keep.append(i)
-    return rows if len(keep) == n else rows[keep]
+    kept = [workers[i] for i in keep]
+    return (rows, kept) if len(keep) == n else (rows[keep], kept)
 
 
-def _combine(parts: list[tuple[Any, int, float]], aggregator: Aggregator, pool: list[torch.Tensor]):
-    """One update's gradient from its groups' contributions."""
-    if not aggregator.linear:
+def _combine(parts: list[tuple], aggregator: Aggregator, pool: list[torch.Tensor], faults: Faults):
+    """One update's gradient from its groups' contributions: means standing for several
+    gradients, or rows with their workers (a robust rule, an omniscient attack)."""
+    if not aggregator.linear or faults.omniscient:
         rows = torch.cat([p[0] for p in parts])
+        if faults.omniscient:  # the attack sees the update's accepted honest rows
+            faults.attack_update(rows, [w for p in parts for w in p[3]])
         counts = torch.tensor([1.0] * rows.shape[0])
         scales = torch.cat([torch.full((p[0].shape[0],), p[2]) for p in parts])
         return aggregator(rows, counts, scales)
