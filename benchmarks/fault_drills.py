@@ -134,6 +134,24 @@ def driver_signals(sigs: list[signal.Signals], code: int) -> Row:
         )
 
 
+def driver_sigstop() -> Row:
+    """The driver is stopped for 3 s (SIGSTOP), then continued: the run goes on to its end."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "r"
+        args = [*LONG, "--set", "run.updates=400"]  # the later --set wins
+        proc = start_cli("run", CONFIG, "--out", str(out), *args)
+        wait_for_workers(proc, 3, settle=1.0)
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(3.0)
+        os.kill(proc.pid, signal.SIGCONT)
+        err = proc.communicate(timeout=300)[1]
+        seen, whole = trace_rows(out) if (out / "summary.json").exists() else ("no trace", False)
+        s = json.loads((out / "summary.json").read_text()) if whole else {}
+        ok = proc.returncode == 0 and whole and s.get("updates") == 400 and "Traceback" not in err
+        return ("local driver: SIGSTOP 3 s, then SIGCONT", "the run finishes whole",
+                f"exit {proc.returncode}; {seen}", ok)  # fmt: skip
+
+
 def driver_sigkill_resumes(kills: int) -> Row:
     """SIGKILL the simulated driver at random moments of a checkpointed run, then resume:
     the result must equal the uninterrupted run's."""
@@ -280,6 +298,7 @@ def main() -> int:
                 lambda: worker_signal(signal.SIGSTOP, "async", timeout),
                 lambda: driver_signals([signal.SIGTERM], 143),
                 lambda: driver_signals([signal.SIGINT, signal.SIGINT], 130),
+                driver_sigstop,
             ]
         ),
         lambda: driver_sigkill_resumes(6),

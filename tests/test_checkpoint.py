@@ -161,3 +161,21 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(small_di
     assert resumed.summary["updates"] == 90 and resumed.summary["resumed_from"] >= 20
     whole = Config.load("examples/digits-backup.toml", ["run.updates=90"])
     assert torch.equal(resumed.params, run(whole).params)
+
+
+def test_resume_may_change_only_keys_that_do_not_change_training(tmp_path, capsys):
+    out = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        run(config("backup-drop"), out=out, progress=stop_at(50))
+    whole = run(config("backup-drop").replace("run.checkpoint_every=0"))
+    toml = (out / "config.toml").read_text()
+    (out / "config.toml").write_text(toml.replace("threads = 0", "threads = 1"))
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    assert "(run.threads)" in capsys.readouterr().err
+    bad = ["run", "--resume", str(out), "--allow-change", "optimizer.lr", "--quiet"]
+    assert main(bad) == 2
+    assert "--allow-change: optimizer.lr would change what is trained" in capsys.readouterr().err
+    resumed = resume(out, allow_change=["run.threads"])
+    assert resumed.summary["torch_threads"] == 1
+    # the same training; the thread count may change torch's summation order (last bits)
+    assert torch.allclose(resumed.params, whole.params, atol=1e-5)

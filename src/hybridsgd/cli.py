@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR (sim)"
     )
     r.add_argument(
+        "--allow-change",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY",
+        help="with --resume: a key of config.toml that may differ from the checkpoint's "
+        "(only keys that do not change training: run.threads, run.checkpoint_every, "
+        "run.eval_every, run.target_accuracy)",
+    )
+    r.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -140,7 +149,11 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         if args.config or args.overrides or args.backend or args.out:
             raise ConfigError("--resume", "takes the run directory alone (its config.toml is used)")
         out = Path(args.resume)
-        result = _with_progress(args, err, lambda progress: resume(out, progress=progress))
+        result = _with_progress(
+            args,
+            err,
+            lambda progress: resume(out, progress=progress, allow_change=args.allow_change),
+        )
         if not args.quiet:
             _print_summary(result.summary, out)
         return 0

@@ -169,9 +169,29 @@ def run(
     return _execute(config, task, out, progress, None, force, attack)
 
 
-def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -> RunResult:
+#: config keys a resumed run may change: they do not change what is trained (run.threads
+#: may change the last bits: torch's reductions sum in an order that depends on it)
+SAFE_TO_CHANGE = ("run.threads", "run.checkpoint_every", "run.eval_every", "run.target_accuracy")
+
+
+def resume(
+    out: str | Path,
+    *,
+    task: Task | None = None,
+    progress: Any = None,
+    allow_change: list[str] | tuple[str, ...] = (),
+) -> RunResult:
     """Continue the simulated run whose last checkpoint is in ``out``. It ends bit for bit
-    where the uninterrupted run would have ended (same parameters, same trace)."""
+    where the uninterrupted run would have ended (same parameters, same trace). A
+    ``config.toml`` edited since the checkpoint is refused, except for the keys in
+    ``allow_change`` (``--allow-change``), which must be among :data:`SAFE_TO_CHANGE`."""
+    unsafe = sorted(set(allow_change) - set(SAFE_TO_CHANGE))
+    if unsafe:
+        raise ConfigError(
+            "--allow-change",
+            f"{', '.join(unsafe)} would change what is trained; "
+            f"a resumed run may change only {', '.join(SAFE_TO_CHANGE)}",
+        )
     out = Path(out)
     path = out / CHECKPOINT
     if not out.is_dir():
@@ -193,12 +213,13 @@ def resume(out: str | Path, *, task: Task | None = None, progress: Any = None) -
             "--resume", f"{path} is damaged (its content does not match its checksum)"
         )
     state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
-    changed = _changed_keys(state["config"], cfg.to_dict())
+    changed = [k for k in _changed_keys(state["config"], cfg.to_dict()) if k not in allow_change]
     if changed:
         raise ConfigError(
             "--resume",
             f"{out / 'config.toml'} changed since the checkpoint ({', '.join(changed)}); "
-            "a resumed run continues the config it started with: restore it, or start a new run",
+            "a resumed run continues the config it started with: restore it, start a new run, "
+            f"or --allow-change the keys that do not change training ({', '.join(SAFE_TO_CHANGE)})",
         )
     return _execute(cfg, task, out, progress, state)
 
