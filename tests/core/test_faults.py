@@ -189,8 +189,9 @@ def test_huge_finite_gradients_and_graph_tensors_are_handled():
 def test_omniscient_attacks_follow_their_papers():
     """ALIE (Baruch et al. 2019): mu - z sigma of the honest gradients, z_max from n and f;
     IPM (Xie et al. 2020): -eps mu. Checked against float64 numpy."""
-    import numpy as np
     from statistics import NormalDist
+
+    import numpy as np
 
     from hybridsgd.core.faults import Faults
 
