@@ -153,7 +153,7 @@ def driver_sigstop() -> Row:
 
 
 def driver_sigkill_resumes(kills: int) -> Row:
-    """SIGKILL the simulated driver at random moments of a checkpointed run, then resume:
+    """SIGKILL the simulated driver at spread moments of a checkpointed run, then resume:
     the result must equal the uninterrupted run's."""
     sets = ["run.updates=1500", "run.checkpoint_every=20", "run.eval_every=20"]
     whole = h.run(h.Config.load(CONFIG, [s for s in sets if "checkpoint" not in s]))

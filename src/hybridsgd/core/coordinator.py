@@ -58,7 +58,7 @@ class Coordinator:
         #: rows from its accepted honest ones, the same place the simulator applies it
         self.attack = attack
         self._held: dict[int, torch.Tensor] = {}
-        self._worker: dict[int, int] = {}  # who sent each held gradient
+        self._worker: dict[int, int] = {}  # who sent each held gradient (for the attack)
         self._sum: torch.Tensor | None = None
         self._next_gid = 0
 
@@ -86,7 +86,8 @@ class Coordinator:
         decision = self.policy.push(worker, read_version, gid, now)
         if decision.fate in (Fate.BUFFERED, Fate.APPLIED):
             self._held[gid] = gradient
-            self._worker[gid] = worker
+            if self.attack is not None:
+                self._worker[gid] = worker
         self._apply(decision)
         return PushResult(gid, decision)
 
@@ -123,7 +124,7 @@ class Coordinator:
         scales, grads, senders = [], [], []
         for gid, stale in zip(update.members, update.staleness, strict=True):
             g = self._held.pop(gid)
-            sender = self._worker.pop(gid)
+            sender = self._worker.pop(gid, -1)
             why = self.check.row(g)
             if why:
                 self.rejected.append((gid, why))
