@@ -23,6 +23,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"hybridsgd: error: {message} (see `{self.prog} --help`)\n")
 
 
+LOG_HELP = (
+    "stream metrics to tensorboard[:DIR] or mlflow[:TRACKING_URI] (repeatable; adds to run.log)"
+)
+
+
+def _with_logs(overrides: list[str], logs: list[str], base_logs: list[str]) -> list[str]:
+    """--log entries added to the config's run.log, as one more override."""
+    if not logs:
+        return overrides
+    import json
+
+    return [*overrides, f"run.log={json.dumps([*base_logs, *logs])}"]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hybridsgd", description="Data-parallel SGD under any synchronization policy.")
     p.add_argument("--version", action="version", version=f"hybridsgd {__version__}")
@@ -55,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="overwrite a run directory that holds a run"
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    r.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
 
     m = sub.add_parser("compare", help="run several policies on one config and build a report")
     m.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
@@ -73,8 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--backend", help="override run.backend (sim, local or ray)")
     m.add_argument("--out", required=True, help="directory for the runs and the report")
     m.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
+    m.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
-    rp.add_argument("dir", help="a directory written by `hybridsgd compare`")
+    rp.add_argument("dir", help="a directory written by `hybridsgd compare` (or `run`)")
+    rp.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write every run's trace as TensorBoard events into DIR/<run>",
+    )
 
     q = sub.add_parser("predict", help="predict time per update, staleness and stability")
     q.add_argument(
@@ -128,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             return _compare(args, err)
         if args.command == "report":
+            if args.tensorboard:
+                return _export(Path(args.dir), Path(args.tensorboard))
             return _report(Path(args.dir))
         return _run(args, err) if args.command == "run" else EXIT_USAGE
     except (WorkerLost, DiskFull) as exc:  # not bad input: the run itself failed
@@ -163,6 +186,8 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     if args.backend:
         overrides.append(f"run.backend={args.backend}")
     cfg = Config.load(args.config, overrides)
+    if args.log:
+        cfg = Config.load(args.config, _with_logs(overrides, args.log, cfg.run.log))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     for note in notes_for(cfg):
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
@@ -311,6 +336,8 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
 
     overrides = list(args.overrides) + ([f"run.backend={args.backend}"] if args.backend else [])
     base = Config.load(args.config, overrides)
+    if args.log:
+        base = Config.load(args.config, _with_logs(overrides, args.log, base.run.log))
     out = Path(args.out)
     if (out / "report.html").exists() and not args.force:
         raise ConfigError("--out", f"{out} already holds a report; pass another --out or --force")
@@ -329,6 +356,25 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
 
         compare(base, args.policies, args.seeds, out, progress)
     return _report(out)
+
+
+def _export(src: Path, dest: Path) -> int:
+    """``report DIR --tensorboard OUT``: each run's trace as TensorBoard events."""
+    from hybridsgd.logs import TensorBoardSink, export, parse
+    from hybridsgd.trace import Trace
+
+    parse(["tensorboard"], "--tensorboard")  # installed?
+    if not src.is_dir():
+        raise ConfigError("report", f"no such directory: {src}")
+    runs = [src] if (src / "summary.json").is_file() else sorted(
+        d for d in (src / "runs").glob("*") if (d / "summary.json").is_file()
+    )  # fmt: skip
+    if not runs:
+        raise ConfigError("report", f"{src} holds no run (no summary.json, nor runs/*/)")
+    for d in runs:
+        export(Trace.read(d), [TensorBoardSink(dest / d.name)])
+    print(f"wrote TensorBoard events of {len(runs)} run(s) into {dest}")
+    return 0
 
 
 def _report(out: Path) -> int:

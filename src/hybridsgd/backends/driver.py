@@ -70,6 +70,7 @@ class RealResult:
     restarts: list[int] = field(default_factory=list)  # per worker (backends that restart)
     shared: list[int] = field(default_factory=list)  # workers reached through shared memory
     hung: list[int] = field(default_factory=list)  # workers that had to be killed at the end
+    devices: list[str] = field(default_factory=list)  # where each worker computed
 
 
 class Driver:
@@ -96,6 +97,7 @@ class Driver:
         self.task, self.samplers, self.coord = task, list(samplers), coordinator
         self.policy, self.server = coordinator.policy, coordinator.server
         self.W = self.policy.workers
+        self.devices: list[str] = ["cpu"] * self.W
         if len(self.samplers) != self.W:
             raise ValueError(f"{len(self.samplers)} samplers for {self.W} workers")
         if time_unit > 0 and cluster is None:
@@ -161,6 +163,7 @@ class Driver:
             self.restarts,
             self._shared_workers(),
             self.hung,
+            self.devices,
         )
 
     name = "real"

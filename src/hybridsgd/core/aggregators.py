@@ -68,12 +68,12 @@ class Aggregator:
             if len(rows) < self.min_inputs():
                 raise ValueError(f"{self.describe()} got {len(rows)} gradients")
             if bool((scales != 1).any()):
-                rows = rows * scales.to(rows.dtype)[:, None]
+                rows = rows * scales.to(rows.device, rows.dtype)[:, None]
             return self.robust(rows)
         w = self.weights(counts.tolist(), scales.tolist())
         if len(w) == 1:
             return rows[0] * w[0] if w[0] != 1.0 else rows[0]
-        return torch.tensor(w, dtype=rows.dtype) @ rows
+        return torch.tensor(w, dtype=rows.dtype, device=rows.device) @ rows
 
     def robust(self, rows: torch.Tensor) -> torch.Tensor:
         """The rule on one row per gradient (staleness already applied)."""

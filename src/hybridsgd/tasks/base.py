@@ -102,12 +102,37 @@ class Task:
         """
         if flat.dtype != torch.float32 or not flat.is_contiguous() or flat.numel() != self.numel:
             raise ValueError("bound_to needs a contiguous float32 vector of the task's size")
+        if flat.device != self._own.device:
+            raise ValueError(f"bound_to needs a vector on the task's device ({self.device})")
         previous = self._bound
         self._bind(flat)
         try:
             yield
         finally:
             self._bind(previous)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the task's module and data are (see :meth:`to`)."""
+        return self._own.device
+
+    def to(self, device: torch.device | str) -> Task:
+        """Move the module and the data to ``device`` (in place; returns the task). The
+        initial parameters stay on the CPU; gradients and evaluations then run there."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        self.model.to(device)  # buffers and frozen parameters
+        self._buffers = {n: b for n, b in self.model.named_buffers()}
+        same = self.x_test is self.x_train  # no test set: the training set is evaluated
+        self.x_train, self.y_train = self.x_train.to(device), self.y_train.to(device)
+        if same:
+            self.x_test, self.y_test = self.x_train, self.y_train
+        else:
+            self.x_test, self.y_test = self.x_test.to(device), self.y_test.to(device)
+        self._own = self._own.to(device)
+        self._bind(self._own)
+        return self
 
     @classmethod
     def from_module(
@@ -161,6 +186,8 @@ class Task:
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Training samples by index (a numpy array or a sequence of ints)."""
         idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+        if self.x_train.device.type != "cpu":
+            idx = idx.to(self.x_train.device)
         return self.x_train.index_select(0, idx), self.y_train.index_select(0, idx)
 
     # -- batch normalisation ----------------------------------------------------------------
@@ -221,7 +248,7 @@ class Task:
         mean gradient in one forward/backward pass: the simulator's batching lever.
         """
         model = self.load(flat)
-        out = torch.empty(self.numel) if out is None else out
+        out = torch.empty(self.numel, device=self.device) if out is None else out
         with torch.no_grad():
             for p, view in zip(self._params, self.unflatten(out).values(), strict=True):
                 p.grad = view

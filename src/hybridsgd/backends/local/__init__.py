@@ -78,9 +78,15 @@ class LocalBackend(Driver):
     name = "local"
     aliases_gradients = True  # a buffered gradient stays in its worker's slot
 
-    def __init__(self, *args: Any, threads: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, threads: int = 0, devices: list | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.threads = worker_threads(self.W, threads)
+        if devices is not None:
+            if len(devices) != self.W:
+                raise ValueError(f"devices names {len(devices)} devices for {self.W} workers")
+            self.devices = [str(d) for d in devices]
 
     # -- the transport ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -104,7 +110,7 @@ class LocalBackend(Driver):
             args = (child, self.task, self.samplers[w], self._ring.slots, self._grads[w])
             p = ctx.Process(
                 target=worker_main,
-                args=(*args, self.threads, self.faults.flips_labels(w)),
+                args=(*args, self.threads, self.faults.flips_labels(w), self.devices[w]),
                 name=f"hybridsgd-worker-{w}",
                 daemon=True,
             )

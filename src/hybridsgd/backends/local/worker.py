@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 
 import torch
 
+from hybridsgd.devices import DeviceMirror
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
@@ -43,14 +44,17 @@ def worker_main(
     grad: torch.Tensor,
     threads: int,
     flip_labels: bool = False,
+    device: str = "cpu",
 ) -> None:
     """The worker's whole life (the target of its process)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     torch.set_num_threads(threads)
+    classes = int(task.y_train.max()) + 1 if flip_labels else 0
+    mirror = DeviceMirror(task, device)  # moves the task to its GPU, if it has one
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         conn.send(("ready", os.getpid()))
-    serve(conn, task, sampler, ring, grad, int(task.y_train.max()) + 1 if flip_labels else 0)
+    serve(conn, mirror, sampler, ring, grad, classes)
 
 
 def send_job(conn: Connection, token: int, minibatch: int, delay: float, slot: int) -> None:
@@ -77,25 +81,26 @@ def stop(conn: Connection) -> None:
 
 def serve(
     conn: Connection,
-    task: Task,
+    mirror: DeviceMirror,
     sampler: WorkerSampler,
     ring: torch.Tensor,
     grad: torch.Tensor,
     classes: int = 0,
 ) -> None:
     """Run the jobs that arrive on ``conn`` until ``None`` or the driver is gone (also the
-    job loop of a Ray worker actor on the driver's node). ``classes > 0`` flips labels."""
+    job loop of a Ray worker actor on the driver's node). ``mirror`` computes on the
+    worker's device; ``classes > 0`` flips labels."""
     try:
         msg = conn.recv()
         while msg is not None:
-            msg = _job(conn, task, sampler, ring, grad, classes, *msg)
+            msg = _job(conn, mirror, sampler, ring, grad, classes, *msg)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the driver is gone
 
 
 def _job(
     conn: Connection,
-    task: Task,
+    mirror: DeviceMirror,
     sampler: WorkerSampler,
     ring: torch.Tensor,
     grad: torch.Tensor,
@@ -107,14 +112,12 @@ def _job(
 ):
     """Run one job; return the next message (a new job cancels this one)."""
     t0 = time.perf_counter()
-    x, y = task.batch(sampler.batch(minibatch))
+    x, y = mirror.task.batch(sampler.batch(minibatch))
     if classes:  # a label-flipping (Byzantine) worker
         y = classes - 1 - y
     if conn.poll():
         return conn.recv()
-    params = ring[slot]
-    with task.bound_to(params):  # the module reads the slot in place: no copy
-        _, loss = task.grad(params, x, y, out=grad)
+    loss = mirror.grad(ring[slot], x, y, grad)
     rest = delay - (time.perf_counter() - t0)
     if rest > 0 and conn.poll(rest):
         return conn.recv()

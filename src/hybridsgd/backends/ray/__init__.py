@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import shutil
 import socket
@@ -175,9 +176,11 @@ class RayBackend(Driver):
         shards: int = 1,
         optimizer: tuple[str, float, dict] = ("sgd", 0.1, {}),
         share_memory: bool = True,
+        device: str = "cpu",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, threads=threads, **kwargs)
+        self.device = device
         self.address, self.max_restarts = address, max_restarts
         self.share_memory = share_memory
         self.shards, self.optimizer = shards, optimizer
@@ -207,7 +210,10 @@ class RayBackend(Driver):
         if self.shards > 1:  # the shards take over the parameters and the optimizer state
             self.server = ShardedServer(ray, self.server.params, self.shards, self.optimizer)
             self.coord.server = self.server
-        self._remote = ray.remote(num_cpus=0, max_concurrency=2)(Worker)
+        self._gpus = self._gpus_per_worker()
+        if self._gpus:
+            self.devices = ["cuda"] * self.W  # the GPU Ray gives each actor
+        self._remote = ray.remote(num_cpus=0, num_gpus=self._gpus, max_concurrency=2)(Worker)
         self._task_ref = ray.put(self.task)
         self._run_id = uuid.uuid4().hex[:8]
         if self.shards == 1 and self.share_memory:
@@ -223,6 +229,25 @@ class RayBackend(Driver):
             self._dock = None
         self._serve([w for w in range(self.W) if self._local[w]])
         self._publish()
+
+    def _gpus_per_worker(self) -> float:
+        """``num_gpus`` for each worker actor: 0 on the CPU; on cuda one GPU each, or an even
+        share of the cluster's GPUs when there are more workers than GPUs (Ray then packs
+        several actors onto one GPU). cuda:N names no GPU on a cluster: Ray picks."""
+        if self.device == "cpu":
+            return 0.0
+        total = float(self.ray.cluster_resources().get("GPU", 0.0))
+        if total == 0:
+            if self.device == "auto":
+                return 0.0
+            raise ConfigError(
+                "run.device",
+                f'{self.device!r} needs GPUs, but the Ray cluster has none; use "cpu" or "auto"',
+            )
+        if total >= self.W:
+            return 1.0
+        # an even share, rounded down to Ray's resource precision (1e-4), so all W fit
+        return math.floor(total / self.W * 1e4) / 1e4
 
     def _share(self) -> None:
         """Shared memory for workers on this node: W + 2 parameter versions, W gradients."""
@@ -277,7 +302,8 @@ class RayBackend(Driver):
         flip = self.faults.flips_labels(w)
         name = f"hybridsgd-{self._run_id}-worker-{w}-{self.restarts[w]}"
         options = self._remote.options(name=name)
-        return options.remote(self._task_ref, self.samplers[w], self.threads, flip)
+        device = "cuda" if self._gpus else "cpu"
+        return options.remote(self._task_ref, self.samplers[w], self.threads, flip, device)
 
     def _publish(self) -> None:
         server = self.server

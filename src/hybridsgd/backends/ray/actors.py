@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from hybridsgd.core.server import ParameterServer
+from hybridsgd.devices import DeviceMirror
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
@@ -32,9 +33,17 @@ class Worker:
     shard); two calls run at once at most so that :meth:`cancel` can reach a job while it
     waits out its injected delay."""
 
-    def __init__(self, task: Task, sampler: WorkerSampler, threads: int, flip_labels: bool):
+    def __init__(
+        self,
+        task: Task,
+        sampler: WorkerSampler,
+        threads: int,
+        flip_labels: bool,
+        device: str = "cpu",
+    ):
         torch.set_num_threads(threads)
         self.task, self.sampler = task, sampler
+        self.mirror = DeviceMirror(task, device)  # on cuda, the GPU Ray gave this actor
         self.classes = int(task.y_train.max()) + 1 if flip_labels else 0
         self.cancelled = 0
         self.lock = threading.Lock()
@@ -75,15 +84,14 @@ class Worker:
 
         with Client(address, family="AF_UNIX") as conn:
             conn.send((worker, nonce))
-            serve(conn, self.task, self.sampler, self.shared.ring, self.shared.grad, self.classes)
+            serve(conn, self.mirror, self.sampler, self.shared.ring, self.shared.grad, self.classes)
 
     def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
         t0 = time.perf_counter()
         x, y = self.task.batch(self.sampler.batch(minibatch))
         if self.classes:  # a label-flipping (Byzantine) worker
             y = self.classes - 1 - y
-        with self.task.bound_to(flat):
-            grad, loss = self.task.grad(flat, x, y)
+        grad, loss = self.mirror.gradient(flat, x, y)
         while (rest := delay - (time.perf_counter() - t0)) > 0:
             if self.cancelled >= token:
                 return None

@@ -66,6 +66,7 @@ def replay(
     resume: ReplayState | None = None,
     checkpoint: Callable[[ReplayState], None] | None = None,
     checkpoint_every: int = 0,
+    on_eval: Callable[[Evals], None] | None = None,
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
 
@@ -76,6 +77,7 @@ def replay(
 
     ``checkpoint`` receives the :class:`ReplayState` every ``checkpoint_every`` updates;
     ``resume`` (with ``server`` restored to its version) continues from one.
+    ``on_eval`` is called with the evaluations so far each time one is added.
     """
     faults = faults or Faults()
     check = check or GradientCheck()
@@ -83,7 +85,7 @@ def replay(
         if resume is not None or checkpoint is not None:
             raise ValueError("the partition reading has no checkpoints")
         return _replay_partition(
-            schedule, task, samplers, server, aggregator, staleness, eval_every, on_update
+            schedule, task, samplers, server, aggregator, staleness, eval_every, on_update, on_eval
         )
     U = schedule.n_updates
     applied = np.flatnonzero(schedule.fate == APPLIED)
@@ -127,6 +129,8 @@ def replay(
         if resume is None:
             loss, acc = task.evaluate(server.params)
             evals.add(0, 0.0, loss, acc)
+            if on_eval is not None:
+                on_eval(evals)
         for v in range(first, U):
             params = server.params
             while g < n_groups and group_r[g] == v:
@@ -169,6 +173,8 @@ def replay(
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
                 evals.add(version, float(schedule.update_time[v]), loss, acc)
+                if on_eval is not None:
+                    on_eval(evals)
             if checkpoint is not None and version % checkpoint_every == 0 and version < U:
                 reasons = dict(schedule.reasons)
                 checkpoint(ReplayState(version, pending, evals, reasons, faults.state()))
@@ -186,6 +192,7 @@ def _replay_partition(
     staleness: StalenessRule,
     eval_every: int,
     on_update: Callable[[int], None] | None,
+    on_eval: Callable[[Evals], None] | None = None,
 ) -> Evals:
     """The hybrid partition reading: an update sets the tensors past the first
     ``sync_tensors`` from its (asynchronous) member, and, when a synchronous round ends
@@ -210,6 +217,8 @@ def _replay_partition(
     with task.bound_to(server.params):
         loss, acc = task.evaluate(server.params)
         evals.add(0, 0.0, loss, acc)
+        if on_eval is not None:
+            on_eval(evals)
         for v in range(U):
             for gid in by_read.get(v, ()):
                 x, y = task.batch(samplers[int(s.worker[gid])].batch(int(s.minibatch[gid])))
@@ -234,6 +243,8 @@ def _replay_partition(
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
                 evals.add(version, float(s.update_time[v]), loss, acc)
+                if on_eval is not None:
+                    on_eval(evals)
             if on_update is not None:
                 on_update(version)
     return evals
@@ -282,4 +293,4 @@ def _combine(parts: list[tuple], aggregator: Aggregator, pool: list[torch.Tensor
         return grad
     rows = torch.stack([p[0] for p in parts])
     pool.extend(p[0] for p in parts)
-    return torch.tensor(weights) @ rows
+    return torch.tensor(weights, device=rows.device) @ rows

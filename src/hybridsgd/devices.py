@@ -1,0 +1,125 @@
+"""Where numerics run: ``run.device`` and ``run.devices`` (docs/gpu.md).
+
+* ``cpu`` (the default): everything as before, bit for bit.
+* ``cuda`` / ``cuda:N``: the simulator replays on that GPU (``cuda`` is GPU 0); on the local
+  backend ``cuda`` spreads the workers round-robin over every visible GPU and ``cuda:N``
+  puts them all on GPU N; ``run.devices = ["cuda:0", "cuda:2"]`` names the GPUs to spread
+  over. The Ray backend asks Ray for ``num_gpus`` per worker instead (Ray picks the GPU).
+* ``auto``: ``cuda`` when torch sees a GPU, else ``cpu``.
+
+On the real backends the parameter server and the ring of parameter versions stay in
+shared CPU memory. A worker on a GPU moves what it reads and writes through its own pinned
+(page-locked) buffers with non-blocking copies (:class:`DeviceMirror`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from hybridsgd.errors import ConfigError
+
+_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+
+
+def check_name(value: str, field: str = "run.device") -> None:
+    """The form alone (no hardware is looked at): cpu, auto, cuda or cuda:N."""
+    if not _PATTERN.match(value):
+        raise ConfigError(field, f'must be "cpu", "cuda", "cuda:N" or "auto" (got {value!r})')
+
+
+def gpus() -> int:
+    """CUDA devices torch sees here (0 without CUDA, or without a GPU)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve(value: str, field: str = "run.device") -> torch.device:
+    """``value`` as a device of this machine, or a :class:`ConfigError` saying why not."""
+    check_name(value, field)
+    if value == "cpu":
+        return torch.device("cpu")
+    n = gpus()
+    if value == "auto":
+        return torch.device("cuda:0" if n else "cpu")
+    if n == 0:
+        why = (
+            "this torch was built without CUDA"
+            if not torch.backends.cuda.is_built()
+            else "torch sees no GPU here"
+        )
+        raise ConfigError(field, f'{value!r} needs a GPU, but {why}; use "cpu" or "auto"')
+    index = int(value.partition(":")[2] or 0)
+    if index >= n:
+        raise ConfigError(
+            field, f"{value!r} is out of range: torch sees {n} GPU(s), cuda:0..cuda:{n - 1}"
+        )
+    return torch.device("cuda", index)
+
+
+def simulator_device(device: str, devices: list[str]) -> torch.device:
+    """The one device the simulator replays on."""
+    if devices:
+        raise ConfigError(
+            "run.devices", "the simulator replays on one device: set run.device alone"
+        )
+    return resolve(device)
+
+
+def worker_devices(device: str, devices: list[str], workers: int) -> list[torch.device]:
+    """The device of each local worker: round-robin over ``devices``, or over every visible
+    GPU for ``cuda`` (``auto`` with a GPU), or all on the one ``device`` names."""
+    if devices:
+        pool = [resolve(d, f"run.devices[{i}]") for i, d in enumerate(devices)]
+    else:
+        one = resolve(device)
+        bare = device in ("cuda", "auto") and one.type == "cuda"
+        pool = [torch.device("cuda", i) for i in range(gpus())] if bare else [one]
+    return [pool[w % len(pool)] for w in range(workers)]
+
+
+class DeviceMirror:
+    """A worker's gradient computation on its device, for parameters and gradients that
+    live in (shared) CPU memory.
+
+    On the CPU it is the plain path: the task's module reads the parameter slot in place
+    and backward writes into the gradient slot. On a GPU the task (model and data) moves
+    there once; each job copies the version through a pinned buffer into a device buffer,
+    computes there, copies the gradient back the same way into its slot, and waits for
+    that copy before the worker says the job is done.
+    """
+
+    def __init__(self, task, device: torch.device | str) -> None:
+        self.task = task
+        self.device = torch.device(device)
+        self.on_gpu = self.device.type == "cuda"
+        if not self.on_gpu:
+            return
+        torch.cuda.set_device(self.device)
+        task.to(self.device)
+        self._params = torch.empty(task.numel, device=self.device)
+        self._grad = torch.empty(task.numel, device=self.device)
+        self._staging = torch.empty(task.numel, pin_memory=True)
+
+    def grad(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor):
+        """The gradient at ``params`` (CPU) on ``(x, y)`` written into ``out`` (CPU); the
+        loss. ``x`` and ``y`` come from the task, so they are on the device already."""
+        task = self.task
+        if not self.on_gpu:
+            with task.bound_to(params):  # the module reads the slot in place: no copy
+                return task.grad(params, x, y, out=out)[1]
+        stream = torch.cuda.current_stream(self.device)
+        stream.synchronize()  # the staging buffer is free: the last job's copy is done
+        self._staging.copy_(params)
+        self._params.copy_(self._staging, non_blocking=True)
+        with task.bound_to(self._params):
+            _, loss = task.grad(self._params, x, y, out=self._grad)
+        self._staging.copy_(self._grad, non_blocking=True)
+        stream.synchronize()
+        out.copy_(self._staging)
+        return loss
+
+    def gradient(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple:
+        """Like :meth:`grad`, into a fresh CPU tensor (the Ray object-store path)."""
+        out = torch.empty(self.task.numel)
+        return out, self.grad(params, x, y, out)

@@ -1,0 +1,200 @@
+"""run.device and run.devices (docs/gpu.md).
+
+The first part runs everywhere: the choice of devices, the refusals, and that the CPU path is
+the one it always was. The tests marked ``gpu`` need CUDA and are skipped without it
+(``make test-gpu`` runs them); they compare GPU runs with CPU runs of the same config.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hybridsgd as h
+from hybridsgd import devices
+from hybridsgd.cli import main
+from hybridsgd.devices import DeviceMirror, resolve, worker_devices
+from hybridsgd.errors import ConfigError
+from hybridsgd.tasks.builtin import build_task
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA (make test-gpu)")
+
+
+def config(backend: str = "sim", **run) -> h.Config:
+    return h.Config.from_dict(
+        {
+            "task": {"name": "mlp-digits", "batch_size": 16},
+            "policy": {"name": "async", "workers": 4},
+            "run": {"backend": backend, "updates": 30, "eval_every": 10, **run},
+        }
+    )
+
+
+# -- everywhere --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("run.device", '"gpu"', 'run.device: must be "cpu", "cuda", "cuda:N" or "auto"'),
+        ("run.device", '"cuda:x"', 'run.device: must be "cpu", "cuda", "cuda:N" or "auto"'),
+        ("run.devices", '["cpu"]', 'run.devices[0]: lists GPUs: "cuda:N"'),
+        ("run.devices", '["cuda:0"]', "run.devices: spreads local workers over GPUs; on sim"),
+    ],
+)
+def test_bad_device_names_are_refused_before_anything_runs(key, value, says):
+    with pytest.raises(ConfigError) as err:
+        config().replace(f"{key}={value}")
+    assert str(err.value).startswith(says)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_a_gpu_is_one_line_and_exit_2(device, capsys, tmp_path):
+    args = ["run", "examples/digits-backup.toml", "--out", str(tmp_path / "r"), "--quiet"]
+    assert main([*args, "--set", f"run.device={device}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hybridsgd: error: run.device: '{device}' needs a GPU, but ")
+    assert err.endswith('use "cpu" or "auto"') and "\n" not in err
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_workers_take_the_gpus_in_turn(monkeypatch):
+    monkeypatch.setattr(devices, "gpus", lambda: 3)
+    names = lambda ds: [str(d) for d in ds]  # noqa: E731
+    assert names(worker_devices("cuda", [], 5)) == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:2",
+        "cuda:0",
+        "cuda:1",
+    ]
+    assert names(worker_devices("cuda:2", [], 3)) == ["cuda:2"] * 3
+    assert names(worker_devices("cpu", ["cuda:2", "cuda:0"], 3)) == ["cuda:2", "cuda:0", "cuda:2"]
+    assert names(worker_devices("auto", [], 2)) == ["cuda:0", "cuda:1"]
+    with pytest.raises(ConfigError, match=r"run.devices\[1\]: 'cuda:3' is out of range: torch"):
+        worker_devices("cpu", ["cuda:0", "cuda:3"], 2)
+    with pytest.raises(ConfigError, match="run.device: 'cuda:7' is out of range"):
+        resolve("cuda:7")
+    monkeypatch.setattr(devices, "gpus", lambda: 0)
+    assert names(worker_devices("auto", [], 2)) == ["cpu", "cpu"]
+
+
+@pytest.mark.skipif(CUDA, reason="auto is the CPU only where there is no GPU")
+def test_auto_without_a_gpu_is_the_cpu_bit_for_bit():
+    cpu = h.run(config())
+    auto = h.run(config().replace("run.device=auto"))
+    assert torch.equal(cpu.params, auto.params)
+    assert cpu.trace.evals.loss.tolist() == auto.trace.evals.loss.tolist()
+    assert auto.trace.summary["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("device", "cluster_gpus", "workers", "per_worker"),
+    [("cpu", 8, 4, 0.0), ("cuda", 8, 4, 1.0), ("cuda", 2, 4, 0.5), ("cuda", 1, 3, 0.3333),
+     ("auto", 0, 4, 0.0), ("auto", 4, 4, 1.0)],
+)  # fmt: skip
+def test_ray_workers_ask_for_a_share_of_the_gpus(device, cluster_gpus, workers, per_worker):
+    from hybridsgd.backends.ray import RayBackend
+
+    class FakeRay:
+        def cluster_resources(self):
+            return {"CPU": 16.0, "GPU": float(cluster_gpus)}
+
+    backend = RayBackend.__new__(RayBackend)  # only what _gpus_per_worker reads
+    backend.ray, backend.device, backend.W = FakeRay(), device, workers
+    assert backend._gpus_per_worker() == per_worker
+
+
+def test_ray_refuses_cuda_on_a_cluster_without_gpus():
+    from hybridsgd.backends.ray import RayBackend
+
+    backend = RayBackend.__new__(RayBackend)
+    backend.ray = type("FakeRay", (), {"cluster_resources": lambda self: {"CPU": 4.0}})()
+    backend.device, backend.W = "cuda", 2
+    with pytest.raises(ConfigError, match="run.device: 'cuda' needs GPUs, but the Ray cluster"):
+        backend._gpus_per_worker()
+
+
+def test_the_cpu_mirror_is_the_plain_gradient():
+    task = build_task(config().task, 0)
+    params = task.initial_params()
+    x, y = task.batch(list(range(16)))
+    want, want_loss = task.grad(params, x, y)
+    out = torch.empty(task.numel)
+    loss = DeviceMirror(task, "cpu").grad(params, x, y, out)
+    assert torch.equal(out, want) and loss == want_loss
+
+
+# -- with CUDA ---------------------------------------------------------------------------------
+@gpu
+@needs_cuda
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "sync",
+        "async",
+        "backup:backups=1",
+        "k_async:k=2,aggregator=median",
+        "hybrid:threshold=step:at=15",
+    ],
+)
+def test_the_simulator_on_a_gpu_replays_the_cpu_run(policy):
+    """Same schedule (the clock is virtual), same data order; only float rounding differs."""
+    name, _, rest = policy.partition(":")
+    sets = [f"policy.name={name}"] + [f"policy.{kv}" for kv in rest.split(",") if kv]
+    cfg = config().replace(*sets)
+    cpu = h.run(cfg)
+    gpu_run = h.run(cfg.replace("run.device=cuda"))
+    assert gpu_run.trace.summary["device"] == "cuda:0"
+    assert gpu_run.params.device.type == "cpu"  # results come back to the CPU
+    cols = ["worker", "minibatch", "read_version", "fate", "update"]
+    assert gpu_run.trace.gradients[cols].equals(cpu.trace.gradients[cols])
+    assert torch.allclose(gpu_run.params, cpu.params, atol=1e-4, rtol=1e-4)
+    assert gpu_run.trace.evals.loss.tolist() == pytest.approx(
+        cpu.trace.evals.loss.tolist(), rel=1e-3
+    )
+
+
+@gpu
+@needs_cuda
+def test_a_batchnorm_model_on_a_gpu_matches_the_cpu():
+    from torch import nn
+
+    base = build_task(config().task, 0)
+
+    def make() -> tuple[h.Task, nn.Module]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+        train, test = (base.x_train, base.y_train), (base.x_test, base.y_test)
+        return h.Task(model, train, nn.functional.cross_entropy, test), model
+
+    cfg = config().replace("policy.name=sync")
+    cpu = h.run(cfg, task=make()[0])
+    task, model = make()
+    gpu_run = h.run(cfg.replace("run.device=cuda"), task=task)
+    assert torch.allclose(gpu_run.params, cpu.params, atol=1e-4, rtol=1e-4)
+    assert all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
+
+
+@gpu
+@needs_cuda
+def test_local_workers_on_gpus_train_as_the_simulator_does():
+    """Synchronous updates do not depend on timing, so a local run on GPUs ends where the
+    CPU simulation of the same config ends, up to float rounding."""
+    cfg = config("local", time_unit=0.0).replace("policy.name=sync")
+    local = h.run(cfg.replace("run.device=cuda"))
+    sim = h.run(cfg.replace("run.backend=sim"))
+    n = torch.cuda.device_count()
+    assert local.trace.summary["worker_devices"] == [f"cuda:{w % n}" for w in range(4)]
+    assert torch.allclose(local.params, sim.params, atol=1e-4, rtol=1e-4)
+
+
+@gpu
+@needs_cuda
+def test_a_gpu_index_out_of_range_is_refused(capsys, tmp_path):
+    bad = torch.cuda.device_count()
+    args = ["run", "examples/digits-backup.toml", "--out", str(tmp_path / "r"), "--quiet"]
+    assert main([*args, "--set", f"run.device=cuda:{bad}"]) == 2
+    err = capsys.readouterr().err
+    assert f"run.device: 'cuda:{bad}' is out of range: torch sees {bad} GPU(s)" in err
