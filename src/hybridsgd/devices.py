@@ -95,6 +95,8 @@ class DeviceMirror:
         self.on_gpu = self.device.type == "cuda"
         if not self.on_gpu:
             return
+        if self.device.index is None:  # "cuda" in a Ray actor: the GPU Ray made visible
+            self.device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(self.device)
         task.to(self.device)
         self._params = torch.empty(task.numel, device=self.device)

@@ -139,7 +139,8 @@ class Faults:
         else:
             if self.custom is None:
                 raise ConfigError("faults.attack", "custom needs a callable: h.run(cfg, attack=fn)")
-            v = torch.as_tensor(self.custom(honest.clone()), dtype=rows.dtype).reshape(-1)
+            v = torch.as_tensor(self.custom(honest.clone()), dtype=rows.dtype, device=rows.device)
+            v = v.reshape(-1)
             if v.shape != mu.shape:
                 raise ConfigError(
                     "faults.attack",
