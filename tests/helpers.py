@@ -63,3 +63,19 @@ def assert_consistent(trace: Trace) -> None:
     for _, rows in g.groupby("worker"):
         slots = np.sort(rows.minibatch.to_numpy())
         assert (slots == np.arange(len(slots))).all()
+
+
+def registered_examples() -> list[tuple[str, str, dict]]:
+    """(spec, policy name, its own [policy] keys) for every example every registered policy
+    declares: the conformance tables, generated from the registry."""
+    from hybridsgd.policies import REGISTRY, policy_config
+
+    out = []
+    for entry in REGISTRY.values():
+        for spec in entry.examples:
+            p = policy_config(spec)
+            own = {k: v for k, v in p.options.items()}
+            if p.staleness != "none":
+                own["staleness"] = p.staleness
+            out.append((spec, entry.name, own))
+    return out

@@ -28,6 +28,13 @@ LOG_HELP = (
 )
 
 
+def _policy_names() -> str:
+    """The registered policies, for help texts (hybridsgd.policies.registry)."""
+    from hybridsgd.policies import REGISTRY
+
+    return ", ".join(REGISTRY)
+
+
 def _with_logs(overrides: list[str], logs: list[str], base_logs: list[str]) -> list[str]:
     """--log entries added to the config's run.log, as one more override."""
     if not logs:
@@ -79,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="e.g. sync, backup:backups=2, hybrid:threshold=linear:start=0,end=500",
+        help="e.g. sync, backup:backups=2, hybrid:threshold=linear:start=0,end=500 "
+        f"(policies: {_policy_names()})",
     )
     m.add_argument("--seeds", type=int, default=1, help="seeds per policy (run.seed, +1, ...)")
     m.add_argument(
@@ -99,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("predict", help="predict time per update, staleness and stability")
     q.add_argument(
-        "--policy", required=True, help="e.g. async, backup:backups=2, k_sync:k=12, ssp:s=0"
+        "--policy",
+        required=True,
+        help=f"e.g. async, backup:backups=2, k_sync:k=12, ssp:s=0 (policies: {_policy_names()})",
     )
     q.add_argument("--workers", type=int, required=True, help="W, workers running")
     q.add_argument("--compute", required=True, help="timing model, e.g. shifted-exp:delta=1,mu=2")
@@ -139,9 +149,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     err = Console(stderr=True)
     try:
+        # inside the try: building the parser imports the policy registry (its help lists
+        # the policies), and a Ctrl-C during that import is one line too
+        args = _parser().parse_args(argv)
         if args.command == "predict":
             return _predict(args)
         if args.command == "recommend":

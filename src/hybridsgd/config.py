@@ -10,17 +10,21 @@ allowed; the CLI turns it into one line and exit status 2.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import math
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hybridsgd.errors import ConfigError, lookup
+from hybridsgd.policies.registry import PolicyConfig
+from hybridsgd.policies.registry import section as policy_section
+from hybridsgd.values import coerce as _coerce
+from hybridsgd.values import parse_value as _parse_value
 
 
 @dataclass
@@ -39,27 +43,6 @@ class TaskConfig:
     noise: float = 0.1  # quadratic / logistic: label noise
     data_seed: int = 0  # seed of the data set and the train/test split (not of the run)
     custom: str = ""  # set by a run on a user's own Task: what it was (not built from config)
-
-
-@dataclass
-class PolicyConfig:
-    """How updates are synchronised (DESIGN.md section 3)."""
-
-    name: str = "sync"  # see POLICIES: sync, backup, async, k_sync, ..., ssp, psp, hybrid
-    workers: int = 8  # W: workers running (for backup, N + b)
-    backups: int = 0  # backup: b, so N = workers - backups gradients per update
-    late: str = "cancel"  # backup: late work is "cancel"-led or finishes and is "drop"-ped
-    k: int | None = None  # k_sync, k_batch_sync, k_async, k_batch_async: K <= workers
-    staleness_bound: float | None = None  # ssp, psp: s >= 0 (inf allowed)
-    sample: int | None = None  # psp: beta, peers sampled at each barrier, <= workers
-    threshold: str = ""  # hybrid: threshold shape, e.g. "linear:start=0,end=500"
-    progress: str = "updates"  # hybrid: the threshold's axis: updates | time | epochs
-    reading: str = "quorum"  # hybrid: "quorum" (gradients per update) or "partition" (layers)
-    explore_every: int = 10  # adaptive: rounds between probes of a larger K
-    aggregator: str = "mean"
-    staleness: str = "none"  # none | inverse | inverse-sqrt | max (stale gradients only)
-    max_staleness: int | None = None  # drop gradients staler than this (any rule)
-    on_worker_loss: str = "shrink"  # real backends: a dead worker "shrink"-s the quorum or "fail"-s
 
 
 @dataclass
@@ -175,7 +158,16 @@ class Config:
         return cls.from_dict(data, overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section as a plain table; ``[policy]`` holds the shared keys and the chosen
+        policy's own (see :meth:`PolicyConfig.flat`)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if isinstance(section, PolicyConfig):
+                out[f.name] = copy.deepcopy(section.flat())
+            else:
+                out[f.name] = dataclasses.asdict(section)
+        return out
 
     def replace(self, *overrides: str) -> Config:
         """A copy with ``section.key=value`` overrides applied (and validated)."""
@@ -183,17 +175,9 @@ class Config:
 
     # -- checks across fields ---------------------------------------------------------------
     def validate(self) -> None:
-        from hybridsgd.core.aggregators import build_aggregator
         from hybridsgd.core.server import _optimizer_class
-        from hybridsgd.core.staleness import build_staleness
         from hybridsgd.devices import check_name
-        from hybridsgd.policies import (
-            POLICIES,
-            PROGRESS,
-            REQUIRED,
-            gradients_per_update,
-            parse_threshold,
-        )
+        from hybridsgd.policies import validate as validate_policy
         from hybridsgd.tasks import TASKS
         from hybridsgd.timing import parse_model, parse_speeds, parse_transient
 
@@ -218,50 +202,7 @@ class Config:
         if t.noise < 0:
             raise ConfigError("task.noise", "must be >= 0")
 
-        _choice("policy.name", p.name, POLICIES)
-        _positive("policy.workers", p.workers)
-        if not 0 <= p.backups < p.workers:
-            raise ConfigError(
-                "policy.backups",
-                f"must be in [0, policy.workers) so that N = workers - backups >= 1"
-                f" (got {p.backups})",
-            )
-        _choice("policy.late", p.late, ("cancel", "drop"))
-        for key in REQUIRED.get(p.name, ()):
-            if getattr(p, key) is None or getattr(p, key) == "":
-                raise ConfigError(f"policy.{key}", f"is required by {p.name}{_EXAMPLES[key]}")
-        if p.k is not None and not 1 <= p.k <= p.workers:
-            raise ConfigError(
-                "policy.k", f"must be in [1, policy.workers = {p.workers}] (got {p.k})"
-            )
-        if p.staleness_bound is not None and not _ticks(p.staleness_bound):
-            raise ConfigError(
-                "policy.staleness_bound",
-                f"must be a whole number >= 0 or inf (got {p.staleness_bound})",
-            )
-        if p.sample is not None and not 1 <= p.sample <= p.workers:
-            raise ConfigError(
-                "policy.sample", f"must be in [1, policy.workers = {p.workers}] (got {p.sample})"
-            )
-        if p.threshold:
-            parse_threshold(p.threshold)
-        _choice("policy.progress", p.progress, PROGRESS)
-        _choice("policy.reading", p.reading, ("quorum", "partition"))
-        _choice("policy.on_worker_loss", p.on_worker_loss, ("shrink", "fail"))
-        if p.explore_every < 2:
-            raise ConfigError("policy.explore_every", f"must be >= 2 (got {p.explore_every})")
-        aggregator = build_aggregator(p.aggregator)
-        if not aggregator.linear:
-            n = gradients_per_update(p)
-            if n < 2:
-                raise ConfigError(
-                    "policy.aggregator",
-                    f"{aggregator.describe()} needs several gradients per update, but {p.name}"
-                    " applies gradients one at a time; use k_async or k_batch_async with k > 1,"
-                    " or a synchronous policy",
-                )
-            aggregator.check(n, f"{p.name} with these settings gives {n}")
-        build_staleness(p.staleness, p.max_staleness)
+        validate_policy(p)
 
         _optimizer_class(o.name)
         if not (o.lr > 0 and math.isfinite(o.lr)):
@@ -381,21 +322,10 @@ class Config:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-_EXAMPLES = {
-    "k": " (e.g. --set policy.k=4)",
-    "staleness_bound": " (e.g. --set policy.staleness_bound=3)",
-    "sample": " (e.g. --set policy.sample=4)",
-    "threshold": " (e.g. --set policy.threshold=linear:start=0,end=500)",
-}
 
 
 def _choice(name: str, value: str, allowed) -> None:
     lookup(dict.fromkeys(allowed), value, name)
-
-
-def _ticks(value: float) -> bool:
-    """A clock bound: a whole number >= 0, or inf."""
-    return value == math.inf or (value >= 0 and value == int(value))
 
 
 def _positive(name: str, value: float) -> None:
@@ -415,71 +345,15 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     data.setdefault(section, {})[name] = _parse_value(raw.strip())
 
 
-def _parse_value(raw: str) -> Any:
-    """TOML value syntax (``3``, ``0.5``, ``true``, ``[1, 2]``); anything else is a string."""
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
 def _build_section(section: str, cls: type, values: dict[str, Any]):
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    if cls is PolicyConfig:  # the shared keys and the registered policies' own
+        return policy_section(values)
     for key, value in values.items():
         name = f"{section}.{key}"
         if key not in known:
             raise ConfigError(name, f"unknown key; {section} takes: {', '.join(sorted(known))}")
         kwargs[key] = _coerce(name, value, hints[key])
     return cls(**kwargs)
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if type(None) in options and (value is None or value == "none"):
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(name, value, option)
-            except ConfigError as exc:
-                errors.append(exc.message)
-        raise ConfigError(name, " or ".join(errors))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(name, f"must be true or false (got {value!r})")
-    if hint is int:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value != int(value)
-        ):
-            raise ConfigError(name, f"must be a whole number (got {value!r})")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(name, f"must be a number (got {value!r})")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(name, f"must be a string (got {value!r})")
-        return value
-    if origin is list:
-        (inner,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ConfigError(name, f"must be a list (got {value!r})")
-        return [_coerce(f"{name}[{i}]", v, inner) for i, v in enumerate(value)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(name, f"must be a table (got {value!r})")
-        return dict(value)
-    if hint is Any:
-        return value
-    raise TypeError(f"unsupported config type {hint} for {name}")  # a bug in this file

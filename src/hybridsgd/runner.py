@@ -242,7 +242,11 @@ def resume(
             "--resume", f"{path} is damaged (its content does not match its checksum)"
         )
     state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
-    changed = [k for k in _changed_keys(state["config"], cfg.to_dict()) if k not in allow_change]
+    changed = [
+        k
+        for k in _changed_keys(_canonical(state["config"]), cfg.to_dict())
+        if k not in allow_change
+    ]
     if changed:
         raise ConfigError(
             "--resume",
@@ -251,6 +255,16 @@ def resume(
             f"or --allow-change the keys that do not change training ({', '.join(SAFE_TO_CHANGE)})",
         )
     return _execute(cfg, task, out, progress, state)
+
+
+def _canonical(config: dict) -> dict:
+    """A config dict as this version writes it (an older checkpoint's ``[policy]`` listed
+    every policy's keys; now it lists the chosen policy's), or as it is if it no longer
+    validates (then every difference shows)."""
+    try:
+        return Config.from_dict(config).to_dict()
+    except ConfigError:
+        return config
 
 
 def _changed_keys(before: dict, after: dict) -> list[str]:

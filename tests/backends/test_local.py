@@ -20,21 +20,9 @@ import torch
 from hybridsgd import Config
 from hybridsgd.errors import WorkerLost
 from hybridsgd.runner import run
-from tests.helpers import as_in_a_terminal, assert_consistent, ctrl_c
+from tests.helpers import as_in_a_terminal, assert_consistent, ctrl_c, registered_examples
 
-POLICIES = [
-    ("sync", {}),
-    ("backup", {"backups": 1}),
-    ("async", {}),
-    ("k_sync", {"k": 2}),
-    ("k_batch_sync", {"k": 3}),
-    ("k_async", {"k": 2}),
-    ("k_batch_async", {"k": 3}),
-    ("ssp", {"staleness_bound": 1}),
-    ("psp", {"staleness_bound": 1, "sample": 2}),
-    ("hybrid", {"threshold": "linear:start=0,end=40"}),
-    ("adaptive", {}),
-]
+POLICIES = [(name, own) for _, name, own in registered_examples()]
 
 
 def local_config(name: str = "sync", workers: int = 3, updates: int = 60, **policy) -> Config:
@@ -73,7 +61,7 @@ def assert_no_workers_left(summary: dict) -> None:
     assert not still_alive(pids)
 
 
-@pytest.mark.parametrize(("name", "extra"), POLICIES, ids=[p[0] for p in POLICIES])
+@pytest.mark.parametrize(("name", "extra"), POLICIES, ids=[f"{n}{e}" for n, e in POLICIES])
 def test_every_policy_runs_and_keeps_the_trace_consistent(name, extra):
     result = run(local_config(name, **extra))
     s = result.summary

@@ -11,7 +11,6 @@ import pytest
 import hybridsgd as h
 from hybridsgd.backends.sim.schedule import APPLIED, CANCELLED, DROPPED
 from hybridsgd.policies import (
-    POLICIES,
     asynchronous,
     hybrid,
     k_async,
@@ -23,24 +22,13 @@ from hybridsgd.policies import (
     ssp,
     sync,
 )
-from tests.helpers import assert_consistent, const_cluster, small_config
-
-PARAMS = {
-    "backup": {"backups": 2},
-    "k_sync": {"k": 4},
-    "k_batch_sync": {"k": 4},
-    "k_async": {"k": 3},
-    "k_batch_async": {"k": 3},
-    "ssp": {"staleness_bound": 2},
-    "psp": {"sample": 2, "staleness_bound": 1},
-    "hybrid": {"threshold": "linear:start=5,end=25"},
-}
+from tests.helpers import assert_consistent, const_cluster, registered_examples, small_config
 
 
-@pytest.mark.parametrize("name", sorted(POLICIES))
-def test_every_policy_trains_with_a_consistent_trace(name):
+@pytest.mark.parametrize(("spec", "name", "own"), registered_examples(), ids=lambda v: str(v))
+def test_every_policy_trains_with_a_consistent_trace(spec, name, own):
     cfg = small_config(
-        policy={"name": name, "workers": 6, **PARAMS.get(name, {})},
+        policy={"name": name, "workers": 6, **own},
         timing={"compute": "lognormal:mu=0,sigma=0.5"},
         run={"updates": 30},
     )

@@ -22,10 +22,12 @@ from hybridsgd.analysis.stability import (
 )
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies.hybrid import PROGRESS, quorum, synchrony
+from hybridsgd.policies.registry import family
 from hybridsgd.timing.models import Constant, Exponential, TimingModel
 
-SYNC_FAMILY = ("sync", "backup", "k_sync", "k_batch_sync")
-ASYNC_FAMILY = ("async", "k_async", "k_batch_async", "ssp", "psp")
+#: the registered policies each family of closed forms covers (``Registered.family``)
+SYNC_FAMILY = family("sync")
+ASYNC_FAMILY = family("async")
 PER_REGIME = ("hybrid",)  # predicted regime by regime (see hybrid_regimes)
 SWEEP_BUDGET = 0.05  # Monte Carlo size per worker count in a sweep (k_async, ssp, psp)
 
@@ -152,7 +154,7 @@ def predict(
             )
         return pred
 
-    if policy in SYNC_FAMILY:
+    if policy in family("sync"):
         kk = {"sync": W, "backup": W - backups}.get(policy, k)
         if kk is None or not 1 <= kk <= W:
             raise ConfigError("policy", f"{policy} needs a quorum in [1, {W}]")
@@ -177,7 +179,7 @@ def predict(
             {"update_time": method, "staleness": "none by construction"},
             assumptions,
         )
-    elif policy in ASYNC_FAMILY:
+    elif policy in family("async"):
         rate = float(np.sum(1.0 / cycles))  # arrivals per unit time, renewal theorem
         steady = [*assumptions, "steady state: the start-up transient is dropped"]  # Monte Carlo
         assumptions.append(
@@ -264,7 +266,7 @@ def predict(
         raise ConfigError(
             "policy",
             f"no analytical model for {policy!r}; use one of: "
-            + ", ".join(SYNC_FAMILY + ASYNC_FAMILY + PER_REGIME),
+            + ", ".join(family("sync") + family("async") + PER_REGIME),
         )
     return finish(pred)
 
@@ -614,13 +616,13 @@ def _stability(
     conv = -math.log(radius) * rate_updates if radius > 0 else math.inf
     # continuous model (Yu, Chen & Poor) for comparison: delay = read-to-apply time
     cont: dict[str, float | str] = {}
-    if continuous and policy in ASYNC_FAMILY:
+    if continuous and policy in family("async"):
         try:
             cont = _continuous(pred, lr, h, compute, comm, speeds, rate_updates)
         except ArithmeticError as exc:  # reported beside the verdict: never fatal
             cont = {"error": str(exc)}
     best = stop = unstable = None
-    if sweep and policy in ASYNC_FAMILY:  # the synchronous family needs a noise model
+    if sweep and policy in family("async"):  # the synchronous family needs a noise model
         best, stop, unstable = _worker_sweep(
             policy,
             pred.workers,

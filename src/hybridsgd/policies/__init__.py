@@ -4,10 +4,10 @@ settings (hybrid)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from hybridsgd.core.staleness import build_staleness
+# each policy module registers itself on import (hybridsgd.policies.registry)
 from hybridsgd.policies.adaptive import AdaptivePolicy, adaptive
 from hybridsgd.policies.asynchronous import asynchronous
 from hybridsgd.policies.backup import backup
@@ -15,70 +15,51 @@ from hybridsgd.policies.base import Decision, Fate, Policy, Update
 from hybridsgd.policies.hybrid import PROGRESS, HybridPolicy, PartitionHybrid, hybrid
 from hybridsgd.policies.k_variants import k_async, k_batch_async, k_batch_sync, k_sync
 from hybridsgd.policies.quorum import QuorumPolicy
+from hybridsgd.policies.registry import (
+    REGISTRY,
+    Context,
+    PolicyConfig,
+    Registered,
+    register,
+    section,
+    unregister,
+    validate,
+)
 from hybridsgd.policies.ssp import psp, ssp
 from hybridsgd.policies.sync import sync
 from hybridsgd.policies.thresholds import parse_threshold
 
-if TYPE_CHECKING:
-    from hybridsgd.config import PolicyConfig
+
+class _View(Mapping):
+    """A read-only view of every registered policy, by name (a policy registered later is
+    in it too)."""
+
+    def __init__(self, read: Callable[[Registered], Any]) -> None:
+        self._read = read
+
+    def __getitem__(self, name: str) -> Any:
+        return self._read(REGISTRY[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
 
 
-def _rule(c: PolicyConfig):
-    return build_staleness(c.staleness, c.max_staleness)
+def _builder(entry: Registered) -> Callable[..., Policy]:
+    def build(c: PolicyConfig, seed: int = 0, gpe: float = 1.0, tensors: int = 1) -> Policy:
+        return entry.build(c, Context(seed, gpe, tensors))
+
+    return build
 
 
-def _hybrid(c: PolicyConfig, gpe: float, tensors: int) -> Policy:
-    threshold = parse_threshold(c.threshold)
-    if c.reading == "partition":
-        return PartitionHybrid(c.workers, threshold, tensors, c.progress, gpe, _rule(c))
-    return hybrid(c.workers, threshold, c.progress, gpe, _rule(c))
-
-
-#: name -> builder from the ``[policy]`` section, the run seed, gradients per epoch and the
-#: model's number of parameter tensors.
-POLICIES: dict[str, Callable[[PolicyConfig, int, float, int], Policy]] = {
-    "sync": lambda c, seed, gpe, nt: sync(c.workers),
-    "backup": lambda c, seed, gpe, nt: backup(c.workers, c.backups, c.late),
-    "async": lambda c, seed, gpe, nt: asynchronous(c.workers, _rule(c)),
-    "k_sync": lambda c, seed, gpe, nt: k_sync(c.workers, c.k),
-    "k_batch_sync": lambda c, seed, gpe, nt: k_batch_sync(c.workers, c.k),
-    "k_async": lambda c, seed, gpe, nt: k_async(c.workers, c.k, _rule(c)),
-    "k_batch_async": lambda c, seed, gpe, nt: k_batch_async(c.workers, c.k, _rule(c)),
-    "ssp": lambda c, seed, gpe, nt: ssp(c.workers, c.staleness_bound, _rule(c)),
-    "psp": lambda c, seed, gpe, nt: psp(c.workers, c.sample, c.staleness_bound, seed, _rule(c)),
-    "hybrid": lambda c, seed, gpe, nt: _hybrid(c, gpe, nt),
-    "adaptive": lambda c, seed, gpe, nt: adaptive(c.workers, c.explore_every),
-}
-
-_STALE = ("staleness", "max_staleness")
-#: the ``[policy]`` keys each policy reads beyond name, workers and aggregator.
-POLICY_KEYS: dict[str, tuple[str, ...]] = {
-    "sync": (),
-    "backup": ("backups", "late"),
-    "async": _STALE,
-    "k_sync": ("k",),
-    "k_batch_sync": ("k",),
-    "k_async": ("k", *_STALE),
-    "k_batch_async": ("k", *_STALE),
-    "ssp": ("staleness_bound", *_STALE),
-    "psp": ("sample", "staleness_bound", *_STALE),
-    "hybrid": ("threshold", "progress", "reading", *_STALE),
-    "adaptive": ("explore_every",),
-}
-
-#: keys a policy cannot do without (validated with one clear line each).
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "k_sync": ("k",),
-    "k_batch_sync": ("k",),
-    "k_async": ("k",),
-    "k_batch_async": ("k",),
-    "ssp": ("staleness_bound",),
-    "psp": ("sample", "staleness_bound"),
-    "hybrid": ("threshold",),
-}
-
-
-_ALIASES = {"b": "backups", "K": "k", "s": "staleness_bound", "beta": "sample"}
+#: name -> builder(``[policy]`` section, run seed, gradients per epoch, parameter tensors)
+POLICIES: Mapping[str, Callable[..., Policy]] = _View(_builder)
+#: the ``[policy]`` keys each policy reads beyond name, workers and aggregator
+POLICY_KEYS: Mapping[str, tuple[str, ...]] = _View(lambda e: e.reads)
+#: keys a policy cannot do without (validated with one clear line each)
+REQUIRED: Mapping[str, tuple[str, ...]] = _View(lambda e: e.required)
 
 
 def parse_spec(spec: str) -> tuple[str, list[str]]:
@@ -90,14 +71,12 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     'policy.threshold=linear:start=0,end=500'
     """
     from hybridsgd.errors import ConfigError, lookup
+    from hybridsgd.policies.registry import PARAMS, SHARED_KEYS, aliases
 
     name, _, rest = spec.strip().partition(":")
-    lookup(POLICIES, name, "--policy", "policy")
-    import dataclasses
-
-    from hybridsgd.config import PolicyConfig
-
-    keys = {f.name for f in dataclasses.fields(PolicyConfig)} | set(_ALIASES)
+    lookup(REGISTRY, name, "--policy", "policy")
+    known_aliases = aliases()
+    keys = set(SHARED_KEYS) | set(PARAMS) | set(known_aliases)
     pairs: list[list[str]] = []
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
@@ -108,19 +87,30 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
         else:
             raise ConfigError("--policy", f"write {name}:key=value (got {part!r})")
     overrides = [f"policy.name={name}"]
-    overrides += [f"policy.{_ALIASES.get(k, k)}={v}" for k, v in pairs]
+    overrides += [f"policy.{known_aliases.get(k, k)}={v}" for k, v in pairs]
     return name, overrides
 
 
 def gradients_per_update(c: PolicyConfig) -> int:
     """The fewest gradients an update of this policy may aggregate."""
-    if c.name == "sync":
-        return c.workers
-    if c.name == "backup":
-        return c.workers - c.backups
-    if c.name.startswith("k_"):
-        return c.k or 1
-    return 1  # async, ssp, psp, hybrid (its asynchronous regime), adaptive (may pick K = 1)
+    return REGISTRY[c.name].min_gradients(c)
+
+
+def policy_config(spec: str) -> PolicyConfig:
+    """The validated ``[policy]`` section a spec string describes.
+
+    >>> policy_config("backup:b=2").backups
+    2
+    """
+    from hybridsgd.values import parse_value
+
+    table = {}
+    for item in parse_spec(spec)[1]:  # policy.key=value
+        key, _, raw = item.partition("=")
+        table[key.removeprefix("policy.")] = parse_value(raw)
+    p = section(table)
+    validate(p)
+    return p
 
 
 def build_policy(
@@ -133,14 +123,19 @@ def build_policy(
     'k_sync(W=6, quorum=4)'
     """
     if isinstance(cfg, str):
-        from hybridsgd.config import Config
-
-        cfg = Config.from_dict({}, parse_spec(cfg)[1]).policy
-    return POLICIES[cfg.name](cfg, seed, gradients_per_epoch, tensors)
+        cfg = policy_config(cfg)
+    return REGISTRY[cfg.name].build(cfg, Context(seed, gradients_per_epoch, tensors))
 
 
 __all__ = [
     "POLICIES",
+    "REGISTRY",
+    "Context",
+    "PolicyConfig",
+    "Registered",
+    "register",
+    "unregister",
+    "validate",
     "POLICY_KEYS",
     "PROGRESS",
     "REQUIRED",
@@ -158,6 +153,7 @@ __all__ = [
     "build_policy",
     "gradients_per_update",
     "parse_spec",
+    "policy_config",
     "hybrid",
     "k_async",
     "k_batch_async",

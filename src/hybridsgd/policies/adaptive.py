@@ -25,10 +25,14 @@ rule) is the next step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from hybridsgd.errors import ConfigError
 from hybridsgd.policies.base import Decision
 from hybridsgd.policies.quorum import SYNCHRONOUS, QuorumPolicy
+from hybridsgd.policies.registry import Registered, param, register
 
 
 class AdaptivePolicy(QuorumPolicy):
@@ -88,3 +92,24 @@ class AdaptivePolicy(QuorumPolicy):
 def adaptive(workers: int, explore_every: int = 10) -> AdaptivePolicy:
     """K-sync with K chosen online from measured arrival times."""
     return AdaptivePolicy(workers, explore_every)
+
+
+def _check_explore(value: int, p) -> None:
+    if value < 2:
+        raise ConfigError("policy.explore_every", f"must be >= 2 (got {value})")
+
+
+@dataclass(frozen=True)
+class AdaptiveParams:
+    explore_every: int = param(10, "rounds between probes of a larger K", check=_check_explore)
+
+
+register(
+    Registered(
+        "adaptive",
+        "k_sync whose K is chosen online from measured arrival times",
+        build=lambda c, ctx: adaptive(c.workers, c.explore_every),
+        params=AdaptiveParams,
+        examples=("adaptive",),
+    )
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.policies.quorum import ASYNCHRONOUS, QuorumPolicy
+from hybridsgd.policies.registry import Registered, register, stale_rule
 
 
 def asynchronous(workers: int, staleness: StalenessRule | None = None) -> QuorumPolicy:
@@ -16,3 +17,15 @@ def asynchronous(workers: int, staleness: StalenessRule | None = None) -> Quorum
     return QuorumPolicy(
         workers, 1, counts="minibatches", **ASYNCHRONOUS, staleness=staleness, name="async"
     )
+
+
+register(
+    Registered(
+        "async",
+        "asynchronous: every gradient is applied on arrival, stale ones included",
+        build=lambda c, ctx: asynchronous(c.workers, stale_rule(c)),
+        family="async",
+        stale=True,
+        examples=("async", "async:staleness=inverse"),
+    )
+)

@@ -11,7 +11,11 @@ backups waste work without shortening rounds much (see the arrival-order plot).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from hybridsgd.errors import ConfigError
 from hybridsgd.policies.quorum import SYNCHRONOUS, QuorumPolicy
+from hybridsgd.policies.registry import Registered, one_of, param, register
 
 
 def backup(workers: int, backups: int, late: str = "cancel") -> QuorumPolicy:
@@ -22,3 +26,40 @@ def backup(workers: int, backups: int, late: str = "cancel") -> QuorumPolicy:
         raise ValueError("late must be 'cancel' or 'drop'")
     settings = {**SYNCHRONOUS, "in_flight": late}
     return QuorumPolicy(workers, workers - backups, counts="workers", **settings, name="backup")
+
+
+def _check_backups(value: int, p) -> None:
+    if not 0 <= value < p.workers:
+        raise ConfigError(
+            "policy.backups",
+            f"must be in [0, policy.workers) so that N = workers - backups >= 1 (got {value})",
+        )
+
+
+@dataclass(frozen=True)
+class BackupParams:
+    backups: int = param(
+        0,
+        "b: each update averages the first N = W - b gradients",
+        check=_check_backups,
+        example="2",
+    )
+    late: str = param(
+        "cancel",
+        "late work is cancel-led, or finishes and is drop-ped",
+        check=one_of("late", "cancel", "drop"),
+    )
+
+
+register(
+    Registered(
+        "backup",
+        "synchronous with b backup workers: the first N = W - b gradients (Chen et al. 2016)",
+        build=lambda c, ctx: backup(c.workers, c.backups, c.late),
+        params=BackupParams,
+        aliases={"b": "backups"},
+        min_gradients=lambda c: c.workers - c.backups,
+        family="sync",
+        examples=("backup:backups=1", "backup:backups=1,late=drop"),
+    )
+)

@@ -22,11 +22,13 @@ the switch where the loss curve of ``async`` flattens (a ``compare`` run shows i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.policies.base import Decision, Fate, Update
 from hybridsgd.policies.quorum import ASYNCHRONOUS, SYNCHRONOUS, QuorumPolicy
-from hybridsgd.policies.thresholds import Threshold
+from hybridsgd.policies.registry import Registered, one_of, param, register, stale_rule
+from hybridsgd.policies.thresholds import Threshold, parse_threshold
 
 PROGRESS = ("updates", "time", "epochs")
 
@@ -208,3 +210,46 @@ class PartitionHybrid(_Scheduled, QuorumPolicy):
 
     def describe(self) -> str:
         return f"hybrid(W={self.workers}, partition, {self.threshold} over {self.progress})"
+
+
+def _check_threshold(value: str, p) -> None:
+    if value:
+        parse_threshold(value)
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    threshold: str = param(
+        "", "the threshold shape, e.g. linear:start=0,end=500", check=_check_threshold,
+        example="linear:start=0,end=500",
+    )  # fmt: skip
+    progress: str = param(
+        "updates", "the threshold's axis: updates | time | epochs",
+        check=one_of("progress", *PROGRESS),
+    )  # fmt: skip
+    reading: str = param(
+        "quorum", "quorum (gradients per update) or partition (synchronous layers)",
+        check=one_of("reading", "quorum", "partition"),
+    )  # fmt: skip
+
+
+def _build(c, ctx) -> QuorumPolicy:
+    threshold = parse_threshold(c.threshold)
+    if c.reading == "partition":
+        return PartitionHybrid(
+            c.workers, threshold, ctx.tensors, c.progress, ctx.gradients_per_epoch, stale_rule(c)
+        )
+    return hybrid(c.workers, threshold, c.progress, ctx.gradients_per_epoch, stale_rule(c))
+
+
+register(
+    Registered(
+        "hybrid",
+        "asynchronous to synchronous under a threshold on progress (Vora et al. 2024)",
+        build=_build,
+        params=HybridParams,
+        required=("threshold",),
+        stale=True,
+        examples=("hybrid:threshold=linear:start=0,end=40",),
+    )
+)

@@ -24,8 +24,11 @@ gives most of the speed-up of asynchrony with little staleness.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.policies.quorum import ASYNCHRONOUS, SYNCHRONOUS, QuorumPolicy
+from hybridsgd.policies.registry import Registered, param, register, stale_rule, whole_workers
 
 
 def k_sync(workers: int, k: int) -> QuorumPolicy:
@@ -55,4 +58,37 @@ def k_batch_async(workers: int, k: int, staleness: StalenessRule | None = None) 
         **ASYNCHRONOUS,
         staleness=staleness,
         name="k_batch_async",
+    )
+
+
+@dataclass(frozen=True)
+class KParams:
+    k: int | None = param(
+        None, "K: gradients per update, 1 <= K <= W", check=whole_workers("k"), example="4"
+    )
+
+
+for _name, _summary, _build, _family, _stale in (
+    ("k_sync", "first K gradients of the current version from distinct workers; cancel the rest",
+     lambda c, ctx: k_sync(c.workers, c.k), "sync", False),
+    ("k_batch_sync", "any K minibatches of the current version; cancel the rest",
+     lambda c, ctx: k_batch_sync(c.workers, c.k), "sync", False),
+    ("k_async", "K gradients from distinct workers, stale ones accepted; nobody waits",
+     lambda c, ctx: k_async(c.workers, c.k, stale_rule(c)), "async", True),
+    ("k_batch_async", "any K gradients, stale ones accepted; nobody waits",
+     lambda c, ctx: k_batch_async(c.workers, c.k, stale_rule(c)), "async", True),
+):  # fmt: skip
+    register(
+        Registered(
+            _name,
+            _summary + " (Dutta et al. 2018)",
+            build=_build,
+            params=KParams,
+            required=("k",),
+            aliases={"K": "k"},
+            min_gradients=lambda c: c.k or 1,
+            family=_family,
+            stale=_stale,
+            examples=(f"{_name}:k=2",),
+        )
     )

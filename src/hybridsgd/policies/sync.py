@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hybridsgd.policies.quorum import SYNCHRONOUS, QuorumPolicy
+from hybridsgd.policies.registry import Registered, register
 
 
 def sync(workers: int) -> QuorumPolicy:
@@ -11,3 +12,15 @@ def sync(workers: int) -> QuorumPolicy:
     No gradient is ever stale. One slow worker stalls everyone: see ``backup``.
     """
     return QuorumPolicy(workers, workers, counts="workers", **SYNCHRONOUS, name="sync")
+
+
+register(
+    Registered(
+        "sync",
+        "bulk-synchronous: every update averages one gradient from each of the W workers",
+        build=lambda c, ctx: sync(c.workers),
+        min_gradients=lambda c: c.workers,
+        family="sync",
+        examples=("sync",),
+    )
+)

@@ -1,0 +1,120 @@
+"""The policy registry: a policy declared in one file works everywhere, and nothing about
+the built-in policies lives outside their own modules."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import hybridsgd as h
+from hybridsgd.cli import main
+from hybridsgd.errors import ConfigError
+from hybridsgd.policies import POLICIES, REGISTRY, parse_spec, unregister
+
+
+@pytest.fixture
+def majority():
+    """tests/policies/example_policy.py registered for one test, then removed."""
+    module = importlib.import_module("tests.policies.example_policy")
+    yield module
+    unregister("majority")
+    sys.modules.pop("tests.policies.example_policy")
+
+
+def config(**policy) -> h.Config:
+    return h.Config.from_dict(
+        {
+            "task": {"name": "mlp-digits", "batch_size": 16},
+            "policy": {"workers": 4, **policy},
+            "run": {"updates": 20, "eval_every": 10},
+        }
+    )
+
+
+def test_a_policy_in_one_file_works_in_config_sim_and_local(majority):
+    cfg = config(name="majority", fraction=0.75)
+    assert cfg.policy.fraction == 0.75
+    assert cfg.to_dict()["policy"]["fraction"] == 0.75
+    assert h.Config.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+    sim = h.run(cfg)
+    g = sim.trace.gradients
+    assert (g[g.fate == "applied"].groupby("update").size() == 3).all()  # ceil(0.75 x 4)
+    assert sim.summary["policy"].startswith("majority")
+    local = h.run(cfg.replace("run.backend=local"))
+    g = local.trace.gradients
+    assert (g[g.fate == "applied"].groupby("update").size() == 3).all()
+    assert torch.isfinite(local.params).all()
+
+
+def test_its_keys_bounds_and_aliases_come_from_its_declaration(majority):
+    with pytest.raises(ConfigError, match=r"policy.fraction: must be in \(0, 1\] \(got 2.0\)"):
+        config(name="majority", fraction=2)
+    assert parse_spec("majority:f=0.25")[1] == ["policy.name=majority", "policy.fraction=0.25"]
+    with pytest.raises(ConfigError) as err:
+        config(name="majority", k=2).replace("policy.fractoin=1")
+    assert str(err.value).startswith("policy.fractoin: unknown key; every policy takes: name,")
+    assert str(err.value).endswith("majority takes: fraction")
+    with pytest.raises(ConfigError) as err:  # its min_gradients: ceil(0.5 x 4) = 2
+        config(name="majority", fraction=0.5, aggregator="krum:f=1")
+    assert str(err.value) == (
+        "policy.aggregator: krum(f=1) needs at least 5 gradients per update, but majority with"
+        " these settings gives 2"
+    )
+
+
+def test_it_runs_from_the_cli(majority, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(
+        ["compare", "examples/digits-backup.toml", "--out", str(out), "--policy",
+         "majority:fraction=0.5", "--policy", "sync", "--set", "run.updates=20"]
+    )  # fmt: skip
+    assert code == 0
+    assert "majority" in capsys.readouterr().out
+    assert any(p.name.startswith("majority") for p in (out / "runs").iterdir())
+
+
+def test_the_built_in_policies_all_declare_themselves():
+    assert set(REGISTRY) == {
+        "adaptive", "async", "backup", "sync", "hybrid", "k_sync", "k_batch_sync", "k_async",
+        "k_batch_async", "ssp", "psp",
+    }  # fmt: skip
+    assert set(POLICIES) == set(REGISTRY)
+    for entry in REGISTRY.values():
+        assert entry.summary and entry.examples, entry.name
+        for spec in entry.examples:
+            name, overrides = parse_spec(spec)
+            assert name == entry.name
+            h.Config.from_dict({}, overrides)  # every example validates
+
+
+def test_no_import_cycle_and_imports_run_one_way():
+    """Every module imports on its own in a fresh interpreter, and nothing under core/ or
+    policies/ imports a backend, the runner or the CLI."""
+    src = Path(__file__).parents[2] / "src" / "hybridsgd"
+    modules = sorted(
+        ".".join(("hybridsgd", *p.relative_to(src).with_suffix("").parts)).removesuffix(".__init__")
+        for p in src.rglob("*.py")
+        if "ray" not in p.parts and p.name != "__main__.py"
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    for k in [k for k in sys.modules if k.startswith('hybridsgd')]: del sys.modules[k]\n"
+        "    importlib.import_module(m)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=src.parents[1])
+    low = [p for d in ("core", "policies") for p in (src / d).rglob("*.py")]
+    for path in low:
+        text = path.read_text()
+        for upper in (
+            "hybridsgd.backends",
+            "hybridsgd.runner",
+            "hybridsgd.cli",
+            "hybridsgd.config",
+        ):
+            assert f"from {upper}" not in text and f"import {upper}" not in text, (path, upper)
