@@ -167,10 +167,10 @@ SHARED_KEYS = ("name", "workers", "aggregator", "staleness", "max_staleness", "o
 
 @dataclass(init=False)
 class PolicyConfig:
-    """How updates are synchronised (docs/policies.md): the keys every policy shares, and
-    in ``options`` the keys of the chosen policy (and any other registered policy's keys that
-    were set). ``PolicyConfig(name="k_sync", k=4).k`` reads an option; an option that was
-    not set reads as its declared default.
+    """How updates are synchronised (README, Policies; docs/policies.md): the keys every
+    policy shares, and in ``options`` the keys of the chosen policy (and any other
+    registered policy's keys that were set). ``PolicyConfig(name="k_sync", k=4).k`` reads
+    an option; an option that was not set reads as its declared default.
     """
 
     name: str = "sync"  # a registered policy: sync, backup, async, k_sync, ..., hybrid
