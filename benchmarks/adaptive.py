@@ -1,4 +1,4 @@
-"""`adaptive` against the best fixed K in hindsight (DESIGN.md section 3, "Adaptive").
+"""`adaptive` against the best fixed K in hindsight (docs/design.md section 3, "Adaptive").
 
 1. Throughput (schedule only): minibatches applied per unit of virtual time, adaptive vs
    every fixed K of `k_sync`, W = 16, several timing models and seeds.

@@ -1,5 +1,5 @@
 """The local backend against torch DistributedDataParallel (gloo), measured in the same run
-(DESIGN.md section 7; issue 5).
+(docs/design.md section 7; issue 5).
 
 Samples per second on `mlp-mnist` (784-256-10, batch 32 per worker, SGD), W worker
 processes each, the same torch threads per process, `sync` and `async`, W = 2 and 4.

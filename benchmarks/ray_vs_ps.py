@@ -1,5 +1,5 @@
 """The Ray backend against the pattern of Ray's own parameter-server example, measured in
-the same run on the same Ray instance (issue 7; DESIGN.md section 7: at least 1.5x).
+the same run on the same Ray instance (issue 7; docs/design.md section 7: at least 1.5x).
 
 The baseline is written from Ray's documentation ("Parameter Server" example): a
 parameter-server actor with ``apply_gradients(*gradients)`` / ``get_weights()`` holding a

@@ -1,4 +1,4 @@
-"""Simulator speed against its baselines, measured in the same run (DESIGN.md section 7).
+"""Simulator speed against its baselines, measured in the same run (docs/design.md section 7).
 
 1. Gradients simulated per second, `sync` and `async` at W = 16 and 256 on `mlp-mnist`
    (784-256-10, batch 32), against a plain single-process torch loop on the same model and

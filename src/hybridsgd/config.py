@@ -60,7 +60,7 @@ class OptimizerConfig:
 
 @dataclass
 class TimingConfig:
-    """What makes stragglers (DESIGN.md section 4). Models are compact strings."""
+    """What makes stragglers (docs/design.md section 4). Models are compact strings."""
 
     compute: str = "exp:mu=1"  # time per minibatch, e.g. "shifted-exp:delta=1,mu=2"
     comm: str = "constant:value=0"  # one message, e.g. "link:latency=0.001,bandwidth=1e9"
@@ -71,7 +71,7 @@ class TimingConfig:
 
 @dataclass
 class FaultsConfig:
-    """Faulty workers for experiments (DESIGN.md section 7; hybridsgd.core.faults)."""
+    """Faulty workers for experiments (docs/design.md section 7; hybridsgd.core.faults)."""
 
     byzantine: float = 0.0  # fraction of workers that attack, chosen by run.seed ...
     byzantine_workers: list[int] = field(default_factory=list)  # ... or exactly these

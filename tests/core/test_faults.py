@@ -1,4 +1,4 @@
-"""Faulty workers, the server's gradient check, crashes (DESIGN.md section 7)."""
+"""Faulty workers, the server's gradient check, crashes (docs/design.md section 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The whole policy family (DESIGN.md section 3): conformance, hand-checked rows,
+"""The whole policy family (docs/design.md section 3): conformance, hand-checked rows,
 equivalences, closed forms and the SSP bound."""
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_hybrid_step_switches_from_async_to_sync():
     assert (s.fate[s.fate == DROPPED].size > 0) and (s.staleness[s.fate == DROPPED] > 0).all()
 
 
-# -- equivalences (DESIGN.md section 3) ------------------------------------------------------
+# -- equivalences (docs/design.md section 3) ------------------------------------------------------
 def cluster(W=5, seed=3):
     return h.Cluster(h.parse_model("lognormal:mu=0,sigma=1"), W, seed=seed, speeds=[1, 1, 2, 1, 3])
 
@@ -157,7 +157,7 @@ def test_psp_with_a_small_sample_runs_further_ahead_than_ssp():
     assert s_psp.end_time < s_ssp.end_time  # waiting on fewer peers is faster
 
 
-# -- closed forms (DESIGN.md section 4), Monte Carlo within 2% --------------------------------
+# -- closed forms (docs/design.md section 4), Monte Carlo within 2% --------------------------------
 def H(n: int) -> float:
     return sum(1.0 / i for i in range(1, n + 1))
 

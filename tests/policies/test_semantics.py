@@ -1,4 +1,4 @@
-"""DESIGN.md section 3, rows sync / backup / async, on hand-checked scenarios.
+"""docs/design.md section 3, rows sync / backup / async, on hand-checked scenarios.
 
 Three workers whose minibatches take exactly 1, 2 and 10 time units.
 """

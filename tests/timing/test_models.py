@@ -1,4 +1,4 @@
-"""Timing models: parsing, sample means, and DESIGN.md section 4's closed forms."""
+"""Timing models: parsing, sample means, and docs/design.md section 4's closed forms."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_speed_strings():
         parse_speeds([1, 2], 3)
 
 
-# -- Monte Carlo against closed forms (DESIGN.md section 4), within 2% -------------------------
+# -- Monte Carlo against closed forms (docs/design.md section 4), within 2%
 @pytest.mark.parametrize("W, N", [(16, 16), (34, 32), (20, 10)])
 def test_k_sync_time_per_update_shifted_exponential(W, N):
     delta, mu = 1.0, 2.0

@@ -1,4 +1,4 @@
-"""Predict before you run (DESIGN.md section 5): time per update, throughput, staleness,
+"""Predict before you run (docs/design.md section 5): time per update, throughput, staleness,
 wasted work, stability and speed, from a policy, W and a timing model.
 
 >>> from hybridsgd.analysis import predict

@@ -1,4 +1,4 @@
-"""Stability and speed of asynchronous SGD near a minimum (DESIGN.md section 5).
+"""Stability and speed of asynchronous SGD near a minimum (docs/design.md section 5).
 
 Along a Hessian eigendirection with eigenvalue h, SGD with learning rate eta applies a
 gradient read a delay ago.

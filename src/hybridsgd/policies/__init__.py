@@ -1,4 +1,4 @@
-"""Synchronization policies (DESIGN.md section 3). Each named policy is a recipe over
+"""Synchronization policies (docs/design.md section 3). Each named policy is a recipe over
 :class:`QuorumPolicy`, optionally with a start gate (ssp, psp) or a schedule over its
 settings (hybrid)."""
 

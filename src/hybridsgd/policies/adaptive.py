@@ -8,7 +8,7 @@ round (K = W), then always runs the K with the best estimated throughput, except
 ``explore_every`` rounds it probes two above it (capped at W) so that a larger K gets
 measured too. Moving down needs no probe: smaller k are observed every round.
 
-Sources. This is the order-statistics view of DESIGN.md section 5 used online: Chen et al.
+Sources. This is the order-statistics view of docs/design.md section 5 used online: Chen et al.
 (2016) choose the number of backups from the arrival-time distribution; Dutta et al.
 (2018, AdaSync in the extended version) adapt K over training. Throughput is our stand-in
 for loss-per-time because the policy, like every policy, sees times and versions only.

@@ -1,6 +1,6 @@
 """The one primitive behind every named policy: a quorum with a barrier.
 
-Each row of the policy table (DESIGN.md section 3) is this class with different settings:
+Each row of the policy table (docs/design.md section 3) is this class with different settings:
 
 ===================  ======  ===========  ==========  =========  ==========
 recipe               quorum  counts       fresh only  after push in flight

@@ -1,4 +1,4 @@
-"""Timing models (DESIGN.md section 4): what makes stragglers."""
+"""Timing models (docs/design.md section 4): what makes stragglers."""
 
 from hybridsgd.timing.cluster import (
     Cluster,

@@ -1,7 +1,7 @@
 """A schedule: who computed on which version, when, and what became of it.
 
 The schedule depends only on timing and on the policy's decisions, never on parameter
-values (DESIGN.md section 2), so the simulator computes it first and replays the numerics
+values (docs/design.md section 2), so the simulator computes it first and replays the numerics
 after. Gradient ids are row numbers, in the order the policy saw pushes and cancellations.
 """
 
