@@ -16,10 +16,10 @@ from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
 # Everything else is imported on first use (PEP 562), so `hybridsgd --help`, or a Ctrl-C
 # while the command starts, does not wait for torch to load.
 _LAZY = {
-    "Schedule": "hybridsgd.backends.sim",
+    "Schedule": "hybridsgd.record",
     "simulate_schedule": "hybridsgd.backends.sim",
     "Config": "hybridsgd.config",
-    "Coordinator": "hybridsgd.core",
+    "Coordinator": "hybridsgd.coordinator",
     "Mean": "hybridsgd.core",
     "ParameterServer": "hybridsgd.core",
     "Policy": "hybridsgd.policies",

@@ -29,11 +29,11 @@ import torch
 
 from hybridsgd import __version__
 from hybridsgd.backends.local import available_cores
-from hybridsgd.backends.sim import Evals, Schedule, replay, simulate_schedule
+from hybridsgd.backends.sim import replay, simulate_schedule
 from hybridsgd.backends.sim.replay import ReplayState
 from hybridsgd.config import Config
+from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.aggregators import build_aggregator
-from hybridsgd.core.coordinator import Coordinator
 from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.core.server import ParameterServer, _optimizer_class
 from hybridsgd.core.staleness import build_staleness
@@ -42,6 +42,7 @@ from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.interrupts import Interrupts
 from hybridsgd.logs import Stream, open_sinks, update_metrics
 from hybridsgd.policies import POLICY_KEYS, build_policy
+from hybridsgd.record import Evals, Schedule
 from hybridsgd.tasks import Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
 from hybridsgd.trace import Trace, _atomic

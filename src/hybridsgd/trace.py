@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridsgd.backends.sim.replay import Evals
-from hybridsgd.backends.sim.schedule import FATES, Schedule
 from hybridsgd.errors import ConfigError, DiskFull
+from hybridsgd.record import FATES, Evals, Schedule
 
 TABLES = ("gradients", "updates", "evals")
 
@@ -54,7 +53,7 @@ class Trace:
                 "start_time": s.start,
                 "end_time": s.end,
                 "staleness": s.staleness,
-                "fate": pd.Categorical.from_codes(s.fate, categories=list(FATES)),
+                "fate": pd.Categorical.from_codes(s.fate, categories=[str(f) for f in FATES]),
                 "update": np.where(s.update >= 0, s.update + 1, -1),
             }
         )

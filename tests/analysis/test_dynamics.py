@@ -17,10 +17,10 @@ from hybridsgd.analysis.dynamics import (
     staleness_counts,
 )
 from hybridsgd.analysis.stability import steps_to_reduce
-from hybridsgd.backends.sim.schedule import APPLIED
 from hybridsgd.policies import psp, ssp
 from hybridsgd.policies.gates import SampledClockGate
 from hybridsgd.policies.k_variants import k_async
+from hybridsgd.record import APPLIED
 from hybridsgd.timing.models import Constant
 
 MODELS = ["shifted-exp:delta=1,mu=2", "pareto:alpha=2.5,scale=1", "lognormal:mu=0,sigma=0.5"]

@@ -154,7 +154,7 @@ def test_attacks_act_alike_in_the_simulator_and_on_processes(attack):
 
 def test_a_gradient_of_the_wrong_shape_or_dtype_is_rejected_not_applied():
     from hybridsgd import sync
-    from hybridsgd.core.coordinator import Coordinator
+    from hybridsgd.coordinator import Coordinator
     from hybridsgd.core.server import ParameterServer
 
     c = Coordinator(sync(3), ParameterServer(torch.zeros(2), "sgd", lr=1.0))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import hybridsgd as h
-from hybridsgd.backends.sim.schedule import APPLIED, CANCELLED, DROPPED
 from hybridsgd.policies import (
     asynchronous,
     hybrid,
@@ -22,6 +21,7 @@ from hybridsgd.policies import (
     ssp,
     sync,
 )
+from hybridsgd.record import APPLIED, CANCELLED, DROPPED
 from tests.helpers import assert_consistent, const_cluster, registered_examples, small_config
 
 

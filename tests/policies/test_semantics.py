@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hybridsgd import asynchronous, backup, simulate_schedule, sync
-from hybridsgd.backends.sim.schedule import APPLIED, CANCELLED, DROPPED
 from hybridsgd.policies import Fate, QuorumPolicy
+from hybridsgd.record import APPLIED, CANCELLED, DROPPED
 from tests.helpers import const_cluster
 
 SPEEDS = [1.0, 2.0, 10.0]

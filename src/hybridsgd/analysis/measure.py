@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hybridsgd.backends.sim.schedule import APPLIED, Schedule
+from hybridsgd.record import APPLIED, Schedule
 
 
 def measure(schedule: Schedule, batch_size: int = 32) -> dict[str, float]:

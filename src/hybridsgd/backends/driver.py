@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from hybridsgd.backends.sim.schedule import CANCELLED, FATE_CODE, PENDING, Recorder, Schedule
-from hybridsgd.core.coordinator import Coordinator
+from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.faults import Faults
 from hybridsgd.errors import WorkerLost
 from hybridsgd.policies.base import Decision, Fate
+from hybridsgd.record import CANCELLED, FATE_CODE, PENDING, Recorder, Schedule
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 from hybridsgd.timing.cluster import Cluster

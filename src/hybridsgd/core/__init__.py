@@ -1,12 +1,13 @@
-"""The core: parameter server, aggregation, staleness rules and the coordinator.
+"""The core: parameter server, aggregation and staleness rules.
 
-No clock and no transport lives here. Backends supply time (virtual or real) and move
-bytes; every decision about what to accept, drop, buffer, apply or cancel is made by a
-:class:`~hybridsgd.policies.Policy` and applied by :class:`ParameterServer`.
+No clock and no transport lives here, and no policy: the core is the bottom layer
+(docs/design.md section 2). Every decision about what to accept, drop, buffer, apply or
+cancel is made by a :class:`~hybridsgd.policies.Policy`, and
+:class:`~hybridsgd.coordinator.Coordinator` (the layer above the policies) carries it out on
+a :class:`ParameterServer`.
 """
 
 from hybridsgd.core.aggregators import AGGREGATORS, Aggregator, Mean, build_aggregator
-from hybridsgd.core.coordinator import Coordinator, PushResult
 from hybridsgd.core.server import ParameterServer, build_optimizer
 from hybridsgd.core.staleness import (
     STALENESS_RULES,
@@ -19,11 +20,9 @@ __all__ = [
     "AGGREGATORS",
     "STALENESS_RULES",
     "Aggregator",
-    "Coordinator",
     "Mean",
     "NoStalenessRule",
     "ParameterServer",
-    "PushResult",
     "StalenessRule",
     "build_aggregator",
     "build_optimizer",

@@ -24,7 +24,7 @@ def backup(workers: int, backups: int, late: str = "cancel") -> QuorumPolicy:
         raise ValueError("backups must be in [0, workers)")
     if late not in ("cancel", "drop"):
         raise ValueError("late must be 'cancel' or 'drop'")
-    settings = {**SYNCHRONOUS, "in_flight": late}
+    settings = SYNCHRONOUS.replace(in_flight=late)
     return QuorumPolicy(workers, workers - backups, counts="workers", **settings, name="backup")
 
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 
-class Fate:
-    """What became of a gradient (the ``fate`` column of the trace)."""
+class Fate(StrEnum):
+    """What became of a gradient (the ``fate`` column of the trace); each member is its
+    string (``Fate.APPLIED == "applied"``)."""
 
     APPLIED = "applied"  # aggregated into an update
     BUFFERED = "buffered"  # held until its update fires (a transient state, never final)

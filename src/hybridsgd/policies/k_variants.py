@@ -38,7 +38,7 @@ def k_sync(workers: int, k: int) -> QuorumPolicy:
 
 def k_batch_sync(workers: int, k: int) -> QuorumPolicy:
     """Any ``k`` minibatches of the current version; pushers start another at once."""
-    settings = {**SYNCHRONOUS, "after_push": "same"}
+    settings = SYNCHRONOUS.replace(after_push="same")
     return QuorumPolicy(workers, k, counts="minibatches", **settings, name="k_batch_sync")
 
 

@@ -29,15 +29,48 @@ async                1       minibatches  no          latest     keep
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
 from hybridsgd.errors import WorkerLost
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
 from hybridsgd.policies.gates import ClockGate
 
+# bound once: an enum member lookup costs 4x a module global on the hot path
+_APPLIED, _BUFFERED, _DROPPED, _CANCELLED = (
+    Fate.APPLIED,
+    Fate.BUFFERED,
+    Fate.DROPPED,
+    Fate.CANCELLED,
+)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How a quorum policy treats stale work: whether only fresh gradients count, what a
+    worker does after it pushes (``wait`` | ``same`` | ``latest``), and what happens to work
+    in flight at an update (``cancel`` | ``drop`` | ``keep``). Unpacks into
+    :class:`QuorumPolicy`'s keywords: ``QuorumPolicy(W, K, **SYNCHRONOUS)``."""
+
+    fresh_only: bool
+    after_push: str
+    in_flight: str
+
+    def keys(self) -> tuple[str, ...]:
+        return ("fresh_only", "after_push", "in_flight")
+
+    def __getitem__(self, key: str) -> object:
+        return getattr(self, key)
+
+    def replace(self, **changes: object) -> Regime:
+        return dataclasses.replace(self, **changes)
+
+
 #: fresh gradients only; a pusher waits for the next version; late work is cancelled
-SYNCHRONOUS = {"fresh_only": True, "after_push": "wait", "in_flight": "cancel"}
+SYNCHRONOUS = Regime(fresh_only=True, after_push="wait", in_flight="cancel")
 #: stale gradients accepted; a pusher pulls the latest version; nothing is cancelled
-ASYNCHRONOUS = {"fresh_only": False, "after_push": "latest", "in_flight": "keep"}
+ASYNCHRONOUS = Regime(fresh_only=False, after_push="latest", in_flight="keep")
 
 _COUNTS = ("workers", "minibatches")
 _AFTER_PUSH = ("wait", "same", "latest")
@@ -88,12 +121,12 @@ class QuorumPolicy(Policy):
         self._waiting: set[int] = set()
         self.lost: set[int] = set()  # workers gone for good (a real backend's fault)
 
-    def _set_regime(self, quorum: int, settings: dict[str, object]) -> None:
+    def _set_regime(self, quorum: int, regime: Regime) -> None:
         """Switch quorum and regime between updates (hybrid schedules)."""
         self.quorum = quorum
-        self.fresh_only = settings["fresh_only"]
-        self.after_push = settings["after_push"]
-        self.in_flight_rule = settings["in_flight"]
+        self.fresh_only = regime.fresh_only
+        self.after_push = regime.after_push
+        self.in_flight_rule = regime.in_flight
 
     # -- the two calls a backend makes -------------------------------------------------
     def request(self, worker: int) -> int | None:
@@ -124,15 +157,15 @@ class QuorumPolicy(Policy):
         self.now = now
         staleness = self.version - read_version
         if self._in_flight[worker] != read_version:
-            return staleness, Decision(Fate.CANCELLED, staleness, reason="cancelled")
+            return staleness, Decision(_CANCELLED, staleness, reason="cancelled")
         self._in_flight[worker] = -1
         return staleness, None
 
     def _decide(self, worker: int, gid: int, staleness: int) -> Decision:
         if self.fresh_only and staleness > 0:
-            return Decision(Fate.DROPPED, staleness, reason="stale")
+            return Decision(_DROPPED, staleness, reason="stale")
         if not self.staleness_rule.accepts(staleness):
-            return Decision(Fate.DROPPED, staleness, reason="staleness rule")
+            return Decision(_DROPPED, staleness, reason="staleness rule")
         self._buffer.append((gid, worker, staleness))
         if self.counts == "workers":
             self._buffered_workers.add(worker)
@@ -140,7 +173,7 @@ class QuorumPolicy(Policy):
         else:
             count = len(self._buffer)
         if count < self._needed():
-            return Decision(Fate.BUFFERED, staleness)
+            return Decision(_BUFFERED, staleness)
         return self._fire(staleness)
 
     def lose(self, worker: int, now: float = 0.0, *, shrink: bool = True) -> Decision:
@@ -165,11 +198,11 @@ class QuorumPolicy(Policy):
                 f" but {alive} are left (policy.on_worker_loss = fail; use shrink to go on)"
             )
         staleness = self.version - read if read >= 0 else 0
-        decision = Decision(Fate.CANCELLED, staleness, reason="worker lost")
+        decision = Decision(_CANCELLED, staleness, reason="worker lost")
         count = len(self._buffered_workers if self.counts == "workers" else self._buffer)
         if self._buffer and count >= self._needed():
             decision = self._fire(staleness)
-            decision.fate, decision.reason = Fate.CANCELLED, "worker lost"
+            decision.fate, decision.reason = _CANCELLED, "worker lost"
         if self.gate is not None:
             freed = self.gate.retire(worker)
             if freed:
@@ -214,7 +247,7 @@ class QuorumPolicy(Policy):
         if self._waiting:
             release = sorted(self._waiting)
             self._waiting.clear()
-        return Decision(Fate.APPLIED, staleness, update, cancel, release)
+        return Decision(_APPLIED, staleness, update, cancel, release)
 
     def pending(self) -> list[int]:
         return [m[0] for m in self._buffer]

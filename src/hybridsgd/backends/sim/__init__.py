@@ -16,9 +16,9 @@ import numpy as np
 
 from hybridsgd.backends.sim.events import run_events
 from hybridsgd.backends.sim.fast import run_renewal, run_rounds
-from hybridsgd.backends.sim.replay import Evals, replay
-from hybridsgd.backends.sim.schedule import FATES, Schedule
+from hybridsgd.backends.sim.replay import replay
 from hybridsgd.policies.base import Policy
+from hybridsgd.record import FATES, Evals, Schedule
 from hybridsgd.timing.cluster import Cluster
 
 

@@ -11,9 +11,9 @@ import heapq
 import math
 from collections.abc import Sequence
 
-from hybridsgd.backends.sim.schedule import CANCELLED, FATE_CODE, PENDING, Recorder, Schedule
 from hybridsgd.errors import WorkerLost
 from hybridsgd.policies.base import Policy
+from hybridsgd.record import CANCELLED, FATE_CODE, PENDING, Recorder, Schedule
 from hybridsgd.timing.cluster import Cluster
 
 

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from hybridsgd.backends.sim.schedule import APPLIED, CANCELLED, PENDING, Schedule
+from hybridsgd.record import APPLIED, CANCELLED, PENDING, Schedule
 from hybridsgd.timing.cluster import Cluster
 
 _CHUNK_CELLS = 1 << 20  # rounds x workers per chunk

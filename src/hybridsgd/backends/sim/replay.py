@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from hybridsgd.backends.sim.schedule import APPLIED, Schedule
 from hybridsgd.core.aggregators import Aggregator
 from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
+from hybridsgd.record import APPLIED, Evals, Schedule
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
@@ -36,20 +36,6 @@ class ReplayState:
     evals: Evals
     reasons: dict[int, str]  # gradients rejected so far
     faults: dict
-
-
-@dataclass
-class Evals:
-    version: list[int] = field(default_factory=list)
-    time: list[float] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-
-    def add(self, version: int, time: float, loss: float, accuracy: float) -> None:
-        self.version.append(version)
-        self.time.append(time)
-        self.loss.append(loss)
-        self.accuracy.append(accuracy)
 
 
 def replay(

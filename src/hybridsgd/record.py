@@ -1,8 +1,11 @@
-"""A schedule: who computed on which version, when, and what became of it.
+"""The run record, shared by every backend, the trace and the analysis: a
+:class:`Schedule` (who computed on which version, when, and what became of it), the
+:class:`Recorder` that builds one as a run goes, and the :class:`Evals` of a run.
 
 The schedule depends only on timing and on the policy's decisions, never on parameter
-values (docs/design.md section 2), so the simulator computes it first and replays the numerics
-after. Gradient ids are row numbers, in the order the policy saw pushes and cancellations.
+values (docs/design.md section 2), so the simulator computes it first and replays the
+numerics after. Gradient ids are row numbers, in the order the policy saw pushes and
+cancellations.
 """
 
 from __future__ import annotations
@@ -162,3 +165,19 @@ class Recorder:
             reasons=dict(self.reasons),
             lost=list(self.lost),
         )
+
+
+@dataclass
+class Evals:
+    """Evaluations on the test set: at which version and time, the loss and accuracy."""
+
+    version: list[int] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+
+    def add(self, version: int, time: float, loss: float, accuracy: float) -> None:
+        self.version.append(version)
+        self.time.append(time)
+        self.loss.append(loss)
+        self.accuracy.append(accuracy)
