@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import hybridsgd as h
 from hybridsgd import Config
 from hybridsgd.errors import WorkerLost
 from hybridsgd.runner import run
@@ -294,3 +295,34 @@ def test_a_worker_hung_past_the_end_of_the_run_is_flagged():
     assert len(s["hung_workers"]) == 1
     assert any("did not stop when the run ended and were killed" in w for w in s["warnings"])
     assert_no_workers_left(s)
+
+
+def test_a_gradient_that_is_not_finite_is_rejected_alone_on_every_backend():
+    """The simulator used to reject a whole batched update when its mean was not finite,
+    while the Coordinator (local, Ray) rejects gradients one by one. Samples with an inf
+    input make exactly the minibatches that hold them non-finite; both backends now reject
+    those gradients and only those, and end on the same parameters."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    x[::16] = float("inf")  # 4 bad samples
+    y = (x[:, 0] > 0).long()
+    cfg = local_config("sync", workers=4, updates=12).replace(
+        "task.batch_size=4", "run.eval_every=12", "optimizer.lr=0.1"
+    )
+
+    def task():
+        torch.manual_seed(1)
+        model = torch.nn.Linear(5, 2)
+        return h.Task(model, (x, y), torch.nn.functional.cross_entropy, (x[1:8], y[1:8]))
+
+    sim = run(cfg.replace("run.backend=sim"), task=task())
+    local = run(cfg, task=task())
+    cols = ["worker", "minibatch"]
+    bad = {
+        name: set(map(tuple, r.trace.gradients.query("fate == 'rejected'")[cols].values.tolist()))
+        for name, r in (("sim", sim), ("local", local))
+    }
+    assert bad["sim"] == bad["local"] and 0 < len(bad["sim"]) < 12 * 4
+    applied = sim.trace.gradients.query("fate == 'applied'")
+    assert len(applied) == 12 * 4 - len(bad["sim"])  # the others were applied
+    assert torch.allclose(local.params, sim.params, atol=1e-5)

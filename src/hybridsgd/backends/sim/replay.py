@@ -95,6 +95,7 @@ def replay(
     workers, slots = schedule.worker, schedule.minibatch
     members_w = workers[gids].tolist()
     members_k = slots[gids].tolist()
+    members = (gids, members_w, faults, check, schedule)
     starts, ends = starts.tolist(), ends.tolist()
 
     # an update fed by one group gets that group's gradient as is (per-tensor parts, no
@@ -140,14 +141,24 @@ def replay(
                         pending.setdefault(u, []).append((rows.mean(dim=0), len(rows), scale))
                 elif groups_per_update[u] == 1:
                     parts, _ = task.grad_parts(params, x, y)
-                    pending[u] = [(parts, n, scale)]
+                    if n > 1 and not check.finite(parts):
+                        _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
+                    else:
+                        pending[u] = [(parts, n, scale)]
                 else:
                     mean, _ = task.grad(params, x, y, out=pool.pop() if pool else None)
-                    pending.setdefault(u, []).append((mean, n, scale))
+                    if not check.finite(mean):
+                        pool.append(mean)
+                        _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
+                    else:
+                        pending.setdefault(u, []).append((mean, n, scale))
                 g += 1
             parts = pending.pop(v, [])
             grad = _combine(parts, aggregator, pool, faults) if parts else None
-            if grad is not None and not check.finite(grad):  # a batched group blew up
+            # a gradient that is not finite is rejected alone, as the Coordinator does: a
+            # batched group whose mean is not finite was recomputed row by row above; what
+            # is left is an update made of one gradient, or one that overflowed combining
+            if grad is not None and not check.finite(grad):
                 for gid in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
                     schedule.reject(int(gid), "non-finite")
                 grad = None
@@ -234,6 +245,14 @@ def _replay_partition(
             if on_update is not None:
                 on_update(version)
     return evals
+
+
+def _reject_apart(task, params, x, y, a, b, u, scale, pending, gids, workers, faults, check, s):
+    """A batched group whose mean is not finite: its gradients again, one row each, so that
+    only those that are not finite are rejected; the mean of the others joins update ``u``."""
+    rows, _ = _rows(task, params, x, y, gids[a:b], workers[a:b], faults, check, s)
+    if len(rows):
+        pending.setdefault(u, []).append((rows.mean(dim=0), len(rows), scale))
 
 
 def _rows(task, params, x, y, gids, workers, faults, check, schedule):
