@@ -187,6 +187,12 @@ class Faults:
         return rows
 
 
+def flip_labels(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """The ``label-flip`` attack's labels: class c becomes C - 1 - c. The one definition
+    every backend uses (a Byzantine worker computes an honest gradient on these)."""
+    return classes - 1 - y
+
+
 class GradientCheck:
     """Reject gradients of the wrong shape or dtype and non-finite ones; clip (or reject)
     those with a norm above ``max_norm``."""

@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 
 import torch
 
+from hybridsgd.core.faults import flip_labels
 from hybridsgd.devices import DeviceMirror
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
@@ -114,7 +115,7 @@ def _job(
     t0 = time.perf_counter()
     x, y = mirror.task.batch(sampler.batch(minibatch))
     if classes:  # a label-flipping (Byzantine) worker
-        y = classes - 1 - y
+        y = flip_labels(y, classes)
     if conn.poll():
         return conn.recv()
     loss = mirror.grad(ring[slot], x, y, grad)

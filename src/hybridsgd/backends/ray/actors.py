@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import torch
 
+from hybridsgd.core.faults import flip_labels
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.devices import DeviceMirror
 from hybridsgd.tasks.base import Task
@@ -90,7 +91,7 @@ class Worker:
         t0 = time.perf_counter()
         x, y = self.task.batch(self.sampler.batch(minibatch))
         if self.classes:  # a label-flipping (Byzantine) worker
-            y = self.classes - 1 - y
+            y = flip_labels(y, self.classes)
         grad, loss = self.mirror.gradient(flat, x, y)
         while (rest := delay - (time.perf_counter() - t0)) > 0:
             if self.cancelled >= token:

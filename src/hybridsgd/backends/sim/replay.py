@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hybridsgd.core.aggregators import Aggregator
-from hybridsgd.core.faults import Faults, GradientCheck
+from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.record import APPLIED, Evals, Schedule
@@ -265,7 +265,7 @@ def _rows(task, params, x, y, gids, workers, faults, check, schedule):
         classes = int(task.y_train.max()) + 1
         for i, w in enumerate(workers):
             if faults.flips_labels(w):
-                per_member[i] = classes - 1 - per_member[i]
+                per_member[i] = flip_labels(per_member[i], classes)
     rows = task.grads(params, x.view(n, -1, *x.shape[1:]), y.view(n, -1, *y.shape[1:]))
     faults.corrupt(rows, workers)
     keep = []
