@@ -511,14 +511,14 @@ def _train(
                 server,
                 aggregator,
                 staleness,
-                cfg.run.eval_every,
-                tick,
-                faults,
-                check,
-                resumed,
-                saver,
-                cfg.run.checkpoint_every,
-                on_eval,
+                eval_every=cfg.run.eval_every,
+                on_update=tick,
+                faults=faults,
+                check=check,
+                resume=resumed,
+                checkpoint=saver,
+                checkpoint_every=cfg.run.checkpoint_every,
+                on_eval=on_eval,
             )
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost

@@ -275,8 +275,8 @@ def partition_run(level: str, speeds, updates):
         server,
         Mean(),
         NoStalenessRule(),
-        1000,
-        lambda v: after.append(server.params.clone()),
+        eval_every=1000,
+        on_update=lambda v: after.append(server.params.clone()),
     )
     return s, np.stack([task.initial_params().numpy(), *[p.numpy() for p in after]])
 

@@ -44,7 +44,7 @@ class Stability:
     continuous: dict[str, float] = field(default_factory=dict)  # the other model's answer
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Prediction:
     policy: str
     workers: int
@@ -138,19 +138,19 @@ def predict(
         if lr is not None and curvature is not None:
             pred.stability = _stability(
                 pred,
-                lr,
-                curvature,
-                compute,
-                comm,
-                speeds,
-                batch_size,
-                policy,
-                k,
-                backups,
-                staleness_bound,
-                continuous,
-                sweep,
-                sample,
+                lr=lr,
+                h=curvature,
+                compute=compute,
+                comm=comm,
+                speeds=speeds,
+                batch_size=batch_size,
+                policy=policy,
+                k=k,
+                backups=backups,
+                s_bound=staleness_bound,
+                continuous=continuous,
+                sweep=sweep,
+                sample=sample,
             )
         return pred
 
@@ -167,17 +167,17 @@ def predict(
             tq = {label(q): v for q, v in kth_quantiles(compute, W, kk, qs, speeds, shift).items()}
             wasted = (W - kk) / W
         pred = Prediction(
-            policy,
-            W,
-            kk,
-            t,
-            tq,
-            kk * batch_size / t,
-            0.0,
-            {label(q): 0.0 for q in qs},
-            wasted,
-            {"update_time": method, "staleness": "none by construction"},
-            assumptions,
+            policy=policy,
+            workers=W,
+            quorum=kk,
+            mean_update_time=t,
+            update_time_quantiles=tq,
+            throughput=kk * batch_size / t,
+            mean_staleness=0.0,
+            staleness_quantiles={label(q): 0.0 for q in qs},
+            wasted_fraction=wasted,
+            method={"update_time": method, "staleness": "none by construction"},
+            assumptions=assumptions,
         )
     elif policy in family("async"):
         rate = float(np.sum(1.0 / cycles))  # arrivals per unit time, renewal theorem
@@ -235,21 +235,21 @@ def predict(
         pmf = _trim(_per_update_staleness(pmf, per_update))
         t = per_update / rate
         pred = Prediction(
-            policy,
-            W,
-            per_update,
-            t,
-            {},
-            per_update * batch_size / t,
-            mean_stale,
-            {label(q): float(np.searchsorted(np.cumsum(pmf), q)) for q in qs},
-            0.0,
-            {
+            policy=policy,
+            workers=W,
+            quorum=per_update,
+            mean_update_time=t,
+            update_time_quantiles={},
+            throughput=per_update * batch_size / t,
+            mean_staleness=mean_stale,
+            staleness_quantiles={label(q): float(np.searchsorted(np.cumsum(pmf), q)) for q in qs},
+            wasted_fraction=0.0,
+            method={
                 "update_time": "renewal: (gradients per update) / sum_w 1 / E[cycle_w]",
                 "staleness": "mean: (W - 1) / (gradients per update), exact in steady state; "
                 "distribution: Poisson mixture",
             },
-            assumptions,
+            assumptions=assumptions,
             staleness_pmf=pmf,
         )
     elif policy in PER_REGIME:
@@ -388,17 +388,17 @@ def _ssp_zero(policy, W, compute, speeds, shift, batch_size, assumptions, qs, la
     t_round, method = expected_kth(compute, W, W, speeds, shift)
     pmf = np.full(W, 1.0 / W)
     return Prediction(
-        policy,
-        W,
-        1.0,
-        t_round / W,
-        {},
-        W * batch_size / t_round,
-        (W - 1) / 2,
-        {label(q): float(np.searchsorted(np.cumsum(pmf), q)) for q in qs},
-        0.0,
-        {"update_time": f"E[max of W] / W ({method})", "staleness": "uniform on 0..W-1"},
-        assumptions,
+        policy=policy,
+        workers=W,
+        quorum=1.0,
+        mean_update_time=t_round / W,
+        update_time_quantiles={},
+        throughput=W * batch_size / t_round,
+        mean_staleness=(W - 1) / 2,
+        staleness_quantiles={label(q): float(np.searchsorted(np.cumsum(pmf), q)) for q in qs},
+        wasted_fraction=0.0,
+        method={"update_time": f"E[max of W] / W ({method})", "staleness": "uniform on 0..W-1"},
+        assumptions=assumptions,
         staleness_pmf=pmf,
         lockstep=W,
     )
@@ -410,17 +410,17 @@ def _estimated(policy, W, est, batch_size, qs, label, assumptions, method) -> Pr
     t = est.mean_update_time
     q = est.gradients_per_update
     return Prediction(
-        policy,
-        W,
-        q,
-        t,
-        {},
-        q * batch_size / t,
-        float(np.arange(len(pmf)) @ pmf),
-        {label(x): float(np.searchsorted(np.cumsum(pmf), x)) for x in qs},
-        0.0,
-        method,
-        assumptions,
+        policy=policy,
+        workers=W,
+        quorum=q,
+        mean_update_time=t,
+        update_time_quantiles={},
+        throughput=q * batch_size / t,
+        mean_staleness=float(np.arange(len(pmf)) @ pmf),
+        staleness_quantiles={label(x): float(np.searchsorted(np.cumsum(pmf), x)) for x in qs},
+        wasted_fraction=0.0,
+        method=method,
+        assumptions=assumptions,
         staleness_pmf=pmf,
         update_time_se=est.standard_error,
     )
@@ -522,22 +522,27 @@ def hybrid_prediction(
         for k, r in regimes.items()
     ]
     return Prediction(
-        "hybrid",
-        W,
-        applied / updates,
-        time / updates,
-        {},
-        applied * batch_size / time,
-        float(np.arange(width) @ pmf),
-        {f"p{round(q * 100)}": float(np.searchsorted(np.cumsum(pmf), q)) for q in qs},
-        0.0,
-        {
+        policy="hybrid",
+        workers=W,
+        quorum=applied / updates,
+        mean_update_time=time / updates,
+        update_time_quantiles={},
+        throughput=applied * batch_size / time,
+        mean_staleness=float(np.arange(width) @ pmf),
+        staleness_quantiles={
+            f"p{round(q * 100)}": float(np.searchsorted(np.cumsum(pmf), q)) for q in qs
+        },
+        wasted_fraction=0.0,
+        method={
             "update_time": "per regime (async: renewal; k_async: Monte Carlo of its windows; sync: "
             "order statistics), "
             f"weighted by the updates each regime gets over {updates:,} updates",
             "staleness": "per regime, weighted by the gradients each regime applies",
         },
-        [*assumptions, "each regime in steady state: a switch's transient is not modelled"],
+        assumptions=[
+            *assumptions,
+            "each regime in steady state: a switch's transient is not modelled",
+        ],
         staleness_pmf=pmf,
         regimes=rows,
     )
@@ -585,6 +590,7 @@ def _hybrid_stability(regimes, plan, lr: float, h: float) -> Stability:
 
 def _stability(
     pred,
+    *,
     lr,
     h,
     compute,

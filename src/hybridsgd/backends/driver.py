@@ -55,7 +55,7 @@ class ParameterRing:
         self.readers[slot] -= 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RealResult:
     """What a run on real workers did; times are seconds since every worker was ready."""
 
@@ -152,18 +152,18 @@ class Driver:
                 self._close()
                 torch.set_num_threads(driver_threads)
         return RealResult(
-            self.rec.schedule(self.name),
-            self.snapshots,
-            self.threads,
-            self.pids,
-            self.lost,
-            interrupted,
-            error,
-            startup,
-            self.restarts,
-            self._shared_workers(),
-            self.hung,
-            self.devices,
+            schedule=self.rec.schedule(self.name),
+            snapshots=self.snapshots,
+            threads=self.threads,
+            pids=self.pids,
+            lost=self.lost,
+            interrupted=interrupted,
+            error=error,
+            startup_s=startup,
+            restarts=self.restarts,
+            shared=self._shared_workers(),
+            hung=self.hung,
+            devices=self.devices,
         )
 
     name = "real"

@@ -45,6 +45,7 @@ def replay(
     server: ParameterServer,
     aggregator: Aggregator,
     staleness: StalenessRule,
+    *,
     eval_every: int,
     on_update: Callable[[int], None] | None = None,
     faults: Faults | None = None,
