@@ -6,9 +6,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from hybridsgd import __version__
@@ -19,7 +27,7 @@ _PHASES = {"schedule": "simulating schedule", "train": "training", "evaluate": "
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + traceback
+    def error(self, message: str) -> NoReturn:  # one line, not usage + traceback
         self.exit(EXIT_USAGE, f"hybridsgd: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -178,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd.config import Config
-    from hybridsgd.runner import CHECKPOINT, notes_for, resume, run
+    from hybridsgd.runner import CHECKPOINT, resume, run
+    from hybridsgd.summary import notes_for
 
     if args.resume:
         if args.config or args.overrides or args.backend or args.out:
@@ -240,7 +249,7 @@ def _with_progress(args: argparse.Namespace, err: Console, work):
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
-        ids: dict[str, int] = {}
+        ids: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in ids:

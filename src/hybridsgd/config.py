@@ -16,6 +16,7 @@ import importlib.util
 import math
 import tomllib
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ class Config:
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any], overrides: list[str] = ()) -> Config:
+    def from_dict(cls, data: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
         """Validate a nested dict (as read from TOML) with ``section.key=value`` overrides."""
         data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
         for item in overrides:
@@ -146,7 +147,7 @@ class Config:
         return cfg
 
     @classmethod
-    def load(cls, path: str | Path, overrides: list[str] = ()) -> Config:
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Config:
         """Read and validate a TOML config file."""
         p = Path(path)
         if not p.is_file():

@@ -188,7 +188,11 @@ def open_sinks(entries: list[str], out: Path | None, run_name: str) -> list[Sink
                 raise ConfigError(
                     "run.log", "tensorboard needs a directory: tensorboard:DIR, or a run --out"
                 )
-            sinks.append(TensorBoardSink(Path(where) / run_name if where else out / "tensorboard"))
+            if where:
+                sinks.append(TensorBoardSink(Path(where) / run_name))
+            else:
+                assert out is not None  # refused above
+                sinks.append(TensorBoardSink(out / "tensorboard"))
         else:
             sinks.append(MLflowSink(where, run_name))
     return sinks

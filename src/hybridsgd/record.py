@@ -18,7 +18,7 @@ from hybridsgd.policies.base import Fate
 
 FATES = (Fate.APPLIED, Fate.DROPPED, Fate.CANCELLED, Fate.PENDING, Fate.REJECTED)
 APPLIED, DROPPED, CANCELLED, PENDING, REJECTED = range(5)
-FATE_CODE = {f: i for i, f in enumerate(FATES)}
+FATE_CODE: dict[str, int] = {f: i for i, f in enumerate(FATES)}
 
 
 @dataclass

@@ -10,27 +10,21 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import inspect
-import io
-import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import tomli_w
 import torch
 
-from hybridsgd import __version__
+from hybridsgd.backends.driver import Driver
 from hybridsgd.backends.local import available_cores
 from hybridsgd.backends.sim import replay, simulate_schedule
-from hybridsgd.backends.sim.replay import ReplayState
 from hybridsgd.config import Config
 from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.aggregators import build_aggregator
@@ -41,11 +35,20 @@ from hybridsgd.devices import simulator_device, worker_devices
 from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.interrupts import Interrupts
 from hybridsgd.logs import Stream, open_sinks, update_metrics
-from hybridsgd.policies import POLICY_KEYS, build_policy
+from hybridsgd.policies import build_policy
 from hybridsgd.record import Evals, Schedule
+from hybridsgd.rundir import (
+    CHECKPOINT,
+    SAFE_TO_CHANGE,
+    checkpointer,
+    claimed,
+    read_checkpoint,
+    to_toml,
+)
+from hybridsgd.summary import summarize
 from hybridsgd.tasks import Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
-from hybridsgd.trace import Trace, _atomic
+from hybridsgd.trace import Trace
 
 
 @dataclass
@@ -100,13 +103,13 @@ def on_device(task: Task, device: torch.device) -> Iterator[None]:
 
 
 @functools.cache
-def fused_on_cpu(cls: type[torch.optim.Optimizer]) -> bool:
-    """Whether this torch has ``cls``'s fused kernel on the CPU (torch >= 2.4 for SGD and
-    Adam; older versions accept ``fused=True`` and fail at the first step)."""
+def fused_on_cpu(name: str) -> bool:
+    """Whether this torch has the CPU fused kernel of ``torch.optim.<name>`` (torch >= 2.4
+    for SGD and Adam; older versions accept ``fused=True`` and fail at the first step)."""
     p = torch.nn.Parameter(torch.zeros(2))
     p.grad = torch.ones(2)
     try:
-        cls([p], lr=0.1, fused=True).step()
+        cast(Any, getattr(torch.optim, name))([p], lr=0.1, fused=True).step()
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return False
     return True
@@ -131,7 +134,7 @@ def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str,
     # the fused kernel steps every tensor at once (Adam: 2.3x faster per step on this CPU);
     # it cannot step a subset of tensors whose momentum buffers are partly unset
     cls = _optimizer_class(o.name)
-    default_fused = "fused" in accepted and not partial_updates and fused_on_cpu(cls)
+    default_fused = "fused" in accepted and not partial_updates and fused_on_cpu(cls.__name__)
     if default_fused and "fused" not in options and "foreach" not in options:
         options["fused"] = True
     return o.name, o.lr, options
@@ -159,18 +162,6 @@ def build_server(
     """The parameter server with the configured optimizer (see :func:`optimizer_settings`)."""
     name, lr, options = optimizer_settings(cfg, partial_updates)
     return ParameterServer(params, name, lr, layout=layout, **options)
-
-
-def notes_for(cfg: Config) -> list[str]:
-    """Settings the chosen policy ignores (said once, not an error)."""
-    p = cfg.policy
-    defaults = type(p)()
-    used = POLICY_KEYS[p.name]
-    return [
-        f"policy.{key} is not used by {p.name}"
-        for key in sorted({k for keys in POLICY_KEYS.values() for k in keys})
-        if key not in used and getattr(p, key) != getattr(defaults, key)
-    ]
 
 
 def run(
@@ -201,9 +192,6 @@ def run(
 
 #: config keys a resumed run may change: they do not change what is trained (run.threads
 #: may change the last bits: torch's reductions sum in an order that depends on it)
-SAFE_TO_CHANGE = ("run.threads", "run.checkpoint_every", "run.eval_every", "run.target_accuracy")
-
-
 def resume(
     out: str | Path,
     *,
@@ -231,85 +219,8 @@ def resume(
             "--resume", f"{out} holds no checkpoint ({CHECKPOINT}); nothing to resume"
         )
     cfg = Config.load(out / "config.toml")
-    try:
-        outer = torch.load(path, weights_only=False)
-    except Exception as exc:  # a file that is not ours, or damaged outside our atomic writes
-        raise ConfigError("--resume", f"{path} cannot be read: {exc}") from None
-    if not isinstance(outer, dict) or outer.get("format") != 2:
-        raise ConfigError("--resume", f"{path} is not a hybridsgd checkpoint (format 2)")
-    payload = outer.get("payload", b"")
-    if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
-        raise ConfigError(
-            "--resume", f"{path} is damaged (its content does not match its checksum)"
-        )
-    state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
-    changed = [
-        k
-        for k in _changed_keys(_canonical(state["config"]), cfg.to_dict())
-        if k not in allow_change
-    ]
-    if changed:
-        raise ConfigError(
-            "--resume",
-            f"{out / 'config.toml'} changed since the checkpoint ({', '.join(changed)}); "
-            "a resumed run continues the config it started with: restore it, start a new run, "
-            f"or --allow-change the keys that do not change training ({', '.join(SAFE_TO_CHANGE)})",
-        )
+    state = read_checkpoint(out, cfg, allow_change)
     return _execute(cfg, task, out, progress, state)
-
-
-def _canonical(config: dict) -> dict:
-    """A config dict as this version writes it (an older checkpoint's ``[policy]`` listed
-    every policy's keys; now it lists the chosen policy's), or as it is if it no longer
-    validates (then every difference shows)."""
-    try:
-        return Config.from_dict(config).to_dict()
-    except ConfigError:
-        return config
-
-
-def _changed_keys(before: dict, after: dict) -> list[str]:
-    """``section.key`` of every value that differs between two config dicts."""
-    return sorted(
-        f"{section}.{key}"
-        for section in before.keys() | after.keys()
-        for key in before.get(section, {}).keys() | after.get(section, {}).keys()
-        if before.get(section, {}).get(key) != after.get(section, {}).get(key)
-    )
-
-
-CHECKPOINT = "checkpoint.pt"
-#: the files of a run directory (a new run into it replaces all of them, or none)
-RUN_FILES = ("summary.json", "config.toml", "gradients.csv", "updates.csv", "evals.csv", CHECKPOINT)
-
-
-@contextlib.contextmanager
-def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterator[Path]:
-    """Hold ``out`` for one run: an exclusive lock for the run's whole life (a second run
-    into it is refused in one line), and, for a new run, the old run's files refused
-    (or removed with ``force``) before anything is written."""
-    out = writable_dir(out)
-    with open(out / ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                "--out", f"{out} is in use by another run; wait for it or choose another"
-            ) from None
-        held = [n for n in RUN_FILES if (out / n).exists()]
-        if held and not resuming:
-            if not force:
-                what = (
-                    "an interrupted run: --resume it (h.resume), or"
-                    if CHECKPOINT in held
-                    else "a run: choose another directory, or"
-                )
-                raise ConfigError("--out", f"{out} holds {what} --force (force=True) to replace it")
-            for name in held:
-                (out / name).unlink()
-        for stale in out.glob(".*.tmp"):  # half-written by a run that died: the lock says so
-            stale.unlink()
-        yield out
 
 
 def _execute(
@@ -322,24 +233,6 @@ def _execute(
             return _run(cfg, task, None, progress, state, signals, attack)
         with claimed(Path(out), force=force, resuming=state is not None) as out:
             return _run(cfg, task, out, progress, state, signals, attack)
-
-
-def writable_dir(out: str | Path, field: str = "--out") -> Path:
-    """``out`` as a directory this process can write, made if needed: checked before any
-    training, so a finished run is never lost to an unwritable destination."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(field, f"{out} is a file, not a directory; give a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".hybridsgd-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            field, f"{out} cannot be written ({exc.strerror or exc}); give a writable directory"
-        ) from None
-    return out
 
 
 def custom_task_marker(task: Task) -> str:
@@ -491,7 +384,7 @@ def _train(
                 raise ConfigError(
                     "run.checkpoint_every", "checkpoints need a run directory (--out)"
                 )
-            saver = _checkpointer(cfg, out, server, fingerprint)
+            saver = checkpointer(cfg, out, server, fingerprint)
         if state is not None:
             if state["fingerprint"] != fingerprint:
                 raise ConfigError(
@@ -526,7 +419,7 @@ def _train(
         extra["error"] = schedule.stopped or None
     wall = time.perf_counter() - wall0
 
-    summary = _summary(cfg, task, policy.describe(), schedule, evals, wall) | extra
+    summary = summarize(cfg, task, policy.describe(), schedule, evals, wall) | extra
     if extra.get("hung_workers"):
         summary["warnings"].append(
             f"workers {extra['hung_workers']} did not stop when the run ended and were killed"
@@ -556,31 +449,6 @@ def _update_metrics(cfg: Config, trace: Trace, policy):
     )
 
 
-def _checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
-    """Writes ``out/checkpoint.pt`` atomically (write, fsync, rename): a crash mid-write
-    leaves the previous checkpoint whole. It holds the run's state, serialised, with its
-    SHA-256 and the config it belongs to: resume refuses a damaged file or a changed config."""
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "config.toml", lambda p: Path(p).write_text(to_toml(cfg.to_dict())))
-
-    def save(st: ReplayState) -> None:
-        state = {
-            "hybridsgd": __version__,
-            "config": cfg.to_dict(),
-            "fingerprint": fingerprint,
-            "server": server.state_dict(),
-            "replay": st,
-        }
-        # the content is serialised first and stored with its SHA-256, which resume checks
-        buf = io.BytesIO()
-        torch.serialization.save(state, buf)
-        payload = buf.getvalue()
-        outer = {"format": 2, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
-        _atomic(out / CHECKPOINT, lambda p: torch.save(outer, p))
-
-    return save
-
-
 def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, progress):
     """Train on real workers (processes or Ray actors); evaluate the snapshots the run
     kept, after it. Returns the schedule, evaluations, summary extras, final parameters."""
@@ -588,8 +456,8 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
     if cfg.run.backend == "ray":
         from hybridsgd.backends.ray import RayBackend, ray_threads
 
-        kind = RayBackend
-        options = {
+        kind: type[Driver] = RayBackend
+        options: dict[str, Any] = {
             "address": cfg.run.ray_address,
             "max_restarts": cfg.run.max_worker_restarts,
             "threads": ray_threads(cfg.run.threads),
@@ -647,108 +515,3 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
             "shared_memory_workers": result.shared,
         }
     return result.schedule, evals, extra, result.snapshots[-1][2]
-
-
-def _summary(
-    cfg: Config, task: Task, policy: str, s: Schedule, evals, wall: float
-) -> dict[str, Any]:
-    counts = s.counts()
-    applied = s.staleness[s.fate == 0]
-    target = cfg.run.target_accuracy
-    hit = next(
-        (i for i, a in enumerate(evals.accuracy) if target is not None and a >= target), None
-    )
-    sim_time = s.end_time
-    return {
-        "hybridsgd": __version__,
-        "task": task.name,
-        "policy": policy,
-        "backend": cfg.run.backend,
-        "workers": cfg.policy.workers,
-        "seed": cfg.run.seed,
-        "updates": s.n_updates,
-        "gradients": {
-            "computed": counts["applied"]
-            + counts["dropped"]
-            + counts["pending"]
-            + counts["rejected"],
-            **counts,
-        },
-        **health(s, evals),
-        "mean_staleness": float(applied.mean()) if len(applied) else math.nan,
-        "max_staleness": int(applied.max()) if len(applied) else 0,
-        "momentum": cfg.optimizer.momentum,
-        "final_loss": evals.loss[-1],
-        "final_accuracy": evals.accuracy[-1],
-        "best_accuracy": max(evals.accuracy) if task.metric == "accuracy" else math.nan,
-        "target_accuracy": target,
-        "time_to_target": evals.time[hit] if hit is not None else None,
-        "updates_to_target": evals.version[hit] if hit is not None else None,
-        "clock": "virtual",
-        "end_time": sim_time,
-        "samples_per_time": counts["applied"] * cfg.task.batch_size / sim_time
-        if sim_time > 0
-        else math.nan,
-        "wall_time_s": wall,
-        "schedule_path": s.path,
-        "notes": notes_for(cfg)
-        + (
-            [
-                f"{cfg.policy.workers} workers share {task.n_train} training samples: every "
-                "worker draws from the whole training set"
-            ]
-            if cfg.policy.workers > task.n_train
-            else []
-        ),
-        "config": cfg.to_dict(),
-    }
-
-
-DIVERGENCE_FACTOR = 100.0  # a test loss this many times the initial one has diverged
-
-
-def health(s: Schedule, evals: Evals) -> dict[str, Any]:
-    """Whether the run diverged (a non-finite test loss, or one ``DIVERGENCE_FACTOR`` times
-    the initial loss) and from which evaluated version, how many gradients the server
-    rejected and why; ``warnings`` says each problem in one line."""
-    loss = np.asarray(evals.loss, dtype=float)
-    first = loss[0] if len(loss) and np.isfinite(loss[0]) else math.nan
-    bad = ~np.isfinite(loss) | (loss > DIVERGENCE_FACTOR * abs(first))
-    at = int(np.argmax(bad)) if bad.any() else None
-    counts = s.counts()
-    offered = counts["applied"] + counts["rejected"]
-    reasons: dict[str, int] = {}
-    for why in s.reasons.values():
-        reasons[why] = reasons.get(why, 0) + 1
-    warnings = []
-    if at is not None:
-        warnings.append(
-            f"diverged: the test loss is {loss[at]:.4g} at update {evals.version[at]} "
-            f"(initial {first:.4g}); lower optimizer.lr"
-        )
-    if offered and counts["rejected"] > offered / 2:
-        why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
-        warnings.append(
-            f"{counts['rejected']} of {offered} gradients were rejected ({why}): "
-            "most of the run's work was thrown out"
-        )
-    return {
-        "diverged": at is not None,
-        "diverged_at": evals.version[at] if at is not None else None,
-        "rejected_reasons": reasons,
-        "warnings": warnings,
-    }
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """A config dict as TOML, written by tomli-w (infinity as TOML's ``inf``, so that every
-    saved config loads back); None values are left out, as unset."""
-
-    def drop_none(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: drop_none(x) for k, x in v.items() if x is not None}
-        if isinstance(v, list | tuple):
-            return [drop_none(x) for x in v]
-        return v
-
-    return tomli_w.dumps(drop_none(data))

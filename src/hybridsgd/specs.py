@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from hybridsgd.errors import ConfigError
 
@@ -36,7 +37,7 @@ def parse_params(name: str, rest: str, keys: tuple[str, ...], field: str) -> dic
 
 
 def parse_named(
-    spec: str, table: dict[str, dict[str, float | None]], field: str, what: str
+    spec: str, table: Mapping[str, Mapping[str, float | None]], field: str, what: str
 ) -> tuple[str, dict[str, float]]:
     """``name`` or ``name:key=value,...`` where ``table[name]`` gives the keys and their
     defaults (``None``: required). Returns the name and every parameter.
@@ -59,4 +60,4 @@ def parse_named(
     missing = [k for k, v in params.items() if v is None]
     if missing:
         raise ConfigError(field, f"{name} needs {missing[0]}: e.g. {name}:{missing[0]}=4")
-    return name, params
+    return name, {k: v for k, v in params.items() if v is not None}  # none is missing

@@ -62,7 +62,7 @@ class Trace:
             for gid, why in s.reasons.items():
                 reason[gid] = why
             gradients["reason"] = reason
-        if s.partitioned:  # hybrid partition reading: where the synchronous part went
+        if s.partitioned and s.sync_update is not None:  # where the synchronous part went
             gradients["sync_update"] = np.where(s.sync_update >= 0, s.sync_update + 1, -1)
         n, mean, mx = s.per_update()
         updates = pd.DataFrame(

@@ -58,11 +58,12 @@ def gated_pushes(
     draw = _subset_max(W, None if peers is not None else sample, rng)
     last = np.zeros((R, W))
     for c in range(C):
+        gate: float | np.ndarray
         if c - bound <= 0:
             gate = 0.0
         elif peers is not None:
-            gate = np.take_along_axis(P[c - bound - 1], peers[c].reshape(R, -1), axis=1)
-            gate = gate.reshape(peers[c].shape).max(axis=2)
+            seen = np.take_along_axis(P[c - bound - 1], peers[c].reshape(R, -1), axis=1)
+            gate = seen.reshape(peers[c].shape).max(axis=2)
         else:
             gate = draw(P[c - bound - 1])
         S[c] = np.maximum(last, gate)
@@ -161,7 +162,8 @@ def k_async_updates(arrivals: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
     """Update times of ``k_async`` for per-worker arrival times ``arrivals`` ``(W, m)``
     (each row increasing), up to the first worker's last arrival. ``k`` may change from
     update to update (a sequence: the u-th update needs ``k[u]`` workers; it ends there)."""
-    ks = None if isinstance(k, int | np.integer) else list(k)
+    ks = None if isinstance(k, int | np.integer) else list(k)  # type: ignore[arg-type]
+    kk = int(k) if ks is None else 0  # type: ignore[arg-type]
     W, m = arrivals.shape
     horizon = arrivals[:, -1].min()
     offset = float(arrivals.max()) + 1.0
@@ -169,7 +171,7 @@ def k_async_updates(arrivals: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
     flat = (arrivals + base[:, None]).ravel()  # one sorted array, worker by worker
     exact = arrivals.ravel()  # the same times without the offsets' rounding
     last = np.arange(1, W + 1) * m - 1
-    out = []
+    out: list[float] = []
     tau = 0.0
     while True:
         # each worker's first arrival strictly after the window opened at tau
@@ -178,8 +180,8 @@ def k_async_updates(arrivals: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
         if ks is not None:
             if len(out) == len(ks):
                 return np.asarray(out)
-            k = ks[len(out)]
-        tau = float(np.partition(first, k - 1)[k - 1])
+            kk = ks[len(out)]
+        tau = float(np.partition(first, kk - 1)[kk - 1])
         if tau > horizon:
             return np.asarray(out)
         out.append(tau)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -159,11 +160,11 @@ def predict(
         if kk is None or not 1 <= kk <= W:
             raise ConfigError("policy", f"{policy} needs a quorum in [1, {W}]")
         if policy == "k_batch_sync":
-            t, method = _k_batch_sync_time(compute, W, kk, speeds, shift)
+            t, how = _k_batch_sync_time(compute, W, kk, speeds, shift)
             tq = {}
             wasted = W / (kk + W)
         else:
-            t, method = expected_kth(compute, W, kk, speeds, shift)
+            t, how = expected_kth(compute, W, kk, speeds, shift)
             tq = {label(q): v for q, v in kth_quantiles(compute, W, kk, qs, speeds, shift).items()}
             wasted = (W - kk) / W
         pred = Prediction(
@@ -176,7 +177,7 @@ def predict(
             mean_staleness=0.0,
             staleness_quantiles={label(q): 0.0 for q in qs},
             wasted_fraction=wasted,
-            method={"update_time": method, "staleness": "none by construction"},
+            method={"update_time": how, "staleness": "none by construction"},
             assumptions=assumptions,
         )
     elif policy in family("async"):
@@ -188,8 +189,9 @@ def predict(
         if policy in ("k_batch_async", "k_async") and (k is None or not 1 <= k <= W):
             raise ConfigError("policy", f"{policy} needs k in [1, {W}]")
         if policy == "k_batch_async" or (policy == "k_async" and k == 1):
-            per_update = float(k)
+            per_update = float(k)  # type: ignore[arg-type]  # checked above
         elif policy == "k_async":
+            assert k is not None
             est = dynamics.k_async(
                 compute, comm, W, k, speeds, max(1000, round(40_000 * mc_budget)), seed
             )
@@ -573,16 +575,17 @@ def regime_radius(pred: Prediction, eta_h: float) -> float:
     return discrete_radius(eta_h, stability_pmf(pred))
 
 
+def _stable_in(regime, h: float, eta: float) -> bool:
+    return regime_radius(regime, eta * h) < 1.0
+
+
 def _hybrid_stability(regimes, plan, lr: float, h: float) -> Stability:
     """Stable when every regime used is; the rate is the net contraction over the plan per
     unit of time; the largest stable learning rate keeps every regime used stable."""
     radius = {k: regime_radius(r, lr * h) for k, r in regimes.items()}
     log_net = sum(n * math.log(max(radius[k], 1e-300)) for k, n in plan)
     time = sum(n * regimes[k].mean_update_time for k, n in plan)
-    limit = min(
-        largest_stable(lambda eta, r=r: regime_radius(r, eta * h) < 1.0, hi=4.0 / h)
-        for r in regimes.values()
-    )
+    limit = min(largest_stable(partial(_stable_in, r, h), hi=4.0 / h) for r in regimes.values())
     return Stability(
         "discrete, per regime", all(r < 1.0 for r in radius.values()), -log_net / time, limit
     )
@@ -621,7 +624,7 @@ def _stability(
     stable = radius < 1.0
     conv = -math.log(radius) * rate_updates if radius > 0 else math.inf
     # continuous model (Yu, Chen & Poor) for comparison: delay = read-to-apply time
-    cont: dict[str, float | str] = {}
+    cont: dict[str, Any] = {}
     if continuous and policy in family("async"):
         try:
             cont = _continuous(pred, lr, h, compute, comm, speeds, rate_updates)

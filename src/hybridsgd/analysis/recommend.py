@@ -191,6 +191,7 @@ def recommend(
             ranked.append(Candidate(spec, None, math.inf, f"no model: {exc.message}"))
             continue
         st = p.stability
+        assert st is not None  # lr and curvature were given
         if not st.stable:
             reason = f"diverges: staleness {p.mean_staleness:.1f} needs lr < {st.max_stable_lr:.3g}"
             ranked.append(Candidate(spec, p, math.inf, reason))
@@ -214,7 +215,7 @@ def recommend(
         ranked.append(Candidate(spec, p, t, reason))
     # hybrid shapes, scaled to the updates the faster of async and sync needs
     ends = [
-        round(c.time_to_1000x / c.prediction.mean_update_time)
+        round(c.time_to_1000x / c.prediction.mean_update_time)  # type: ignore[union-attr]
         for c in ranked
         if c.spec in ("async", "sync") and math.isfinite(c.time_to_1000x)
     ]

@@ -121,7 +121,7 @@ class Driver:
         self.hung: list[int] = []  # workers that did not stop when asked at the end
 
     # -- the run -------------------------------------------------------------------------
-    def run(self, max_updates: int | None = None, max_time: float | None = None) -> RealResult:
+    def run(self, max_updates: float | None = None, max_time: float | None = None) -> RealResult:
         """Train until ``max_updates`` updates or ``max_time`` seconds, Ctrl-C, or a loss
         the policy cannot absorb; every worker is stopped before this returns."""
         max_updates = max_updates if max_updates is not None else math.inf
@@ -206,7 +206,11 @@ class Driver:
         self._token[w] += 1
         slot = self._next_slot[w]
         self._next_slot[w] += 1
-        delay = self.cluster.delay(w, now / self.unit) * self.unit if self.unit > 0 else 0.0
+        delay = (
+            self.cluster.delay(w, now / self.unit) * self.unit
+            if self.unit > 0 and self.cluster
+            else 0.0
+        )
         data = self._launch(w, self._token[w], slot, delay)
         self._busy[w] = (self._token[w], v, slot, now, data)
 

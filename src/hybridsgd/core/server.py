@@ -8,7 +8,7 @@ applied; it only changes in :meth:`ParameterServer.apply`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -43,7 +43,7 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
 
 def build_optimizer(
-    name: str, params: list[torch.Tensor], lr: float, **options: Any
+    name: str, params: Sequence[torch.Tensor], lr: float, **options: Any
 ) -> torch.optim.Optimizer:
     """Any optimizer in ``torch.optim`` by (case-insensitive) name, e.g. ``sgd``, ``adam``.
 
@@ -52,7 +52,7 @@ def build_optimizer(
     """
     cls = _optimizer_class(name)
     try:
-        return cls(params, lr=lr, **options)
+        return cast(Any, cls)(params, lr=lr, **options)
     except TypeError as exc:
         raise ConfigError(
             f"optimizer.{name}", f"{cls.__name__} rejects these options: {exc}"
@@ -115,11 +115,12 @@ class ParameterServer:
         part may be ``None``: that tensor is left alone (torch optimizers skip parameters
         without a gradient, momentum included).
         """
+        parts: list[torch.Tensor | None]
         if isinstance(gradient, torch.Tensor):
             if gradient.shape != self._theta.shape:
                 shape, want = tuple(gradient.shape), tuple(self._theta.shape)
                 raise ValueError(f"gradient has shape {shape}, expected {want}")
-            parts = self._split(gradient.to(self._theta.dtype))
+            parts = list(self._split(gradient.to(self._theta.dtype)))
         else:
             parts = list(gradient)
             if len(parts) != len(self._shapes) or any(

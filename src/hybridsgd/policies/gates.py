@@ -23,9 +23,9 @@ class ClockGate:
         if bound < 0:
             raise ValueError("bound must be >= 0")
         self.bound = bound
-        self.clock = [0] * workers
-        self._at = {0: workers}  # how many workers sit at each clock value
-        self.slowest = 0
+        self.clock: list[float] = [0] * workers  # inf once a worker is retired
+        self._at: dict[float, int] = {0: workers}  # how many workers sit at each clock value
+        self.slowest: float = 0
         self.waiting: set[int] = set()
 
     def allows(self, worker: int) -> bool:

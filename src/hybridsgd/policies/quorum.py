@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
 from hybridsgd.errors import WorkerLost
@@ -63,7 +64,7 @@ class Regime:
     def __getitem__(self, key: str) -> object:
         return getattr(self, key)
 
-    def replace(self, **changes: object) -> Regime:
+    def replace(self, **changes: Any) -> Regime:
         return dataclasses.replace(self, **changes)
 
 

@@ -113,7 +113,7 @@ def _time_to_target(summary: pd.DataFrame, out: Path) -> None:
     ax.bar(xs, mean.fillna(0), yerr=[(mean - lo).fillna(0), (hi - mean).fillna(0)], capsize=4)
     for x, n in zip(xs, by.count(), strict=True):
         if n == 0:
-            ax.text(x, 0, "not reached", ha="center", va="bottom", fontsize=8, rotation=90)
+            ax.text(float(x), 0, "not reached", ha="center", va="bottom", fontsize=8, rotation=90)
     ax.set_xticks(xs, mean.index, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("simulated time to target accuracy")
     fig.tight_layout()
@@ -129,7 +129,11 @@ def _staleness(groups, out: Path) -> None:
         )
         if len(s):
             ax.hist(
-                s, bins=np.arange(s.max() + 2) - 0.5, histtype="step", density=True, label=label
+                s,
+                bins=list(np.arange(s.max() + 2) - 0.5),
+                histtype="step",
+                density=True,
+                label=label,
             )
     ax.set_xlabel("staleness of applied gradients (versions)")
     ax.set_ylabel("fraction")

@@ -9,7 +9,8 @@ from pathlib import Path
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies import parse_spec
-from hybridsgd.runner import run, writable_dir
+from hybridsgd.rundir import writable_dir
+from hybridsgd.runner import run
 
 
 def label_of(spec: str) -> str:

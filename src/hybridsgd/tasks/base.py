@@ -72,7 +72,7 @@ class Task:
         self._sizes = [p.numel() for _, p in trainable]
         self._buffers = {n: b for n, b in model.named_buffers()}
         self.numel = sum(self._sizes)
-        self._vgrad = None
+        self._vgrad: Callable[..., torch.Tensor] | None = None
         #: batch normalisation layers: a gradient depends on its whole minibatch at once, so
         #: no backend may stack several workers' minibatches into one forward pass
         self._norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
@@ -262,7 +262,7 @@ class Task:
 
     def grad_parts(
         self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[list[torch.Tensor], float]:
+    ) -> tuple[list[torch.Tensor | None], float]:
         """Like :meth:`grad`, as one fresh tensor per model parameter (no flat copy): the
         cheapest form when the gradient goes straight to a server with the task's layout."""
         model = self.load(flat)

@@ -111,8 +111,9 @@ class Cluster:
             _Stream(compute, np.random.default_rng(s)) for s in seeds[0].spawn(workers)
         ]
         self._comm_const = 2.0 * comm.mean() if comm.is_constant else None
-        self._comm = (
-            None
+        # per worker; empty when communication takes a constant time (_comm_const)
+        self._comm: list[_Stream] = (
+            []
             if comm.is_constant
             else [_Stream(comm, np.random.default_rng(s)) for s in seeds[1].spawn(workers)]
         )
@@ -120,8 +121,8 @@ class Cluster:
         for s in slowdowns:
             self._episodes[s.worker].append((s.start, s.end, s.factor))
         self.transient = transient
-        self._transient_rng = (
-            [np.random.default_rng(s) for s in seeds[2].spawn(workers)] if transient else None
+        self._transient_rng: list[np.random.Generator] = (
+            [np.random.default_rng(s) for s in seeds[2].spawn(workers)] if transient else []
         )
         self._transient_until = [0.0] * workers  # episodes are drawn up to this time
         self.time_dependent = bool(slowdowns) or transient is not None
@@ -163,6 +164,7 @@ class Cluster:
 
     def _extend_transient(self, worker: int, t: float) -> None:
         tr, rng = self.transient, self._transient_rng[worker]
+        assert tr is not None  # only called with transient slowdowns
         now = self._transient_until[worker]
         horizon = max(t, now) + 100.0 / max(tr.rate, 1e-12)
         while now <= horizon:

@@ -162,7 +162,7 @@ def load_empirical(path: str, field: str) -> Empirical:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(field, f"empirical trace file not found: {path}")
-    values = []
+    values: list[float] = []
     for lineno, line in enumerate(p.read_text().splitlines(), 1):
         text = line.split("#", 1)[0].strip()
         if not text:

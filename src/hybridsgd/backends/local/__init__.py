@@ -31,8 +31,8 @@ import signal
 import time
 from collections.abc import Iterator
 from multiprocessing import forkserver
-from multiprocessing.connection import wait
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
 import torch
 import torch.multiprocessing as tmp
@@ -93,7 +93,8 @@ class LocalBackend(Driver):
         n = self.server.params.numel()
         self._ring = ParameterRing(torch.zeros(self.W + 2, n).share_memory_(), self.server.params)
         self._grads = torch.zeros(self.W, n).share_memory_()
-        self.procs, self.conns = [], []
+        self.procs: list[Any] = []  # multiprocessing Process objects
+        self.conns: list[Connection] = []
         self._spawn()
         self._await_ready()
         self.pids = [p.pid for p in self.procs]
@@ -169,8 +170,9 @@ class LocalBackend(Driver):
                 if obj in sentinel_of:
                     dead.append(sentinel_of[obj])
                     continue
-                w = conn_of[obj]
-                token = read_answer(obj)
+                conn = cast(Connection, obj)
+                w = conn_of[conn]
+                token = read_answer(conn)
                 if token is None:
                     dead.append(w)
                     continue

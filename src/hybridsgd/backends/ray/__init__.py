@@ -40,7 +40,7 @@ import tempfile
 import time
 import uuid
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -188,10 +188,11 @@ class RayBackend(Driver):
         self._started_ray = False
         self.actors: list[Any] = []
         self._job_of: dict[Any, tuple[int, int]] = {}  # object ref -> (worker, token)
-        self._shared = None  # the driver's NodeShared, when some worker shares its node
+        self._shared: Any = None  # the driver's NodeShared, when some worker shares its node
         self._dock: Dock | None = None  # where those workers call in
         self._local: list[bool] = []  # per worker: attached to the driver's shared memory
         self._conns: dict[int, Connection] = {}  # worker on this node -> its job socket
+        self._refs: list[Any] = []  # object refs of the current version (or its shards)
         self._serving: dict[int, Any] = {}  # worker on this node -> its serve call
 
     # -- the transport ---------------------------------------------------------------------
@@ -208,7 +209,7 @@ class RayBackend(Driver):
         from hybridsgd.backends.ray.actors import Worker
 
         if self.shards > 1:  # the shards take over the parameters and the optimizer state
-            self.server = ShardedServer(ray, self.server.params, self.shards, self.optimizer)
+            self.server = ShardedServer(ray, self.server.params, self.shards, self.optimizer)  # type: ignore[assignment]  # the same interface
             self.coord.server = self.server
         self._gpus = self._gpus_per_worker()
         if self._gpus:
@@ -225,7 +226,8 @@ class RayBackend(Driver):
         if not any(self._local) and self._shared is not None:
             self._shared.close(unlink=True)
             self._shared = None
-            self._dock.close()
+            if self._dock is not None:
+                self._dock.close()
             self._dock = None
         self._serve([w for w in range(self.W) if self._local[w]])
         self._publish()
@@ -273,8 +275,12 @@ class RayBackend(Driver):
 
     def _serve(self, workers: list[int]) -> None:
         """Start the job loops of these workers (on this node) and take their sockets."""
+        if not workers:
+            return
+        dock = self._dock
+        assert dock is not None  # _share made it for the workers on this node
         for w in workers:
-            self._serving[w] = self.actors[w].serve.remote(self._dock.address, w, self._nonce)
+            self._serving[w] = self.actors[w].serve.remote(dock.address, w, self._nonce)
         waiting = set(workers)
         deadline = time.perf_counter() + STARTUP_TIMEOUT
         while waiting:
@@ -283,7 +289,7 @@ class RayBackend(Driver):
                 raise WorkerLost(
                     f"workers {sorted(waiting)} did not call in within {STARTUP_TIMEOUT:g} s"
                 )
-            got = self._dock.accept(min(left, 0.5))
+            got = dock.accept(min(left, 0.5))
             if got is not None and got[0] in waiting:
                 waiting.discard(got[0])
                 self._conns[got[0]] = got[1]
@@ -349,7 +355,8 @@ class RayBackend(Driver):
             else:
                 ready, answered = [], wait(list(conns), budget)
             now = self._now()
-            for c in answered:
+            for answer in answered:
+                c = cast(Connection, answer)
                 w = conns[c]
                 token = read_answer(c)
                 if token is None:

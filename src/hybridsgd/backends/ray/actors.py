@@ -83,9 +83,11 @@ class Worker:
 
         from hybridsgd.backends.local.worker import serve
 
+        shared = self.shared
+        assert shared is not None and shared.grad is not None  # attached
         with Client(address, family="AF_UNIX") as conn:
             conn.send((worker, nonce))
-            serve(conn, self.mirror, self.sampler, self.shared.ring, self.shared.grad, self.classes)
+            serve(conn, self.mirror, self.sampler, shared.ring, shared.grad, self.classes)
 
     def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
         t0 = time.perf_counter()
@@ -112,9 +114,9 @@ class NodeShared:
         body = np.ndarray(
             (slots + workers, numel), dtype=np.float32, buffer=shm.buf, offset=self.HEADER
         )
-        self.ring = torch.from_numpy(body[:slots])
-        self.grads = torch.from_numpy(body[slots:])
-        self.grad = self.grads[worker] if worker is not None else None
+        self.ring: torch.Tensor = torch.from_numpy(body[:slots])
+        self.grads: torch.Tensor = torch.from_numpy(body[slots:])
+        self.grad: torch.Tensor | None = self.grads[worker] if worker is not None else None
 
     @classmethod
     def size(cls, slots: int, workers: int, numel: int) -> int:
@@ -127,7 +129,7 @@ class NodeShared:
         shm = shared_memory.SharedMemory(
             name=name, create=True, size=cls.size(slots, workers, numel)
         )
-        shm.buf[: len(nonce)] = nonce
+        shm.buf[: len(nonce)] = nonce  # type: ignore[index]  # a new segment has a buffer
         return cls(shm, slots, workers, numel, None)
 
     @classmethod
@@ -139,14 +141,15 @@ class NodeShared:
         except (FileNotFoundError, OSError):
             return None  # another node
         # the driver owns the segment: this process must not unlink it when it exits
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
-        if bytes(shm.buf[: len(nonce)]) != nonce or shm.size < cls.size(slots, workers, numel):
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        head = bytes(shm.buf[: len(nonce)])  # type: ignore[index]  # an open segment has one
+        if head != nonce or shm.size < cls.size(slots, workers, numel):
             shm.close()
             return None
         return cls(shm, slots, workers, numel, worker)
 
     def close(self, unlink: bool = False) -> None:
-        self.ring = self.grads = self.grad = None
+        self.ring = self.grads = self.grad = None  # type: ignore[assignment]  # closed
         with contextlib.suppress(BufferError):  # a view still alive: the OS frees it at exit
             self.shm.close()
         if unlink:

@@ -20,7 +20,7 @@ from hybridsgd.timing.cluster import Cluster
 def run_events(
     policy: Policy,
     cluster: Cluster,
-    max_updates: int | None,
+    max_updates: float | None,
     max_time: float | None,
     crashes: Sequence[tuple[float, int]] = (),
     shrink: bool = True,

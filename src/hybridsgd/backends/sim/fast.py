@@ -28,21 +28,21 @@ def run_rounds(
     k: int, cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
 ) -> Schedule:
     W = workers
-    max_updates = max_updates if max_updates is not None else math.inf
-    max_time = max_time if max_time is not None else math.inf
+    max_updates_ = max_updates if max_updates is not None else math.inf
+    max_time_ = max_time if max_time is not None else math.inf
     chunk = max(1, _CHUNK_CELLS // W)
     parts: list[dict[str, np.ndarray]] = []
     times: list[np.ndarray] = []
     t0, done, gid0 = 0.0, 0, 0
-    while done < max_updates:
-        R = int(min(chunk, max_updates - done)) if max_updates < math.inf else chunk
+    while done < max_updates_:
+        R = int(min(chunk, max_updates_ - done)) if max_updates_ < math.inf else chunk
         D = np.stack([cluster.delays(w, R) for w in range(W)], axis=1)  # [R, W]
         kth = np.partition(D, k - 1, axis=1)[:, k - 1]
         # round starts: T[r+1] = T[r] + kth[r], accumulated left to right like the event loop
         T = np.add.accumulate(np.concatenate([[t0], kth]))
         arrive = T[:-1, None] + D
         order = _order(arrive)  # per round: by time, ties by worker
-        over = np.flatnonzero(T[1:] > max_time)
+        over = np.flatnonzero(T[1:] > max_time_)
         last = R if len(over) == 0 else int(over[0])  # rounds that complete in time
         if last > 0:
             parts.append(_round_rows(order[:last], arrive[:last], T[: last + 1], k, done, gid0))
@@ -52,7 +52,7 @@ def run_rounds(
             r = last
             row_order = order[r]
             t_arr = arrive[r, row_order]
-            n = int(np.searchsorted(t_arr, max_time, side="right"))
+            n = int(np.searchsorted(t_arr, max_time_, side="right"))
             ws = row_order[:n]
             parts.append(
                 {
@@ -120,6 +120,7 @@ def run_renewal(
                 n = int(np.searchsorted(flat_t[order], max_time, side="right"))
                 cutoff = max_time
         else:
+            assert max_time is not None  # one of the two bounds is given
             n = int(np.searchsorted(flat_t[order], max_time, side="right"))
             cutoff = max_time
         # every arrival up to the cutoff must be drawn: each worker's last one lies beyond it
@@ -186,4 +187,16 @@ def _assemble(parts, times, workers, path) -> Schedule:
         empty = {"fate": np.int8, "start": np.float64, "end": np.float64}
         data = {c: np.empty(0, dtype=empty.get(c, np.int64)) for c in cols}
     ut = np.concatenate(times) if times else np.empty(0)
-    return Schedule(**data, update_time=ut, workers=workers, path=path)
+    return Schedule(
+        worker=data["worker"],
+        minibatch=data["minibatch"],
+        read_version=data["read_version"],
+        start=data["start"],
+        end=data["end"],
+        fate=data["fate"],
+        update=data["update"],
+        staleness=data["staleness"],
+        update_time=ut,
+        workers=workers,
+        path=path,
+    )

@@ -154,14 +154,14 @@ def replay(
                     else:
                         pending.setdefault(u, []).append((mean, n, scale))
                 g += 1
-            parts = pending.pop(v, [])
-            grad = _combine(parts, aggregator, pool, faults) if parts else None
+            contributions = pending.pop(v, [])
+            grad = _combine(contributions, aggregator, pool, faults) if contributions else None
             # a gradient that is not finite is rejected alone, as the Coordinator does: a
             # batched group whose mean is not finite was recomputed row by row above; what
             # is left is an update made of one gradient, or one that overflowed combining
             if grad is not None and not check.finite(grad):
-                for gid in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
-                    schedule.reject(int(gid), "non-finite")
+                for bad in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
+                    schedule.reject(int(bad), "non-finite")
                 grad = None
             if grad is None:
                 server.skip()  # nothing acceptable: a new version, the same parameters
@@ -200,6 +200,7 @@ def _replay_partition(
         raise ValueError(f"the partition reading needs a linear aggregator, not {aggregator.name}")
     U, n_tensors = schedule.n_updates, len(task.shapes)
     s = schedule
+    assert s.sync_update is not None and s.update_sync_tensors is not None  # a partition run
     used = (s.fate == APPLIED) | (s.sync_update >= 0)
     gids = np.flatnonzero(used)
     last_use = np.maximum(np.where(s.fate == APPLIED, s.update, -1), s.sync_update)
@@ -220,7 +221,7 @@ def _replay_partition(
         for v in range(U):
             for gid in by_read.get(v, ()):
                 x, y = task.batch(samplers[int(s.worker[gid])].batch(int(s.minibatch[gid])))
-                held[gid] = task.grad_parts(server.params, x, y)[0]
+                held[gid] = task.grad_parts(server.params, x, y)[0]  # type: ignore[assignment]
             m = int(s.update_sync_tensors[v])
             grad: list[torch.Tensor | None] = [None] * n_tensors
             if v in async_of:
@@ -232,7 +233,8 @@ def _replay_partition(
                 members = sync_of[v]
                 weights = aggregator.weights([1.0] * len(members), [1.0] * len(members))
                 for i in range(m):
-                    grad[i] = sum(wt * held[g][i] for wt, g in zip(weights, members, strict=True))
+                    parts = [held[g][i] for g in members]
+                    grad[i] = sum(wt * t for wt, t in zip(weights, parts, strict=True))  # type: ignore[assignment]
             for gid in [async_of.get(v), *sync_of.get(v, ())]:
                 if gid is not None and last_use[gid] <= v:
                     held.pop(gid, None)

@@ -1,0 +1,168 @@
+"""A run directory: the lock that holds it for one run, the files a run writes there, and
+the checkpoint a simulated run can resume from (format 2: serialised state, its SHA-256 and
+the config it belongs to)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+
+from hybridsgd import __version__
+from hybridsgd.backends.sim.replay import ReplayState
+from hybridsgd.config import Config
+from hybridsgd.core.server import ParameterServer
+from hybridsgd.errors import ConfigError
+from hybridsgd.trace import _atomic
+
+CHECKPOINT = "checkpoint.pt"
+#: the files of a run directory (a new run into it replaces all of them, or none)
+RUN_FILES = ("summary.json", "config.toml", "gradients.csv", "updates.csv", "evals.csv", CHECKPOINT)
+
+
+@contextlib.contextmanager
+def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterator[Path]:
+    """Hold ``out`` for one run: an exclusive lock for the run's whole life (a second run
+    into it is refused in one line), and, for a new run, the old run's files refused
+    (or removed with ``force``) before anything is written."""
+    out = writable_dir(out)
+    with open(out / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                "--out", f"{out} is in use by another run; wait for it or choose another"
+            ) from None
+        held = [n for n in RUN_FILES if (out / n).exists()]
+        if held and not resuming:
+            if not force:
+                what = (
+                    "an interrupted run: --resume it (h.resume), or"
+                    if CHECKPOINT in held
+                    else "a run: choose another directory, or"
+                )
+                raise ConfigError("--out", f"{out} holds {what} --force (force=True) to replace it")
+            for name in held:
+                (out / name).unlink()
+        for stale in out.glob(".*.tmp"):  # half-written by a run that died: the lock says so
+            stale.unlink()
+        yield out
+
+
+SAFE_TO_CHANGE = ("run.threads", "run.checkpoint_every", "run.eval_every", "run.target_accuracy")
+
+
+def _canonical(config: dict) -> dict:
+    """A config dict as this version writes it (an older checkpoint's ``[policy]`` listed
+    every policy's keys; now it lists the chosen policy's), or as it is if it no longer
+    validates (then every difference shows)."""
+    try:
+        return Config.from_dict(config).to_dict()
+    except ConfigError:
+        return config
+
+
+def _changed_keys(before: dict, after: dict) -> list[str]:
+    """``section.key`` of every value that differs between two config dicts."""
+    return sorted(
+        f"{section}.{key}"
+        for section in before.keys() | after.keys()
+        for key in before.get(section, {}).keys() | after.get(section, {}).keys()
+        if before.get(section, {}).get(key) != after.get(section, {}).get(key)
+    )
+
+
+def read_checkpoint(out: Path, cfg: Config, allow_change: list[str] | tuple[str, ...]) -> dict:
+    """The state of the checkpoint in ``out``, after checking its format, its checksum and
+    that ``cfg`` is the config it was written with (up to ``allow_change``)."""
+    path = out / CHECKPOINT
+    try:
+        outer = torch.load(path, weights_only=False)
+    except Exception as exc:  # a file that is not ours, or damaged outside our atomic writes
+        raise ConfigError("--resume", f"{path} cannot be read: {exc}") from None
+    if not isinstance(outer, dict) or outer.get("format") != 2:
+        raise ConfigError("--resume", f"{path} is not a hybridsgd checkpoint (format 2)")
+    payload = outer.get("payload", b"")
+    if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise ConfigError(
+            "--resume", f"{path} is damaged (its content does not match its checksum)"
+        )
+    state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
+    changed = [
+        k
+        for k in _changed_keys(_canonical(state["config"]), cfg.to_dict())
+        if k not in allow_change
+    ]
+    if changed:
+        raise ConfigError(
+            "--resume",
+            f"{out / 'config.toml'} changed since the checkpoint ({', '.join(changed)}); "
+            "a resumed run continues the config it started with: restore it, start a new run, "
+            f"or --allow-change the keys that do not change training ({', '.join(SAFE_TO_CHANGE)})",
+        )
+    return state
+
+
+def writable_dir(out: str | Path, field: str = "--out") -> Path:
+    """``out`` as a directory this process can write, made if needed: checked before any
+    training, so a finished run is never lost to an unwritable destination."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(field, f"{out} is a file, not a directory; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".hybridsgd-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            field, f"{out} cannot be written ({exc.strerror or exc}); give a writable directory"
+        ) from None
+    return out
+
+
+def checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
+    """Writes ``out/checkpoint.pt`` atomically (write, fsync, rename): a crash mid-write
+    leaves the previous checkpoint whole. It holds the run's state, serialised, with its
+    SHA-256 and the config it belongs to: resume refuses a damaged file or a changed config."""
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "config.toml", lambda p: Path(p).write_text(to_toml(cfg.to_dict())))
+
+    def save(st: ReplayState) -> None:
+        state = {
+            "hybridsgd": __version__,
+            "config": cfg.to_dict(),
+            "fingerprint": fingerprint,
+            "server": server.state_dict(),
+            "replay": st,
+        }
+        # the content is serialised first and stored with its SHA-256, which resume checks
+        buf = io.BytesIO()
+        torch.serialization.save(state, buf)
+        payload = buf.getvalue()
+        outer = {"format": 2, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
+        _atomic(out / CHECKPOINT, lambda p: torch.save(outer, p))
+
+    return save
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A config dict as TOML, written by tomli-w (infinity as TOML's ``inf``, so that every
+    saved config loads back); None values are left out, as unset."""
+
+    def drop_none(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list | tuple):
+            return [drop_none(x) for x in v]
+        return v
+
+    return tomli_w.dumps(drop_none(data))
