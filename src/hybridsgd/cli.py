@@ -290,12 +290,11 @@ def _print_summary(s: dict, out: Path) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
-    from hybridsgd.analysis import predict
     from hybridsgd.config import Config
+    from hybridsgd.forecast import curvature_of, predict_config, simulated
     from hybridsgd.policies import parse_spec
-    from hybridsgd.runner import build_cluster
 
-    name, overrides = parse_spec(args.policy)
+    _, overrides = parse_spec(args.policy)
     cfg = Config.from_dict(
         {},
         [
@@ -312,31 +311,15 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError("--lr", "stability needs both --lr and --curvature")
     if args.updates < 1:
         raise ConfigError("--updates", f"must be >= 1 (got {args.updates})")
-    h = _curvature(args) if args.curvature is not None else None
-    cluster = build_cluster(cfg)
-    p = cfg.policy
-    speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
-    threshold, gpe = _hybrid_inputs(p, args)
-    pred = predict(
-        name,
-        p.workers,
-        cluster.compute,
-        cluster.comm,
-        speeds=speeds,
-        batch_size=args.batch,
-        backups=p.backups,
-        k=p.k,
-        staleness_bound=p.staleness_bound,
-        sample=p.sample,
-        threshold=threshold,
-        progress=p.progress,
-        updates=args.updates,
-        gradients_per_epoch=gpe,
-        lr=args.lr,
-        curvature=h,
-        seed=args.seed,
+    h = None
+    if args.curvature is not None:
+        h = curvature_of(args.curvature, args.seed)
+        if not args.lr > 0:
+            raise ConfigError("--lr", f"must be > 0 (got {args.lr})")
+    pred = predict_config(
+        cfg, updates=args.updates, lr=args.lr, curvature=h, train_samples=args.train_samples
     )
-    measured = _measure(cfg, args.updates, gpe) if args.validate else None
+    measured = simulated(cfg, args.updates, args.train_samples) if args.validate else None
     if args.json:
         out = pred.to_dict()
         if h is not None:
@@ -427,18 +410,10 @@ def _report(out: Path) -> int:
 
 
 def _curvature(args: argparse.Namespace) -> float:
-    """--curvature: a number, or a task name whose largest Hessian eigenvalue is estimated."""
-    from hybridsgd.analysis import largest_eigenvalue
-    from hybridsgd.config import Config
-    from hybridsgd.tasks import build_task
+    """--curvature for recommend (with --lr)."""
+    from hybridsgd.forecast import curvature_of
 
-    try:
-        h = float(args.curvature)
-    except ValueError:
-        task_cfg = Config.from_dict({}, [f"task.name={args.curvature}"]).task
-        h = largest_eigenvalue(build_task(task_cfg, seed=args.seed))
-    if not h > 0:
-        raise ConfigError("--curvature", f"must be > 0 (got {h})")
+    h = curvature_of(args.curvature, args.seed)
     if not args.lr > 0:
         raise ConfigError("--lr", f"must be > 0 (got {args.lr})")
     return h
@@ -488,38 +463,6 @@ def _recommend(args: argparse.Namespace) -> int:
         markup=False,
     )
     return 0
-
-
-def _hybrid_inputs(p, args: argparse.Namespace):
-    """hybrid's threshold and gradients per epoch (None, 1.0 for other policies)."""
-    if p.name != "hybrid":
-        return None, 1.0
-    from hybridsgd.policies import parse_threshold
-
-    if p.reading != "quorum":
-        raise ConfigError(
-            "policy.reading", "predictions cover the quorum reading only; simulate the partition"
-        )
-    gpe = 1.0
-    if p.progress == "epochs":
-        if not args.train_samples or args.train_samples < 1:
-            raise ConfigError(
-                "--train-samples", "hybrid over epochs needs the training set size, e.g. 1797"
-            )
-        gpe = args.train_samples / args.batch
-    return parse_threshold(p.threshold), gpe
-
-
-def _measure(cfg, updates: int, gradients_per_epoch: float = 1.0) -> dict[str, float]:
-    from hybridsgd.analysis import measure
-    from hybridsgd.backends.sim import simulate_schedule
-    from hybridsgd.policies import build_policy
-    from hybridsgd.runner import build_cluster
-
-    schedule = simulate_schedule(
-        build_policy(cfg.policy, cfg.run.seed, gradients_per_epoch), build_cluster(cfg), updates
-    )
-    return measure(schedule, cfg.task.batch_size)
 
 
 def _print_prediction(pred, h, measured) -> None:

@@ -1,0 +1,91 @@
+"""Predictions for a config: what ``hybridsgd predict`` and ``recommend`` compute, usable
+from Python. The analytical models themselves are in :mod:`hybridsgd.analysis`; this module
+turns a validated :class:`~hybridsgd.config.Config` into their inputs, and checks a
+prediction against the simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hybridsgd.analysis import Prediction, largest_eigenvalue, measure, predict
+from hybridsgd.backends.sim import simulate_schedule
+from hybridsgd.config import Config
+from hybridsgd.errors import ConfigError
+from hybridsgd.policies import PolicyConfig, build_policy, parse_threshold
+from hybridsgd.runner import build_cluster
+from hybridsgd.tasks import build_task
+
+
+def curvature_of(spec: str, seed: int = 0) -> float:
+    """A largest Hessian eigenvalue: ``spec`` as a number, or the name of a built-in task
+    whose curvature at its initial point is estimated (power iteration)."""
+    try:
+        h = float(spec)
+    except ValueError:
+        task_cfg = Config.from_dict({}, [f"task.name={spec}"]).task
+        h = largest_eigenvalue(build_task(task_cfg, seed=seed))
+    if not h > 0:
+        raise ConfigError("--curvature", f"must be > 0 (got {h})")
+    return h
+
+
+def hybrid_inputs(p: PolicyConfig, batch_size: int, train_samples: int | None) -> tuple[Any, float]:
+    """hybrid's threshold and gradients per epoch (``None, 1.0`` for other policies)."""
+    if p.name != "hybrid":
+        return None, 1.0
+    if p.reading != "quorum":
+        raise ConfigError(
+            "policy.reading", "predictions cover the quorum reading only; simulate the partition"
+        )
+    gpe = 1.0
+    if p.progress == "epochs":
+        if not train_samples or train_samples < 1:
+            raise ConfigError(
+                "--train-samples", "hybrid over epochs needs the training set size, e.g. 1797"
+            )
+        gpe = train_samples / batch_size
+    return parse_threshold(p.threshold), gpe
+
+
+def predict_config(
+    cfg: Config,
+    *,
+    updates: int = 20_000,
+    lr: float | None = None,
+    curvature: float | None = None,
+    train_samples: int | None = None,
+) -> Prediction:
+    """The prediction for ``cfg``'s policy, timing and batch size (docs/analysis.md)."""
+    cluster = build_cluster(cfg)
+    p = cfg.policy
+    speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
+    threshold, gpe = hybrid_inputs(p, cfg.task.batch_size, train_samples)
+    return predict(
+        p.name,
+        p.workers,
+        cluster.compute,
+        cluster.comm,
+        speeds=speeds,
+        batch_size=cfg.task.batch_size,
+        backups=p.backups,
+        k=p.k,
+        staleness_bound=p.staleness_bound,
+        sample=p.sample,
+        threshold=threshold,
+        progress=p.progress,
+        updates=updates,
+        gradients_per_epoch=gpe,
+        lr=lr,
+        curvature=curvature,
+        seed=cfg.run.seed,
+    )
+
+
+def simulated(cfg: Config, updates: int, train_samples: int | None = None) -> dict[str, float]:
+    """What the prediction is checked against: the same quantities measured on a simulated
+    schedule of ``updates`` updates."""
+    _, gpe = hybrid_inputs(cfg.policy, cfg.task.batch_size, train_samples)
+    schedule = simulate_schedule(
+        build_policy(cfg.policy, cfg.run.seed, gpe), build_cluster(cfg), updates
+    )
+    return measure(schedule, cfg.task.batch_size)
