@@ -11,7 +11,7 @@ from hybridsgd.analysis import Prediction, largest_eigenvalue, measure, predict
 from hybridsgd.backends.sim import simulate_schedule
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
-from hybridsgd.policies import PolicyConfig, build_policy, parse_threshold
+from hybridsgd.policies import REGISTRY, PolicyConfig, build_policy, parse_threshold
 from hybridsgd.runner import build_cluster
 from hybridsgd.tasks import build_task
 
@@ -60,6 +60,7 @@ def predict_config(
     p = cfg.policy
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
     threshold, gpe = hybrid_inputs(p, cfg.task.batch_size, train_samples)
+    entry = REGISTRY[p.name]
     return predict(
         p.name,
         p.workers,
@@ -78,6 +79,7 @@ def predict_config(
         lr=lr,
         curvature=curvature,
         seed=cfg.run.seed,
+        quorum=entry.min_gradients(p) if entry.family == "sync" else None,
     )
 
 

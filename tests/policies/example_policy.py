@@ -38,6 +38,7 @@ register(
         params=MajorityParams,
         aliases={"f": "fraction"},
         min_gradients=quorum,
+        family="sync",  # predict: the first ceil(fraction x W) of W, as k_sync
         examples=("majority:fraction=0.5",),
     )
 )

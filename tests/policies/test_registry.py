@@ -67,6 +67,21 @@ def test_its_keys_bounds_and_aliases_come_from_its_declaration(majority):
     )
 
 
+def test_predict_covers_it_through_its_family_and_min_gradients(majority):
+    from hybridsgd.forecast import predict_config
+
+    cfg = h.Config.from_dict(
+        {"policy": {"name": "majority", "workers": 12, "fraction": 0.75},
+         "timing": {"compute": "shifted-exp:delta=1,mu=2"}}
+    )  # fmt: skip
+    ours = predict_config(cfg)
+    k_sync = predict_config(cfg.replace("policy.name=k_sync", "policy.k=9"))
+    assert ours.quorum == 9 and ours.mean_update_time == k_sync.mean_update_time
+    # docs/design.md section 4: delta + (H_W - H_{W-K}) / mu, computed here in float64
+    harmonic = sum(1 / i for i in range(4, 13))  # H_12 - H_3
+    assert ours.mean_update_time == pytest.approx(1 + harmonic / 2, rel=1e-9)
+
+
 def test_it_runs_from_the_cli(majority, tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(

@@ -65,6 +65,7 @@ def predict(
     sweep: bool = True,
     mc_budget: float = 1.0,
     seed: int = 0,
+    quorum: int | None = None,
 ) -> Prediction:
     """Mean time per update and its spread, throughput, staleness and wasted work; with
     ``lr`` and ``curvature`` (largest Hessian eigenvalue), stability and speed too.
@@ -106,7 +107,9 @@ def predict(
         return pred
 
     if policy in family("sync"):
-        kk = {"sync": W, "backup": W - backups}.get(policy, k)
+        # the first K gradients of a version from distinct workers (k_sync's model); K from
+        # the policy's name, or ``quorum`` (a registered policy's min_gradients)
+        kk = quorum if quorum is not None else {"sync": W, "backup": W - backups}.get(policy, k)
         if kk is None or not 1 <= kk <= W:
             raise ConfigError("policy", f"{policy} needs a quorum in [1, {W}]")
         if policy == "k_batch_sync":

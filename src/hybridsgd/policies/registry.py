@@ -63,7 +63,9 @@ class Registered:
     required: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
     min_gradients: Callable[[PolicyConfig], int] = lambda c: 1
-    family: str | None = None  # "sync" | "async" | None
+    # "sync": predicted as the first K = min_gradients(config) gradients of each version from
+    # distinct workers (k_sync's order statistics); "async": the renewal model; None: none
+    family: str | None = None
     examples: tuple[str, ...] = ()  # specs, e.g. "backup:backups=1", run by the tests
     stale: bool = False  # applies stale gradients: policy.staleness and max_staleness apply
 
