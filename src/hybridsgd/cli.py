@@ -36,6 +36,23 @@ LOG_HELP = (
 )
 
 
+def _policy_table() -> str:
+    """Every registered policy with its summary and its own keys, for --help."""
+    import dataclasses
+
+    from hybridsgd.policies import REGISTRY
+
+    lines = ["policies (SPEC = name:key=value,...; docs/policies.md):"]
+    for entry in REGISTRY.values():
+        lines.append(f"  {entry.name}: {entry.summary}")
+        for f in dataclasses.fields(entry.params) if entry.params else ():
+            alias = [a for a, k in entry.aliases.items() if k == f.name]
+            also = f" (or {', '.join(alias)})" if alias else ""
+            need = ", required" if f.name in entry.required else ""
+            lines.append(f"      {f.name}{also}: {f.metadata['help']}{need}")
+    return "\n".join(lines)
+
+
 def _policy_names() -> str:
     """The registered policies, for help texts (hybridsgd.policies.registry)."""
     from hybridsgd.policies import REGISTRY
@@ -86,7 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     r.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
 
-    m = sub.add_parser("compare", help="run several policies on one config and build a report")
+    m = sub.add_parser(
+        "compare",
+        help="run several policies on one config and build a report",
+        epilog=_policy_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     m.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
     m.add_argument(
         "--policy",
@@ -113,7 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also write every run's trace as TensorBoard events into DIR/<run>",
     )
 
-    q = sub.add_parser("predict", help="predict time per update, staleness and stability")
+    q = sub.add_parser(
+        "predict",
+        help="predict time per update, staleness and stability",
+        epilog=_policy_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     q.add_argument(
         "--policy",
         required=True,

@@ -135,3 +135,12 @@ def test_no_import_cycle_and_imports_run_one_way():
                     assert form not in text, f"{f.relative_to(src)} imports hybridsgd.{upper}"
     for f in [*(src / "core").rglob("*.py"), *(src / "policies").rglob("*.py")]:
         assert "hybridsgd.config" not in f.read_text(), f  # the [policy] section is the registry's
+
+
+def test_the_help_lists_each_policy_with_its_own_keys(majority, capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    out = capsys.readouterr().out
+    assert "  majority: the first ceil(fraction x W) gradients of each version" in out
+    assert "      fraction (or f): share of the W workers an update waits for" in out
+    assert "      k (or K): K: gradients per update, 1 <= K <= W, required" in out
