@@ -40,5 +40,6 @@ register(
         min_gradients=quorum,
         family="sync",  # predict: the first ceil(fraction x W) of W, as k_sync
         examples=("majority:fraction=0.5",),
+        candidates=lambda W: [{"fraction": 0.75}],  # what recommend compares
     )
 )

@@ -82,6 +82,17 @@ def test_predict_covers_it_through_its_family_and_min_gradients(majority):
     assert ours.mean_update_time == pytest.approx(1 + harmonic / 2, rel=1e-9)
 
 
+def test_recommend_ranks_it_among_the_others(majority):
+    from hybridsgd.analysis.recommend import recommend
+
+    ranked = {
+        c.spec: c for c in recommend(16, h.parse_model("shifted-exp:delta=1,mu=2"), 0.05, 1.0)
+    }
+    ours, same = ranked["majority:fraction=0.75"], ranked["k_sync:k=12"]  # ceil(0.75 x 16)
+    assert ours.prediction is not None
+    assert ours.time_to_1000x == same.time_to_1000x
+
+
 def test_it_runs_from_the_cli(majority, tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(

@@ -31,6 +31,7 @@ from hybridsgd.analysis.predict import (
 )
 from hybridsgd.analysis.stability import steps_to_reduce
 from hybridsgd.errors import ConfigError
+from hybridsgd.policies.registry import REGISTRY, PolicyConfig
 from hybridsgd.policies.thresholds import parse_threshold
 from hybridsgd.timing.models import Constant, TimingModel
 
@@ -44,27 +45,15 @@ class Candidate:
 
 
 def candidates(workers: int) -> list[tuple[str, str, dict]]:
-    """(spec, policy, parameters) worth comparing at this worker count."""
-    W = workers
-    out: list[tuple[str, str, dict]] = [("sync", "sync", {})]
-    for b in sorted({1, 2, max(1, W // 8), max(1, W // 4)}):
-        if b < W:
-            out.append((f"backup:backups={b}", "backup", {"backups": b}))
-    for k in sorted({max(1, W // 4), max(1, W // 2), max(1, 3 * W // 4)}):
-        if 1 < k < W:
-            out.append((f"k_sync:k={k}", "k_sync", {"k": k}))
-    out.append(("async", "async", {}))
-    for k in sorted({2, 4, max(2, W // 4)}):
-        if k < W:
-            out.append((f"k_batch_async:k={k}", "k_batch_async", {"k": k}))
-            out.append((f"k_async:k={k}", "k_async", {"k": k}))
-    for s in (0, 1, 2, 4):
-        out.append((f"ssp:staleness_bound={s}", "ssp", {"staleness_bound": s}))
-    beta = max(2, W // 4)
-    if beta < W:
-        out.append(
-            (f"psp:sample={beta},staleness_bound=1", "psp", {"sample": beta, "staleness_bound": 1})
-        )
+    """(spec, policy, its own keys) worth comparing at this worker count: every registered
+    policy's ``candidates(W)`` (hybrid's shapes are added by :func:`recommend`)."""
+    out: list[tuple[str, str, dict]] = []
+    for entry in REGISTRY.values():
+        for params in entry.candidates(workers) if entry.candidates else ():
+            spec = entry.name + (
+                ":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else ""
+            )
+            out.append((spec, entry.name, params))
     return out
 
 
@@ -156,6 +145,10 @@ def _hybrid(W, compute, comm, speeds, batch_size, eta_h, shape, cache, cap) -> C
     return Candidate(spec, pred, time, f"{n} updates: {path}")
 
 
+#: the policy keys predict() takes by name (others reach it through ``quorum``)
+_PREDICT_KEYS = ("backups", "k", "staleness_bound", "sample")
+
+
 def recommend(
     workers: int,
     compute: TimingModel,
@@ -173,6 +166,11 @@ def recommend(
         finite_mean(comm, "--comm")
     ranked = []
     for spec, policy, params in candidates(workers):
+        entry = REGISTRY[policy]
+        known = {k: v for k, v in params.items() if k in _PREDICT_KEYS}
+        quorum = None
+        if entry.family == "sync":
+            quorum = entry.min_gradients(PolicyConfig(name=policy, workers=workers, **params))
         try:
             p = predict(
                 policy,
@@ -185,7 +183,8 @@ def recommend(
                 curvature=curvature,
                 continuous=False,  # ranking uses the discrete model alone
                 sweep=False,
-                **params,
+                quorum=quorum,
+                **known,
             )
         except ConfigError as exc:
             ranked.append(Candidate(spec, None, math.inf, f"no model: {exc.message}"))

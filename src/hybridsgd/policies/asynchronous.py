@@ -27,5 +27,6 @@ register(
         family="async",
         stale=True,
         examples=("async", "async:staleness=inverse"),
+        candidates=lambda W: [{}],
     )
 )

@@ -61,5 +61,8 @@ register(
         min_gradients=lambda c: c.workers - c.backups,
         family="sync",
         examples=("backup:backups=1", "backup:backups=1,late=drop"),
+        candidates=lambda W: [
+            {"backups": b} for b in sorted({1, 2, max(1, W // 8), max(1, W // 4)}) if b < W
+        ],
     )
 )

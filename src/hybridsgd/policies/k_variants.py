@@ -68,6 +68,16 @@ class KParams:
     )
 
 
+def _sync_ks(W: int) -> list[dict]:
+    return [
+        {"k": k} for k in sorted({max(1, W // 4), max(1, W // 2), max(1, 3 * W // 4)}) if 1 < k < W
+    ]
+
+
+def _async_ks(W: int) -> list[dict]:
+    return [{"k": k} for k in sorted({2, 4, max(2, W // 4)}) if k < W]
+
+
 for _name, _summary, _build, _family, _stale in (
     ("k_sync", "first K gradients of the current version from distinct workers; cancel the rest",
      lambda c, ctx: k_sync(c.workers, c.k), "sync", False),
@@ -90,5 +100,8 @@ for _name, _summary, _build, _family, _stale in (
             family=_family,
             stale=_stale,
             examples=(f"{_name}:k=2",),
+            candidates={"k_sync": _sync_ks, "k_batch_async": _async_ks, "k_async": _async_ks}.get(
+                _name
+            ),
         )
     )

@@ -68,6 +68,9 @@ class Registered:
     family: str | None = None
     examples: tuple[str, ...] = ()  # specs, e.g. "backup:backups=1", run by the tests
     stale: bool = False  # applies stale gradients: policy.staleness and max_staleness apply
+    #: recommend: the settings of its own keys worth comparing at W workers (None: not one
+    #: of recommend's candidates)
+    candidates: Callable[[int], list[dict[str, Any]]] | None = None
 
     @property
     def keys(self) -> tuple[str, ...]:

@@ -83,6 +83,7 @@ register(
         family="async",
         stale=True,
         examples=("ssp:staleness_bound=1",),
+        candidates=lambda W: [{"staleness_bound": s} for s in (0, 1, 2, 4)],
     )
 )
 register(
@@ -96,5 +97,8 @@ register(
         family="async",
         stale=True,
         examples=("psp:staleness_bound=1,sample=2",),
+        candidates=lambda W: (
+            [{"sample": max(2, W // 4), "staleness_bound": 1}] if max(2, W // 4) < W else []
+        ),
     )
 )

@@ -22,5 +22,6 @@ register(
         min_gradients=lambda c: c.workers,
         family="sync",
         examples=("sync",),
+        candidates=lambda W: [{}],
     )
 )
