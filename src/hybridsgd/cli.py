@@ -318,7 +318,7 @@ def _predict(args: argparse.Namespace) -> int:
     import json
 
     from hybridsgd.config import Config
-    from hybridsgd.forecast import curvature_of, predict_config, simulated
+    from hybridsgd.forecast import predict_config, simulated
     from hybridsgd.policies import parse_spec
 
     _, overrides = parse_spec(args.policy)
@@ -338,11 +338,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError("--lr", "stability needs both --lr and --curvature")
     if args.updates < 1:
         raise ConfigError("--updates", f"must be >= 1 (got {args.updates})")
-    h = None
-    if args.curvature is not None:
-        h = curvature_of(args.curvature, args.seed)
-        if not args.lr > 0:
-            raise ConfigError("--lr", f"must be > 0 (got {args.lr})")
+    h = _curvature(args) if args.curvature is not None else None
     pred = predict_config(
         cfg, updates=args.updates, lr=args.lr, curvature=h, train_samples=args.train_samples
     )

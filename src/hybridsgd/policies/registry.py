@@ -148,11 +148,6 @@ def unregister(name: str) -> None:
             del _OWNERS[key], PARAMS[key], _TYPES[key]
 
 
-def key_type(key: str) -> Any:
-    """The type hint of a policy-specific key (for config coercion)."""
-    return _TYPES[key]
-
-
 def aliases() -> dict[str, str]:
     """Every spec alias of every policy (``b`` -> ``backups``, ``s`` -> ``staleness_bound``)."""
     out: dict[str, str] = {}
