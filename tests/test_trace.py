@@ -37,6 +37,8 @@ def test_run_directory_round_trip(tmp_path):
         "mean_staleness",
         "max_staleness",
         "regime",
+        "lr",
+        "momentum",
     ]
     assert list(pd.read_csv(tmp_path / "evals.csv").columns) == [
         "version",

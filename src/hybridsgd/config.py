@@ -43,6 +43,7 @@ class TaskConfig:
     curvature_max: float = 1.0  # quadratic: largest Hessian eigenvalue (spectrum is geometric)
     noise: float = 0.1  # quadratic / logistic: label noise
     data_seed: int = 0  # seed of the data set and the train/test split (not of the run)
+    validation: float = 0.0  # fraction of the training set held out and evaluated (tuning)
     custom: str = ""  # set by a run on a user's own Task: what it was (not built from config)
 
 
@@ -57,6 +58,12 @@ class OptimizerConfig:
     options: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
     max_grad_norm: float | None = None  # gradients with a larger norm are clipped or rejected
     large_gradients: str = "clip"  # clip | reject (gradients above max_grad_norm)
+    # each update's lr and momentum (docs/tuning.md): lr = base(level) x schedule x scale
+    schedule: str = "constant"  # e.g. "cosine:warmup=20", "step:every=100,gamma=0.5"
+    schedule_unit: str = "updates"  # what the schedule counts: updates | samples | time
+    scale_lr: str = "none"  # none | linear | sqrt: times the gradients in each update
+    async_lr: float | None = None  # the lr at synchrony level 0 (lr is level 1's)
+    async_momentum: float | None = None  # the momentum at level 0 (momentum is level 1's)
 
 
 @dataclass
@@ -202,6 +209,11 @@ class Config:
             )
         if t.noise < 0:
             raise ConfigError("task.noise", "must be >= 0")
+        if not 0 <= t.validation <= 0.5:
+            raise ConfigError(
+                "task.validation",
+                f"is the fraction of training samples held out: 0 to 0.5 (got {t.validation})",
+            )
 
         validate_policy(p)
 
@@ -219,6 +231,12 @@ class Config:
                 "optimizer.max_grad_norm", f"must be a positive number (got {o.max_grad_norm})"
             )
         _choice("optimizer.large_gradients", o.large_gradients, ("clip", "reject"))
+        if o.async_lr is not None and not (o.async_lr > 0 and math.isfinite(o.async_lr)):
+            raise ConfigError("optimizer.async_lr", f"must be a positive number (got {o.async_lr})")
+        if o.async_momentum is not None and not 0 <= o.async_momentum < 1:
+            raise ConfigError(
+                "optimizer.async_momentum", f"must be in [0, 1) (got {o.async_momentum})"
+            )
         self._validate_faults()
 
         compute = parse_model(tm.compute, field="timing.compute")
@@ -291,6 +309,33 @@ class Config:
             )
         if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
             raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")
+        self._validate_hyper()
+
+    def run_length(self, unit: str) -> float | None:
+        """How long the run is in a schedule's unit, when the config says (updates or time)."""
+        return {"updates": self.run.updates, "time": self.run.time, "samples": None}[unit]
+
+    def _validate_hyper(self) -> None:
+        from hybridsgd.core.hyper import SCALES, UNITS, parse_schedule
+
+        o = self.optimizer
+        _choice("optimizer.schedule_unit", o.schedule_unit, UNITS)
+        _choice("optimizer.scale_lr", o.scale_lr, SCALES)
+        schedule = parse_schedule(o.schedule, self.run_length(o.schedule_unit))
+        if o.async_momentum is not None and "momentum" not in _optimizer_takes(o.name):
+            raise ConfigError(
+                "optimizer.async_momentum", f"{o.name} has no momentum; leave it unset"
+            )
+        varies = (
+            not schedule.constant or o.scale_lr != "none" or o.async_lr is not None
+            or o.async_momentum is not None
+        )  # fmt: skip
+        if varies and self.run.ps_shards > 1:
+            raise ConfigError(
+                "run.ps_shards",
+                "per-update lr and momentum (schedule, scale_lr, async_lr, async_momentum) "
+                "run with one parameter server: set run.ps_shards = 1",
+            )
 
     def _validate_faults(self) -> None:
         from hybridsgd.core.faults import parse_attack
@@ -323,6 +368,14 @@ class Config:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _optimizer_takes(name: str) -> set[str]:
+    import inspect
+
+    from hybridsgd.core.server import _optimizer_class
+
+    return set(inspect.signature(_optimizer_class(name)).parameters)
 
 
 def _choice(name: str, value: str, allowed) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -88,14 +89,14 @@ class Coordinator:
             self._held[gid] = gradient
             if self.attack is not None:
                 self._worker[gid] = worker
-        self._apply(decision)
+        self._apply(decision, now)
         return PushResult(gid, decision)
 
     def lose(self, worker: int, now: float = 0.0, *, shrink: bool = True) -> Decision:
         """The worker is gone for good; apply the update its loss completes, if any (see
         :meth:`~hybridsgd.policies.QuorumPolicy.lose`)."""
         decision = self.policy.lose(worker, now, shrink=shrink)
-        self._apply(decision)
+        self._apply(decision, now)
         return decision
 
     def abandon(self, worker: int, now: float = 0.0) -> None:
@@ -115,7 +116,7 @@ class Coordinator:
         """Gradients held for an update that has not fired yet."""
         return len(self._held)
 
-    def _apply(self, decision: Decision) -> None:
+    def _apply(self, decision: Decision, now: float) -> None:
         update = decision.update
         if update is None:
             return
@@ -136,21 +137,23 @@ class Coordinator:
             rows = torch.stack(grads)
             self.attack(rows, senders)
             grads = list(rows)
+        step: dict[str, Any] = {"n": len(grads), "time": now, "level": update.regime}
         if not grads:
             self.server.skip()
         elif not self.aggregator.linear:
             counts = torch.ones(len(grads))
-            self.server.apply(self.aggregator(torch.stack(grads), counts, torch.tensor(scales)))
+            rows = torch.stack(grads)
+            self.server.apply(self.aggregator(rows, counts, torch.tensor(scales)), **step)
         else:  # a weighted sum into one reused buffer: no stacking copy, no fresh pages
             weights = self.aggregator.weights([1.0] * len(grads), scales)
             if len(grads) == 1 and weights[0] == 1.0:
-                self.server.apply(grads[0])
+                self.server.apply(grads[0], **step)
             else:
                 if self._sum is None or self._sum.shape != grads[0].shape:
                     self._sum = torch.empty_like(grads[0])
                 torch.mul(grads[0], weights[0], out=self._sum)
                 for g, w in zip(grads[1:], weights[1:], strict=True):
                     self._sum.add_(g, alpha=w)
-                self.server.apply(self._sum)
+                self.server.apply(self._sum, **step)
         if self.server.version != update.version:
             raise RuntimeError("server and policy disagree on the version")  # a bug

@@ -37,6 +37,9 @@ class Schedule:
     workers: int
     path: str  # "events", "rounds" or "renewal": how it was produced
     update_regime: np.ndarray | None = None  # float64 [updates]: synchrony level used
+    # the lr and momentum each update was applied with (NaN: nothing applied, or no momentum)
+    update_lr: np.ndarray | None = None
+    update_momentum: np.ndarray | None = None
     # hybrid partition reading only: the update that averaged each gradient into the
     # synchronous tensors (-1: none), and how many leading tensors were synchronous per update
     sync_update: np.ndarray | None = None

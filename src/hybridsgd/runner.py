@@ -29,6 +29,7 @@ from hybridsgd.config import Config
 from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.aggregators import build_aggregator
 from hybridsgd.core.faults import Faults, GradientCheck
+from hybridsgd.core.hyper import Hyper, parse_schedule
 from hybridsgd.core.server import ParameterServer, _optimizer_class
 from hybridsgd.core.staleness import build_staleness
 from hybridsgd.devices import simulator_device, worker_devices
@@ -161,7 +162,23 @@ def build_server(
 ) -> ParameterServer:
     """The parameter server with the configured optimizer (see :func:`optimizer_settings`)."""
     name, lr, options = optimizer_settings(cfg, partial_updates)
-    return ParameterServer(params, name, lr, layout=layout, **options)
+    return ParameterServer(params, name, lr, layout=layout, hyper=hyper_of(cfg), **options)
+
+
+def hyper_of(cfg: Config) -> Hyper:
+    """Each update's lr and momentum under ``cfg`` (:class:`~hybridsgd.core.hyper.Hyper`)."""
+    o = cfg.optimizer
+    takes = "momentum" in inspect.signature(_optimizer_class(o.name)).parameters
+    return Hyper(
+        o.lr,
+        o.momentum if takes else None,
+        parse_schedule(o.schedule, cfg.run_length(o.schedule_unit)),
+        unit=o.schedule_unit,
+        scale=o.scale_lr,
+        async_lr=o.async_lr,
+        async_momentum=o.async_momentum,
+        batch_size=cfg.task.batch_size,
+    )
 
 
 def run(
@@ -266,6 +283,11 @@ def _run(
             "rerun it from Python with h.run(h.Config.load(PATH), task=YOUR_TASK)",
         )
     task = task or build_task(cfg.task, cfg.run.seed)
+    if cfg.task.validation:  # tuning: evaluate on a split of the training set, not the test set
+        try:
+            task = task.holdout(cfg.task.validation, cfg.task.data_seed)
+        except ValueError as exc:
+            raise ConfigError("task.validation", str(exc)) from None
     if cfg.task.split == "dirichlet" and task.metric != "accuracy":
         raise ConfigError(
             "task.split", f"dirichlet (label skew) needs a classification task, not {task.name}"
@@ -369,7 +391,11 @@ def _train(
             metrics = _update_metrics(cfg, Trace.from_schedule(schedule, Evals(), {}), policy)
             show = tick
 
+            lr_column = metrics.columns.get_loc("lr")
+
             def tick(v: int) -> None:
+                if server.used:  # the lr this update was applied with
+                    metrics.iat[v - 1, lr_column] = server.used[v - 1][0]
                 stream.rows(metrics, v - 1, v)
                 if show is not None:
                     show(v)
@@ -418,6 +444,7 @@ def _train(
         ]
         extra["error"] = schedule.stopped or None
     wall = time.perf_counter() - wall0
+    _record_hyper(schedule, server, cfg)
 
     summary = summarize(cfg, task, policy.describe(), schedule, evals, wall) | extra
     if extra.get("hung_workers"):
@@ -440,6 +467,23 @@ def _train(
     params = final if final is not None else server.params.detach().cpu().clone()
     task.load(params)  # the task's module (a user's own model too) ends with the result
     return RunResult(cfg, trace, params, schedule)
+
+
+def _record_hyper(schedule: Schedule, server: ParameterServer, cfg: Config) -> None:
+    """The lr and momentum each update was applied with, into the schedule (the updates
+    table's ``lr`` and ``momentum``): what the server set, or the optimizer's own."""
+    n = schedule.per_update()[0]
+    if server.used:
+        used = np.asarray(server.used, dtype=np.float64).reshape(-1, 2)
+        schedule.update_lr, schedule.update_momentum = used[:, 0].copy(), used[:, 1].copy()
+    else:
+        group = server.optimizer.param_groups[0]
+        schedule.update_lr = np.full(schedule.n_updates, float(group["lr"]))
+        schedule.update_momentum = np.full(schedule.n_updates, float(group.get("momentum", np.nan)))
+    if len(schedule.update_lr) != schedule.n_updates:  # a bug: one entry per update
+        raise RuntimeError("the server recorded the lr of another number of updates")
+    schedule.update_lr[n == 0] = np.nan  # nothing was applied
+    schedule.update_momentum[n == 0] = np.nan
 
 
 def _update_metrics(cfg: Config, trace: Trace, policy):

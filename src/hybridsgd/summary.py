@@ -51,7 +51,8 @@ def summarize(
             + counts["rejected"],
             **counts,
         },
-        **health(s, evals),
+        **health(s, evals, task.evaluated_on),
+        "evaluated_on": task.evaluated_on,  # "test", or "validation" (task.validation)
         "mean_staleness": float(applied.mean()) if len(applied) else math.nan,
         "max_staleness": int(applied.max()) if len(applied) else 0,
         "momentum": cfg.optimizer.momentum,
@@ -84,8 +85,8 @@ def summarize(
 DIVERGENCE_FACTOR = 100.0  # a test loss this many times the initial one has diverged
 
 
-def health(s: Schedule, evals: Evals) -> dict[str, Any]:
-    """Whether the run diverged (a non-finite test loss, or one ``DIVERGENCE_FACTOR`` times
+def health(s: Schedule, evals: Evals, evaluated_on: str = "test") -> dict[str, Any]:
+    """Whether the run diverged (a non-finite evaluated loss, or one ``DIVERGENCE_FACTOR`` times
     the initial loss) and from which evaluated version, how many gradients the server
     rejected and why; ``warnings`` says each problem in one line."""
     loss = np.asarray(evals.loss, dtype=float)
@@ -100,7 +101,7 @@ def health(s: Schedule, evals: Evals) -> dict[str, Any]:
     warnings = []
     if at is not None:
         warnings.append(
-            f"diverged: the test loss is {loss[at]:.4g} at update {evals.version[at]} "
+            f"diverged: the {evaluated_on} loss is {loss[at]:.4g} at update {evals.version[at]} "
             f"(initial {first:.4g}); lower optimizer.lr"
         )
     if offered and counts["rejected"] > offered / 2:

@@ -6,7 +6,8 @@ A run directory holds::
     config.toml     the validated config: `hybridsgd run DIR/config.toml` repeats the run
     gradients.csv   gid, worker, minibatch, read_version, start_time, end_time,
                     staleness, fate, update
-    updates.csv     version, time, n_gradients, mean_staleness, max_staleness, regime
+    updates.csv     version, time, n_gradients, mean_staleness, max_staleness, regime,
+                    lr, momentum (what each update was applied with)
     evals.csv       version, time, loss, accuracy
 
 Each table reads in one line: ``pandas.read_csv("runs/x/gradients.csv")``.
@@ -75,6 +76,9 @@ class Trace:
                 "regime": s.update_regime,
             }
         )
+        if s.update_lr is not None:  # the lr and momentum each update used
+            updates["lr"] = s.update_lr
+            updates["momentum"] = s.update_momentum
         ev = pd.DataFrame(
             {
                 "version": evals.version,

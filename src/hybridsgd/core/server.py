@@ -7,11 +7,13 @@ applied; it only changes in :meth:`ParameterServer.apply`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
 
+from hybridsgd.core.hyper import Hyper
 from hybridsgd.errors import ConfigError
 
 #: torch.optim classes a parameter server cannot drive, and why
@@ -81,6 +83,7 @@ class ParameterServer:
         optimizer: str = "sgd",
         lr: float = 0.1,
         layout: Sequence[torch.Size] | None = None,
+        hyper: Hyper | None = None,
         **options: Any,
     ) -> None:
         if params.dim() != 1:
@@ -95,6 +98,11 @@ class ParameterServer:
         self._leaves = [torch.nn.Parameter(v) for v in self._split(self._theta)]
         self.optimizer = build_optimizer(optimizer, self._leaves, lr, **options)
         self.version = 0
+        #: sets each update's lr and momentum (schedules, scale_lr, per-regime settings);
+        #: ``None`` or a constant one leaves the optimizer's own
+        self.hyper = hyper if hyper is not None and not hyper.constant else None
+        #: the lr and momentum each update used, when ``hyper`` sets them (NaN: skipped)
+        self.used: list[tuple[float, float]] = []
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [t.view(s) for t, s in zip(flat.split(self._sizes), self._shapes, strict=True)]
@@ -108,12 +116,21 @@ class ParameterServer:
     def numel(self) -> int:
         return self._theta.numel()
 
-    def apply(self, gradient: torch.Tensor | Sequence[torch.Tensor | None]) -> int:
+    def apply(
+        self,
+        gradient: torch.Tensor | Sequence[torch.Tensor | None],
+        *,
+        n: int = 1,
+        time: float = 0.0,
+        level: float = 1.0,
+    ) -> int:
         """Take one optimizer step with an aggregated gradient; returns the new version.
 
         ``gradient`` is a flat vector, or (with a layout) one tensor per model tensor; a
         part may be ``None``: that tensor is left alone (torch optimizers skip parameters
-        without a gradient, momentum included).
+        without a gradient, momentum included). ``n`` (gradients aggregated), ``time`` (the
+        backend's) and ``level`` (the update's synchrony) set the step's lr and momentum
+        through :attr:`hyper`.
         """
         parts: list[torch.Tensor | None]
         if isinstance(gradient, torch.Tensor):
@@ -129,6 +146,8 @@ class ParameterServer:
                 raise ValueError("gradient parts do not match the server's layout")
         for leaf, g in zip(self._leaves, parts, strict=True):
             leaf.grad = g
+        if self.hyper is not None:
+            self._set(*self.hyper.at(self.version, n, time, level))
         self.optimizer.step()
         for leaf in self._leaves:
             leaf.grad = None
@@ -138,15 +157,27 @@ class ParameterServer:
     def skip(self) -> int:
         """An update with nothing to apply (every gradient rejected): the version moves on,
         the parameters and the optimizer's state do not."""
+        if self.hyper is not None:
+            self.used.append((math.nan, math.nan))
         self.version += 1
         return self.version
 
+    def _set(self, lr: float, momentum: float | None) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if momentum is not None:
+                group["momentum"] = momentum
+        self.used.append((lr, self.optimizer.param_groups[0].get("momentum", math.nan)))
+
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "params": self.params.clone(),
             "version": self.version,
             "optimizer": self.optimizer.state_dict(),
         }
+        if self.hyper is not None:
+            state["hyper"] = {**self.hyper.state(), "used": list(self.used)}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (parameters, version, optimizer state)."""
@@ -154,3 +185,6 @@ class ParameterServer:
             self._theta.copy_(state["params"])
         self.version = int(state["version"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.hyper is not None and "hyper" in state:
+            self.hyper.load_state(state["hyper"])
+            self.used = [tuple(u) for u in state["hyper"]["used"]]

@@ -7,6 +7,7 @@ flat parameters on given minibatches; the simulator asks for several minibatches
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,6 +54,9 @@ class Task:
         self.loss_fn = loss
         self.metric = metric
         self.info = info or {}
+        #: which samples :meth:`evaluate` measures: "test", or a "validation" split
+        self.evaluated_on = "test"
+        self.held_out: np.ndarray | None = None  # training indices of a validation split
         # frozen parameters (requires_grad False) stay in the module, like buffers: only the
         # trainable ones are the server's parameters
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -179,6 +183,37 @@ class Task:
         return self.loss_fn(functional_call(self.model, (params, self._buffers), (x,)), y)
 
     # -- data -----------------------------------------------------------------------------------
+    def holdout(self, fraction: float, seed: int = 0) -> Task:
+        """This task training on all but ``fraction`` of its training samples and evaluating
+        on those: a validation split, for tuning, that never touches the test set.
+
+        The held-out samples are a seeded random subset of the training set; the others
+        keep their order. ``fraction`` 0 is the task itself, so a run that does not tune
+        trains on exactly the data it always did. The result shares the module.
+
+        >>> import torch
+        >>> t = Task(torch.nn.Linear(2, 2), (torch.randn(10, 2), torch.arange(10) % 2),
+        ...          torch.nn.functional.cross_entropy)
+        >>> v = t.holdout(0.2); v.n_train, len(v.x_test), v.evaluated_on
+        (8, 2, 'validation')
+        """
+        if fraction == 0:
+            return self
+        n = self.n_train
+        k = int(round(n * fraction))
+        if not 0 < fraction < 1 or k < 1 or k >= n:
+            raise ValueError(
+                f"a validation fraction of {fraction} leaves no samples on one side of {n}"
+            )
+        order = np.random.default_rng(seed).permutation(n)
+        held, kept = np.sort(order[:k]), np.sort(order[k:])
+        out = copy.copy(self)
+        out.x_train, out.y_train = self.x_train[kept], self.y_train[kept]
+        out.x_test, out.y_test = self.x_train[held], self.y_train[held]
+        out.held_out = held
+        out.evaluated_on = "validation"
+        return out
+
     @property
     def n_train(self) -> int:
         return len(self.x_train)

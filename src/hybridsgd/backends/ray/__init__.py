@@ -85,7 +85,11 @@ class ShardedServer:
         self.actors = [remote.remote(flat[s], name, lr, options) for s in self.slices]
         self.refs = [ray.put(flat[s]) for s in self.slices]
 
-    def apply(self, gradient: torch.Tensor) -> int:
+    hyper = None  # per-update lr and momentum need run.ps_shards = 1 (config refuses them)
+
+    def apply(
+        self, gradient: torch.Tensor, *, n: int = 1, time: float = 0.0, level: float = 1.0
+    ) -> int:
         g = gradient.detach().numpy()
         self.refs = [a.apply.remote(g[s]) for a, s in zip(self.actors, self.slices, strict=True)]
         self.version += 1

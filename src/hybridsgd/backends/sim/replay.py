@@ -165,8 +165,12 @@ def replay(
                 grad = None
             if grad is None:
                 server.skip()  # nothing acceptable: a new version, the same parameters
-            else:
+            elif server.hyper is None:
                 server.apply(grad)
+            else:  # this update's lr and momentum follow its gradients, time and regime
+                n = sum(len(p[3]) if len(p) == 4 else p[1] for p in contributions)
+                t, level = float(schedule.update_time[v]), _level(schedule, v)
+                server.apply(grad, n=n, time=t, level=level)
             version = v + 1
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
@@ -238,7 +242,8 @@ def _replay_partition(
             for gid in [async_of.get(v), *sync_of.get(v, ())]:
                 if gid is not None and last_use[gid] <= v:
                     held.pop(gid, None)
-            server.apply(grad)
+            n = int(v in async_of) + len(sync_of.get(v, ()))
+            server.apply(grad, n=n, time=float(s.update_time[v]), level=_level(s, v))
             version = v + 1
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
@@ -248,6 +253,12 @@ def _replay_partition(
             if on_update is not None:
                 on_update(version)
     return evals
+
+
+def _level(schedule: Schedule, v: int) -> float:
+    """The synchrony level update ``v`` was made under (1 when the schedule has none)."""
+    regime = schedule.update_regime
+    return 1.0 if regime is None else float(regime[v])
 
 
 def _reject_apart(task, params, x, y, a, b, u, scale, pending, gids, workers, faults, check, s):
