@@ -16,6 +16,7 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -127,6 +128,43 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="directory for the runs and the report")
     m.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
     m.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
+    _sweep_options(m)
+
+    t = sub.add_parser(
+        "tune",
+        help="tune each policy on its own (a grid on a validation split), then compare",
+        epilog=_policy_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
+    t.add_argument(
+        "--policy", dest="policies", action="append", default=[], metavar="SPEC",
+        help=f"a policy to tune, e.g. sync, backup:backups=2 (policies: {_policy_names()})",
+    )  # fmt: skip
+    t.add_argument(
+        "--grid", action="append", default=[], metavar="SECTION.KEY=[V1,V2,...]",
+        help="values to try, e.g. optimizer.lr=[0.01,0.03,0.1]; repeat for more keys "
+        "(default: 7 learning rates, log-spaced over the optimizer's usual range)",
+    )  # fmt: skip
+    t.add_argument("--seeds", type=int, default=1, help="seeds per grid point (default 1)")
+    t.add_argument(
+        "--final-seeds", type=int, help="fresh seeds for each winner's test runs (default --seeds)"
+    )
+    t.add_argument(
+        "--objective", default="final-loss", choices=("final-loss", "time-to-target"),
+        help="what the grid minimises on the validation split (default final-loss)",
+    )  # fmt: skip
+    t.add_argument(
+        "--validation", type=float, default=0.2,
+        help="fraction of the training set held out to score the grid (default 0.2)",
+    )  # fmt: skip
+    t.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
+    t.add_argument("--out", required=True, help="directory for the runs and the report")
+    t.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
+    _sweep_options(t)
+
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
     rp.add_argument("dir", help="a directory written by `hybridsgd compare` (or `run`)")
     rp.add_argument(
@@ -183,6 +221,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--jobs", type=int, metavar="N",
+        help="simulated runs side by side (default: every core; real backends run one at a time)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ray-address", default="", metavar="ADDRESS",
+        help='run each run as a Ray task on this cluster ("auto", "host:port")',
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
@@ -195,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             return _recommend(args)
         if args.command == "compare":
             return _compare(args, err)
+        if args.command == "tune":
+            return _tune(args, err)
         if args.command == "report":
             if args.tensorboard:
                 return _export(Path(args.dir), Path(args.tensorboard))
@@ -368,20 +419,95 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
     out = Path(args.out)
     if (out / "report.html").exists() and not args.force:
         raise ConfigError("--out", f"{out} already holds a report; pass another --out or --force")
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("comparing", total=len(args.policies) * max(args.seeds, 1))
+    with _sweep_bar(err, "comparing") as progress:
+        compare(
+            base,
+            args.policies,
+            args.seeds,
+            out,
+            progress,
+            jobs=args.jobs,
+            ray_address=_ray_address(args, base),
+        )
+    return _report(out)
 
-        def progress(done: int, total: int, spec: str) -> None:
-            bar.update(task, completed=done, description=f"running {spec}" if spec else "report")
 
-        compare(base, args.policies, args.seeds, out, progress)
+def _ray_address(args: argparse.Namespace, base) -> str:
+    """--ray-address, or run.ray_address for simulated runs (a Ray backend's runs use it
+    themselves)."""
+    if args.ray_address:
+        return args.ray_address
+    return base.run.ray_address if base.run.backend == "sim" else ""
+
+
+class _sweep_bar:
+    """One bar over a whole sweep: runs done of the total, elapsed and time left."""
+
+    def __init__(self, err: Console, what: str) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("runs"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self.what = what
+        self.task: TaskID | None = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+
+        def progress(done: int, total: int, phase: str = "") -> None:
+            if self.task is None:
+                self.task = self.bar.add_task(self.what, total=max(total, 1))
+            self.bar.update(self.task, completed=done, total=max(total, 1),
+                            description=phase or self.what)  # fmt: skip
+
+        return progress
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _tune(args: argparse.Namespace, err: Console) -> int:
+    from hybridsgd.config import Config
+    from hybridsgd.tune import parse_grid, plan, tune
+
+    base = Config.load(args.config, list(args.overrides))
+    out = Path(args.out)
+    if (out / "report.html").exists() and not args.force:
+        raise ConfigError("--out", f"{out} already holds a report; pass another --out or --force")
+    p = plan(
+        base,
+        args.policies,
+        parse_grid(args.grid),
+        seeds=args.seeds,
+        final_seeds=args.final_seeds,
+        objective=args.objective,
+        validation=args.validation,
+    )
+    with _sweep_bar(err, "tuning") as progress:
+        result = tune(
+            p, out, jobs=args.jobs, ray_address=_ray_address(args, base), progress=progress
+        )
+    t = Table(title=f"each policy tuned on its own ({args.objective} on the validation split)")
+    t.add_column("policy", no_wrap=True)
+    t.add_column("chosen")
+    t.add_column("objective", justify="right")
+    for label, c in result.chosen.items():
+        settings = ", ".join(
+            f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+            for k, v in c["settings"].items()
+        )
+        value = "diverged" if c["diverged"] else f"{c['objective']:.4g}"
+        t.add_row(label, settings, value)
+    Console().print(t)
+    for warning in result.warnings:
+        err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
     return _report(out)
 
 
@@ -428,7 +554,7 @@ def _report(out: Path) -> int:
         )
         t.add_row(name, *cells)
     Console().print(t)
-    print(f"wrote {html_path}, summary.csv and {len(__import__('hybridsgd').report.PLOTS)} plots")
+    print(f"wrote {html_path}, summary.csv and {len(list(out.glob('*.png')))} plots")
     return 0
 
 

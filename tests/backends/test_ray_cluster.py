@@ -104,3 +104,27 @@ def test_ctrl_c_stops_a_run_on_the_cluster_cleanly(cluster, tmp_path):
         [RAY, "status", f"--address={address}"], env=env, capture_output=True, timeout=120
     )
     assert status.returncode == 0, status.stderr
+
+
+def test_a_sweep_on_the_cluster_gives_the_sequential_traces(cluster, tmp_path):
+    """compare --ray-address runs each run as a Ray task; the traces are byte for byte those
+    of the same runs one after another here."""
+    address, env = cluster
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[task]\nname = "mlp-digits"\n[policy]\nname = "sync"\nworkers = 4\n'
+        "[run]\nupdates = 20\neval_every = 5\n"
+    )
+    base = [sys.executable, "-m", "hybridsgd.cli", "compare", str(config)]
+    base += ["--policy", "sync", "--policy", "async", "--seeds", "2"]
+    on_ray = [*base, "--out", str(tmp_path / "ray"), "--ray-address", address]
+    here = [*base, "--out", str(tmp_path / "seq"), "--jobs", "1"]
+    for cli in (on_ray, here):
+        done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    runs = sorted(p.name for p in (tmp_path / "seq" / "runs").iterdir())
+    assert len(runs) == 4
+    for run in runs:
+        for table in ("gradients.csv", "updates.csv", "evals.csv"):
+            a = (tmp_path / "ray" / "runs" / run / table).read_bytes()
+            assert a == (tmp_path / "seq" / "runs" / run / table).read_bytes(), (run, table)

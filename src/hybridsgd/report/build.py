@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
 
 from hybridsgd.errors import ConfigError
+from hybridsgd.report import tuning
 from hybridsgd.trace import Trace
 
 PLOTS = (
@@ -222,6 +223,13 @@ def build_report(out: str | Path) -> Path:
     out = Path(out)
     groups = _runs(out)
     summary = summary_rows(groups)
+    tuned = tuning.read(out)  # a tuning (hybridsgd tune): its choices and sensitivity plots
+    extra = ""
+    if tuned is not None:
+        table, record = tuned
+        summary = tuning.with_settings(summary, record)
+        names = tuning.sensitivity_plots(out, table, record)
+        extra = tuning.section(record, _figures(out, names))
     summary.to_csv(out / "summary.csv", index=False)
     for metric in ("loss", "accuracy"):
         for axis in ("time", "version"):
@@ -230,7 +238,7 @@ def build_report(out: str | Path) -> Path:
     _staleness(groups, out)
     _arrival_order(groups, out)
     _timeline(groups, out)
-    _html(out, groups, summary)
+    _html(out, groups, summary, extra)
     return out / "report.html"
 
 
@@ -256,7 +264,15 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _html(out: Path, groups, summary: pd.DataFrame) -> None:
+def _figures(out: Path, names) -> str:
+    return "\n".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{_b64(out / name)}">'
+        f"<figcaption>{name}</figcaption></figure>"
+        for name in names
+    )
+
+
+def _html(out: Path, groups, summary: pd.DataFrame, extra: str = "") -> None:
     first = next(iter(groups.values()))[0][1].summary
     cfg = first.get("config", {})
     desc = (
@@ -265,11 +281,7 @@ def _html(out: Path, groups, summary: pd.DataFrame) -> None:
         f"target accuracy {first.get('target_accuracy')}, "
         f"{len(next(iter(groups.values())))} seed(s) per policy"
     )
-    images = "\n".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{_b64(out / name)}">'
-        f"<figcaption>{name}</figcaption></figure>"
-        for name in PLOTS
-    )
+    images = _figures(out, PLOTS)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hybridsgd comparison</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
@@ -278,6 +290,7 @@ img{{max-width:100%}}</style></head>
 <body><h1>hybridsgd comparison</h1><p>{html.escape(desc)}</p>
 <h2>Summary (mean over seeds)</h2>{mean_table(summary).to_html(float_format=lambda v: f"{v:.4g}")}
 {images}
+{extra}
 <h2>Every run</h2>{summary.to_html(index=False, float_format=lambda v: f"{v:.4g}")}
 </body></html>"""
     (out / "report.html").write_text(page)

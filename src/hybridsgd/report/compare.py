@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybridsgd.config import Config
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.policies import parse_spec
-from hybridsgd.rundir import writable_dir
-from hybridsgd.runner import run
+from hybridsgd.rundir import CHECKPOINT, writable_dir
+from hybridsgd.sweep import check_jobs, run_many
 
 
 def label_of(spec: str) -> str:
@@ -27,10 +27,14 @@ def compare(
     seeds: int,
     out: str | Path,
     progress: Callable[[int, int, str], None] | None = None,
+    *,
+    jobs: int | None = None,
+    ray_address: str = "",
 ) -> Path:
     """Run ``specs`` x ``seeds`` (run.seed, run.seed + 1, ...) into ``out/runs/<label>-s<seed>``.
 
-    Every spec is validated before the first run starts, so a typo costs nothing.
+    Every spec is validated before the first run starts, so a typo costs nothing. The runs
+    go ``jobs`` at a time, or on the Ray cluster at ``ray_address`` (:func:`run_many`).
     """
     if seeds < 1:
         raise ConfigError("--seeds", f"must be >= 1 (got {seeds})")
@@ -45,12 +49,21 @@ def compare(
     labels = [label_of(s) for s in specs]
     if len(set(labels)) != len(labels):
         raise ConfigError("--policy", "the same policy is given twice")
+    check_jobs(jobs, [c for _, c in configs])
     out = writable_dir(out)
     (out / "policies.txt").write_text("\n".join(labels) + "\n")
-    for n, (spec, cfg) in enumerate(configs):
-        if progress:
-            progress(n, len(configs), spec)
-        run(cfg, out=out / "runs" / f"{label_of(spec)}-s{cfg.run.seed}", force=True)
-    if progress:
-        progress(len(configs), len(configs), "")
+    dirs = [out / "runs" / f"{label_of(spec)}-s{cfg.run.seed}" for spec, cfg in configs]
+    for d in dirs:
+        (d / CHECKPOINT).unlink(missing_ok=True)
+    tick = (lambda done, total: progress(done, total, "")) if progress else None
+    outcomes = run_many(
+        [c for _, c in configs], jobs=jobs, ray_address=ray_address, progress=tick, outs=dirs
+    )
+    failed = [(spec, o) for (spec, _), o in zip(configs, outcomes, strict=True) if o.error]
+    if failed:
+        spec, first = failed[0]
+        raise WorkerLost(
+            f"{len(failed)} of {len(configs)} runs failed; {spec} (seed "
+            f"{first.config.run.seed}): {first.error}"
+        )
     return out

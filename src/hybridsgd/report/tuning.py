@@ -1,0 +1,116 @@
+"""The report's tuning part, from ``tune.csv`` and ``tune.json`` (``hybridsgd tune``): the
+chosen settings in summary.csv, one sensitivity plot per policy, the warnings."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from hybridsgd.errors import ConfigError
+
+
+def read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The tuning's runs and record, or ``None`` for a plain comparison."""
+    table, record = out / "tune.csv", out / "tune.json"
+    if not record.is_file():
+        return None
+    try:
+        return pd.read_csv(table), json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(record), f"cannot be read ({exc}): rerun hybridsgd tune") from None
+
+
+def with_settings(summary: pd.DataFrame, record: dict[str, Any]) -> pd.DataFrame:
+    """summary.csv with each policy's chosen settings as columns (``optimizer.lr``, ...)."""
+    out = summary.copy()
+    for key in record["grid"]:
+        out[key] = [record["chosen"].get(p, {}).get("settings", {}).get(key) for p in out.policy]
+    return out
+
+
+def sensitivity_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) -> list[str]:
+    """``sensitivity_<policy>.png``: the objective (mean over seeds) against the first
+    numeric grid key (the lr when it is gridded), one line per value of the other keys;
+    diverged points are crosses on the top edge."""
+    grid: dict[str, list] = record["grid"]
+    keys = list(grid)
+    x_key = "optimizer.lr" if "optimizer.lr" in grid else keys[0]
+    others = [k for k in keys if k != x_key]
+    names = []
+    for label, runs in table.groupby("policy", sort=False):
+        fig = Figure(figsize=(6, 3.8))
+        ax = fig.subplots()
+        means = runs.groupby(keys, sort=False).agg(
+            objective=("objective", "mean"), diverged=("diverged", "any")
+        )
+        means = means.reset_index()
+        finite = means.objective[np.isfinite(means.objective)]
+        top = float(finite.max()) * 1.5 if len(finite) else 1.0
+        groups = means.groupby(others, sort=False) if others else [((), means)]
+        for value, part in groups:
+            part = part.sort_values(x_key)
+            name = ", ".join(
+                f"{k.split('.')[-1]}={v}"
+                for k, v in zip(
+                    others, value if isinstance(value, tuple) else (value,), strict=True
+                )
+            )
+            ok = np.isfinite(part.objective) & ~part.diverged
+            line = ax.plot(part[x_key][ok], part.objective[ok], "o-", label=name or None)[0]
+            bad = part[~ok]
+            if len(bad):
+                ax.plot(
+                    bad[x_key], [top] * len(bad), "x", color=line.get_color(), markersize=9,
+                    label=f"{name + ': ' if name else ''}diverged / missed",
+                )  # fmt: skip
+        chosen = record["chosen"].get(str(label), {}).get("settings", {})
+        if x_key in chosen and isinstance(chosen[x_key], int | float):
+            ax.axvline(chosen[x_key], color="0.5", ls="--", lw=1, label="chosen")
+        if all(isinstance(v, int | float) and v > 0 for v in grid[x_key]):
+            ax.set_xscale("log")
+        if record["objective"] == "final-loss" and len(finite) and float(finite.min()) > 0:
+            ax.set_yscale("log")
+        ax.set_xlabel(x_key)
+        what = "final validation loss" if record["objective"] == "final-loss" else "time to target"
+        ax.set_ylabel(f"{what} (mean over seeds)")
+        ax.set_title(f"{label}: sensitivity", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"sensitivity_{label}.png"
+        fig.savefig(out / name, dpi=100)
+        names.append(name)
+    return names
+
+
+def section(record: dict[str, Any], images: str) -> str:
+    """The report's tuning section: protocol, choices, warnings, sensitivity plots."""
+    rows = "".join(
+        f"<tr><th>{html.escape(p)}</th><td>"
+        + html.escape(", ".join(f"{k} = {v}" for k, v in c["settings"].items()))
+        + f"</td><td>{_fmt(c['objective'])}</td></tr>"
+        for p, c in record["chosen"].items()
+    )
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in record["warnings"])
+    return (
+        "<h2>Tuning</h2>"
+        f"<p>Each policy tuned on its own: {record['seeds']} seed(s) per grid point, "
+        f"objective {html.escape(record['objective'])} on a validation split of "
+        f"{record['validation']:g} of the training set; the winners rerun on "
+        f"{record['final_seeds']} fresh seed(s) on the whole training set, evaluated on the "
+        "test set (the curves and tables above).</p>"
+        f"<table><tr><th>policy</th><th>chosen</th><th>objective</th></tr>{rows}</table>"
+        + (f"<p><b>Warnings</b></p><ul>{warn}</ul>" if warn else "")
+        + images
+    )
+
+
+def _fmt(v: float) -> str:
+    return "diverged / never" if not math.isfinite(v) else f"{v:.4g}"

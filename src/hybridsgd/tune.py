@@ -1,0 +1,312 @@
+"""Each policy tuned on its own (docs/tuning.md).
+
+For every policy, every grid point runs on ``seeds`` seeds and is scored on a validation
+split held out from the training data (``task.validation``), never on the test set. The
+best point of each policy is then rerun on fresh seeds with the whole training set, and
+those runs, evaluated on the test set, are what the report compares.
+
+A run that diverges (a non-finite loss, or one 100 times the initial) is recorded as
+diverged and ranked after every run that did not; it never stops the tuning.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hybridsgd.config import Config
+from hybridsgd.errors import ConfigError
+from hybridsgd.policies import parse_spec
+from hybridsgd.report.compare import label_of
+from hybridsgd.rundir import CHECKPOINT, writable_dir
+from hybridsgd.sweep import Outcome, check_jobs, run_many
+from hybridsgd.values import parse_value
+
+OBJECTIVES = ("final-loss", "time-to-target")
+#: the default grid: 7 learning rates, log-spaced over the optimizer's usual range
+DEFAULT_LRS = {
+    "sgd": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+    "adaptive": [1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1],  # adam, rmsprop, adagrad, ...
+}
+FINAL_SEED_OFFSET = 1000  # the winners' fresh seeds: run.seed + 1000, + 1001, ...
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``--grid section.key=[v1, v2, ...]`` (a TOML array, or one value) into a grid.
+
+    >>> parse_grid(["optimizer.lr=[0.01, 0.1]", "optimizer.momentum=0.9"])
+    {'optimizer.lr': [0.01, 0.1], 'optimizer.momentum': [0.9]}
+    """
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or "." not in key:
+            raise ConfigError(
+                "--grid",
+                f"expected section.key=[values], got {item!r} (e.g. optimizer.lr=[0.01,0.1])",
+            )
+        value = parse_value(raw.strip())
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigError("--grid", f"{key} has an empty list of values; give at least one")
+        if key in grid:
+            raise ConfigError("--grid", f"{key} is given twice; put all its values in one list")
+        grid[key] = values
+    return grid
+
+
+def default_grid(cfg: Config) -> dict[str, list[Any]]:
+    """With no ``--grid``: a log grid of learning rates for the configured optimizer."""
+    kind = "sgd" if cfg.optimizer.name.lower() == "sgd" else "adaptive"
+    return {"optimizer.lr": list(DEFAULT_LRS[kind])}
+
+
+def points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in order (the last key varies fastest)."""
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value)}"  # JSON scalars and arrays are TOML values too
+
+
+@dataclass
+class Plan:
+    """Every run of a tuning, checked before the first one starts."""
+
+    base: Config
+    specs: list[str]
+    grid: dict[str, list[Any]]
+    seeds: int
+    final_seeds: int
+    objective: str
+    validation: float
+    trials: list[tuple[str, dict[str, Any], Config]] = field(default_factory=list)
+
+
+def plan(
+    base: Config,
+    specs: Sequence[str],
+    grid: dict[str, list[Any]] | None = None,
+    *,
+    seeds: int = 1,
+    final_seeds: int | None = None,
+    objective: str = "final-loss",
+    validation: float = 0.2,
+) -> Plan:
+    """The tuning's runs, each config validated (a bad key, value or spec is a ConfigError
+    naming it, before anything runs)."""
+    if not specs:
+        raise ConfigError("--policy", "give at least one, e.g. --policy sync --policy async")
+    labels = [label_of(s) for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ConfigError("--policy", "the same policy is given twice")
+    if seeds < 1:
+        raise ConfigError("--seeds", f"must be >= 1 (got {seeds})")
+    final_seeds = seeds if final_seeds is None else final_seeds
+    if final_seeds < 1:
+        raise ConfigError("--final-seeds", f"must be >= 1 (got {final_seeds})")
+    if objective not in OBJECTIVES:
+        raise ConfigError(
+            "--objective", f"unknown {objective!r}; use one of: {', '.join(OBJECTIVES)}"
+        )
+    grid = dict(grid) if grid else default_grid(base)
+    for key, values in grid.items():
+        if not values:
+            raise ConfigError("--grid", f"{key} has an empty list of values; give at least one")
+    _check_split(base, validation)
+    if objective == "time-to-target":
+        _check_target(base)
+    p = Plan(base, list(specs), grid, seeds, final_seeds, objective, validation)
+    for spec in specs:
+        _, policy = parse_spec(spec)
+        for point in points(grid):
+            settings = [_override(k, v) for k, v in point.items()]
+            for s in range(seeds):
+                cfg = base.replace(
+                    *policy, *settings, f"task.validation={validation}",
+                    f"run.seed={base.run.seed + s}",
+                )  # fmt: skip
+                p.trials.append((spec, point, cfg))
+    return p
+
+
+def _check_split(base: Config, validation: float) -> None:
+    from hybridsgd.tasks import build_task
+
+    if not 0 <= validation <= 0.5:
+        raise ConfigError(
+            "--validation", f"is a fraction of the training set, 0 to 0.5 (got {validation})"
+        )
+    if validation == 0:
+        task = build_task(base.task, base.run.seed)
+        if task.x_test is not task.x_train:
+            raise ConfigError(
+                "--validation",
+                f"0 would tune on {task.name}'s test set; hold out a fraction (e.g. 0.2)",
+            )
+
+
+def _check_target(base: Config) -> None:
+    from hybridsgd.tasks import build_task
+
+    if base.run.target_accuracy is None:
+        raise ConfigError(
+            "--objective",
+            "time-to-target needs run.target_accuracy (e.g. --set run.target_accuracy=0.9)",
+        )
+    if build_task(base.task, base.run.seed).metric != "accuracy":
+        raise ConfigError(
+            "--objective",
+            f"time-to-target needs a task with accuracy; {base.task.name} has none: use final-loss",
+        )
+
+
+def score(outcome: Outcome, objective: str) -> tuple[float, bool]:
+    """A run's objective (lower is better) and whether it diverged; a failed or diverged
+    run scores +inf, as does one that never reached the target."""
+    if outcome.trace is None:
+        return math.inf, True
+    s = outcome.trace.summary
+    if s.get("diverged"):
+        return math.inf, True
+    if objective == "final-loss":
+        loss = float(s["final_loss"])
+        return (loss if math.isfinite(loss) else math.inf), not math.isfinite(loss)
+    t = s.get("time_to_target")
+    return (float(t) if t is not None else math.inf), False
+
+
+def trials_table(p: Plan, outcomes: Sequence[Outcome]) -> pd.DataFrame:
+    """One row per tuning run: policy, grid values, seed, objective, diverged, final loss."""
+    rows = []
+    for (spec, point, cfg), o in zip(p.trials, outcomes, strict=True):
+        value, diverged = score(o, p.objective)
+        s = o.trace.summary if o.trace is not None else {}
+        rows.append(
+            {
+                "policy": label_of(spec),
+                **point,
+                "seed": cfg.run.seed,
+                "objective": value,
+                "diverged": diverged,
+                "final_loss": float(s.get("final_loss", math.nan)),
+                "final_accuracy": float(s.get("final_accuracy", math.nan)),
+                "error": o.error,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def choose(table: pd.DataFrame, grid: dict[str, list[Any]]) -> tuple[dict[str, dict], list[str]]:
+    """Per policy, the best grid point (mean objective over seeds; any diverged seed makes
+    the point diverged; ties go to the lower mean final loss), and the warnings: a winner
+    at the edge of its grid, a policy with no point that did not diverge."""
+    keys = list(grid)
+    chosen: dict[str, dict] = {}
+    warnings: list[str] = []
+    for label, runs in table.groupby("policy", sort=False):
+        per_point = runs.groupby(keys, sort=False).agg(
+            objective=("objective", "mean"),
+            diverged=("diverged", "any"),
+            final_loss=("final_loss", "mean"),
+        )
+        per_point = per_point.reset_index()
+        ranked = per_point.sort_values(["diverged", "objective", "final_loss"], kind="stable")
+        best = ranked.iloc[0]
+        point = {k: _plain(best[k]) for k in keys}
+        chosen[str(label)] = {
+            "settings": point,
+            "objective": float(best.objective),
+            "diverged": bool(best.diverged),
+        }
+        if best.diverged or not math.isfinite(best.objective):
+            warnings.append(
+                f"{label}: every grid point diverged or missed the target; widen or shift the grid"
+            )
+            continue
+        for k in keys:
+            values = sorted(grid[k]) if all(isinstance(v, int | float) for v in grid[k]) else None
+            # (with two values any winner is at an edge: that is no news)
+            if values and len(values) > 2 and point[k] in (values[0], values[-1]):
+                side = "smallest" if point[k] == values[0] else "largest"
+                warnings.append(
+                    f"{label}: the best {k} = {point[k]:g} is the {side} of its grid; "
+                    "extend the grid past it"
+                )
+    return chosen, warnings
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+@dataclass
+class Tuned:
+    out: Path
+    chosen: dict[str, dict]
+    warnings: list[str]
+    trials: pd.DataFrame
+
+
+def tune(
+    p: Plan,
+    out: str | Path,
+    *,
+    jobs: int | None = None,
+    ray_address: str = "",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Tuned:
+    """Run a :func:`plan`: the grid on the validation split, then each policy's winner on
+    fresh seeds into ``out/runs/<label>-s<seed>`` (the report's runs). Writes
+    ``tune.csv`` (every grid run) and ``tune.json`` (the choices and warnings)."""
+    finals_n = len(p.specs) * p.final_seeds
+    check_jobs(jobs, [c for _, _, c in p.trials])
+    out = writable_dir(out)
+    total = len(p.trials) + finals_n
+    tick = (lambda d, _t: progress(d, total, "tuning")) if progress else None
+    outcomes = run_many(
+        [c for _, _, c in p.trials], jobs=jobs, ray_address=ray_address, progress=tick
+    )
+    table = trials_table(p, outcomes)
+    table.to_csv(out / "tune.csv", index=False)
+    chosen, warnings = choose(table, p.grid)
+    finals, dirs = [], []
+    for spec in p.specs:
+        label = label_of(spec)
+        _, policy = parse_spec(spec)
+        settings = [_override(k, v) for k, v in chosen[label]["settings"].items()]
+        for i in range(p.final_seeds):
+            seed = p.base.run.seed + FINAL_SEED_OFFSET + i
+            finals.append(
+                p.base.replace(*policy, *settings, f"run.seed={seed}", "task.validation=0")
+            )
+            dirs.append(out / "runs" / f"{label}-s{seed}")
+    for d in dirs:
+        (d / CHECKPOINT).unlink(missing_ok=True)
+    (out / "policies.txt").write_text("\n".join(label_of(s) for s in p.specs) + "\n")
+    tick2 = (lambda d, _t: progress(len(p.trials) + d, total, "final runs")) if progress else None
+    ends = run_many(finals, jobs=jobs, ray_address=ray_address, progress=tick2, outs=dirs)
+    failed = [o for o in ends if o.error]
+    warnings += [f"{o.config.policy.name} seed {o.config.run.seed}: {o.error}" for o in failed]
+    record = {
+        "objective": p.objective,
+        "validation": p.validation,
+        "grid": p.grid,
+        "seeds": p.seeds,
+        "final_seeds": p.final_seeds,
+        "chosen": chosen,
+        "warnings": warnings,
+    }
+    (out / "tune.json").write_text(json.dumps(record, indent=2, default=str))
+    return Tuned(out, chosen, warnings, table)

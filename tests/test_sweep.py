@@ -1,0 +1,58 @@
+"""Sweeps in parallel: the same traces as one run after another, and one-line refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hybridsgd as h
+from hybridsgd.errors import ConfigError
+from hybridsgd.sweep import check_jobs, run_many
+
+
+def configs() -> list[h.Config]:
+    base = h.Config.from_dict(
+        {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 25}}
+    )
+    return [
+        base.replace(*h.policies.parse_spec(name)[1], f"run.seed={seed}", "optimizer.momentum=0.9")
+        for name in ("sync", "async", "k_async:k=2")
+        for seed in (0, 1)
+    ]
+
+
+def test_parallel_runs_equal_sequential_runs_bit_for_bit():
+    seq = run_many(configs(), jobs=1)
+    par = run_many(configs(), jobs=2)
+    assert len(seq) == len(par) == 6
+    for a, b in zip(seq, par, strict=True):
+        assert a.error == b.error == ""
+        assert torch.equal(a.params, b.params)
+        for table in ("gradients", "updates", "evals"):
+            assert getattr(a.trace, table).equals(getattr(b.trace, table)), table
+    # and the order is the order given
+    assert [o.config.run.seed for o in par] == [c.run.seed for c in configs()]
+
+
+def test_a_sweep_run_takes_one_thread_unless_told():
+    (o,) = run_many(configs()[:1], jobs=1)
+    assert o.trace.summary["torch_threads"] == 1 and o.config.run.threads == 1
+
+
+def test_progress_counts_every_run():
+    seen = []
+    run_many(configs()[:3], jobs=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3) and len(seen) == 4
+
+
+@pytest.mark.parametrize("jobs", [0, -2, True, 1.5])
+def test_bad_jobs(jobs):
+    with pytest.raises(ConfigError, match="--jobs"):
+        check_jobs(jobs, configs())
+
+
+def test_real_backends_run_one_at_a_time():
+    local = [c.replace("run.backend=local") for c in configs()[:2]]
+    assert check_jobs(None, local) == 1
+    with pytest.raises(ConfigError, match="real time"):
+        check_jobs(2, local)

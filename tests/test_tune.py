@@ -1,0 +1,151 @@
+"""hybridsgd tune: each policy tuned on its own, on a validation split (docs/tuning.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hybridsgd as h
+from hybridsgd.errors import ConfigError
+from hybridsgd.tune import choose, parse_grid, plan, tune
+
+H_MIN, H_MAX = 0.1, 1.0
+BEST = 2 / (H_MIN + H_MAX)  # full-batch gradient descent on a quadratic: the fastest lr
+
+
+def quadratic() -> h.Config:
+    """Full-batch gradient descent: one worker, every sample in each minibatch."""
+    return h.Config.from_dict(
+        {
+            "task": {
+                "name": "quadratic", "dim": 10, "samples": 200, "batch_size": 200,
+                "curvature_min": H_MIN, "curvature_max": H_MAX, "noise": 0.0,
+            },
+            "policy": {"name": "sync", "workers": 1},
+            "timing": {"compute": "constant:value=1"},
+            "run": {"updates": 40, "eval_every": 40},
+        }
+    )  # fmt: skip
+
+
+def test_tune_finds_the_known_best_lr_of_a_quadratic(tmp_path):
+    """The contraction of gradient descent is max |1 - lr h| over the Hessian's eigenvalues,
+    smallest at 2 / (h_min + h_max); the grid brackets it closely on both sides. The
+    quadratic's loss is its training objective (its test set is its training set), so
+    --validation 0 tunes on that objective."""
+    grid = {"optimizer.lr": [BEST * f for f in (0.5, 0.8, 0.9, 1.0, 1.05, 1.2)]}
+    p = plan(quadratic(), ["sync"], grid, validation=0.0)
+    result = tune(p, tmp_path, jobs=1)
+    assert result.chosen["sync"]["settings"]["optimizer.lr"] == pytest.approx(BEST)
+    table = pd.read_csv(tmp_path / "tune.csv")
+    ranked = table.sort_values("objective").reset_index()
+    assert ranked.loc[0, "optimizer.lr"] == pytest.approx(BEST)
+    assert not result.warnings
+
+
+def test_validation_zero_is_refused_where_it_would_be_the_test_set():
+    cfg = h.Config.from_dict({"task": {"name": "mlp-digits"}})
+    with pytest.raises(ConfigError, match="--validation.*test set"):
+        plan(cfg, ["sync"], validation=0.0)
+
+
+def test_grid_runs_score_the_validation_split_and_winners_the_test_set(tmp_path):
+    cfg = h.Config.from_dict(
+        {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 30}}
+    )
+    p = plan(cfg, ["sync", "async"], {"optimizer.lr": [0.03, 0.1, 0.3]}, seeds=2, final_seeds=2)
+    assert len(p.trials) == 2 * 3 * 2
+    assert all(c.task.validation == 0.2 for _, _, c in p.trials)
+    result = tune(p, tmp_path, jobs=2)
+    trials = pd.read_csv(tmp_path / "tune.csv")
+    assert len(trials) == 12 and set(trials.seed) == {0, 1}
+    for label in ("sync", "async"):
+        best = result.chosen[label]["settings"]["optimizer.lr"]
+        mine = trials[trials.policy == label].groupby("optimizer.lr").objective.mean()
+        assert best == mine.idxmin()
+        for seed in (1000, 1001):
+            s = json.loads((tmp_path / "runs" / f"{label}-s{seed}" / "summary.json").read_text())
+            assert s["evaluated_on"] == "test" and s["config"]["optimizer"]["lr"] == best
+            assert s["config"]["task"]["validation"] == 0
+    h.report.build_report(tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert "optimizer.lr" in summary and (tmp_path / "sensitivity_async.png").is_file()
+
+
+def test_a_diverged_point_is_ranked_last_not_a_crash(tmp_path):
+    cfg = quadratic()
+    grid = {"optimizer.lr": [BEST, 50.0]}  # 50: |1 - 50 h| > 1, the loss explodes
+    result = tune(plan(cfg, ["sync"], grid, validation=0.0), tmp_path, jobs=1)
+    table = pd.read_csv(tmp_path / "tune.csv")
+    assert table.set_index("optimizer.lr").loc[50.0, "diverged"]
+    assert math.isinf(table.set_index("optimizer.lr").loc[50.0, "objective"])
+    assert result.chosen["sync"]["settings"]["optimizer.lr"] == pytest.approx(BEST)
+
+
+def test_choose_warns_at_the_edge_of_the_grid_and_when_all_diverge():
+    grid = {"optimizer.lr": [0.01, 0.1, 1.0]}
+    rows = [
+        {"policy": "a", "optimizer.lr": lr, "objective": obj, "diverged": d, "final_loss": obj}
+        for lr, obj, d in [(0.01, 3.0, False), (0.1, 2.0, False), (1.0, 1.0, False)]
+    ] + [
+        {"policy": "b", "optimizer.lr": lr, "objective": math.inf, "diverged": True,
+         "final_loss": math.nan}
+        for lr in grid["optimizer.lr"]
+    ]  # fmt: skip
+    chosen, warnings = choose(pd.DataFrame(rows), grid)
+    assert chosen["a"]["settings"] == {"optimizer.lr": 1.0}
+    assert any("a: the best optimizer.lr = 1 is the largest" in w for w in warnings)
+    assert any(w.startswith("b: every grid point diverged") for w in warnings)
+    assert chosen["b"]["diverged"]
+
+
+def test_default_grid_is_a_log_grid_of_lrs():
+    p = plan(h.Config.from_dict({"task": {"name": "mlp-digits"}}), ["sync"])
+    lrs = p.grid["optimizer.lr"]
+    assert 6 <= len(lrs) <= 8 and np.all(np.diff(np.log(lrs)) > 0)
+    adam = plan(h.Config.from_dict({"optimizer": {"name": "adam"}}), ["sync"])
+    assert max(adam.grid["optimizer.lr"]) < max(lrs)
+
+
+def test_parse_grid():
+    assert parse_grid(["optimizer.lr=[0.1, 1]", 'optimizer.schedule=["constant", "cosine"]']) == {
+        "optimizer.lr": [0.1, 1],
+        "optimizer.schedule": ["constant", "cosine"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--grid", "optimizer.lr=[]"], "--grid: optimizer.lr has an empty list"),
+        (["--grid", "optimizer.lrr=[0.1]"], "optimizer.lrr: unknown key"),
+        (["--grid", "optimizer.lr=[0.1,-1]"], "optimizer.lr: must be a positive number"),
+        (["--grid", "optimizer.momentum=[0.5,1.5]"], "optimizer.momentum: must be in [0, 1)"),
+        (["--objective", "time-to-target"], "needs run.target_accuracy"),
+        (["--jobs", "0"], "--jobs: must be a whole number >= 1"),
+        (["--policy", "sink"], "--policy: unknown policy"),
+        (["--validation", "0.9"], "--validation"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_run(tmp_path, args, says):
+    config = tmp_path / "c.toml"
+    config.write_text('[task]\nname = "mlp-digits"\n[run]\nupdates = 10\n')
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "hybridsgd.cli", "tune", str(config), "--out", str(out)]
+    cli += [*args] if "--policy" in args else ["--policy", "sync", *args]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (out / "runs").exists() and not (out / "tune.csv").exists()
+
+
+def test_time_to_target_needs_a_metric():
+    cfg = quadratic().replace("run.target_accuracy=0.9")
+    with pytest.raises(ConfigError, match="quadratic has none"):
+        plan(cfg, ["sync"], objective="time-to-target", validation=0.0)
