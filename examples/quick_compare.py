@@ -1,7 +1,9 @@
 """The demo: sync, backup, async and hybrid SGD on real digits under heavy-tailed stragglers.
 
 Every policy trains on the simulator for the same virtual time and seed; the table shows
-who reaches 95% test accuracy first and what each paid (cancelled work, staleness).
+who reaches 95% test accuracy first and what each paid (cancelled work, staleness). The
+learning rates here are set by hand; `make demo` (`hybridsgd tune`) tunes each policy on
+its own first (docs/tuning.md), which is what a verdict should rest on.
 
     python examples/quick_compare.py [--seeds 2] [--out runs/demo]
 """
