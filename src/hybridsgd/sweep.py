@@ -103,7 +103,8 @@ def run_many(
     def finish(i: int, outcome: Outcome) -> None:
         nonlocal done
         results[i] = outcome
-        if outs[i] is not None and outcome.trace is not None:
+        if ray_address and outs[i] is not None and outcome.trace is not None:
+            # a Ray task may run on another machine: its run directory is written here
             from hybridsgd.rundir import to_toml
 
             outcome.trace.write(outs[i], config_toml=to_toml(outcome.config.to_dict()))  # type: ignore[arg-type]
@@ -114,39 +115,53 @@ def run_many(
     if progress is not None:
         progress(0, len(configs))
     dicts = [c.to_dict() for c in configs]
+    dirs = [str(o) if o is not None else None for o in outs]
     if ray_address:
+        if any(c.run.log for c in configs):
+            raise ConfigError(
+                "run.log",
+                "runs on Ray do not stream logs: drop run.log, or export the traces "
+                "afterwards with hybridsgd report DIR --tensorboard OUT",
+            )
         _on_ray(dicts, ray_address, finish)
     elif n_jobs == 1 or len(configs) == 1:
         for i, d in enumerate(dicts):
-            finish(i, _outcome(d))
+            finish(i, _outcome(d, one_run(d, dirs[i])))
     else:
-        _in_pool(dicts, min(n_jobs, len(configs)), finish)
+        _in_pool(dicts, dirs, min(n_jobs, len(configs)), finish)
     return [r for r in results if r is not None]
 
 
-def one_run(config: dict[str, Any]) -> tuple[Trace | None, torch.Tensor | None, str]:
-    """Run one config (a plain dict: it crosses process and machine boundaries)."""
+def one_run(
+    config: dict[str, Any], out: str | None = None
+) -> tuple[Trace | None, torch.Tensor | None, str]:
+    """Run one config (a plain dict: it crosses process and machine boundaries), into the
+    run directory ``out`` if given (replacing a run there, as ``--force`` does)."""
     from hybridsgd.errors import HybridSGDError, WorkerLost
     from hybridsgd.runner import run
 
     try:
-        result = run(Config.from_dict(config))
+        result = run(Config.from_dict(config), out=out, force=True)
     except (ConfigError, WorkerLost, HybridSGDError) as exc:
         return None, None, str(exc)
     return result.trace, result.params, ""
 
 
-def _outcome(config: dict[str, Any], answer: tuple | None = None) -> Outcome:
-    trace, params, error = answer if answer is not None else one_run(config)
+def _outcome(config: dict[str, Any], answer: tuple) -> Outcome:
+    trace, params, error = answer
     return Outcome(Config.from_dict(config), trace, params, error)
 
 
-def _in_pool(dicts: list[dict], n: int, finish: Callable[[int, Outcome], None]) -> None:
+def _in_pool(
+    dicts: list[dict], dirs: list[str | None], n: int, finish: Callable[[int, Outcome], None]
+) -> None:
     # spawn: a fresh interpreter per worker process (forking a process that has started
     # torch's thread pools can deadlock); each worker serves many runs
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-        futures: dict[Future, int] = {pool.submit(one_run, d): i for i, d in enumerate(dicts)}
+        futures: dict[Future, int] = {
+            pool.submit(one_run, d, dirs[i]): i for i, d in enumerate(dicts)
+        }
         pending = set(futures)
         try:
             while pending:

@@ -133,9 +133,10 @@ def plan(
         for point in points(grid):
             settings = [_override(k, v) for k, v in point.items()]
             for s in range(seeds):
+                # grid runs keep no logs: only the winners' test runs are worth a dashboard
                 cfg = base.replace(
                     *policy, *settings, f"task.validation={validation}",
-                    f"run.seed={base.run.seed + s}",
+                    f"run.seed={base.run.seed + s}", "run.log=[]",
                 )  # fmt: skip
                 p.trials.append((spec, point, cfg))
     return p
