@@ -132,14 +132,28 @@ def run_many(
     return [r for r in results if r is not None]
 
 
+def load_policies(names: Sequence[str]) -> None:
+    """Import the modules that registered policies in the process that started the sweep
+    (:func:`hybridsgd.policies.registry.modules`): a fresh interpreter knows only
+    hybridsgd's own. A script run as ``__main__`` is imported again under the name
+    ``__mp_main__`` by the process pool itself."""
+    import importlib
+
+    for name in names:
+        if name not in ("__main__", "__mp_main__"):
+            importlib.import_module(name)
+
+
 def one_run(
-    config: dict[str, Any], out: str | None = None
+    config: dict[str, Any], out: str | None = None, policies: Sequence[str] = ()
 ) -> tuple[Trace | None, torch.Tensor | None, str]:
     """Run one config (a plain dict: it crosses process and machine boundaries), into the
-    run directory ``out`` if given (replacing a run there, as ``--force`` does)."""
+    run directory ``out`` if given (replacing a run there, as ``--force`` does).
+    ``policies``: modules to import first (:func:`load_policies`)."""
     from hybridsgd.errors import HybridSGDError, WorkerLost
     from hybridsgd.runner import run
 
+    load_policies(policies)
     try:
         result = run(Config.from_dict(config), out=out, force=True)
     except (ConfigError, WorkerLost, HybridSGDError) as exc:
@@ -157,8 +171,13 @@ def _in_pool(
 ) -> None:
     # spawn: a fresh interpreter per worker process (forking a process that has started
     # torch's thread pools can deadlock); each worker serves many runs
+    from hybridsgd.policies.registry import modules
+
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+    policies = modules()
+    with ProcessPoolExecutor(
+        max_workers=n, mp_context=context, initializer=load_policies, initargs=(policies,)
+    ) as pool:
         futures: dict[Future, int] = {
             pool.submit(one_run, d, dirs[i]): i for i, d in enumerate(dicts)
         }
@@ -192,8 +211,11 @@ def _on_ray(dicts: list[dict], address: str, finish: Callable[[int, Outcome], No
             ) from None
     try:
         # one CPU per run: Ray runs as many side by side as the cluster has cores
+        from hybridsgd.policies.registry import modules
+
         remote = ray.remote(num_cpus=1, max_retries=0)(one_run)
-        refs = {remote.remote(d): i for i, d in enumerate(dicts)}
+        policies = modules()
+        refs = {remote.remote(d, None, policies): i for i, d in enumerate(dicts)}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=RAY_STALL_S)

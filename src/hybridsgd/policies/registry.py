@@ -119,6 +119,14 @@ _TYPES: dict[str, Any] = {}
 _OWNERS: dict[str, list[str]] = {}
 
 
+def modules() -> list[str]:
+    """The modules that registered a policy beyond hybridsgd's own (a user's, a test's):
+    a fresh interpreter (a sweep's worker process, a Ray task) imports them to know the same
+    policies."""
+    names = {getattr(e.build, "__module__", None) for e in REGISTRY.values()}
+    return sorted(n for n in names if n and not n.startswith("hybridsgd."))
+
+
 def register(entry: Registered) -> Registered:
     """Add a policy. A key that several policies share (``k``) must be declared alike."""
     if entry.name in REGISTRY:
