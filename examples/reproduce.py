@@ -21,7 +21,7 @@ from hybridsgd.report import build_report, compare
 from hybridsgd.tune import plan, tune
 
 #: each policy's own lr and momentum come from this grid (docs/tuning.md)
-GRID = {"optimizer.lr": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0], "optimizer.momentum": [0.0, 0.9]}
+GRID = {"optimizer.lr": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "optimizer.momentum": [0.0, 0.9]}
 
 BASE = {
     "task": {"name": "mlp-digits", "batch_size": 32},
