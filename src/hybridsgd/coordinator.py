@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -26,6 +25,7 @@ from hybridsgd.core.aggregators import Aggregator, Mean
 from hybridsgd.core.faults import GradientCheck
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
+from hybridsgd.core.update import Part, UpdateBuilder
 from hybridsgd.policies.base import Decision, Fate, Policy
 
 
@@ -60,7 +60,9 @@ class Coordinator:
         self.attack = attack
         self._held: dict[int, torch.Tensor] = {}
         self._worker: dict[int, int] = {}  # who sent each held gradient (for the attack)
-        self._sum: torch.Tensor | None = None
+        # the update from its gradients, as the simulator's replay builds it; the gradients
+        # may be a worker's buffers: read, never scaled in place
+        self._builder = UpdateBuilder(self.aggregator, attack, owned=False)
         self._next_gid = 0
 
     def request(self, worker: int) -> int | None:
@@ -122,7 +124,7 @@ class Coordinator:
             return
         if update.sync_tensors:
             raise NotImplementedError("the hybrid partition reading runs only in the simulator")
-        scales, grads, senders = [], [], []
+        parts = []
         for gid, stale in zip(update.members, update.staleness, strict=True):
             g = self._held.pop(gid)
             sender = self._worker.pop(gid, -1)
@@ -130,30 +132,11 @@ class Coordinator:
             if why:
                 self.rejected.append((gid, why))
             else:
-                grads.append(g)
-                senders.append(sender)
-                scales.append(self.staleness.scale(stale))
-        if self.attack is not None and grads:
-            rows = torch.stack(grads)
-            self.attack(rows, senders)
-            grads = list(rows)
-        step: dict[str, Any] = {"n": len(grads), "time": now, "level": update.regime}
-        if not grads:
+                parts.append(Part(g, 1, self.staleness.scale(stale), [sender]))
+        if not parts:
             self.server.skip()
-        elif not self.aggregator.linear:
-            counts = torch.ones(len(grads))
-            rows = torch.stack(grads)
-            self.server.apply(self.aggregator(rows, counts, torch.tensor(scales)), **step)
-        else:  # a weighted sum into one reused buffer: no stacking copy, no fresh pages
-            weights = self.aggregator.weights([1.0] * len(grads), scales)
-            if len(grads) == 1 and weights[0] == 1.0:
-                self.server.apply(grads[0], **step)
-            else:
-                if self._sum is None or self._sum.shape != grads[0].shape:
-                    self._sum = torch.empty_like(grads[0])
-                torch.mul(grads[0], weights[0], out=self._sum)
-                for g, w in zip(grads[1:], weights[1:], strict=True):
-                    self._sum.add_(g, alpha=w)
-                self.server.apply(self._sum, **step)
+        else:
+            grad = self._builder.build(parts)
+            self.server.apply(grad, n=len(parts), time=now, level=update.regime)
         if self.server.version != update.version:
             raise RuntimeError("server and policy disagree on the version")  # a bug

@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
+from hybridsgd.backends.protocol import WorkerProtocol
 from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.faults import Faults
 from hybridsgd.errors import WorkerLost
-from hybridsgd.policies.base import Decision, Fate
-from hybridsgd.record import CANCELLED, FATE_CODE, PENDING, Recorder, Schedule
+from hybridsgd.policies.base import Decision, Fate, Update
+from hybridsgd.record import Recorder, Schedule
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 from hybridsgd.timing.cluster import Cluster
@@ -110,12 +111,20 @@ class Driver:
         self.rec = Recorder(self.W)
         self.snapshots: list[tuple[int, float, torch.Tensor]] = []
         self.lost: list[dict] = []
-        # w -> token, read version, minibatch, start time, the transport's own data
-        self._busy: dict[int, tuple[int, int, int, float, Any]] = {}
-        self._token = [0] * self.W
-        self._next_slot = [0] * self.W
+        #: every worker's job, followed as the simulator follows it (the transport's data of
+        #: a job is its handle)
+        self.jobs = WorkerProtocol(
+            self.policy,
+            self.rec,
+            launch=self._job,
+            push=self._push,
+            decide_loss=coordinator.lose,
+            finish=self._finish,
+            on_update=self._updated,
+            on_cancel=self._cancelling,
+        )
+        self._gone = self.jobs.lost
         self._aliased: dict[int, int] = {}  # worker -> gid held in a buffer it will overwrite
-        self._gone: set[int] = set()
         self.pids: list[int] = []
         self.restarts = [0] * self.W
         self.hung: list[int] = []  # workers that did not stop when asked at the end
@@ -174,9 +183,11 @@ class Driver:
     def _wait_budget(self, now: float, max_time: float) -> float:
         """Seconds until the next thing that needs the driver without a message: the time
         limit, the oldest job's timeout, the next injected crash."""
-        if not self._busy:
+        jobs = self.jobs
+        started = [jobs.began[w] for w in range(self.W) if jobs.busy[w]]
+        if not started:
             raise RuntimeError("no worker is running and none may start")  # a policy bug
-        oldest = min(job[3] for job in self._busy.values())
+        oldest = min(started)
         crash = self._crashes[0][0] if self._crashes else math.inf
         return max(0.0, min(max_time, oldest + self.worker_timeout, crash) - now)
 
@@ -187,89 +198,67 @@ class Driver:
             if w not in self._gone:
                 kill(w)
                 self._lose(w, now, "crashed (faults)")
-        for w, job in list(self._busy.items()):
-            if now - job[3] > self.worker_timeout:
+        jobs = self.jobs
+        for w in range(self.W):
+            if jobs.busy[w] and now - jobs.began[w] > self.worker_timeout:
                 kill(w)
                 self._lose(
                     w, now, f"no answer within run.worker_timeout = {self.worker_timeout:g} s"
                 )
 
-    # -- events --------------------------------------------------------------------------
+    # -- events: the worker protocol, and what a real backend adds to it --------------------
     def _start(self, w: int, now: float) -> None:
-        if w in self._gone:
-            return
-        v = self.coord.request(w)
-        if v is None:
-            return
+        self.jobs.start(w, now)
+
+    def _current(self, w: int, token: int) -> bool:
+        """Whether a result for ``token`` is the worker's job in progress (not cancelled)."""
+        return self.jobs.current(w, token)
+
+    def _arrive(self, w: int, now: float, grad: torch.Tensor) -> None:
+        self.jobs.arrive(w, now, grad)
+
+    def _cancel(self, w: int, now: float) -> None:
+        """Record the worker's job in flight as cancelled."""
+        self.jobs.cancel(w, now)
+
+    def _lose(self, w: int, now: float, why: str) -> None:
+        if w not in self._gone:
+            self.lost.append({"worker": w, "time": now, "why": why})
+        self.jobs.lose(w, now, shrink=self.shrink)
+
+    def _job(self, w: int, token: int, slot: int, now: float) -> Any:
+        """Launch a job the protocol started: the injected delay, then the transport."""
         if w in self._aliased:  # its gradient buffer is about to be overwritten
             self.coord.own(self._aliased.pop(w))
-        self._token[w] += 1
-        slot = self._next_slot[w]
-        self._next_slot[w] += 1
         delay = (
             self.cluster.delay(w, now / self.unit) * self.unit
             if self.unit > 0 and self.cluster
             else 0.0
         )
-        data = self._launch(w, self._token[w], slot, delay)
-        self._busy[w] = (self._token[w], v, slot, now, data)
+        return self._launch(w, token, slot, delay)
 
-    def _end(self, w: int) -> tuple[int, int, float]:
-        """The worker's job is over: its read version, minibatch and start time."""
-        _, read, slot, start, data = self._busy.pop(w)
-        self._finish(data)
-        return read, slot, start
-
-    def _current(self, w: int, token: int) -> bool:
-        """Whether a result for ``token`` is the worker's job in progress (not cancelled)."""
-        return w in self._busy and self._busy[w][0] == token
-
-    def _arrive(self, w: int, now: float, grad: torch.Tensor) -> None:
-        read, slot, start = self._end(w)
-        gid = len(self.rec.fate)
+    def _push(self, w: int, read: int, gid: int, now: float, grad: torch.Tensor) -> Decision:
+        """A gradient to the coordinator (corrupted first where its worker is faulty)."""
         self.faults.corrupt_one(w, grad)
-        d = self.coord.push(w, read, grad, now, gid=gid)
-        fate = PENDING if d.decision.fate == Fate.BUFFERED else FATE_CODE[d.decision.fate]
-        self.rec.gradient(w, slot, read, start, now, fate, d.decision.staleness)
-        if d.decision.fate == Fate.BUFFERED and self.aliases_gradients:
+        d = self.coord.push(w, read, grad, now, gid=gid).decision
+        if d.fate == Fate.BUFFERED and self.aliases_gradients:
             self._aliased[w] = gid
-        self._follow(d.decision, now)
-        self._start(w, now)
+        return d
 
-    def _cancel(self, w: int, now: float) -> None:
-        """Record the worker's job in flight as cancelled."""
-        if w in self._busy:
-            read, slot, start = self._end(w)
-            stale = self.policy.version - read
-            self.rec.gradient(w, slot, read, start, now, CANCELLED, stale)
+    def _updated(self, update: Update, now: float) -> None:
+        """A new version: publish it, record rejections, keep a snapshot to evaluate."""
+        self._publish()
+        for gid, why in self.coord.rejected:
+            self.rec.reject(gid, why)
+        self.coord.rejected.clear()
+        v = update.version
+        if v % self.eval_every == 0:
+            self.snapshots.append((v, now, self.server.params.clone()))
+        if self.progress is not None:
+            self.progress(v)
 
-    def _lose(self, w: int, now: float, why: str) -> None:
-        if w in self._gone:
-            return
-        self._gone.add(w)
-        self.lost.append({"worker": w, "time": now, "why": why})
-        self._cancel(w, now)
-        self._follow(self.coord.lose(w, now, shrink=self.shrink), now)
-
-    def _follow(self, d: Decision, now: float) -> None:
-        """Carry out a decision: record its update, cancel and release workers."""
-        if d.update is not None:
-            self._publish()
-            self.rec.fired(d.update, now)
-            for gid, why in self.coord.rejected:
-                self.rec.reject(gid, why)
-            self.coord.rejected.clear()
-            v = d.update.version
-            if v % self.eval_every == 0:
-                self.snapshots.append((v, now, self.server.params.clone()))
-            if self.progress is not None:
-                self.progress(v)
-        for c in d.cancel:
-            if c in self._busy:
-                self._cancel(c, now)
-                self._start(c, now)  # the new job's message cancels the old one
-        for r in d.release:
-            self._start(r, now)
+    def _cancelling(self, w: int, token: int) -> None:
+        """A decision cancels worker ``w``'s job ``token`` (a transport may tell it)."""
 
     # -- the transport ---------------------------------------------------------------------
     def _open(self) -> None:

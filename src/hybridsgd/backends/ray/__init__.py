@@ -439,11 +439,9 @@ class RayBackend(Driver):
         else:
             self._lose(w, now, f"actor died ({why})")
 
-    def _follow(self, d, now: float) -> None:
-        for c in d.cancel:  # tell the worker, so it stops at its next safe point
-            if c in self._busy and not self._local[c]:  # (on a socket: the next job does)
-                self.actors[c].cancel.remote(self._busy[c][0])
-        super()._follow(d, now)
+    def _cancelling(self, w: int, token: int) -> None:
+        if not self._local[w]:  # tell the worker, so it stops at its next safe point
+            self.actors[w].cancel.remote(token)  # (on a socket: the next job does)
 
     def _close(self) -> None:
         for c in self._conns.values():

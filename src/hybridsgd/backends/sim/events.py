@@ -1,8 +1,10 @@
 """The simulator's event loop: virtual time, one heap, the policy decides everything.
 
 Small on purpose (compare simpy's core): a heap of ``(time, worker, token)``. Each worker has
-at most one pending arrival; a cancellation bumps the worker's token so its stale heap entry
+at most one pending arrival; every job has a new token, so the heap entry of a cancelled job
 is skipped. Ties in time are broken by worker index, so a seed reproduces a run bit for bit.
+What happens to each job is the :class:`~hybridsgd.backends.protocol.WorkerProtocol` the
+real backends follow too.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import heapq
 import math
 from collections.abc import Sequence
 
+from hybridsgd.backends.protocol import WorkerProtocol
 from hybridsgd.errors import WorkerLost
 from hybridsgd.policies.base import Policy
-from hybridsgd.record import CANCELLED, FATE_CODE, PENDING, Recorder, Schedule
+from hybridsgd.record import Recorder, Schedule
 from hybridsgd.timing.cluster import Cluster
 
 
@@ -35,48 +38,19 @@ def run_events(
     max_updates = max_updates if max_updates is not None else math.inf
     max_time = max_time if max_time is not None else math.inf
     heap: list[tuple[float, int, int]] = []
-    token = [0] * W
-    read = [0] * W
-    began = [0.0] * W
-    slot = [0] * W  # minibatch index of the current work
-    next_slot = [0] * W
     rec = Recorder(W)
-    request, push, delay = policy.request, policy.push, cluster.delay
-    push_heap = heapq.heappush
-    code = FATE_CODE
-    gradient, fired, update_time = rec.gradient, rec.fired, rec.update_time
+    delay, push_heap = cluster.delay, heapq.heappush
 
-    busy = [False] * W
-    lost: set[int] = set()
+    def launch(w: int, token: int, slot: int, t: float) -> None:
+        push_heap(heap, (t + delay(w, t), w, token))
+
+    jobs = WorkerProtocol(policy, rec, launch=launch)
+    token, arrive, update_time = jobs.token, jobs.arrive, rec.update_time
     crashes = list(crashes)
     next_crash = crashes[0][0] if crashes else math.inf
 
-    def start(w: int, t: float) -> None:
-        if w in lost:
-            return
-        v = request(w)
-        if v is None:
-            return
-        read[w] = v
-        began[w] = t
-        slot[w] = next_slot[w]
-        next_slot[w] += 1
-        busy[w] = True
-        push_heap(heap, (t + delay(w, t), w, token[w]))
-
-    def follow(d, t: float) -> None:
-        if d.update is not None:
-            fired(d.update, t)
-        for c in d.cancel:
-            token[c] += 1
-            busy[c] = False
-            gradient(c, slot[c], read[c], began[c], t, CANCELLED, policy.version - read[c])
-            start(c, t)
-        for r in d.release:
-            start(r, t)
-
     for w in range(W):
-        start(w, 0.0)
+        jobs.start(w, 0.0)
     pop = heapq.heappop
     stopped = ""
     while heap:
@@ -85,17 +59,9 @@ def run_events(
             next_crash = crashes[0][0] if crashes else math.inf
             if tc > max_time:
                 break
-            if cw in lost:
-                continue
-            lost.add(cw)
-            rec.lost.append((tc, cw))
-            if busy[cw]:
-                token[cw] += 1
-                busy[cw] = False
-                stale = policy.version - read[cw]
-                gradient(cw, slot[cw], read[cw], began[cw], tc, CANCELLED, stale)
             try:
-                follow(policy.lose(cw, tc, shrink=shrink), tc)
+                if not jobs.lose(cw, tc, shrink=shrink):
+                    continue  # lost already
             except WorkerLost as exc:
                 stopped = f"{exc} (at time {tc:g})"
                 break
@@ -103,16 +69,11 @@ def run_events(
                 break
             continue
         t, w, tok = pop(heap)
-        if tok != token[w]:
-            continue  # this work was cancelled
+        if tok != token[w] or not jobs.busy[w]:
+            continue  # this work was cancelled, or its worker lost
         if t > max_time:
             break
-        busy[w] = False
-        d = push(w, read[w], len(rec.fate), t)
-        fate = PENDING if d.fate == "buffered" else code[d.fate]
-        gradient(w, slot[w], read[w], began[w], t, fate, d.staleness)
-        follow(d, t)
-        start(w, t)
+        arrive(w, t)
         if len(update_time) >= max_updates:
             break
     schedule = rec.schedule("events")

@@ -21,6 +21,7 @@ from hybridsgd.core.aggregators import Aggregator
 from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
+from hybridsgd.core.update import Part, UpdateBuilder
 from hybridsgd.record import APPLIED, Evals, Schedule
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
@@ -32,7 +33,7 @@ class ReplayState:
     and end bit for bit where the uninterrupted replay ends (a checkpoint's content)."""
 
     version: int
-    pending: dict[int, list[tuple]]  # computed, for updates not yet applied
+    pending: dict[int, list[Part]]  # computed, for updates not yet applied
     evals: Evals
     reasons: dict[int, str]  # gradients rejected so far
     faults: dict
@@ -102,12 +103,16 @@ def replay(
     # an update fed by one group gets that group's gradient as is (per-tensor parts, no
     # flat copy); updates fed by several groups stack flat rows from a reused pool
     groups_per_update = np.bincount(group_u, minlength=U).tolist() if group_u else [0] * U
-    pending: dict[int, list[tuple]] = {}
+    pending: dict[int, list[Part]] = {}
     pool: list[torch.Tensor] = []  # reused flat buffers: fresh pages cost a copy's time
+    # the update from its parts, as the coordinator builds it (the parts are scratch here)
+    attack = faults.attack_update if faults.omniscient else None
+    builder = UpdateBuilder(aggregator, attack, owned=True)
     evals = Evals()
     first = 0
     if resume is not None:
-        first, pending, evals = resume.version, resume.pending, resume.evals
+        first, evals = resume.version, resume.evals
+        pending = {u: [_as_part(c) for c in cs] for u, cs in resume.pending.items()}
         for gid, why in resume.reasons.items():
             schedule.reject(gid, why)
         faults.load_state(resume.faults)
@@ -136,26 +141,28 @@ def replay(
                     rows, kept = _rows(
                         task, params, x, y, gids[a:b], members_w[a:b], faults, check, schedule
                     )
-                    if len(rows) and (not aggregator.linear or faults.omniscient):
-                        pending.setdefault(u, []).append((rows, 1, scale, kept))
+                    if len(rows) and builder.per_row:
+                        pending.setdefault(u, []).append(Part(rows, 1, scale, kept, rows=True))
                     elif len(rows):
-                        pending.setdefault(u, []).append((rows.mean(dim=0), len(rows), scale))
+                        pending.setdefault(u, []).append(Part(rows.mean(dim=0), len(rows), scale))
                 elif groups_per_update[u] == 1:
                     parts, _ = task.grad_parts(params, x, y)
                     if n > 1 and not check.finite(parts):
                         _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
                     else:
-                        pending[u] = [(parts, n, scale)]
+                        pending[u] = [Part(parts, n, scale)]
                 else:
                     mean, _ = task.grad(params, x, y, out=pool.pop() if pool else None)
                     if not check.finite(mean):
                         pool.append(mean)
                         _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
                     else:
-                        pending.setdefault(u, []).append((mean, n, scale))
+                        pending.setdefault(u, []).append(Part(mean, n, scale))
                 g += 1
             contributions = pending.pop(v, [])
-            grad = _combine(contributions, aggregator, pool, faults) if contributions else None
+            grad = builder.build(contributions) if contributions else None
+            if len(contributions) > 1 and not builder.per_row:  # flat means: scratch again
+                pool.extend(c.grad for c in contributions)  # type: ignore[misc]
             # a gradient that is not finite is rejected alone, as the Coordinator does: a
             # batched group whose mean is not finite was recomputed row by row above; what
             # is left is an update made of one gradient, or one that overflowed combining
@@ -168,7 +175,7 @@ def replay(
             elif server.hyper is None:
                 server.apply(grad)
             else:  # this update's lr and momentum follow its gradients, time and regime
-                n = sum(len(p[3]) if len(p) == 4 else p[1] for p in contributions)
+                n = sum(len(c.workers) if c.rows else c.count for c in contributions)
                 t, level = float(schedule.update_time[v]), _level(schedule, v)
                 server.apply(grad, n=n, time=t, level=level)
             version = v + 1
@@ -266,7 +273,7 @@ def _reject_apart(task, params, x, y, a, b, u, scale, pending, gids, workers, fa
     only those that are not finite are rejected; the mean of the others joins update ``u``."""
     rows, _ = _rows(task, params, x, y, gids[a:b], workers[a:b], faults, check, s)
     if len(rows):
-        pending.setdefault(u, []).append((rows.mean(dim=0), len(rows), scale))
+        pending.setdefault(u, []).append(Part(rows.mean(dim=0), len(rows), scale))
 
 
 def _rows(task, params, x, y, gids, workers, faults, check, schedule):
@@ -293,23 +300,11 @@ def _rows(task, params, x, y, gids, workers, faults, check, schedule):
     return (rows, kept) if len(keep) == n else (rows[keep], kept)
 
 
-def _combine(parts: list[tuple], aggregator: Aggregator, pool: list[torch.Tensor], faults: Faults):
-    """One update's gradient from its groups' contributions: means standing for several
-    gradients, or rows with their workers (a robust rule, an omniscient attack)."""
-    if not aggregator.linear or faults.omniscient:
-        rows = torch.cat([p[0] for p in parts])
-        if faults.omniscient:  # the attack sees the update's accepted honest rows
-            faults.attack_update(rows, [w for p in parts for w in p[3]])
-        counts = torch.tensor([1.0] * rows.shape[0])
-        scales = torch.cat([torch.full((p[0].shape[0],), p[2]) for p in parts])
-        return aggregator(rows, counts, scales)
-    weights = aggregator.weights([float(p[1]) for p in parts], [p[2] for p in parts])
-    if len(parts) == 1:
-        grad, w = parts[0][0], weights[0]
-        if w != 1.0:
-            for t in grad if isinstance(grad, list) else [grad]:
-                t.mul_(w)
-        return grad
-    rows = torch.stack([p[0] for p in parts])
-    pool.extend(p[0] for p in parts)
-    return torch.tensor(weights, device=rows.device) @ rows
+def _as_part(c: Part | tuple) -> Part:
+    """A pending contribution as a :class:`Part` (checkpoints before 0.x held tuples:
+    ``(mean, count, scale)`` or ``(rows, 1, scale, workers)``)."""
+    if isinstance(c, Part):
+        return c
+    if len(c) == 4:
+        return Part(c[0], 1, c[2], list(c[3]), rows=True)
+    return Part(c[0], c[1], c[2])

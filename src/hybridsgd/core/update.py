@@ -1,0 +1,91 @@
+"""One update's gradient from the gradients it aggregates: the one helper the coordinator
+(real backends) and the simulator's replay both build their updates with.
+
+An update is made of *parts*. A part is one gradient (a real backend), or the mean of
+several gradients that read the same version (the replay computes them in one batched
+pass), or rows of single gradients. Each part carries its count and its staleness scale.
+Gradients the server's check refuses were left out before this point, one by one, in
+both backends: the rule is :meth:`hybridsgd.core.faults.GradientCheck.row`.
+
+* A **linear** aggregator (mean, sum) weighs the parts with
+  :meth:`~hybridsgd.core.aggregators.Aggregator.weights` and sums them in order into one
+  reused buffer. There is no stacking copy and no fresh pages.
+* A **robust** aggregator, or an omniscient attack, needs one row per gradient. The rows
+  are stacked, the attack rewrites its Byzantine rows from the honest ones
+  (:meth:`hybridsgd.core.faults.Faults.attack_update`, the one place it is applied), and
+  the aggregator combines the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import torch
+
+from hybridsgd.core.aggregators import Aggregator
+
+Attack = Callable[[torch.Tensor, list[int]], None]
+
+
+@dataclass(slots=True)
+class Part:
+    """Gradients of one update: ``grad`` is a flat vector (one gradient, or the mean of
+    ``count``), per-tensor parts (the replay's single group), or ``[n, d]`` rows (``rows``
+    is True) sent by ``workers``."""
+
+    grad: torch.Tensor | list[torch.Tensor | None]
+    count: int
+    scale: float
+    workers: list[int] = field(default_factory=list)
+    rows: bool = False
+
+
+class UpdateBuilder:
+    """Builds each update's gradient from its parts (see the module doc). ``owned``: the
+    parts' tensors belong to the caller's scratch and may be scaled in place; otherwise
+    they are a worker's buffers and are only read."""
+
+    def __init__(self, aggregator: Aggregator, attack: Attack | None = None, *, owned: bool):
+        self.aggregator, self.attack, self.owned = aggregator, attack, owned
+        self._sum: torch.Tensor | None = None
+
+    @property
+    def per_row(self) -> bool:
+        """Whether every gradient must arrive as its own row."""
+        return not self.aggregator.linear or self.attack is not None
+
+    def build(self, parts: Sequence[Part]) -> torch.Tensor | list[torch.Tensor | None]:
+        """The update's gradient: the aggregate of ``parts`` (at least one)."""
+        if self.per_row:
+            flat = [cast(torch.Tensor, p.grad) for p in parts]  # rows or flat vectors here
+            pairs = zip(flat, parts, strict=True)
+            rows = torch.cat([g if p.rows else g.unsqueeze(0) for g, p in pairs])
+            if self.attack is not None:  # the attack sees the update's accepted honest rows
+                self.attack(rows, [w for p in parts for w in p.workers])
+            counts = torch.ones(rows.shape[0])
+            scales = torch.cat([torch.full((_n(p),), p.scale) for p in parts])
+            return self.aggregator(rows, counts, scales)
+        weights = self.aggregator.weights([float(p.count) for p in parts], [p.scale for p in parts])
+        first = parts[0].grad
+        if len(parts) == 1:
+            w = weights[0]
+            if w == 1.0:
+                return first
+            if self.owned:
+                for t in first if isinstance(first, list) else [first]:
+                    if t is not None:
+                        t.mul_(w)
+                return first
+        assert isinstance(first, torch.Tensor)  # several parts: flat vectors
+        if self._sum is None or self._sum.shape != first.shape or self._sum.device != first.device:
+            self._sum = torch.empty_like(first)
+        torch.mul(first, weights[0], out=self._sum)
+        for p, w in zip(parts[1:], weights[1:], strict=True):
+            self._sum.add_(p.grad, alpha=w)  # type: ignore[arg-type]
+        return self._sum
+
+
+def _n(p: Part) -> int:
+    return int(p.grad.shape[0]) if p.rows else 1  # type: ignore[union-attr]
