@@ -59,10 +59,15 @@ def timed(runs: list[h.Config], **kw) -> tuple[float, list]:
 
 
 def same(a: list, b: list) -> bool:
-    return all(
-        x.trace.gradients.equals(y.trace.gradients) and x.trace.evals.equals(y.trace.evals)
+    """Whether two sweeps' traces are identical; names the runs that are not."""
+    differ = [
+        f"{x.config.policy.name} lr={x.config.optimizer.lr:.3g} seed={x.config.run.seed}"
         for x, y in zip(a, b, strict=True)
-    )
+        if not (x.trace.gradients.equals(y.trace.gradients) and x.trace.evals.equals(y.trace.evals))
+    ]
+    if differ:
+        print("traces differ:", "; ".join(differ))
+    return not differ
 
 
 def _free_port() -> int:
@@ -82,11 +87,19 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     console = Console()
     console.print(f"{len(runs)} runs, {cores} cores")
-    seq1, ref = min((timed(runs, jobs=1) for _ in range(repeats)), key=lambda r: r[0])
     threaded = [c.replace(f"run.threads={cores}") for c in runs]
-    seq_n = min(timed(threaded, jobs=1)[0] for _ in range(repeats))
-    par, out = min((timed(runs, jobs=2) for _ in range(repeats)), key=lambda r: r[0])
-    assert same(ref, out), "parallel traces differ from sequential"
+    # rounds of every mode, one after another: the machine's speed drifts between minutes,
+    # and each mode's best round is compared
+    times: dict[str, list[float]] = {"seq1": [], "seqn": [], "par": []}
+    ref = out = None
+    for _ in range(repeats):
+        t, ref = timed(runs, jobs=1)
+        times["seq1"].append(t)
+        times["seqn"].append(timed(threaded, jobs=1)[0])
+        t, out = timed(runs, jobs=2)
+        times["par"].append(t)
+        assert same(ref, out), "parallel traces differ from sequential"
+    seq1, seq_n, par = min(times["seq1"]), min(times["seqn"]), min(times["par"])
     base = min(seq1, seq_n)
     t = Table(title="tuning sweep: 8 lrs x 3 policies x 2 seeds, mlp-mnist, W = 16")
     for col in ("mode", "seconds", "sequential / this"):

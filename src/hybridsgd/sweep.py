@@ -17,10 +17,13 @@ its features. A task per run is the whole of what is needed.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import os
+import queue
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,22 @@ def one_run(
     return result.trace, result.params, ""
 
 
+def _owned(answer: tuple) -> tuple:
+    """A Ray task's answer copied out of the object store. ``ray.get`` hands back arrays
+    that live in the store's shared memory, and once the task's reference is gone another
+    object may take that memory: measured here, traces kept from an earlier sweep changed
+    under a later one. Copies cost little next to a run."""
+    trace, params, error = answer
+    if trace is not None:
+        trace = Trace(
+            trace.gradients.copy(deep=True),
+            trace.updates.copy(deep=True),
+            trace.evals.copy(deep=True),
+            copy.deepcopy(trace.summary),
+        )
+    return trace, (params.clone() if params is not None else None), error
+
+
 def _outcome(config: dict[str, Any], answer: tuple) -> Outcome:
     trace, params, error = answer
     return Outcome(Config.from_dict(config), trace, params, error)
@@ -169,28 +188,75 @@ def _outcome(config: dict[str, Any], answer: tuple) -> Outcome:
 def _in_pool(
     dicts: list[dict], dirs: list[str | None], n: int, finish: Callable[[int, Outcome], None]
 ) -> None:
+    """``n`` runs side by side: this process and ``n - 1`` worker processes take the next
+    run in turn. This process starts at once, while the workers start their interpreters
+    (about 2 s of imports each, measured): a pool of ``n`` would leave a core idle for that
+    long. Results are handed to ``finish`` in this process only."""
     # spawn: a fresh interpreter per worker process (forking a process that has started
     # torch's thread pools can deadlock); each worker serves many runs
     from hybridsgd.policies.registry import modules
 
+    lock = threading.Lock()
+    order = iter(range(len(dicts)))
+    arrived: queue.SimpleQueue = queue.SimpleQueue()  # (run, future) as each worker ends one
+    submitted = 0
+
+    def take() -> int | None:
+        with lock:
+            return next(order, None)
+
     context = multiprocessing.get_context("spawn")
-    policies = modules()
     with ProcessPoolExecutor(
-        max_workers=n, mp_context=context, initializer=load_policies, initargs=(policies,)
+        max_workers=n - 1, mp_context=context, initializer=load_policies, initargs=(modules(),)
     ) as pool:
-        futures: dict[Future, int] = {
-            pool.submit(one_run, d, dirs[i]): i for i, d in enumerate(dicts)
-        }
-        pending = set(futures)
+
+        def feed() -> None:
+            """Give the pool its next run (from a worker's completion callback too)."""
+            nonlocal submitted
+            with lock:  # taken and counted at once: the count is never behind
+                i = next(order, None)
+                if i is None:
+                    return
+                submitted += 1
+            try:
+                f = pool.submit(one_run, dicts[i], dirs[i])
+            except RuntimeError as exc:  # the pool broke or shut down: report it here
+                arrived.put((i, exc))
+                return
+
+            def done(f, i: int = i) -> None:
+                arrived.put((i, f))
+                feed()
+
+            f.add_done_callback(done)
+
+        def drain(block: bool) -> int:
+            got = 0
+            while block or not arrived.empty():
+                i, f = arrived.get()
+                if isinstance(f, BaseException):
+                    raise f
+                finish(i, _outcome(dicts[i], f.result()))
+                got += 1
+                block = False
+            return got
+
+        for _ in range(n - 1):
+            feed()
+        received = 0
         try:
-            while pending:
-                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in ready:
-                    i = futures[f]
-                    finish(i, _outcome(dicts[i], f.result()))
+            while (i := take()) is not None:
+                finish(i, _outcome(dicts[i], one_run(dicts[i], dirs[i])))
+                received += drain(block=False)
+            while True:
+                with lock:
+                    if received >= submitted:
+                        break
+                received += drain(block=True)
         except BaseException:
-            for f in pending:
-                f.cancel()
+            with lock:  # nothing more is handed out; running work is waited for by `with`
+                for _ in order:
+                    pass
             raise
 
 
@@ -226,7 +292,7 @@ def _on_ray(dicts: list[dict], address: str, finish: Callable[[int, Outcome], No
                 )
             for ref in ready:
                 i = refs[ref]
-                finish(i, _outcome(dicts[i], ray.get(ref, timeout=RAY_STALL_S)))
+                finish(i, _outcome(dicts[i], _owned(ray.get(ref, timeout=RAY_STALL_S))))
     finally:
         if started:
             ray.shutdown()
