@@ -114,10 +114,15 @@ def main() -> None:
         cfg = h.Config.from_dict(data)
         say = lambda d, n, s, c=claim: print(f"[{c}] {d}/{n} {s}", flush=True)  # noqa: E731
         if claim in FIXED_LR:
-            compare(cfg, specs, args.seeds, out, say, jobs=args.jobs, ray_address=args.ray_address)
+            compare(
+                cfg, specs, args.seeds, out, say, jobs=args.jobs, ray_address=args.ray_address,
+                force=True,
+            )  # fmt: skip
         else:
             p = plan(cfg, specs, GRID, final_seeds=args.seeds, objective="time-to-target")
-            result = tune(p, out, jobs=args.jobs, ray_address=args.ray_address, progress=say)
+            result = tune(
+                p, out, jobs=args.jobs, ray_address=args.ray_address, progress=say, force=True
+            )
             for label, c in result.chosen.items():
                 print(f"[{claim}] {label}: {c['settings']}", flush=True)
             for warning in result.warnings:

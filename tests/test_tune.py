@@ -149,3 +149,18 @@ def test_time_to_target_needs_a_metric():
     cfg = quadratic().replace("run.target_accuracy=0.9")
     with pytest.raises(ConfigError, match="quadratic has none"):
         plan(cfg, ["sync"], objective="time-to-target", validation=0.0)
+
+
+def test_a_new_comparison_never_mixes_with_an_old_one(tmp_path):
+    """Runs left in --out would join the new report: refused, or removed with force."""
+    cfg = quadratic()
+    grid = {"optimizer.lr": [BEST]}
+    tune(plan(cfg, ["sync", "async"], grid, validation=0.0), tmp_path, jobs=1)
+    h.report.build_report(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="--out.*already holds a comparison"):
+        tune(plan(cfg, ["sync"], grid, validation=0.0), tmp_path, jobs=1)
+    tune(plan(cfg, ["sync"], grid, validation=0.0), tmp_path, jobs=1, force=True)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["sync-s1000"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "sensitivity_async.png").exists()

@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--backend", help="override run.backend (sim, local or ray)")
     m.add_argument("--out", required=True, help="directory for the runs and the report")
-    m.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
+    m.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
     m.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
     _sweep_options(m)
 
@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
     )
     t.add_argument("--out", required=True, help="directory for the runs and the report")
-    t.add_argument("--force", action="store_true", help="overwrite a directory that holds a report")
+    t.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
     _sweep_options(t)
 
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
@@ -417,8 +417,6 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
     if args.log:
         base = Config.load(args.config, _with_logs(overrides, args.log, base.run.log))
     out = Path(args.out)
-    if (out / "report.html").exists() and not args.force:
-        raise ConfigError("--out", f"{out} already holds a report; pass another --out or --force")
     with _sweep_bar(err, "comparing") as progress:
         compare(
             base,
@@ -428,6 +426,7 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
             progress,
             jobs=args.jobs,
             ray_address=_ray_address(args, base),
+            force=args.force,
         )
     return _report(out)
 
@@ -479,8 +478,6 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
 
     base = Config.load(args.config, list(args.overrides))
     out = Path(args.out)
-    if (out / "report.html").exists() and not args.force:
-        raise ConfigError("--out", f"{out} already holds a report; pass another --out or --force")
     p = plan(
         base,
         args.policies,
@@ -492,7 +489,12 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
     )
     with _sweep_bar(err, "tuning") as progress:
         result = tune(
-            p, out, jobs=args.jobs, ray_address=_ray_address(args, base), progress=progress
+            p,
+            out,
+            jobs=args.jobs,
+            ray_address=_ray_address(args, base),
+            progress=progress,
+            force=args.force,
         )
     t = Table(title=f"each policy tuned on its own ({args.objective} on the validation split)")
     t.add_column("policy", no_wrap=True)

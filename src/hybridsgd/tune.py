@@ -25,8 +25,8 @@ import pandas as pd
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies import parse_spec
-from hybridsgd.report.compare import label_of
-from hybridsgd.rundir import CHECKPOINT, writable_dir
+from hybridsgd.report.compare import label_of, sweep_dir
+from hybridsgd.rundir import CHECKPOINT
 from hybridsgd.sweep import Outcome, check_jobs, run_many
 from hybridsgd.values import parse_value
 
@@ -267,13 +267,15 @@ def tune(
     jobs: int | None = None,
     ray_address: str = "",
     progress: Callable[[int, int, str], None] | None = None,
+    force: bool = False,
 ) -> Tuned:
     """Run a :func:`plan`: the grid on the validation split, then each policy's winner on
     fresh seeds into ``out/runs/<label>-s<seed>`` (the report's runs). Writes
-    ``tune.csv`` (every grid run) and ``tune.json`` (the choices and warnings)."""
+    ``tune.csv`` (every grid run) and ``tune.json`` (the choices and warnings). A directory
+    that holds a comparison already is refused unless ``force``."""
     finals_n = len(p.specs) * p.final_seeds
     check_jobs(jobs, [c for _, _, c in p.trials])
-    out = writable_dir(out)
+    out = sweep_dir(out, force)
     total = len(p.trials) + finals_n
     tick = (lambda d, _t: progress(d, total, "tuning")) if progress else None
     outcomes = run_many(

@@ -99,7 +99,10 @@ def _curves(groups, out: Path, metric: str, axis: str) -> None:
     ax.set_ylabel(f"test {metric}")
     if metric == "loss":
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:  # e.g. accuracy on a task without it (quadratic)
+        ax.text(0.5, 0.5, f"no {metric} in these runs", ha="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / f"{metric}_vs_{'time' if axis == 'time' else 'updates'}.png", dpi=100)

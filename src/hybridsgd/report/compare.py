@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,33 @@ def label_of(spec: str) -> str:
     )
 
 
+#: what a comparison or a tuning writes at the top of its directory (besides runs/ and plots)
+OWN_FILES = ("report.html", "summary.csv", "policies.txt", "tune.csv", "tune.json")
+
+
+def sweep_dir(out: str | Path, force: bool = False) -> Path:
+    """``out`` ready for a new comparison or tuning. One that already holds one (a report,
+    or runs/ from an interrupted sweep) is refused unless ``force``, which removes that
+    comparison first: runs/, the report, its plots and tables, nothing else. Old runs left
+    there would join the new report."""
+    out = writable_dir(out)
+    old = [n for n in OWN_FILES if (out / n).exists()] + (
+        ["runs/"] if (out / "runs").exists() else []
+    )
+    if old and not force:
+        raise ConfigError(
+            "--out",
+            f"{out} already holds a comparison ({', '.join(old)}); pass another --out or --force",
+        )
+    if old:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+        for name in OWN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for png in out.glob("*.png"):
+            png.unlink()
+    return out
+
+
 def compare(
     base: Config,
     specs: list[str],
@@ -30,11 +58,13 @@ def compare(
     *,
     jobs: int | None = None,
     ray_address: str = "",
+    force: bool = False,
 ) -> Path:
     """Run ``specs`` x ``seeds`` (run.seed, run.seed + 1, ...) into ``out/runs/<label>-s<seed>``.
 
     Every spec is validated before the first run starts, so a typo costs nothing. The runs
-    go ``jobs`` at a time, or on the Ray cluster at ``ray_address`` (:func:`run_many`).
+    go ``jobs`` at a time, or on the Ray cluster at ``ray_address`` (:func:`run_many`). A
+    directory that holds a comparison already is refused unless ``force`` (:func:`sweep_dir`).
     """
     if seeds < 1:
         raise ConfigError("--seeds", f"must be >= 1 (got {seeds})")
@@ -50,7 +80,7 @@ def compare(
     if len(set(labels)) != len(labels):
         raise ConfigError("--policy", "the same policy is given twice")
     check_jobs(jobs, [c for _, c in configs])
-    out = writable_dir(out)
+    out = sweep_dir(out, force)
     (out / "policies.txt").write_text("\n".join(labels) + "\n")
     dirs = [out / "runs" / f"{label_of(spec)}-s{cfg.run.seed}" for spec, cfg in configs]
     for d in dirs:
