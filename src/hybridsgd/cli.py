@@ -104,43 +104,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     r.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
 
-    m = sub.add_parser(
+    m = _sweep_command(
+        sub,
         "compare",
-        help="run several policies on one config and build a report",
-        epilog=_policy_table(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    m.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
-    m.add_argument(
-        "--policy",
-        dest="policies",
-        action="append",
-        default=[],
-        metavar="SPEC",
-        help="e.g. sync, backup:backups=2, hybrid:threshold=linear:start=0,end=500 "
-        f"(policies: {_policy_names()})",
+        "run several policies on one config and build a report",
+        "e.g. sync, backup:backups=2, hybrid:threshold=linear:start=0,end=500",
     )
     m.add_argument("--seeds", type=int, default=1, help="seeds per policy (run.seed, +1, ...)")
-    m.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
     m.add_argument("--backend", help="override run.backend (sim, local or ray)")
-    m.add_argument("--out", required=True, help="directory for the runs and the report")
-    m.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
     m.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
-    _sweep_options(m)
 
-    t = sub.add_parser(
+    t = _sweep_command(
+        sub,
         "tune",
-        help="tune each policy on its own (a grid on a validation split), then compare",
-        epilog=_policy_table(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "tune each policy on its own (a grid on a validation split), then compare",
+        "a policy to tune, e.g. sync, backup:backups=2",
     )
-    t.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
-    t.add_argument(
-        "--policy", dest="policies", action="append", default=[], metavar="SPEC",
-        help=f"a policy to tune, e.g. sync, backup:backups=2 (policies: {_policy_names()})",
-    )  # fmt: skip
     t.add_argument(
         "--grid", action="append", default=[], metavar="SECTION.KEY=[V1,V2,...]",
         help="values to try, e.g. optimizer.lr=[0.01,0.03,0.1]; repeat for more keys "
@@ -158,12 +137,6 @@ def _parser() -> argparse.ArgumentParser:
         "--validation", type=float, default=0.2,
         help="fraction of the training set held out to score the grid (default 0.2)",
     )  # fmt: skip
-    t.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
-    t.add_argument("--out", required=True, help="directory for the runs and the report")
-    t.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
-    _sweep_options(t)
 
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
     rp.add_argument("dir", help="a directory written by `hybridsgd compare` (or `run`)")
@@ -221,7 +194,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sweep_options(p: argparse.ArgumentParser) -> None:
+def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.ArgumentParser:
+    """A command that runs a sweep of policies (compare, tune): the options they share."""
+    p = sub.add_parser(
+        name,
+        help=what,
+        epilog=_policy_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
+    p.add_argument(
+        "--policy", dest="policies", action="append", default=[], metavar="SPEC",
+        help=f"{policy_help} (policies: {_policy_names()})",
+    )  # fmt: skip
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
+    )
+    p.add_argument("--out", required=True, help="directory for the runs and the report")
+    p.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
     p.add_argument(
         "--jobs", type=int, metavar="N",
         help="simulated runs side by side (default: every core; real backends run one at a time)",
@@ -230,6 +220,7 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
         "--ray-address", default="", metavar="ADDRESS",
         help='run each run as a Ray task on this cluster ("auto", "host:port")',
     )  # fmt: skip
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
