@@ -56,3 +56,9 @@ def test_real_backends_run_one_at_a_time():
     assert check_jobs(None, local) == 1
     with pytest.raises(ConfigError, match="real time"):
         check_jobs(2, local)
+
+
+def test_real_backends_are_not_sent_to_ray():
+    local = [c.replace("run.backend=local") for c in configs()[:1]]
+    with pytest.raises(ConfigError, match="--ray-address"):
+        run_many(local, ray_address="auto")

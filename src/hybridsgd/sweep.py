@@ -120,6 +120,13 @@ def run_many(
     dicts = [c.to_dict() for c in configs]
     dirs = [str(o) if o is not None else None for o in outs]
     if ray_address:
+        real = sorted({c.run.backend for c in configs} - {"sim"})
+        if real:
+            raise ConfigError(
+                "--ray-address",
+                f"runs on {', '.join(real)} measure real time and start their own workers; "
+                "a sweep runs them one at a time here: drop --ray-address",
+            )
         if any(c.run.log for c in configs):
             raise ConfigError(
                 "run.log",
