@@ -110,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
         "run several policies on one config and build a report",
         "e.g. sync, backup:backups=2, hybrid:threshold=linear:start=0,end=500",
     )
-    m.add_argument("--seeds", type=int, default=1, help="seeds per policy (run.seed, +1, ...)")
+    m.add_argument(
+        "--seeds", type=int, default=1, help="seeds per policy: run.seed, +1, ... (default 1)"
+    )
     m.add_argument("--backend", help="override run.backend (sim, local or ray)")
     m.add_argument("--log", action="append", default=[], metavar="KIND[:WHERE]", help=LOG_HELP)
 
@@ -178,7 +180,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="training set size (hybrid with progress = epochs: gradients per epoch)",
     )
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: simulations, Monte Carlo, the curvature estimate (default 0)",
+    )
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
 
     c = sub.add_parser("recommend", help="rank policies by predicted convergence time")
@@ -186,10 +193,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--compute", required=True, help="timing model, e.g. lognormal:mu=0,sigma=1")
     c.add_argument("--comm", default="constant:value=0", help="time per message (default 0)")
     c.add_argument("--speed", default="", help='per-worker time multipliers, e.g. "1x30,3x2"')
-    c.add_argument("--batch", type=int, default=32)
+    c.add_argument(
+        "--batch", type=int, default=32, help="minibatch per worker (for throughput; default 32)"
+    )
     c.add_argument("--lr", type=float, required=True, help="learning rate")
     c.add_argument("--curvature", required=True, help="largest Hessian eigenvalue, or a task name")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: Monte Carlo, the curvature estimate (default 0)",
+    )
     c.add_argument("--json", action="store_true", help="print the ranking as JSON")
     return p
 
@@ -208,8 +222,9 @@ def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.Argu
         help=f"{policy_help} (policies: {_policy_names()})",
     )  # fmt: skip
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a value of the base config, e.g. --set run.time=300 (repeatable)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="directory for the runs and the report")
     p.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
     p.add_argument(

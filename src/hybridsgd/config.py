@@ -157,6 +157,8 @@ class Config:
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> Config:
         """Read and validate a TOML config file."""
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError("config", f"{p} is a directory; give a TOML config file")
         if not p.is_file():
             raise ConfigError("config", f"no such file: {p}")
         try:

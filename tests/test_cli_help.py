@@ -1,0 +1,28 @@
+"""Every flag of every subcommand says what it does (issue 20)."""
+
+from __future__ import annotations
+
+import argparse
+
+from hybridsgd.cli import _parser
+
+
+def test_every_flag_of_every_subcommand_has_help():
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {' '.join(a.option_strings) or a.dest}"
+        for name, command in sub.choices.items()
+        for a in command._actions
+        if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()
+    ]
+    assert not missing, f"flags without help: {missing}"
+    assert set(sub.choices) >= {"run", "compare", "tune", "report", "predict", "recommend"}
+
+
+def test_a_directory_given_as_the_config_is_named_as_one(tmp_path, capsys):
+    from hybridsgd.cli import main
+
+    assert main(["run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hybridsgd: error: config: {tmp_path} is a directory; give a TOML config file"
