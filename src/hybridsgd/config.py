@@ -319,12 +319,13 @@ class Config:
 
     def _validate_hyper(self) -> None:
         from hybridsgd.core.hyper import SCALES, UNITS, parse_schedule
+        from hybridsgd.core.server import optimizer_parameters
 
         o = self.optimizer
         _choice("optimizer.schedule_unit", o.schedule_unit, UNITS)
         _choice("optimizer.scale_lr", o.scale_lr, SCALES)
         schedule = parse_schedule(o.schedule, self.run_length(o.schedule_unit))
-        if o.async_momentum is not None and "momentum" not in _optimizer_takes(o.name):
+        if o.async_momentum is not None and "momentum" not in optimizer_parameters(o.name):
             raise ConfigError(
                 "optimizer.async_momentum", f"{o.name} has no momentum; leave it unset"
             )
@@ -370,14 +371,6 @@ class Config:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _optimizer_takes(name: str) -> set[str]:
-    import inspect
-
-    from hybridsgd.core.server import _optimizer_class
-
-    return set(inspect.signature(_optimizer_class(name)).parameters)
 
 
 def _choice(name: str, value: str, allowed) -> None:

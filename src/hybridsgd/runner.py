@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.aggregators import build_aggregator
 from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.core.hyper import Hyper, parse_schedule
-from hybridsgd.core.server import ParameterServer, _optimizer_class
+from hybridsgd.core.server import ParameterServer, _optimizer_class, optimizer_parameters
 from hybridsgd.core.staleness import build_staleness
 from hybridsgd.devices import simulator_device, worker_devices
 from hybridsgd.errors import ConfigError, WorkerLost
@@ -121,7 +120,7 @@ def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str,
     decay go only to optimizers that take them; optimizers with a fused kernel use it unless
     ``optimizer.options`` sets ``fused`` or ``foreach``, or updates may be partial."""
     o = cfg.optimizer
-    accepted = inspect.signature(_optimizer_class(o.name)).parameters
+    accepted = optimizer_parameters(o.name)
     # TOML has arrays, torch's signatures tuples (betas): older torch keeps a list as given
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in o.options.items()}
     for key, value in (("momentum", o.momentum), ("weight_decay", o.weight_decay)):
@@ -168,7 +167,7 @@ def build_server(
 def hyper_of(cfg: Config) -> Hyper:
     """Each update's lr and momentum under ``cfg`` (:class:`~hybridsgd.core.hyper.Hyper`)."""
     o = cfg.optimizer
-    takes = "momentum" in inspect.signature(_optimizer_class(o.name)).parameters
+    takes = "momentum" in optimizer_parameters(o.name)
     return Hyper(
         o.lr,
         o.momentum if takes else None,

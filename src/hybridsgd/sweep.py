@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
-import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -49,14 +48,6 @@ class Outcome:
     error: str = ""
 
 
-def cores() -> int:
-    """Cores this process may use (its CPU affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def check_jobs(jobs: int | None, configs: Sequence[Config]) -> int:
     """The number of runs side by side: ``jobs``, or every core for simulated runs. Real
     backends measure wall-clock time, and runs side by side would slow each other: they run
@@ -72,7 +63,9 @@ def check_jobs(jobs: int | None, configs: Sequence[Config]) -> int:
                 "drop --jobs or use run.backend = sim",
             )
         return 1
-    return jobs if jobs is not None else cores()
+    from hybridsgd.backends.local import available_cores
+
+    return jobs if jobs is not None else available_cores()
 
 
 def sweep_config(cfg: Config) -> Config:

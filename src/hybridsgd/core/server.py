@@ -7,6 +7,7 @@ applied; it only changes in :meth:`ParameterServer.apply`.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, cast
@@ -42,6 +43,11 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         raise ConfigError(
             "optimizer.name", f"unknown optimizer {name!r}; use a torch.optim name: {allowed}"
         ) from None
+
+
+def optimizer_parameters(name: str) -> set[str]:
+    """The constructor arguments of ``torch.optim.<name>`` (``momentum``, ``fused``, ...)."""
+    return set(inspect.signature(_optimizer_class(name)).parameters)
 
 
 def build_optimizer(

@@ -45,7 +45,7 @@ def run_events(
         push_heap(heap, (t + delay(w, t), w, token))
 
     jobs = WorkerProtocol(policy, rec, launch=launch)
-    token, arrive, update_time = jobs.token, jobs.arrive, rec.update_time
+    token, busy, arrive, update_time = jobs.token, jobs.busy, jobs.arrive, rec.update_time
     crashes = list(crashes)
     next_crash = crashes[0][0] if crashes else math.inf
 
@@ -69,7 +69,7 @@ def run_events(
                 break
             continue
         t, w, tok = pop(heap)
-        if tok != token[w] or not jobs.busy[w]:
+        if tok != token[w] or not busy[w]:
             continue  # this work was cancelled, or its worker lost
         if t > max_time:
             break
