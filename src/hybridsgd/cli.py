@@ -277,11 +277,15 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         if args.config or args.overrides or args.backend or args.out:
             raise ConfigError("--resume", "takes the run directory alone (its config.toml is used)")
         out = Path(args.resume)
-        result = _with_progress(
-            args,
-            err,
-            lambda progress: resume(out, progress=progress, allow_change=args.allow_change),
-        )
+        try:
+            result = _with_progress(
+                args,
+                err,
+                lambda progress: resume(out, progress=progress, allow_change=args.allow_change),
+            )
+        except ConfigError as exc:  # the API's argument names, as this command's flags
+            flag = {"allow_change": "--allow-change", "run directory": "--resume"}
+            raise ConfigError(flag.get(exc.field, exc.field), exc.message) from None
         if not args.quiet:
             _print_summary(result.summary, out)
         return 0

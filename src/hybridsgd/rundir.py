@@ -87,13 +87,13 @@ def read_checkpoint(out: Path, cfg: Config, allow_change: list[str] | tuple[str,
     try:
         outer = torch.load(path, weights_only=False)
     except Exception as exc:  # a file that is not ours, or damaged outside our atomic writes
-        raise ConfigError("--resume", f"{path} cannot be read: {exc}") from None
+        raise ConfigError("checkpoint", f"{path} cannot be read: {exc}") from None
     if not isinstance(outer, dict) or outer.get("format") != 2:
-        raise ConfigError("--resume", f"{path} is not a hybridsgd checkpoint (format 2)")
+        raise ConfigError("checkpoint", f"{path} is not a hybridsgd checkpoint (format 2)")
     payload = outer.get("payload", b"")
     if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
         raise ConfigError(
-            "--resume", f"{path} is damaged (its content does not match its checksum)"
+            "checkpoint", f"{path} is damaged (its content does not match its checksum)"
         )
     state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
     changed = [
@@ -103,7 +103,7 @@ def read_checkpoint(out: Path, cfg: Config, allow_change: list[str] | tuple[str,
     ]
     if changed:
         raise ConfigError(
-            "--resume",
+            "checkpoint",
             f"{out / 'config.toml'} changed since the checkpoint ({', '.join(changed)}); "
             "a resumed run continues the config it started with: restore it, start a new run, "
             f"or --allow-change the keys that do not change training ({', '.join(SAFE_TO_CHANGE)})",

@@ -203,7 +203,33 @@ def run(
     the honest gradients of an update ``[h, d]``, it returns the vector every Byzantine
     worker in that update sends.
     """
-    return _execute(config, task, out, progress, None, force, attack)
+    return _execute(_config(config), _task(task), out, progress, None, force, attack)
+
+
+def _config(config: Any) -> Config:
+    """``run``'s config: a :class:`Config`, or a TOML file's path, or a dict of sections."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, str | Path):
+        return Config.load(config)
+    if isinstance(config, dict):
+        return Config.from_dict(config)
+    raise ConfigError(
+        "config",
+        f"expected a hybridsgd.Config (h.Config.load(PATH)), a TOML file's path or a dict "
+        f"of sections (got {type(config).__name__})",
+    )
+
+
+def _task(task: Any) -> Task | None:
+    if task is None or isinstance(task, Task):
+        return task
+    hint = (
+        "; wrap the module: h.Task.from_module(model, (inputs, targets), loss)"
+        if isinstance(task, torch.nn.Module)
+        else ""
+    )
+    raise ConfigError("task", f"expected a hybridsgd.Task (got {type(task).__name__}){hint}")
 
 
 #: config keys a resumed run may change: they do not change what is trained (run.threads
@@ -222,21 +248,21 @@ def resume(
     unsafe = sorted(set(allow_change) - set(SAFE_TO_CHANGE))
     if unsafe:
         raise ConfigError(
-            "--allow-change",
+            "allow_change",
             f"{', '.join(unsafe)} would change what is trained; "
             f"a resumed run may change only {', '.join(SAFE_TO_CHANGE)}",
         )
     out = Path(out)
     path = out / CHECKPOINT
     if not out.is_dir():
-        raise ConfigError("--resume", f"{out}: no such directory")
+        raise ConfigError("run directory", f"{out}: no such directory")
     if not path.is_file():
         raise ConfigError(
-            "--resume", f"{out} holds no checkpoint ({CHECKPOINT}); nothing to resume"
+            "run directory", f"{out} holds no checkpoint ({CHECKPOINT}); nothing to resume"
         )
     cfg = Config.load(out / "config.toml")
     state = read_checkpoint(out, cfg, allow_change)
-    return _execute(cfg, task, out, progress, state)
+    return _execute(cfg, _task(task), out, progress, state)
 
 
 def _execute(
@@ -412,9 +438,7 @@ def _train(
             saver = checkpointer(cfg, out, server, fingerprint)
         if state is not None:
             if state["fingerprint"] != fingerprint:
-                raise ConfigError(
-                    "--resume", "the checkpoint does not match the schedule of its config.toml"
-                )
+                raise ConfigError("checkpoint", "it does not match the schedule of its config.toml")
             server.load_state_dict(state["server"])
             resumed = state["replay"]
             extra["resumed_from"] = resumed.version

@@ -18,6 +18,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from hybridsgd.errors import ConfigError
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -42,15 +44,21 @@ class Task:
         info: dict[str, Any] | None = None,
     ) -> None:
         if metric not in ("accuracy", None):
-            raise ValueError("metric must be 'accuracy' or None")
+            raise ConfigError("metric", f"must be 'accuracy' or None (got {metric!r})")
+        if not isinstance(model, nn.Module):
+            raise ConfigError("model", f"expected a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss):
+            raise ConfigError(
+                "loss",
+                f"expected a function loss(outputs, targets) -> mean loss, e.g. "
+                f"torch.nn.functional.cross_entropy (got {type(loss).__name__})",
+            )
         self.name = name
         self.model = model
         self.x_train, self.y_train = _tensors(train, "train")
         self.x_test, self.y_test = (
             _tensors(test, "test") if test is not None else (self.x_train, self.y_train)
         )
-        if len(self.x_train) != len(self.y_train):
-            raise ValueError("train inputs and targets differ in length")
         self.loss_fn = loss
         self.metric = metric
         self.info = info or {}
@@ -61,15 +69,17 @@ class Task:
         # trainable ones are the server's parameters
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not trainable:
-            raise ValueError(
-                "the model has no trainable parameters (none, or all have requires_grad=False); "
-                "give a model with at least one parameter to train"
+            raise ConfigError(
+                "model",
+                "has no trainable parameters (none, or all have requires_grad=False); "
+                "give a model with at least one parameter to train",
             )
         wrong = sorted({str(p.dtype) for _, p in trainable if p.dtype != torch.float32})
         if wrong:
-            raise ValueError(
-                f"the model's parameters are {', '.join(wrong)}; hybridsgd trains float32 "
-                "parameters: pass model.float()"
+            raise ConfigError(
+                "model",
+                f"its parameters are {', '.join(wrong)}; hybridsgd trains float32 "
+                "parameters: pass model.float()",
             )
         self._names = [n for n, _ in trainable]
         self._shapes = [p.shape for _, p in trainable]
@@ -90,6 +100,60 @@ class Task:
         self._initial = self._own.clone()
         self._bound = self._own
         self._bind(self._own)
+        self._probe()
+
+    @torch.no_grad()
+    def _probe(self) -> None:
+        """Run the model and the loss on two training and two test samples, in eval mode and
+        without touching the random state: a model, data or loss that cannot work together is
+        one line now, not a traceback from a worker minutes later."""
+        model, was = self.model, self.model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                for what, x, y in (
+                    ("training", self.x_train[:2], self.y_train[:2]),
+                    ("test", self.x_test[:2], self.y_test[:2]),
+                ):
+                    self._probe_one(what, x, y)
+        finally:
+            model.train(was)
+
+    def _probe_one(self, what: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        try:
+            out = self.model(x)
+        except Exception as exc:
+            raise ConfigError(
+                "model",
+                f"calling it on a batch of {len(x)} {what} inputs, shape {_shape(x)}, raised "
+                f"{_first_line(exc)}; give inputs the model accepts",
+            ) from exc
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError(
+                "model", f"must return one tensor of outputs (got {type(out).__name__})"
+            )
+        try:
+            value = self.loss_fn(out, y)
+        except Exception as exc:
+            raise ConfigError(
+                "loss",
+                f"loss(outputs {_shape(out)}, targets {_shape(y)} {y.dtype}) raised "
+                f"{_first_line(exc)}",
+            ) from exc
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            got = _shape(value) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ConfigError(
+                "loss",
+                f"must return one number, the mean over the minibatch (got {got}); "
+                "use reduction='mean'",
+            )
+        if self.metric == "accuracy" and (out.ndim != 2 or y.ndim != 1 or y.is_floating_point()):
+            raise ConfigError(
+                "metric",
+                f"accuracy needs outputs [batch, classes] and integer class targets [batch] "
+                f"(got outputs {_shape(out)}, {what} targets {_shape(y)} {y.dtype}); "
+                "pass metric=None for a task without classes",
+            )
 
     def _bind(self, flat: torch.Tensor) -> None:
         with torch.no_grad():
@@ -151,7 +215,12 @@ class Task:
         """A task from a user's module and data: ``(inputs, targets)`` tensors or a torch
         ``Dataset`` of ``(input, target)`` pairs (loaded into memory once)."""
         return cls(
-            model, _as_pair(train), loss, _as_pair(test) if test is not None else None, metric, name
+            model,
+            _as_pair(train, "train"),
+            loss,
+            _as_pair(test, "test") if test is not None else None,
+            metric,
+            name,
         )
 
     # -- parameters ---------------------------------------------------------------------------
@@ -323,7 +392,8 @@ class Task:
         aggregators that need gradients kept apart (median, Krum, ...).
         """
         if self._vgrad is None:
-            self._vgrad = vmap(grad(self._loss), in_dims=(None, 0, 0))
+            # each minibatch draws its own randomness (dropout masks), as separate workers do
+            self._vgrad = vmap(grad(self._loss), in_dims=(None, 0, 0), randomness="different")
         with self._training():
             return self._vgrad(flat.detach(), x, y)
 
@@ -348,20 +418,67 @@ class Task:
         return loss, math.nan
 
 
+def _shape(t: torch.Tensor) -> str:
+    return f"[{', '.join(str(n) for n in t.shape)}]"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+_PAIR = "an (inputs, targets) pair of tensors or numpy arrays, or a Dataset of such pairs"
+
+
 def _tensors(pair, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         x, y = pair
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an (inputs, targets) pair") from None
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(what, f"expected {_PAIR} (got {type(pair).__name__})") from None
+    if x.ndim == 0 or y.ndim == 0:
+        raise ConfigError(what, f"inputs and targets need one row per sample; expected {_PAIR}")
+    if len(x) == 0:
+        raise ConfigError(what, "holds no samples; give at least one (input, target) pair")
+    if len(x) != len(y):
+        raise ConfigError(what, f"{len(x)} inputs but {len(y)} targets; give one target per input")
     # float64 inputs (numpy's default) meet float32 parameters: cast them once, here
     return (x.float() if x.is_floating_point() else x), (y.float() if y.is_floating_point() else y)
 
 
-def _as_pair(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+def _as_pair(data: Any, what: str) -> tuple[Any, Any]:
+    """``(inputs, targets)`` from a pair of tensors or arrays, or from a map-style Dataset of
+    ``(input, target)`` pairs (stacked into memory once)."""
+    if (
+        isinstance(data, tuple | list)
+        and len(data) == 2
+        and all(isinstance(d, torch.Tensor | np.ndarray) for d in data)
+    ):
         return data[0], data[1]
-    items = [data[i] for i in range(len(data))]  # a map-style torch Dataset
-    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor(
-        [y for _, y in items]
-    )
+    try:
+        n = len(data)
+        items = [data[i] for i in range(n)]
+    except Exception:
+        raise ConfigError(what, f"expected {_PAIR} (got {type(data).__name__})") from None
+    if n == 0:
+        raise ConfigError(what, "the Dataset is empty; give at least one (input, target) pair")
+    for i, item in enumerate(items):
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            kind = (
+                f"a dict with keys {', '.join(map(repr, item))}"
+                if isinstance(item, dict)
+                else f"a {type(item).__name__}"
+            )
+            raise ConfigError(
+                what, f"a Dataset must give (input, target) pairs; item {i} is {kind}"
+            )
+    try:
+        xs = torch.stack([torch.as_tensor(x) for x, _ in items])
+        ys = torch.stack([torch.as_tensor(y) for _, y in items])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            what,
+            f"its items do not stack into one batch ({_first_line(exc)}); every input needs "
+            "one shape and every target a number or a tensor of one shape",
+        ) from None
+    return xs, ys

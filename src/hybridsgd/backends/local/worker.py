@@ -24,6 +24,7 @@ import torch
 
 from hybridsgd.core.faults import flip_labels
 from hybridsgd.devices import DeviceMirror
+from hybridsgd.errors import WorkerLost
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
@@ -66,12 +67,33 @@ def send_job(conn: Connection, token: int, minibatch: int, delay: float, slot: i
 
 
 def read_answer(conn: Connection) -> int | None:
-    """The driver's side: the token of a finished job, or None if the worker is gone."""
+    """The driver's side: the token of a finished job, or None if the worker is gone.
+    Raises :class:`WorkerLost` with the model's error when the model or loss raised (every
+    worker runs the same code: the run stops, and the error is said once)."""
     try:
-        token, _loss = conn.recv()
+        token, value = conn.recv()
     except (EOFError, OSError):
         return None
+    if token == "error":
+        raise WorkerLost(f"the model or its loss raised in a worker: {value}")
     return token
+
+
+def raised(exc: BaseException) -> str:
+    """An exception in one line, with the last place in the user's own code it passed."""
+    import traceback
+
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "/torch/" not in f.filename and "/hybridsgd/" not in f.filename
+    ]
+    if frames:
+        f = frames[-1]
+        line += f" (at {os.path.basename(f.filename)}:{f.lineno}, in {f.name})"
+    return line
 
 
 def stop(conn: Connection) -> None:
@@ -118,7 +140,11 @@ def _job(
         y = flip_labels(y, classes)
     if conn.poll():
         return conn.recv()
-    loss = mirror.grad(ring[slot], x, y, grad)
+    try:
+        loss = mirror.grad(ring[slot], x, y, grad)
+    except Exception as exc:  # noqa: BLE001 - the user's model or loss: say it once, here
+        conn.send(("error", raised(exc)))
+        return conn.recv()
     rest = delay - (time.perf_counter() - t0)
     if rest > 0 and conn.poll(rest):
         return conn.recv()
