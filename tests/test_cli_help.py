@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from hybridsgd.cli import _parser
 
 
@@ -26,3 +28,19 @@ def test_a_directory_given_as_the_config_is_named_as_one(tmp_path, capsys):
     assert main(["run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"hybridsgd: error: config: {tmp_path} is a directory; give a TOML config file"
+
+
+@pytest.mark.parametrize("json", [True, False])
+def test_a_reader_that_goes_away_is_no_traceback(json):
+    """`hybridsgd predict --json | head`: the pipe is closed before the command writes
+    (print raises BrokenPipeError; rich's tables leave quietly with status 1)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hybridsgd", "predict", "--policy", "async", "--workers", "8",
+           "--compute", "exp:mu=1"] + (["--json"] if json else [])  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == (141 if json else 1) and err == "", err

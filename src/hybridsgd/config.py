@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridsgd.errors import ConfigError, lookup
+from hybridsgd.errors import ConfigError, lookup, suggest
 from hybridsgd.policies.registry import PolicyConfig
 from hybridsgd.policies.registry import section as policy_section
 from hybridsgd.values import coerce as _coerce
@@ -145,7 +145,10 @@ class Config:
         sections = {}
         for name, value in data.items():
             if name not in SECTIONS:
-                raise ConfigError(name, f"unknown section; use one of: {', '.join(SECTIONS)}")
+                raise ConfigError(
+                    name,
+                    f"unknown section{suggest(name, SECTIONS)}; use one of: {', '.join(SECTIONS)}",
+                )
             if not isinstance(value, dict):
                 raise ConfigError(name, "must be a table ([section] in TOML)")
             sections[name] = _build_section(name, SECTIONS[name], value)
@@ -390,7 +393,11 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
             "--set", f"expected section.key=value, got {item!r} (e.g. policy.name=sync)"
         )
     if section not in SECTIONS:
-        raise ConfigError(section, f"unknown section in --set; use one of: {', '.join(SECTIONS)}")
+        raise ConfigError(
+            section,
+            f"unknown section in --set{suggest(section, SECTIONS)}; "
+            f"use one of: {', '.join(SECTIONS)}",
+        )
     data.setdefault(section, {})[name] = _parse_value(raw.strip())
 
 
@@ -403,6 +410,9 @@ def _build_section(section: str, cls: type, values: dict[str, Any]):
     for key, value in values.items():
         name = f"{section}.{key}"
         if key not in known:
-            raise ConfigError(name, f"unknown key; {section} takes: {', '.join(sorted(known))}")
+            raise ConfigError(
+                name,
+                f"unknown key{suggest(key, known)}; {section} takes: {', '.join(sorted(known))}",
+            )
         kwargs[key] = _coerce(name, value, hints[key])
     return cls(**kwargs)

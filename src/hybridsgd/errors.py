@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,13 +26,25 @@ class ConfigError(HybridSGDError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices`` to a misspelt ``name``, or "".
+
+    >>> suggest("bakups", ["backups", "workers"])
+    ' (did you mean backups?)'
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def lookup(table: Mapping[str, T], name: str, field: str, what: str = "value") -> T:
     """``table[name]``, or a :class:`ConfigError` on ``field`` listing the allowed names."""
     try:
         return table[name]
     except KeyError:
         allowed = ", ".join(sorted(table))
-        raise ConfigError(field, f"unknown {what} {name!r}; use one of: {allowed}") from None
+        raise ConfigError(
+            field, f"unknown {what} {name!r}{suggest(name, table)}; use one of: {allowed}"
+        ) from None
 
 
 class DiskFull(HybridSGDError):

@@ -57,8 +57,8 @@ def test_its_keys_bounds_and_aliases_come_from_its_declaration(majority):
     assert parse_spec("majority:f=0.25")[1] == ["policy.name=majority", "policy.fraction=0.25"]
     with pytest.raises(ConfigError) as err:
         config(name="majority", k=2).replace("policy.fractoin=1")
-    assert str(err.value).startswith("policy.fractoin: unknown key; every policy takes: name,")
-    assert str(err.value).endswith("majority takes: fraction")
+    assert str(err.value).startswith("policy.fractoin: unknown key (did you mean fraction?); every")
+    assert str(err.value).endswith("majority takes: fraction (or f)")
     with pytest.raises(ConfigError) as err:  # its min_gradients: ceil(0.5 x 4) = 2
         config(name="majority", fraction=0.5, aggregator="krum:f=1")
     assert str(err.value) == (

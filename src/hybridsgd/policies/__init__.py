@@ -82,10 +82,15 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
         key, eq, value = part.partition("=")
         if eq and key.strip() in keys:
             pairs.append([key.strip(), value.strip()])
-        elif pairs:  # a comma inside a value, e.g. threshold=linear:start=0,end=500
+        elif pairs and ":" in pairs[-1][1]:  # a spec's comma, threshold=linear:start=0,end=5
             pairs[-1][1] += "," + part
+        elif not eq:
+            raise ConfigError("--policy", f"write {name}:key=value,... (got {part!r})")
         else:
-            raise ConfigError("--policy", f"write {name}:key=value (got {part!r})")
+            from hybridsgd.policies.registry import unknown_key_message
+
+            why = unknown_key_message(name, key.strip())
+            raise ConfigError("--policy", f"{name}: {key.strip()!r}: {why}")
     overrides = [f"policy.name={name}"]
     overrides += [f"policy.{known_aliases.get(k, k)}={v}" for k, v in pairs]
     return name, overrides

@@ -209,7 +209,7 @@ class PolicyConfig:
         merged = {**(options or {}), **own}
         unknown = sorted(set(merged) - set(PARAMS))
         if unknown:
-            raise ConfigError(f"policy.{unknown[0]}", unknown_key_message(name))
+            raise ConfigError(f"policy.{unknown[0]}", unknown_key_message(name, unknown[0]))
         self.options = merged
 
     def __getattr__(self, key: str) -> Any:  # only for names that are not attributes
@@ -246,20 +246,41 @@ def section(values: dict[str, Any]) -> PolicyConfig:
 
     hints = typing.get_type_hints(PolicyConfig)
     kwargs = {}
+    names = aliases()
+    for short, key in names.items():  # a spec's short name (s, b, K, beta) is a key too
+        if short in values and short not in PARAMS and short not in SHARED_KEYS:
+            if key in values:
+                raise ConfigError(
+                    f"policy.{short}", f"is another name of policy.{key}, which is set too"
+                )
+            values = {(key if k == short else k): v for k, v in values.items()}
     for key, value in values.items():
         if key in PARAMS:
             kwargs[key] = coerce(f"policy.{key}", value, _TYPES[key])
         elif key in SHARED_KEYS:
             kwargs[key] = coerce(f"policy.{key}", value, hints[key])
         else:
-            raise ConfigError(f"policy.{key}", unknown_key_message(str(values.get("name", "sync"))))
+            raise ConfigError(
+                f"policy.{key}", unknown_key_message(str(values.get("name", "sync")), key)
+            )
     return PolicyConfig(**kwargs)
 
 
-def unknown_key_message(name: str) -> str:
+def unknown_key_message(name: str, key: str = "") -> str:
+    """Why ``key`` is not a ``[policy]`` key: the closest key there is, and the keys of
+    every policy and of policy ``name``."""
+    from hybridsgd.errors import suggest
+
     entry = REGISTRY.get(name)
-    own = f"; {name} takes: {', '.join(entry.keys)}" if entry and entry.keys else ""
-    return f"unknown key; every policy takes: {', '.join(SHARED_KEYS)}{own}"
+    own = ""
+    if entry and entry.keys:
+        named = [
+            k + "".join(f" (or {a})" for a, key in entry.aliases.items() if key == k)
+            for k in entry.keys
+        ]
+        own = f"; {name} takes: {', '.join(named)}"
+    close = suggest(key, [*SHARED_KEYS, *PARAMS, *aliases()]) if key else ""
+    return f"unknown key{close}; every policy takes: {', '.join(SHARED_KEYS)}{own}"
 
 
 def validate(p: PolicyConfig) -> None:
