@@ -349,14 +349,23 @@ def _with_progress(args: argparse.Namespace, err: Console, work):
 
 
 def _print_summary(s: dict, out: Path) -> None:
+    import math
+
+    stale_policy = s["policy"].split(":")[0].split("(")[0] in ("ssp", "psp")
     table = Table(
-        title=f"{s['policy']} on {s['task']} ({s['backend']}, seed {s['seed']})", show_header=False
+        title=f"{s['policy']} on {s['task']} ({s['backend']}, seed {s['seed']})",
+        show_header=False,
     )
+    table.add_column(overflow="fold")
+    table.add_column(overflow="fold")
     g = s["gradients"]
+    acc = s["final_accuracy"]
     rows = [
         ("updates", f"{s['updates']}"),
         ("virtual time" if s.get("clock") == "virtual" else "seconds", f"{s['end_time']:.4g}"),
-        ("final loss / accuracy", f"{s['final_loss']:.4f} / {s['final_accuracy']:.4f}"),
+        ("final loss / accuracy", f"{s['final_loss']:.4f} / {acc:.4f}")
+        if acc is not None and not math.isnan(acc)
+        else ("final loss", f"{s['final_loss']:.4f}"),
         (
             "gradients applied / dropped / cancelled / rejected",
             f"{g['applied']} / {g['dropped']} / {g['cancelled']} / {g['rejected']}",
@@ -371,7 +380,11 @@ def _print_summary(s: dict, out: Path) -> None:
     rows.append(("wall time", f"{s['wall_time_s']:.2f} s"))
     for k, v in rows:
         table.add_row(k, v)
-    Console().print(table)
+    _console().print(table)
+    if stale_policy:
+        print(
+            "staleness counts versions; ssp's and psp's bound s counts clock ticks between workers"
+        )
     print(f"wrote {out}/ (summary.json, gradients.csv, updates.csv, evals.csv, config.toml)")
 
 
@@ -507,9 +520,9 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             force=args.force,
         )
     t = Table(title=f"each policy tuned on its own ({args.objective} on the validation split)")
-    t.add_column("policy", no_wrap=True)
-    t.add_column("chosen")
-    t.add_column("objective", justify="right")
+    t.add_column("policy", overflow="fold")
+    t.add_column("chosen", overflow="fold")
+    t.add_column("objective", justify="right", no_wrap=True)
     for label, c in result.chosen.items():
         settings = ", ".join(
             f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
@@ -517,7 +530,7 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
         )
         value = "diverged" if c["diverged"] else f"{c['objective']:.4g}"
         t.add_row(label, settings, value)
-    Console().print(t)
+    _console().print(t)
     for warning in result.warnings:
         err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
     return _report(out)
@@ -544,30 +557,77 @@ def _export(src: Path, dest: Path) -> int:
 
 def _report(out: Path) -> int:
     from hybridsgd.report import build_report
-    from hybridsgd.report.build import mean_table
 
     if not out.is_dir():
         raise ConfigError("report", f"no such directory: {out}")
     html_path = build_report(out)
     import pandas as pd
 
-    table = mean_table(pd.read_csv(out / "summary.csv"))
-    t = Table(title=f"mean over seeds ({out})")
-    t.add_column("policy", no_wrap=True)
-    for col in ("accuracy", "reached", "time to target", "staleness", "idle"):
-        t.add_column(col, justify="right")
-    for name, r in table.iterrows():
-        cells = (
-            f"{r.final_accuracy:.3f}",
-            f"{int(r.reached)}",
-            f"{r.time_to_target:.4g}",
-            f"{r.mean_staleness:.2f}",
-            f"{r.idle_fraction:.2f}",
-        )
-        t.add_row(name, *cells)
-    Console().print(t)
+    summary = pd.read_csv(out / "summary.csv")
+    table, caption = report_table(summary, out)
+    console = _console()
+    console.print(table)
+    console.print(caption, markup=False, highlight=False)
     print(f"wrote {html_path}, summary.csv and {len(list(out.glob('*.png')))} plots")
     return 0
+
+
+def _console() -> Console:
+    """stdout; at least 80 columns wide when it is not a terminal (a pipe, a file)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 80))
+
+
+#: what the comparison table's columns mean (printed under it, and in the README)
+COLUMNS = {
+    "loss": "final test loss",
+    "acc": "final test accuracy",
+    "reached": "seeds that reached the target accuracy",
+    "time": "mean time to the target over the seeds that reached it",
+    "stale": "mean staleness of applied gradients, in versions",
+    "idle": "share of worker time spent waiting",
+}
+
+
+def report_table(summary, out: Path) -> tuple[Table, str]:
+    """The mean over seeds per policy, with short headers explained in the caption: a
+    policy label wraps instead of being cut, and columns a run has no values for (accuracy
+    on a task without it, the target columns without a target) are left out."""
+    import math
+
+    from hybridsgd.report.build import mean_table
+
+    table = mean_table(summary)
+    seeds = summary.groupby("policy", sort=False).seed.count()
+    has_acc = bool(table.final_accuracy.notna().any())
+    target = summary["target_accuracy"].max() if "target_accuracy" in summary else math.nan
+    has_target = not math.isnan(target) or bool((table.reached > 0).any())
+    cols = ["loss"] + (["acc"] if has_acc else []) + (["reached", "time"] if has_target else [])
+    cols += ["stale", "idle"]
+    words = dict(COLUMNS)
+    if not math.isnan(target):
+        words["reached"] = f"seeds that reached {target:.0%} test accuracy"
+    if any(str(p).startswith(("ssp", "psp")) for p in table.index):
+        words["stale"] += (
+            " (ssp's and psp's bound s counts clock ticks between workers, not versions, "
+            "so staleness may exceed it)"
+        )
+    caption = "; ".join(f"{c}: {words[c]}" for c in cols)
+    t = Table(title=f"mean over seeds ({out})")
+    t.add_column("policy", overflow="fold")
+    for col in cols:
+        t.add_column(col, justify="right", no_wrap=True)
+    for name, r in table.iterrows():
+        cells = {
+            "loss": f"{r.final_loss:.4g}",
+            "acc": f"{r.final_accuracy:.3f}",
+            "reached": f"{int(r.reached)}/{seeds[name]}",
+            "time": "-" if math.isnan(r.time_to_target) else f"{r.time_to_target:.4g}",
+            "stale": f"{r.mean_staleness:.2f}",
+            "idle": f"{r.idle_fraction:.2f}",
+        }
+        t.add_row(str(name), *(cells[c] for c in cols))
+    return t, caption
 
 
 def _curvature(args: argparse.Namespace) -> float:
@@ -608,8 +668,10 @@ def _recommend(args: argparse.Namespace) -> int:
         print(json.dumps(json_safe({"curvature": h, "ranking": rows})))
         return 0
     t = Table(title=f"W = {args.workers}, {args.compute}, lr {args.lr:g}, curvature {h:.4g}")
-    for col in ("rank", "policy", "time to 1000x", "why"):
-        t.add_column(col)
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("policy", overflow="fold")
+    t.add_column("time", justify="right", no_wrap=True)
+    t.add_column("why", overflow="fold")
     for i, c in enumerate(ranked, 1):
         when = (
             "diverges"
@@ -617,12 +679,18 @@ def _recommend(args: argparse.Namespace) -> int:
             else ("-" if math.isinf(c.time_to_1000x) else f"{c.time_to_1000x:.4g}")
         )
         t.add_row(str(i), c.spec, when, c.reason)
-    Console().print(t)
-    Console().print(
-        "  model: linearised delay model along the curvature, stepped from the initial "
-        "point with each candidate's staleness; no gradient noise (docs/analysis.md)",
+    console = _console()
+    console.print(t)
+    console.print(
+        "time: predicted time until the loss falls 1000-fold along the curvature; model: "
+        "linearised delay model stepped from the initial point with each candidate's "
+        "staleness, no gradient noise (docs/analysis.md)",
         markup=False,
+        highlight=False,
     )
+    # the answer on a line of its own, never wrapped or cut: it is meant to be copied
+    console.print(f"recommended: --policy {ranked[0].spec}", markup=False, soft_wrap=True,
+                  highlight=False)  # fmt: skip
     return 0
 
 

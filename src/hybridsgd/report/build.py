@@ -6,6 +6,7 @@ import base64
 import html
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,7 @@ def summary_rows(groups: dict[str, list[tuple[int, Trace]]]) -> pd.DataFrame:
                     "final_loss": float(e.loss.iloc[-1]),
                     "final_accuracy": float(e.accuracy.iloc[-1]),
                     "time_to_target": float(hit.time.iloc[0]) if len(hit) else np.nan,
+                    "target_accuracy": np.nan if target is None else float(target),
                     "updates": len(u),
                     "applied": int((g.fate == "applied").sum()),
                     "dropped": int((g.fate == "dropped").sum()),
@@ -78,147 +80,295 @@ def summary_rows(groups: dict[str, list[tuple[int, Trace]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label: str) -> None:
-    """Mean and min-max band over seeds, on the x range every seed covers."""
+#: a stable colour per policy family: a policy keeps its colour in every plot and report
+FAMILY_COLOURS = {
+    "sync": "#1f77b4",
+    "backup": "#ff7f0e",
+    "async": "#d62728",
+    "k_sync": "#2ca02c",
+    "k_batch_sync": "#98df8a",
+    "k_async": "#9467bd",
+    "k_batch_async": "#c5b0d5",
+    "ssp": "#8c564b",
+    "psp": "#e377c2",
+    "hybrid": "#17becf",
+    "adaptive": "#7f7f7f",
+}
+_SPARE = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+_DASHES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_HATCHES = ("", "//", "..", "xx")
+
+
+def styles(groups) -> dict[str, dict[str, Any]]:
+    """Per label: colour by policy family (:data:`FAMILY_COLOURS`; a policy of your own gets
+    a spare colour), then line style and marker by its rank within the family, so twelve
+    policies with three backup variants are still twelve distinct lines."""
+    out: dict[str, dict[str, Any]] = {}
+    seen: dict[str, int] = {}
+    spare = iter(_SPARE * 4)
+    extra: dict[str, str] = {}
+    for label, runs in groups.items():
+        fam = _family(runs[0][1])
+        if fam not in FAMILY_COLOURS and fam not in extra:
+            extra[fam] = next(spare)
+        rank = seen.get(fam, 0)
+        seen[fam] = rank + 1
+        out[label] = {
+            "color": FAMILY_COLOURS.get(fam, extra.get(fam)),
+            "linestyle": _DASHES[rank % len(_DASHES)],
+            "marker": _MARKERS[(rank // len(_DASHES)) % len(_MARKERS)],
+            "hatch": _HATCHES[rank % len(_HATCHES)],  # bars
+        }
+    return out
+
+
+def _family(t: Trace) -> str:
+    return str(t.summary.get("config", {}).get("policy", {}).get("name", t.summary.get("policy")))
+
+
+def _figure(height: float = 4.2) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(9, height), layout="constrained")
+    return fig, fig.subplots()
+
+
+def _legend(ax) -> None:
+    """Beside the axes, never over the data (tests/report/test_plots.py checks)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            fontsize=8,
+            frameon=False,
+            ncols=2 if len(handles) > 16 else 1,
+        )
+
+
+def _band(ax, curves: list[tuple[np.ndarray, np.ndarray]], label: str, style, z: float) -> None:
+    """Mean and min-max band over seeds, on the x range every seed covers; a marker ends
+    each line, so a short one (a policy that made few updates) stays visible."""
     hi = min(x.max() for x, _ in curves)
     grid = np.linspace(0.0, hi, 200)
     ys = np.stack([np.interp(grid, x, y) for x, y in curves])
-    line = ax.plot(grid, ys.mean(axis=0), label=label)[0]
+    mean = ys.mean(axis=0)
+    ax.plot(grid, mean, label=label, color=style["color"], linestyle=style["linestyle"],
+            marker=style["marker"], markevery=[len(grid) - 1], ms=5, lw=1.6, zorder=z)  # fmt: skip
     if len(curves) > 1:
-        ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.2)
+        ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=style["color"], alpha=0.15,
+                        lw=0, zorder=z - 0.5)  # fmt: skip
 
 
-def _curves(groups, out: Path, metric: str, axis: str) -> None:
-    fig = Figure(figsize=(7, 4.2))
-    ax = fig.subplots()
+def _curves(groups, metric: str, axis: str) -> Figure:
+    fig, ax = _figure()
+    style = styles(groups)
+    seeds = max(len(r) for r in groups.values())
+    data = {}
     for label, runs in groups.items():
         curves = [(t.evals[axis].to_numpy(float), t.evals[metric].to_numpy(float)) for _, t in runs]
         if all(np.isfinite(c[1]).any() for c in curves):
-            _band(ax, curves, label)
-    ax.set_xlabel("simulated time" if axis == "time" else "updates (versions)")
+            data[label] = curves
+    # the shortest lines are drawn last, on top: a policy that made few updates is not hidden
+    extent = {k: min(x.max() for x, _ in c) for k, c in data.items()}
+    order = sorted(data, key=lambda k: -extent[k])
+    for label in groups:
+        if label in data:
+            _band(ax, data[label], label, style[label], 2.0 + order.index(label))
+    x_name = "simulated time" if axis == "time" else "updates"
+    log = axis == "version" and data and max(extent.values()) > 8 * max(min(extent.values()), 1)
+    if log:  # a policy that made 20 updates beside one that made 2,000 is still a line
+        ax.set_xscale("symlog", linthresh=10.0)
+    ax.set_xlabel(x_name + (" (log scale beyond 10)" if log else ""))
     ax.set_ylabel(f"test {metric}")
+    band = f"mean over {seeds} seeds, band min to max" if seeds > 1 else "one seed"
+    ax.set_title(f"Test {metric} against {x_name} ({band})", fontsize=10)
     if metric == "loss":
         ax.set_yscale("log")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    if data:
+        _legend(ax)
     else:  # e.g. accuracy on a task without it (quadratic)
         ax.text(0.5, 0.5, f"no {metric} in these runs", ha="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / f"{metric}_vs_{'time' if axis == 'time' else 'updates'}.png", dpi=100)
+    return fig
 
 
-def _time_to_target(summary: pd.DataFrame, out: Path) -> None:
-    fig = Figure(figsize=(7, 3.8))
-    ax = fig.subplots()
+def _time_to_target(groups, summary: pd.DataFrame) -> Figure:
+    """Horizontal bars: long policy names stay readable."""
     by = summary.groupby("policy", sort=False).time_to_target
     mean, lo, hi = by.mean(), by.min(), by.max()
-    xs = np.arange(len(mean))
-    ax.bar(xs, mean.fillna(0), yerr=[(mean - lo).fillna(0), (hi - mean).fillna(0)], capsize=4)
-    for x, n in zip(xs, by.count(), strict=True):
-        if n == 0:
-            ax.text(float(x), 0, "not reached", ha="center", va="bottom", fontsize=8, rotation=90)
-    ax.set_xticks(xs, mean.index, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("simulated time to target accuracy")
-    fig.tight_layout()
-    fig.savefig(out / "time_to_target.png", dpi=100)
+    fig, ax = _figure(1.4 + 0.32 * len(mean))
+    style = styles(groups)
+    ys = np.arange(len(mean))[::-1]
+    bars = ax.barh(ys, mean.fillna(0), xerr=[(mean - lo).fillna(0), (hi - mean).fillna(0)],
+                   capsize=3, color=[style[k]["color"] for k in mean.index],
+                   edgecolor="white")  # fmt: skip
+    for bar, label in zip(bars, mean.index, strict=True):
+        bar.set_hatch(style[label]["hatch"])
+    seeds = by.size()
+    for y, n, total, x in zip(ys, by.count(), seeds, hi.fillna(0), strict=True):
+        if n < total:
+            said = " not reached" if n == 0 else f"  reached by {n} of {total} seeds"
+            ax.text(float(x), float(y), said, va="center", fontsize=8)
+    ax.set_yticks(ys, mean.index, fontsize=8)
+    ax.set_ylabel("policy")
+    ax.set_xlabel("simulated time to the target accuracy (mean over the seeds that reached it)")
+    target = next(iter(groups.values()))[0][1].summary.get("target_accuracy")
+    ax.set_title(f"Time to {target:.0%} test accuracy" if target else "Time to target", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    return fig
 
 
-def _staleness(groups, out: Path) -> None:
-    fig = Figure(figsize=(7, 3.8))
-    ax = fig.subplots()
+def _staleness(groups) -> Figure:
+    """The CDF of applied gradients' staleness on a log axis: a few gradients of staleness
+    250 no longer squash every policy into a spike at 0."""
+    fig, ax = _figure()
+    style = styles(groups)
+    top = 1
     for label, runs in groups.items():
         s = np.concatenate(
             [t.gradients[t.gradients.fate == "applied"].staleness.to_numpy() for _, t in runs]
         )
         if len(s):
-            ax.hist(
-                s,
-                bins=list(np.arange(s.max() + 2) - 0.5),
-                histtype="step",
-                density=True,
-                label=label,
-            )
-    ax.set_xlabel("staleness of applied gradients (versions)")
-    ax.set_ylabel("fraction")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "staleness.png", dpi=100)
+            values, counts = np.unique(s, return_counts=True)
+            top = max(top, int(values[-1]))
+            x = np.concatenate([[values[0]], values]).astype(float)
+            y = np.concatenate([[0.0], np.cumsum(counts) / len(s)])
+            st = style[label]
+            name = f"{label} (always 0)" if int(values[-1]) == 0 else label
+            ax.step(x, y, where="post", label=name, color=st["color"], linestyle=st["linestyle"])
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(-0.2, top * 1.2 + 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("staleness s of an applied gradient (versions behind; log scale)")
+    ax.set_ylabel("fraction with staleness <= s")
+    ax.set_title("Staleness of applied gradients (cumulative)", fontsize=10)
+    _legend(ax)
+    ax.grid(alpha=0.3)
+    return fig
 
 
-def _arrival_order(groups, out: Path) -> None:
-    """Chen et al.'s plot: time from a round's start until its k-th gradient arrives."""
-    fig = Figure(figsize=(7, 3.8))
-    ax = fig.subplots()
+#: a policy is drawn in arrival_order.png when this share of its gradients belongs to
+#: lockstep rounds (every worker of the round started from one version at one time)
+ROUND_SHARE = 0.9
+
+
+def _arrival_order(groups) -> Figure:
+    """Chen et al.'s plot: time from a round's start until its k-th gradient arrives. Only
+    policies that run in rounds: elsewhere workers start at different times, and the few
+    "rounds" that happen to start together would draw a line that means nothing."""
+    fig, ax = _figure()
+    style = styles(groups)
     shown = False
     for label, runs in groups.items():
         offsets: list[np.ndarray] = []
+        total = in_rounds = 0
         for _, t in runs:
             g = t.gradients[t.gradients.fate != "cancelled"]
+            total += len(g)
             for _, rnd in g.groupby("read_version"):
                 if len(rnd) >= 2 and rnd.start_time.nunique() == 1:  # a lockstep round
                     offsets.append(np.sort((rnd.end_time - rnd.start_time.iloc[0]).to_numpy()))
-        if len(offsets) < 10:
-            continue  # no rounds to speak of (asynchronous policies)
+                    in_rounds += len(rnd)
+        if len(offsets) < 10 or in_rounds < ROUND_SHARE * total:
+            continue  # not a policy that runs in rounds
         k_max = max(len(o) for o in offsets)
         mean = [np.mean([o[k] for o in offsets if len(o) > k]) for k in range(k_max)]
-        ax.plot(np.arange(1, k_max + 1), mean, marker="o", ms=3, label=label)
+        st = style[label]
+        ax.plot(np.arange(1, k_max + 1), mean, marker=st["marker"], ms=3, label=label,
+                color=st["color"], linestyle=st["linestyle"])  # fmt: skip
         shown = True
     if not shown:
-        ax.text(
-            0.5,
-            0.5,
-            "no policy with rounds in this comparison",
-            ha="center",
-            transform=ax.transAxes,
-        )
-    ax.set_xlabel("k (k-th gradient of a round to arrive)")
+        ax.text(0.5, 0.5, "no policy with rounds in this comparison", ha="center",
+                transform=ax.transAxes)  # fmt: skip
+    ax.set_xlabel("k (the k-th gradient of a round to arrive)")
     ax.set_ylabel("mean time since the round started")
-    if shown:
-        ax.legend(fontsize=8)
+    ax.set_title("When the k-th gradient of a round arrives (policies that run in rounds)",
+                 fontsize=10)  # fmt: skip
+    _legend(ax)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "arrival_order.png", dpi=100)
+    return fig
 
 
-def _timeline(groups, out: Path) -> None:
+TIMELINE_WORKERS = 16  # workers drawn per policy
+
+
+def _timeline(groups) -> Figure:
     """What each worker did early in the first run of each policy: computing work that was
     applied (green) or wasted (red); gaps are waiting."""
+    from matplotlib.patches import Patch
+
     n = len(groups)
-    fig = Figure(figsize=(8, 1.4 + 1.6 * n))
-    axes = fig.subplots(n, 1, squeeze=False)
+    fig = Figure(figsize=(9, 1.2 + 1.25 * n), layout="constrained")
+    axes = fig.subplots(n, 1, squeeze=False, sharex=True)
     # one window for all: long enough for the slowest policy to make a few updates
     window = max(
         float(t.updates.time.iloc[min(len(t.updates), 6) - 1]) if len(t.updates) else 1.0
         for t in (runs[0][1] for runs in groups.values())
     )
+    colours = {"applied": "tab:green", "dropped": "tab:red", "cancelled": "tab:red",
+               "pending": "tab:gray"}  # fmt: skip
     for ax, (label, runs) in zip(axes[:, 0], groups.items(), strict=True):
         t = runs[0][1]
-        g = t.gradients[(t.gradients.start_time < window) & (t.gradients.worker < 16)]
-        for fate, colour in (
-            ("applied", "tab:green"),
-            ("dropped", "tab:red"),
-            ("cancelled", "tab:red"),
-            ("pending", "tab:gray"),
-        ):
+        shown = min(int(t.summary["workers"]), TIMELINE_WORKERS)
+        g = t.gradients[(t.gradients.start_time < window) & (t.gradients.worker < shown)]
+        for fate, colour in colours.items():
             part = g[g.fate == fate]
-            ax.barh(
-                part.worker,
-                (part.end_time.clip(upper=window) - part.start_time),
-                left=part.start_time,
-                color=colour,
-                height=0.7,
-                edgecolor="white",
-                linewidth=0.3,
-            )
+            ax.barh(part.worker, (part.end_time.clip(upper=window) - part.start_time),
+                    left=part.start_time, color=colour, height=0.7, edgecolor="white",
+                    linewidth=0.3)  # fmt: skip
         ax.set_xlim(0, window)
-        ax.set_ylabel(label, fontsize=8)
-        ax.set_yticks([])
-    axes[-1, 0].set_xlabel(
-        "simulated time (green: applied, red: cancelled or dropped, gaps: waiting)"
-    )
-    fig.tight_layout()
-    fig.savefig(out / "timeline.png", dpi=100)
+        ax.set_ylim(-0.6, shown - 0.4)
+        ax.set_yticks([0, shown - 1])
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylabel("worker", fontsize=8)
+        of = f" (workers 0-{shown - 1} of {t.summary['workers']})" if shown < t.summary[
+            "workers"] else ""  # fmt: skip
+        ax.set_title(f"{label}{of}", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("simulated time")
+    fig.suptitle("What each worker did early in the run (gaps: waiting)", fontsize=10)
+    fig.legend(
+        handles=[Patch(color="tab:green", label="applied"),
+                 Patch(color="tab:red", label="cancelled or dropped"),
+                 Patch(color="tab:gray", label="still running at the end")],
+        loc="outside lower center", ncols=3, fontsize=8, frameon=False,
+    )  # fmt: skip
+    return fig
+
+
+#: each plot of a comparison: its file, and the caption the report shows under it
+CAPTIONS = {
+    "loss_vs_time.png": "Test loss against simulated time: what a user waits for.",
+    "accuracy_vs_time.png": "Test accuracy against simulated time.",
+    "loss_vs_updates.png": "Test loss against updates: progress per update, whatever each "
+    "cost. A line that stops early is a policy that made fewer updates in the same time.",
+    "accuracy_vs_updates.png": "Test accuracy against updates.",
+    "time_to_target.png": "Simulated time until the test accuracy first reached the target; "
+    "error bars span the seeds.",
+    "staleness.png": "Share of applied gradients whose staleness (versions between the "
+    "one a worker read and the one its gradient updated) is at most s. For ssp and psp the "
+    "bound s counts clock ticks between workers, not versions, so staleness can exceed it.",
+    "arrival_order.png": "Mean time from the start of a round until its k-th gradient "
+    "arrives (Chen et al. 2016), for policies whose workers start rounds together.",
+    "timeline.png": "The first updates of each policy, worker by worker: green work was "
+    "applied, red was cancelled or dropped; gaps are waiting.",
+}
+
+
+def plots(groups, summary: pd.DataFrame) -> dict[str, Figure]:
+    """Every plot of a comparison (:data:`PLOTS`), as matplotlib figures."""
+    figs = {
+        f"{metric}_vs_{'time' if axis == 'time' else 'updates'}.png": _curves(groups, metric, axis)
+        for metric in ("loss", "accuracy")
+        for axis in ("time", "version")
+    }
+    figs["time_to_target.png"] = _time_to_target(groups, summary)
+    figs["staleness.png"] = _staleness(groups)
+    figs["arrival_order.png"] = _arrival_order(groups)
+    figs["timeline.png"] = _timeline(groups)
+    return {name: figs[name] for name in PLOTS}
 
 
 def build_report(out: str | Path) -> Path:
@@ -232,15 +382,15 @@ def build_report(out: str | Path) -> Path:
         table, record = tuned
         summary = tuning.with_settings(summary, record)
         names = tuning.sensitivity_plots(out, table, record)
-        extra = tuning.section(record, _figures(out, names))
+        what = (
+            "How {} scores on the validation split at each grid point; the dashed line is "
+            "the chosen setting; crosses on the top edge diverged or never reached the target."
+        )
+        captions = {n: what.format(n[len("sensitivity_") : -len(".png")]) for n in names}
+        extra = tuning.section(record, _figures(out, names, captions))
     summary.to_csv(out / "summary.csv", index=False)
-    for metric in ("loss", "accuracy"):
-        for axis in ("time", "version"):
-            _curves(groups, out, metric, axis)
-    _time_to_target(summary, out)
-    _staleness(groups, out)
-    _arrival_order(groups, out)
-    _timeline(groups, out)
+    for name, fig in plots(groups, summary).items():
+        fig.savefig(out / name, dpi=100)
     _html(out, groups, summary, extra)
     return out / "report.html"
 
@@ -267,10 +417,12 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _figures(out: Path, names) -> str:
+def _figures(out: Path, names, captions: dict[str, str] | None = None) -> str:
+    captions = captions or {}
     return "\n".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{_b64(out / name)}">'
-        f"<figcaption>{name}</figcaption></figure>"
+        f"<figcaption>{html.escape(captions.get(name, ''))} <code>{name}</code></figcaption>"
+        "</figure>"
         for name in names
     )
 
@@ -284,7 +436,7 @@ def _html(out: Path, groups, summary: pd.DataFrame, extra: str = "") -> None:
         f"target accuracy {first.get('target_accuracy')}, "
         f"{len(next(iter(groups.values())))} seed(s) per policy"
     )
-    images = _figures(out, PLOTS)
+    images = _figures(out, PLOTS, CAPTIONS)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hybridsgd comparison</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}

@@ -45,7 +45,7 @@ def sensitivity_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) ->
     others = [k for k in keys if k != x_key]
     names = []
     for label, runs in table.groupby("policy", sort=False):
-        fig = Figure(figsize=(6, 3.8))
+        fig = Figure(figsize=(8, 3.8), layout="constrained")
         ax = fig.subplots()
         means = runs.groupby(keys, sort=False).agg(
             objective=("objective", "mean"), diverged=("diverged", "any")
@@ -80,10 +80,10 @@ def sensitivity_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) ->
         ax.set_xlabel(x_key)
         what = "final validation loss" if record["objective"] == "final-loss" else "time to target"
         ax.set_ylabel(f"{what} (mean over seeds)")
-        ax.set_title(f"{label}: sensitivity", fontsize=10)
+        ax.set_title(f"{label}: validation objective against {x_key}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  fontsize=8, frameon=False)  # fmt: skip
         name = f"sensitivity_{label}.png"
         fig.savefig(out / name, dpi=100)
         names.append(name)
