@@ -44,3 +44,19 @@ def test_a_reader_that_goes_away_is_no_traceback(json):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == (141 if json else 1) and err == "", err
+
+
+def test_the_python_api_shows_progress_when_asked(capfd):
+    """progress=True draws a bar on stderr; "auto" (the default) draws none when stderr is
+    not a terminal (here, pytest's capture); a bad value is one line."""
+    import hybridsgd as h
+    from hybridsgd.progress import interactive
+
+    cfg = h.Config.from_dict({"policy": {"workers": 2}, "run": {"updates": 40}})
+    h.run(cfg, progress=True)
+    assert "training" in capfd.readouterr().err
+    assert not interactive()
+    h.run(cfg)
+    assert capfd.readouterr().err == ""
+    with pytest.raises(h.ConfigError, match="^progress: expected True, False, 'auto'"):
+        h.run(cfg, progress="yes")

@@ -24,7 +24,6 @@ from hybridsgd import __version__
 from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
 
 EXIT_USAGE = 2
-_PHASES = {"schedule": "simulating schedule", "train": "training", "evaluate": "evaluating"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -328,23 +327,9 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
 def _with_progress(args: argparse.Namespace, err: Console, work):
     """Call ``work(progress)`` under a progress bar (none with --quiet)."""
-    if args.quiet:
-        return work(None)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        ids: dict[str, TaskID] = {}
+    from hybridsgd.progress import progress_of
 
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in ids:
-                ids[phase] = bar.add_task(_PHASES.get(phase, phase), total=max(total, 1))
-            if phase == "schedule" or done % 16 == 0 or done == total:
-                bar.update(ids[phase], completed=done, total=max(total, 1))
-
+    with progress_of(None if args.quiet else "auto", err) as progress:
         return work(progress)
 
 

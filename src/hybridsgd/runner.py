@@ -36,6 +36,7 @@ from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.interrupts import Interrupts
 from hybridsgd.logs import Stream, open_sinks, update_metrics
 from hybridsgd.policies import build_policy
+from hybridsgd.progress import progress_of
 from hybridsgd.record import Evals, Schedule
 from hybridsgd.rundir import (
     CHECKPOINT,
@@ -185,7 +186,7 @@ def run(
     *,
     task: Task | None = None,
     out: str | Path | None = None,
-    progress: Any = None,
+    progress: Any = "auto",
     force: bool = False,
     attack: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunResult:
@@ -195,7 +196,9 @@ def run(
     run ends, the task's module (your own ``nn.Module`` given to :meth:`Task.from_module`)
     holds the final parameters, as ``result.params`` does; a later run of the same task
     still starts from the parameters the module had when the task was made.
-    ``progress`` is a callable ``(phase, done, total)`` for progress displays. With
+    ``progress``: ``True`` for a progress bar on stderr, ``False`` for none, a callable
+    ``(phase, done, total)`` of your own, or ``"auto"``: a bar in a terminal or a notebook
+    (hybridsgd.progress). With
     ``run.checkpoint_every`` the run directory also holds a checkpoint while the run lasts
     (see :func:`resume`). A directory that already holds a run is refused unless ``force``
     (the CLI's ``--force``), which removes that run's files before anything is written.
@@ -238,7 +241,7 @@ def resume(
     out: str | Path,
     *,
     task: Task | None = None,
-    progress: Any = None,
+    progress: Any = "auto",
     allow_change: list[str] | tuple[str, ...] = (),
 ) -> RunResult:
     """Continue the simulated run whose last checkpoint is in ``out``. It ends bit for bit
@@ -270,7 +273,10 @@ def _execute(
 ) -> RunResult:
     signals = Interrupts()
     real = cfg.run.backend != "sim"
-    with signals.deferred() if real else contextlib.nullcontext():
+    with (
+        progress_of(progress) as progress,
+        signals.deferred() if real else contextlib.nullcontext(),
+    ):
         if out is None:
             return _run(cfg, task, None, progress, state, signals, attack)
         with claimed(Path(out), force=force, resuming=state is not None) as out:

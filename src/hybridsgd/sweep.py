@@ -158,7 +158,7 @@ def one_run(
 
     load_policies(policies)
     try:
-        result = run(Config.from_dict(config), out=out, force=True)
+        result = run(Config.from_dict(config), out=out, force=True, progress=False)
     except (ConfigError, WorkerLost, HybridSGDError) as exc:
         return None, None, str(exc)
     return result.trace, result.params, ""
