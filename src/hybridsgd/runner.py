@@ -305,6 +305,10 @@ def _run(
     attack: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunResult:
     wall0 = time.perf_counter()
+    if cfg.run.backend == "local":  # its workers' server starts while the task is built
+        from hybridsgd.backends.local import warm_up
+
+        warm_up()
     if task is not None:
         cfg = cfg.replace(f"task.custom={custom_task_marker(task)}")
     elif cfg.task.custom:

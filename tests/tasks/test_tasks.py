@@ -104,3 +104,14 @@ def test_more_workers_than_samples_never_hangs():
     assert e.value.field == "policy.workers"
     with pytest.raises(ValueError, match="empty"):
         WorkerSampler(np.empty(0, dtype=np.int64), 4, np.random.default_rng(0))
+
+
+def test_digits_are_scikit_learns_load_digits():
+    """The digits are read from scikit-learn's file without importing it: the same data."""
+    from sklearn.datasets import load_digits
+
+    from hybridsgd.tasks.builtin import _digits
+
+    x, y = _digits()
+    d = load_digits()
+    assert np.array_equal(x, d.data.astype(np.float32)) and np.array_equal(y, d.target)

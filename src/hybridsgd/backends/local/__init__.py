@@ -101,11 +101,7 @@ class LocalBackend(Driver):
 
     def _spawn(self) -> None:
         ctx = _context()
-        # The forkserver is launched (fork + exec, instant) with SIGINT ignored: it keeps
-        # SIG_IGN, and so does every worker it forks, from birth. Ctrl-C reaches the driver
-        # only, and is never swallowed while workers start.
-        with _sigint_ignored():
-            forkserver.ensure_running()
+        warm_up()
         for w in range(self.W):
             parent, child = ctx.Pipe(duplex=True)
             args = (child, self.task, self.samplers[w], self._ring.slots, self._grads[w])
@@ -217,6 +213,17 @@ def _context():
     ctx = tmp.get_context("forkserver")
     ctx.set_forkserver_preload(["hybridsgd.backends.local.worker"])
     return ctx
+
+
+def warm_up() -> None:
+    """Start the forkserver now, if it is not running: it imports torch and the worker
+    module (about a second) while the caller goes on, e.g. building the task, so the
+    workers start sooner. Launched (fork + exec, instant) with SIGINT ignored: it keeps
+    SIG_IGN, and so does every worker it forks, from birth. Ctrl-C reaches the driver only,
+    and is never swallowed while workers start."""
+    _context()
+    with _sigint_ignored():
+        forkserver.ensure_running()
 
 
 @contextlib.contextmanager
