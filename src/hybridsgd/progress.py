@@ -16,7 +16,12 @@ from typing import Any
 Progress = Callable[[str, int, int], None]
 
 #: what each phase of a run is called on its bar
-PHASES = {"schedule": "simulating schedule", "train": "training", "evaluate": "evaluating"}
+PHASES = {
+    "schedule": "simulating schedule",
+    "start": "starting workers",
+    "train": "training",
+    "evaluate": "evaluating",
+}
 
 
 def interactive() -> bool:
@@ -66,7 +71,7 @@ def run_bar(console: Any = None) -> Iterator[Progress]:
         def report(phase: str, done: int, total: int) -> None:
             if phase not in ids:
                 ids[phase] = bar.add_task(PHASES.get(phase, phase), total=max(total, 1))
-            if phase == "schedule" or done % 16 == 0 or done == total:
+            if phase in ("schedule", "start") or done % 16 == 0 or done == total:
                 bar.update(ids[phase], completed=done, total=max(total, 1))
 
         yield report

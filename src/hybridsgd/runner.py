@@ -526,6 +526,21 @@ def _update_metrics(cfg: Config, trace: Trace, policy):
     )
 
 
+def _started(progress, total: int) -> Callable[[int], None] | None:
+    """A real backend's progress (updates done): its first report also ends "start"."""
+    if not progress:
+        return None
+    started = []
+
+    def report(version: int) -> None:
+        if not started:
+            started.append(True)
+            progress("start", 1, 1)
+        progress("train", version, total)
+
+    return report
+
+
 def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, progress):
     """Train on real workers (processes or Ray actors); evaluate the snapshots the run
     kept, after it. Returns the schedule, evaluations, summary extras, final parameters."""
@@ -557,10 +572,12 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
         worker_timeout=cfg.run.worker_timeout,
         shrink=cfg.policy.on_worker_loss == "shrink",
         eval_every=cfg.run.eval_every,
-        progress=(lambda v: progress("train", v, total)) if progress else None,
+        progress=_started(progress, total),
         faults=faults,
         **options,
     )
+    if progress:  # starting W processes or Ray actors takes seconds: say so meanwhile
+        progress("start", 0, 1)
     result = backend.run(cfg.run.updates, cfg.run.time)
     if not result.snapshots:  # stopped while the workers started: there is no run to report
         if result.interrupted:

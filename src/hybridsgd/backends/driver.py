@@ -141,6 +141,8 @@ class Driver:
             t = time.perf_counter()
             self._open()
             startup = time.perf_counter() - t
+            if self.progress is not None:  # the workers are up: version 0
+                self.progress(0)
             torch.set_num_threads(1)  # the driver's steps are small; leave the cores to workers
             self._t0 = time.perf_counter()
             self.snapshots.append((0, 0.0, self.server.params.clone()))

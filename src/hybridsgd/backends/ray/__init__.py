@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import math
 import os
 import shutil
@@ -39,6 +40,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
@@ -203,12 +205,13 @@ class RayBackend(Driver):
     def _open(self) -> None:
         ray = self.ray
         if not ray.is_initialized():
-            ray.init(
-                address=self.address or None,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            with _quiet_auth_notice():
+                ray.init(
+                    address=self.address or None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             self._started_ray = True
         from hybridsgd.backends.ray.actors import Worker
 
@@ -468,6 +471,25 @@ def _gradient(array: np.ndarray, writable: bool) -> torch.Tensor:
     from hybridsgd.backends.ray.actors import _tensor as view
 
     return torch.from_numpy(np.array(array)) if writable else view(array)
+
+
+class _DropNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this")
+
+
+@contextlib.contextmanager
+def _quiet_auth_notice() -> Iterator[None]:
+    """Ray 2.5x announces on every new local cluster that token authentication is on (the
+    secure default, nothing for a user to do): that line is dropped. Its warning that
+    authentication is off is kept."""
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _DropNotice()
+    log.addFilter(notice)
+    try:
+        yield
+    finally:
+        log.removeFilter(notice)
 
 
 def ray_threads(threads: int) -> int:
