@@ -23,10 +23,10 @@ POLICIES = {
     "sync (16 of 16)": ["policy.name=sync"],
     "backup (14 of 16)": ["policy.name=backup", "policy.backups=2"],
     "async": ["policy.name=async", "optimizer.lr=0.05"],  # stale gradients: smaller steps
-    # asynchronous for the first 2,000 updates, then a linear move to all 16 per update
+    # from asynchronous at update 0 to all 16 gradients per update at update 1,500, linearly
     "hybrid (linear)": [
         "policy.name=hybrid",
-        "policy.threshold=linear:start=2000,end=4000",
+        "policy.threshold=linear:start=0,end=1500",
         "optimizer.lr=0.05",
     ],
 }
