@@ -450,12 +450,12 @@ def _ray_address(args: argparse.Namespace, base) -> str:
 class _sweep_bar:
     """One bar over a whole sweep: runs done of the total, elapsed and time left."""
 
-    def __init__(self, err: Console, what: str) -> None:
+    def __init__(self, err: Console, what: str, unit: str = "runs") -> None:
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("runs"),
+            TextColumn(unit),
             TimeElapsedColumn(),
             TextColumn("left"),
             TimeRemainingColumn(),
@@ -643,7 +643,9 @@ def _recommend(args: argparse.Namespace) -> int:
     h = _curvature(args)
     cluster = build_cluster(cfg)
     speeds = None if (cluster.speeds == 1).all() else cluster.speeds
-    ranked = recommend(args.workers, cluster.compute, args.lr, h, cluster.comm, speeds, args.batch)
+    with _sweep_bar(Console(stderr=True), "predicting", unit="candidates") as bar:
+        ranked = recommend(args.workers, cluster.compute, args.lr, h, cluster.comm, speeds,
+                           args.batch, progress=bar)  # fmt: skip
     if args.json:
         rows = [
             {"policy": c.spec, "time_to_1000x": c.time_to_1000x, "reason": c.reason} for c in ranked

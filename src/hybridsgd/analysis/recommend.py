@@ -15,6 +15,7 @@ task, prefer a larger quorum, or a hybrid ending synchronous, over what it sugge
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,15 +158,20 @@ def recommend(
     comm: TimingModel | None = None,
     speeds=None,
     batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Candidate]:
-    """Every candidate, best first."""
+    """Every candidate, best first. ``progress(done, total)`` hears of each candidate
+    predicted (the hybrid shapes, tried last, count as one)."""
     if not (lr > 0 and curvature > 0):
         raise ConfigError("--lr", "recommend needs a positive --lr and --curvature")
     finite_mean(compute, "--compute")
     if comm is not None:
         finite_mean(comm, "--comm")
     ranked = []
-    for spec, policy, params in candidates(workers):
+    todo = candidates(workers)
+    for i, (spec, policy, params) in enumerate(todo):
+        if progress is not None:
+            progress(i, len(todo) + 1)
         entry = REGISTRY[policy]
         known = {k: v for k, v in params.items() if k in _PREDICT_KEYS}
         quorum = None
@@ -212,6 +218,8 @@ def recommend(
                 f"{p.mean_staleness:.1f} (stable below lr {st.max_stable_lr:.3g})"
             )
         ranked.append(Candidate(spec, p, t, reason))
+    if progress is not None:
+        progress(len(todo), len(todo) + 1)
     # hybrid shapes, scaled to the updates the faster of async and sync needs
     ends = [
         round(c.time_to_1000x / c.prediction.mean_update_time)  # type: ignore[union-attr]
@@ -235,4 +243,6 @@ def recommend(
                     cap=10 * horizon,
                 )
             )
+    if progress is not None:
+        progress(len(todo) + 1, len(todo) + 1)
     return sorted(ranked, key=lambda c: c.time_to_1000x)
