@@ -10,6 +10,7 @@ import pytest
 
 import hybridsgd as h
 from hybridsgd.analysis import (
+    discrete_max_stable,
     discrete_radius,
     largest_eigenvalue,
     largest_stable,
@@ -126,6 +127,31 @@ def test_discrete_model_gives_levin_may(k):
     assert largest_stable(lambda eh: discrete_radius(eh, pmf) < 1) == pytest.approx(
         levin_may(k), rel=1e-5
     )
+    assert discrete_max_stable(pmf) == pytest.approx(levin_may(k), rel=1e-12)
+
+
+def _pmfs():
+    rng = np.random.default_rng(0)
+    shapes = {
+        "geometric": 0.9 ** np.arange(200),
+        "uniform": np.ones(64),
+        "pareto tail, 1,024 bins": (1.0 + np.arange(1024)) ** -2.5,
+        "random": rng.random(300),
+        "two spikes": np.bincount([3, 40], minlength=41).astype(float),
+    }
+    return {k: v / v.sum() for k, v in shapes.items()}
+
+
+@pytest.mark.parametrize("name", list(_pmfs()))
+def test_the_stability_boundary_is_where_the_roots_cross_the_unit_circle(name):
+    """The D-decomposition against numpy's polynomial roots in float64: just inside the
+    boundary every root is inside the unit circle, just outside one is not."""
+    pmf = _pmfs()[name]
+    a = discrete_max_stable(pmf)
+    assert discrete_radius(a * (1 - 1e-6), pmf) < 1 < discrete_radius(a * (1 + 1e-6), pmf)
+    if len(pmf) <= 300:  # the bisection on the roots (slow for 1,024 bins) agrees
+        b = largest_stable(lambda eh: discrete_radius(eh, pmf) < 1, hi=1.0)
+        assert a == pytest.approx(b, rel=2e-6)
 
 
 def test_predicted_stability_limit_matches_training_on_the_quadratic():

@@ -12,13 +12,20 @@ from hybridsgd.analysis.curvature import largest_eigenvalue
 from hybridsgd.analysis.measure import measure
 from hybridsgd.analysis.order_stats import expected_kth, kth_quantiles
 from hybridsgd.analysis.predict import ASYNC_FAMILY, SYNC_FAMILY, Prediction, Stability, predict
-from hybridsgd.analysis.stability import discrete_radius, largest_stable, levin_may, rightmost_root
+from hybridsgd.analysis.stability import (
+    discrete_max_stable,
+    discrete_radius,
+    largest_stable,
+    levin_may,
+    rightmost_root,
+)
 
 __all__ = [
     "ASYNC_FAMILY",
     "SYNC_FAMILY",
     "Prediction",
     "Stability",
+    "discrete_max_stable",
     "discrete_radius",
     "expected_kth",
     "kth_quantiles",

@@ -14,6 +14,7 @@ from hybridsgd.analysis.predict_async import (
 )
 from hybridsgd.analysis.prediction import Prediction, Stability
 from hybridsgd.analysis.stability import (
+    discrete_max_stable,
     discrete_radius,
     largest_stable,
     rightmost_root,
@@ -78,7 +79,7 @@ def stability_of(
         max_lr = 2.0 / (W * h)
     else:
         radius = discrete_radius(lr * h, pmf)
-        max_lr = largest_stable(lambda eta: discrete_radius(eta * h, pmf) < 1.0, hi=1.0 / h)
+        max_lr = discrete_max_stable(pmf) / h
     stable = radius < 1.0
     conv = -math.log(radius) * rate_updates if radius > 0 else math.inf
     # continuous model (Yu, Chen & Poor) for comparison: delay = read-to-apply time
