@@ -186,6 +186,20 @@ def _parser() -> argparse.ArgumentParser:
         help="random seed: simulations, Monte Carlo, the curvature estimate (default 0)",
     )
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
+    q.add_argument(
+        "--epsilon", type=float,
+        help="target E||grad f||^2: also print Tyurin & Richtarik's optimal time for these "
+        "workers and this policy's time relative to it (docs/analysis.md)",
+    )  # fmt: skip
+    q.add_argument(
+        "--sigma2", type=float, default=1.0, help="gradient noise (with --epsilon; default 1)"
+    )  # fmt: skip
+    q.add_argument(
+        "--smoothness", type=float, default=1.0, help="L (with --epsilon; default 1)"
+    )  # fmt: skip
+    q.add_argument(
+        "--gap", type=float, default=1.0, help="f(x0) - inf f (with --epsilon; default 1)"
+    )  # fmt: skip
 
     c = sub.add_parser("recommend", help="rank policies by predicted convergence time")
     c.add_argument("--workers", type=int, required=True, help="W, the worker budget")
@@ -402,18 +416,64 @@ def _predict(args: argparse.Namespace) -> int:
         cfg, updates=args.updates, lr=args.lr, curvature=h, train_samples=args.train_samples
     )
     measured = simulated(cfg, args.updates, args.train_samples) if args.validate else None
+    bound = _optimal(args, cfg, pred) if args.epsilon is not None else None
     if args.json:
         out = pred.to_dict()
         if h is not None:
             out["curvature"] = h
         if measured:
             out["measured"] = measured
+        if bound:
+            out["optimal"] = bound
         from hybridsgd.trace import json_safe
 
         print(json.dumps(json_safe(out)))
         return 0
     _print_prediction(pred, h, measured)
+    if bound:
+        _print_optimal(bound)
     return 0
+
+
+def _optimal(args: argparse.Namespace, cfg, pred) -> dict:
+    """Tyurin & Richtarik's optimal time for the workers' mean times per gradient, and the
+    policy's predicted time where it applies fresh gradients only."""
+    import numpy as np
+
+    from hybridsgd.analysis.optimal import Problem, fresh_policy_time, optimal_time
+    from hybridsgd.runner import build_cluster
+
+    problem = Problem(args.smoothness, args.gap, args.sigma2, args.epsilon)
+    cluster = build_cluster(cfg)
+    speeds = np.ones(cfg.policy.workers) if cluster.speeds is None else cluster.speeds
+    taus = speeds * cluster.compute.mean() + 2 * cluster.comm.mean()
+    best, m = optimal_time(taus, problem)
+    out = {"optimal_time": best, "fastest_workers_used": m, "sigma2_over_epsilon": problem.batch}
+    if pred.mean_staleness == 0 and not pred.regimes:
+        mine = fresh_policy_time(pred.mean_update_time, pred.quorum, problem)
+        out |= {"policy_time": mine, "ratio": mine / best}
+    return out
+
+
+def _print_optimal(bound: dict) -> None:
+    console = _console()
+    console.print(
+        f"  optimal time (Tyurin & Richtarik 2023, up to a constant): {bound['optimal_time']:.4g},"
+        f" with the {bound['fastest_workers_used']} fastest workers "
+        f"(sigma^2 / epsilon = {bound['sigma2_over_epsilon']:.4g})",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    if "ratio" in bound:
+        console.print(
+            f"  this policy, same constants: {bound['policy_time']:.4g} = "
+            f"{bound['ratio']:.3g}x the optimum",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    else:
+        console.print(
+            "  this policy applies stale gradients: no iteration count here to compare with",
+            markup=False, highlight=False,
+        )  # fmt: skip
 
 
 def _compare(args: argparse.Namespace, err: Console) -> int:

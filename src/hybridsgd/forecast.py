@@ -61,6 +61,12 @@ def predict_config(
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
     threshold, gpe = hybrid_inputs(p, cfg.task.batch_size, train_samples)
     entry = REGISTRY[p.name]
+    if p.name == "rennala" and p.late == "drop":
+        raise ConfigError(
+            "policy.late",
+            "predict models rennala with late = cancel (the k-th arrival of W renewal "
+            "streams restarted each round); simulate late = drop with hybridsgd run",
+        )
     return predict(
         p.name,
         p.workers,

@@ -530,7 +530,7 @@ def _started(progress, total: int) -> Callable[[int], None] | None:
     """A real backend's progress (updates done): its first report also ends "start"."""
     if not progress:
         return None
-    started = []
+    started: list[bool] = []
 
     def report(version: int) -> None:
         if not started:

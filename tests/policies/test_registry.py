@@ -107,7 +107,7 @@ def test_it_runs_from_the_cli(majority, tmp_path, capsys):
 def test_the_built_in_policies_all_declare_themselves():
     assert set(REGISTRY) == {
         "adaptive", "async", "backup", "sync", "hybrid", "k_sync", "k_batch_sync", "k_async",
-        "k_batch_async", "ssp", "psp",
+        "k_batch_async", "ssp", "psp", "rennala", "ringmaster", "m_sync",
     }  # fmt: skip
     assert set(POLICIES) == set(REGISTRY)
     for entry in REGISTRY.values():

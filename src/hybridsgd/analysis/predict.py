@@ -110,12 +110,13 @@ def predict(
         # the first K gradients of a version from distinct workers (k_sync's model); K from
         # the policy's name, or ``quorum`` (a registered policy's min_gradients)
         kk = quorum if quorum is not None else {"sync": W, "backup": W - backups}.get(policy, k)
-        if kk is None or not 1 <= kk <= W:
+        any_workers = policy in ("k_batch_sync", "rennala")  # K minibatches, from anyone
+        if kk is None or not 1 <= kk <= (math.inf if policy == "rennala" else W):
             raise ConfigError("policy", f"{policy} needs a quorum in [1, {W}]")
-        if policy == "k_batch_sync":
+        if any_workers:
             t, how = k_batch_sync_time(compute, W, kk, speeds, shift)
             tq = {}
-            wasted = W / (kk + W)
+            wasted = (W - 1) / (kk + W - 1)  # per update: K applied, the W - 1 others stopped
         else:
             t, how = expected_kth(compute, W, kk, speeds, shift)
             tq = {label(q): v for q, v in kth_quantiles(compute, W, kk, qs, speeds, shift).items()}

@@ -14,6 +14,7 @@ from hybridsgd.policies.backup import backup
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
 from hybridsgd.policies.hybrid import PROGRESS, HybridPolicy, PartitionHybrid, hybrid
 from hybridsgd.policies.k_variants import k_async, k_batch_async, k_batch_sync, k_sync
+from hybridsgd.policies.optimal_time import m_sync, rennala, ringmaster
 from hybridsgd.policies.quorum import QuorumPolicy
 from hybridsgd.policies.registry import (
     REGISTRY,
@@ -164,6 +165,9 @@ __all__ = [
     "k_batch_async",
     "k_batch_sync",
     "k_sync",
+    "m_sync",
+    "rennala",
+    "ringmaster",
     "parse_threshold",
     "psp",
     "ssp",

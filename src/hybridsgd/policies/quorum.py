@@ -25,6 +25,10 @@ async                1       minibatches  no          latest     keep
   accepted stale later.
 * *gate* — an optional start barrier on worker clocks (:mod:`~hybridsgd.policies.gates`):
   ``ssp`` and ``psp`` are ``async`` with a gate.
+* *stop after* — an optional bound R on kept work: at an update, work in flight that has
+  fallen R versions behind (it could only arrive with staleness >= R) is cancelled and its
+  worker restarts on the new version (Ringmaster ASGD's calculation stops,
+  :mod:`~hybridsgd.policies.optimal_time`).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class QuorumPolicy(Policy):
         in_flight: str = "cancel",
         staleness: StalenessRule | None = None,
         gate: ClockGate | None = None,
+        stop_after: int | None = None,
         name: str = "quorum",
     ) -> None:
         if workers < 1:
@@ -104,6 +109,8 @@ class QuorumPolicy(Policy):
             raise ValueError("bad QuorumPolicy setting")
         if in_flight == "drop" and not fresh_only:
             raise ValueError("in_flight='drop' needs fresh_only (otherwise late work is accepted)")
+        if stop_after is not None and (stop_after < 1 or in_flight != "keep"):
+            raise ValueError("stop_after needs in_flight='keep' and a bound >= 1")
         self.name = name
         self.workers = workers
         self.quorum = quorum
@@ -113,6 +120,7 @@ class QuorumPolicy(Policy):
         self.in_flight_rule = in_flight
         self.staleness_rule = staleness or NoStalenessRule()
         self.gate = gate
+        self.stop_after = stop_after
         self.version = 0
         self.now = 0.0  # time of the latest push, as the backend reports it
         self._buffer: list[tuple[int, int, int]] = []  # (gid, worker, staleness)
@@ -244,6 +252,11 @@ class QuorumPolicy(Policy):
             cancel = [w for w, r in enumerate(self._in_flight) if 0 <= r < v]
             for w in cancel:
                 self._in_flight[w] = -1
+        elif self.stop_after is not None:  # work that can no longer arrive in time
+            oldest = self.version - self.stop_after
+            cancel = [w for w, r in enumerate(self._in_flight) if 0 <= r <= oldest]
+            for w in cancel:
+                self._in_flight[w] = -1
         release: list[int] | tuple = ()
         if self._waiting:
             release = sorted(self._waiting)
@@ -273,6 +286,7 @@ class QuorumPolicy(Policy):
             and self.in_flight_rule == "keep"
             and not self.staleness_rule.drops
             and self.gate is None
+            and self.stop_after is None
         ):
             return ("renewal", self.quorum)
         return None

@@ -1,0 +1,212 @@
+"""The optimal-time methods of 2023-2026, as recipes over :class:`QuorumPolicy`.
+
+=============  =============================  ===================  ====================
+recipe         an update fires when           after a push         work in flight
+=============  =============================  ===================  ====================
+``rennala``    B gradients of the current     another minibatch    cancelled (``late =
+               version have arrived, from     on the same version  drop``: finishes,
+               any workers (a fast one gives                       then dropped)
+               several)
+``ringmaster`` every gradient of delay < R    pulls the latest     kept; a gradient of
+               arrives (one per update)                            delay >= R is dropped
+                                                                   (``stops``: cancelled
+                                                                   when it reaches R)
+``m_sync``     the first m gradients of the   waits for the next   cancelled
+               current version, from m        version
+               distinct workers
+=============  =============================  ===================  ====================
+
+* **Rennala SGD** (Tyurin & Richtárik, NeurIPS 2023, "Optimal Time Complexities of Parallel
+  Stochastic Optimization Methods Under a Fixed Computation Model"). Iteration k averages
+  the first B stochastic gradients computed at x^k, whichever workers send them; B may
+  exceed W, a fast worker contributing several. Work on an older point does not count. By
+  default it is stopped when the iteration ends and every worker restarts on x^(k+1), as the
+  Ringmaster authors' public simulator runs Rennala (``rennala_master`` in
+  github.com/vectozavr/ringmaster-lmo); with ``late = drop`` it finishes and is ignored on
+  arrival instead, its worker then taking the current point. With B <= W and ``late =
+  cancel`` it is ``k_batch_sync`` with K = B. The paper's B = max(1, ceil(sigma^2 /
+  epsilon)) is :func:`rennala_batch`.
+* **Ringmaster ASGD** (Maranjyan, Tyurin & Richtárik, ICML 2025, arXiv 2501.16168). Algorithm
+  4: asynchronous SGD that applies a gradient only if its delay (the updates made since its
+  worker read the parameters: hybridsgd's staleness) is below the threshold R; otherwise the
+  gradient is ignored. Either way the worker starts again on the current point. Algorithm 5
+  (``stops = true``): a computation whose delay reaches R is stopped and restarted on the
+  current point, since its gradient would be ignored anyway; every gradient that arrives is
+  then applied. This follows the authors' simulator (``RingmasterASGD`` there keeps a delay
+  counter per worker and restarts a worker when it reaches R). R = inf is ``async``. The
+  paper's R = max(1, ceil(sigma^2 / epsilon)) is :func:`ringmaster_threshold`.
+* **m-Synchronous SGD** (Begunov & Tyurin 2026, "Do We Need Asynchronous SGD? On the
+  Near-Optimality of Synchronous Methods", arXiv 2602.03802). Every worker starts from x^k;
+  the server waits for the first m gradients, from m distinct workers, averages them and
+  moves on; the other W - m computations are stopped. This is Dutta et al.'s ``k_sync``
+  with K = m (the equivalence is tested); m = W is ``sync``.
+
+Where this departs from the papers, and what was checked: the papers' step sizes (gamma
+from L, sigma^2 and epsilon) are not imposed; ``optimizer.lr`` is tuned like any policy's
+(docs/tuning.md). The papers' own method boxes could not be read from this workplace (only
+their abstracts); the semantics above come from the papers' summaries and the authors'
+public simulator, and a reader with the papers at hand should check them (docs/policies.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hybridsgd.core.staleness import build_staleness
+from hybridsgd.errors import ConfigError
+from hybridsgd.policies.quorum import ASYNCHRONOUS, SYNCHRONOUS, QuorumPolicy
+from hybridsgd.policies.registry import (
+    PolicyConfig,
+    Registered,
+    one_of,
+    param,
+    register,
+    whole_workers,
+)
+
+
+def rennala(workers: int, batch: int, late: str = "cancel") -> QuorumPolicy:
+    """Any ``batch`` gradients of the current version; work on an older version is
+    cancelled at the update (``late = "drop"``: finishes and is dropped)."""
+    if late not in ("cancel", "drop"):
+        raise ValueError("late must be 'cancel' or 'drop'")
+    settings = SYNCHRONOUS.replace(after_push="same", in_flight=late)
+    return QuorumPolicy(workers, batch, counts="minibatches", **settings, name="rennala")
+
+
+def ringmaster(workers: int, threshold: float, stops: bool = False, staleness=None) -> QuorumPolicy:
+    """Asynchronous SGD that ignores (or, with ``stops``, cancels) gradients of delay >=
+    ``threshold``. ``staleness`` is a staleness rule already bounded by threshold - 1."""
+    stop = int(threshold) if stops and math.isfinite(threshold) else None
+    return QuorumPolicy(
+        workers,
+        1,
+        counts="minibatches",
+        **ASYNCHRONOUS,
+        staleness=staleness,
+        stop_after=stop,
+        name="ringmaster",
+    )
+
+
+def m_sync(workers: int, m: int) -> QuorumPolicy:
+    """The first ``m`` gradients of the current version from distinct workers; the other
+    computations are stopped."""
+    return QuorumPolicy(workers, m, counts="workers", **SYNCHRONOUS, name="m_sync")
+
+
+def rennala_batch(sigma2: float, epsilon: float) -> int:
+    """Rennala SGD's batch size from the noise level and the precision:
+    max(1, ceil(sigma^2 / epsilon))."""
+    _positive(sigma2, epsilon)
+    return max(1, math.ceil(sigma2 / epsilon))
+
+
+def ringmaster_threshold(sigma2: float, epsilon: float) -> int:
+    """Ringmaster ASGD's delay threshold: R = max(1, ceil(sigma^2 / epsilon))."""
+    _positive(sigma2, epsilon)
+    return max(1, math.ceil(sigma2 / epsilon))
+
+
+def _positive(sigma2: float, epsilon: float) -> None:
+    if not (sigma2 >= 0 and epsilon > 0):
+        raise ConfigError(
+            "epsilon", f"needs sigma^2 >= 0 and epsilon > 0 (got {sigma2}, {epsilon})"
+        )
+
+
+def _check_batch(value: int | None, p: PolicyConfig) -> None:
+    if value is not None and value < 1:
+        raise ConfigError("policy.batch", f"must be a whole number >= 1 (got {value})")
+
+
+def _check_threshold(value: float | None, p: PolicyConfig) -> None:
+    if value is not None and not (value == math.inf or (value >= 1 and value == int(value))):
+        raise ConfigError(
+            "policy.delay_threshold", f"must be a whole number >= 1 or inf (got {value})"
+        )
+
+
+@dataclass(frozen=True)
+class RennalaParams:
+    batch: int | None = param(
+        None,
+        "B: fresh gradients per update, from any workers (>= 1; may exceed W)",
+        check=_check_batch,
+        example="32",
+    )
+    late: str = param(
+        "cancel",
+        "work on an older version is cancel-led at the update, or finishes and is drop-ped",
+        check=one_of("late", "cancel", "drop"),
+    )
+
+
+@dataclass(frozen=True)
+class RingmasterParams:
+    delay_threshold: float | None = param(
+        None,
+        "R: a gradient whose delay (staleness) is R or more is ignored (>= 1, or inf)",
+        check=_check_threshold,
+        example="16",
+    )
+    stops: bool = param(False, "stop work whose delay reaches R and restart it (Algorithm 5)")
+
+
+@dataclass(frozen=True)
+class MSyncParams:
+    m: int | None = param(
+        None, "m: gradients per update from distinct workers, 1 <= m <= W",
+        check=whole_workers("m"), example="12",
+    )  # fmt: skip
+
+
+def _ringmaster(c: PolicyConfig, ctx) -> QuorumPolicy:
+    R = c.delay_threshold
+    bound = None if math.isinf(R) else int(R) - 1  # applied iff delay < R
+    if c.max_staleness is not None:
+        bound = c.max_staleness if bound is None else min(bound, c.max_staleness)
+    return ringmaster(c.workers, R, c.stops, build_staleness(c.staleness, bound))
+
+
+register(
+    Registered(
+        "rennala",
+        "the first B fresh gradients from any workers; stale ones dropped (Tyurin & "
+        "Richtárik 2023)",
+        build=lambda c, ctx: rennala(c.workers, c.batch, c.late),
+        params=RennalaParams,
+        required=("batch",),
+        aliases={"B": "batch"},
+        min_gradients=lambda c: c.batch or 1,
+        family="sync",
+        examples=("rennala:batch=3", "rennala:batch=7,late=drop"),
+    )
+)
+register(
+    Registered(
+        "ringmaster",
+        "async that ignores gradients of delay >= R (Maranjyan, Tyurin & Richtárik 2025)",
+        build=_ringmaster,
+        params=RingmasterParams,
+        required=("delay_threshold",),
+        aliases={"R": "delay_threshold"},
+        family=None,
+        stale=True,
+        examples=("ringmaster:R=2", "ringmaster:R=2,stops=true"),
+    )
+)
+register(
+    Registered(
+        "m_sync",
+        "the first m gradients of the current version from distinct workers; stop the rest "
+        "(Begunov & Tyurin 2026)",
+        build=lambda c, ctx: m_sync(c.workers, c.m),
+        params=MSyncParams,
+        required=("m",),
+        min_gradients=lambda c: c.m or 1,
+        family="sync",
+        examples=("m_sync:m=2",),
+    )
+)
