@@ -1,7 +1,7 @@
 """Reproduce the seed papers' claims (docs/reproductions.md) on the simulator.
 
-    python examples/reproduce.py [chen|dutta|yu|yu-tuned|vora ...] [--seeds 3] [--jobs N]
-                                 [--ray-address ADDRESS] [--out runs/repro]
+    python examples/reproduce.py [chen|dutta|yu|yu-tuned|vora|ringmaster ...] [--seeds 3]
+                                 [--jobs N] [--ray-address ADDRESS] [--out runs/repro]
 
 Each claim is one `tune` over the same task (mlp-digits), data, timing model and seeds:
 every policy gets its own lr and momentum from GRID, scored on a validation split held out
@@ -89,6 +89,24 @@ CLAIMS = {
             "hybrid:threshold=sigmoid:mid=120,width=20,progress=time",
             "hybrid:threshold=cosine:start=50,end=200,progress=time",
             "hybrid:threshold=cyclic:async=40,sync=20,progress=time",
+        ],
+    ),
+    # Maranjyan, Tyurin & Richtarik 2025: Ringmaster ASGD beats async SGD (and Rennala SGD)
+    # when worker times differ widely. W = 32 in four speed classes, 1x to 64x slower.
+    "ringmaster": (
+        {
+            "policy": {"workers": 32},
+            "timing": {"compute": "exp:mu=1", "speed": "1x8,4x8,16x8,64x8"},
+            "run": {"time": 300.0},
+        },
+        [
+            "async",
+            "ringmaster:R=8",
+            "ringmaster:R=8,stops=true",
+            "ringmaster:R=32,stops=true",
+            "rennala:B=16",
+            "m_sync:m=8",
+            "sync",
         ],
     ),
 }

@@ -40,6 +40,8 @@ FAMILIES = [
     ("async", {}),
     ("k_async", {"k": 2}),
     ("hybrid", {"threshold": "linear:start=0,end=30"}),
+    ("rennala", {"batch": 5, "late": "drop"}),  # more gradients than workers; late dropped
+    ("ringmaster", {"delay_threshold": 2, "stops": True}),  # work stopped at delay R
 ]
 
 
