@@ -93,8 +93,11 @@ FAMILY_COLOURS = {
     "psp": "#e377c2",
     "hybrid": "#17becf",
     "adaptive": "#7f7f7f",
+    "rennala": "#393b79",
+    "ringmaster": "#bcbd22",
+    "m_sync": "#637939",
 }
-_SPARE = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+_SPARE = ("#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e7969c", "#6b6ecf", "#b5cf6b")
 _DASHES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _HATCHES = ("", "//", "..", "xx")
