@@ -86,6 +86,8 @@ def predict_config(
         curvature=curvature,
         seed=cfg.run.seed,
         quorum=entry.min_gradients(p) if entry.family == "sync" else None,
+        delay_threshold=p.delay_threshold if p.name == "ringmaster" else None,
+        stops=bool(p.stops) if p.name == "ringmaster" else False,
     )
 
 

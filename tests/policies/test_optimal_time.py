@@ -194,3 +194,42 @@ def test_predict_prints_the_bound_and_the_policys_ratio(capsys):
     assert main(["predict", "--policy", "sync", "--workers", "4", "--compute", "exp:mu=1",
                  "--epsilon", "-1"]) == 2  # fmt: skip
     assert "--epsilon" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stops", [False, True])
+@pytest.mark.parametrize("R", [1, 2, 3, 7])
+def test_ringmasters_exact_dynamics_reproduce_the_simulators_schedule(R, stops):
+    """predict's Monte Carlo (analysis.dynamics.ringmaster_run, its own event heap) fed the
+    same durations as the simulator, worker by worker: the same update times and staleness."""
+    from hybridsgd.analysis.dynamics import ringmaster_run
+
+    speeds = [1.0, 1.5, 2.5, 4.0, 11.0]
+    draws = np.tile(np.asarray(speeds), (400, 1))
+    U, S, started, wasted = ringmaster_run(draws, R, stops)
+    s = simulate_schedule(ringmaster_policy(5, R, stops), const_cluster(speeds), len(U), fast=False)
+    assert np.array_equal(U, s.update_time[: len(U)])
+    assert np.array_equal(S, s.staleness[s.fate == APPLIED][: len(S)])
+
+
+@pytest.mark.parametrize("stops", [False, True])
+@pytest.mark.parametrize(
+    "model, speeds",
+    [("exp:mu=1", None), ("lognormal:mu=0,sigma=1", None), ("exp:mu=1", "1x4,4x4,16x4,64x4")],
+)
+def test_ringmaster_prediction_matches_the_simulator(model, speeds, stops):
+    from hybridsgd.analysis import measure, predict
+
+    W, R = 16, 4
+    multipliers = None
+    if speeds:
+        multipliers = [float(v) for part in speeds.split(",") for v in [part.split("x")[0]] * 4]
+    p = predict("ringmaster", W, parse_model(model), speeds=multipliers, delay_threshold=R,
+                stops=stops)  # fmt: skip
+    policy = ringmaster_policy(W, R, stops)
+    s = simulate_schedule(
+        policy, Cluster(parse_model(model), W, seed=3, speeds=multipliers), 40_000
+    )
+    m = measure(s)
+    assert p.mean_update_time == pytest.approx(m["mean_update_time"], rel=0.03)
+    assert p.mean_staleness == pytest.approx(m["mean_staleness"], rel=0.05)
+    assert p.wasted_fraction == pytest.approx(m["wasted_fraction"], rel=0.03)

@@ -270,3 +270,93 @@ def k_async_transient(
     for row in rows:
         pmfs[:, : row.shape[1]] += row
     return times / reps, pmfs / reps
+
+
+def ringmaster_run(draws: np.ndarray, R: float, stops: bool):
+    """One run of Ringmaster ASGD's exact dynamics on per-worker delays ``draws`` ``(m, W)``
+    (each worker takes its draws in order): update times, the staleness of each applied
+    gradient, and the gradients started and wasted (dropped, or stopped with ``stops``).
+
+    Without stops a worker is never interrupted, so its arrivals are the running sums of
+    its draws whatever is decided; a gradient is applied iff fewer than R updates landed
+    since its worker read. With stops, at each update the computations that have fallen R
+    versions behind are stopped and restarted on the new version, so arrivals depend on
+    the decisions: an event heap, independent of the simulator's event loop."""
+    import heapq
+
+    m, W = draws.shape
+    nxt = [0] * W  # each worker's next draw
+    read = [0] * W
+    version, started, wasted = 0, 0, 0
+    updates: list[float] = []
+    stale: list[int] = []
+    token = [0] * W
+    at: dict[int, set[int]] = {0: set(range(W))}  # read version -> workers computing on it
+    heap = []
+    for w in range(W):
+        heap.append((float(draws[0, w]), w, 0))
+        nxt[w] = 1
+    started = W
+    heapq.heapify(heap)
+    R_int = math.inf if math.isinf(R) else int(R)
+
+    def restart(w: int, t: float) -> bool:
+        nonlocal started
+        if nxt[w] >= m:
+            return False
+        token[w] += 1
+        read[w] = version
+        at.setdefault(version, set()).add(w)
+        heapq.heappush(heap, (t + float(draws[nxt[w], w]), w, token[w]))
+        nxt[w] += 1
+        started += 1
+        return True
+
+    while heap:
+        t, w, tok = heapq.heappop(heap)
+        if tok != token[w]:
+            continue  # stopped
+        at[read[w]].discard(w)
+        s = version - read[w]
+        if s < R_int:
+            version += 1
+            updates.append(t)
+            stale.append(s)
+            if stops and not math.isinf(R_int):
+                stopped = sorted(at.pop(version - R_int, ()))
+                wasted += len(stopped)
+                if not all([restart(c, t) for c in stopped]):
+                    break  # a worker out of draws ends the run
+        else:
+            wasted += 1
+        if not restart(w, t):
+            break  # a worker out of draws ends the run (its next arrival is unknown)
+    return np.asarray(updates), np.asarray(stale, dtype=np.int64), started, wasted
+
+
+def ringmaster(
+    compute: TimingModel,
+    comm: TimingModel,
+    workers: int,
+    R: float,
+    stops: bool = False,
+    speeds=None,
+    updates: int = 40_000,
+    seed: int = 0,
+) -> tuple[Estimate, float]:
+    """Monte Carlo of :func:`ringmaster_run`: 8 replicas, the start-up transient dropped;
+    also the wasted share of started work."""
+    W = workers
+    rng = np.random.default_rng(seed)
+    reps = 8
+    m = max(50, math.ceil(updates / reps / W * 2))
+    times, counts, wasted = [], [], []
+    for _ in range(reps):
+        U, S, started, lost = ringmaster_run(delays(compute, comm, (m, W), speeds, rng), R, stops)
+        if len(U) < 20:
+            raise ValueError("too few updates: raise updates")
+        first = int(WARM * len(U))
+        times.append((U[-1] - U[first]) / (len(U) - 1 - first))
+        counts.append(S[first:])
+        wasted.append(lost / started)
+    return Estimate.of(times, counts, m * reps * W), float(np.mean(wasted))
