@@ -186,20 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         help="random seed: simulations, Monte Carlo, the curvature estimate (default 0)",
     )
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
-    q.add_argument(
-        "--epsilon", type=float,
-        help="target E||grad f||^2: also print Tyurin & Richtarik's optimal time for these "
-        "workers and this policy's time relative to it (docs/analysis.md)",
-    )  # fmt: skip
-    q.add_argument(
-        "--sigma2", type=float, default=1.0, help="gradient noise (with --epsilon; default 1)"
-    )  # fmt: skip
-    q.add_argument(
-        "--smoothness", type=float, default=1.0, help="L (with --epsilon; default 1)"
-    )  # fmt: skip
-    q.add_argument(
-        "--gap", type=float, default=1.0, help="f(x0) - inf f (with --epsilon; default 1)"
-    )  # fmt: skip
+    _bound_flags(q, "this policy's time")
 
     c = sub.add_parser("recommend", help="rank policies by predicted convergence time")
     c.add_argument("--workers", type=int, required=True, help="W, the worker budget")
@@ -218,7 +205,24 @@ def _parser() -> argparse.ArgumentParser:
         help="random seed: Monte Carlo, the curvature estimate (default 0)",
     )
     c.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    _bound_flags(c, "each candidate's time")
     return p
+
+
+def _bound_flags(p: argparse.ArgumentParser, whose: str) -> None:
+    """--epsilon and the problem constants of Tyurin & Richtarik's optimal time."""
+    p.add_argument(
+        "--epsilon", type=float,
+        help="target E||grad f||^2: also print Tyurin & Richtarik's optimal time for these "
+        f"workers and {whose} relative to it (docs/analysis.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sigma2", type=float, default=1.0, help="gradient noise (with --epsilon; default 1)"
+    )  # fmt: skip
+    p.add_argument("--smoothness", type=float, default=1.0, help="L (with --epsilon; default 1)")
+    p.add_argument(
+        "--gap", type=float, default=1.0, help="f(x0) - inf f (with --epsilon; default 1)"
+    )  # fmt: skip
 
 
 def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.ArgumentParser:
@@ -438,9 +442,15 @@ def _predict(args: argparse.Namespace) -> int:
 def _optimal(args: argparse.Namespace, cfg, pred) -> dict:
     """Tyurin & Richtarik's optimal time for the workers' mean times per gradient, and the
     policy's predicted time where it applies fresh gradients only."""
+    best = _optimum(args, cfg)
+    ratio = _vs_optimum(args, pred, best)
+    return best | ({"policy_time": ratio * best["optimal_time"], "ratio": ratio} if ratio else {})
+
+
+def _optimum(args: argparse.Namespace, cfg) -> dict:
     import numpy as np
 
-    from hybridsgd.analysis.optimal import Problem, fresh_policy_time, optimal_time
+    from hybridsgd.analysis.optimal import Problem, optimal_time
     from hybridsgd.runner import build_cluster
 
     problem = Problem(args.smoothness, args.gap, args.sigma2, args.epsilon)
@@ -448,14 +458,21 @@ def _optimal(args: argparse.Namespace, cfg, pred) -> dict:
     speeds = np.ones(cfg.policy.workers) if cluster.speeds is None else cluster.speeds
     taus = speeds * cluster.compute.mean() + 2 * cluster.comm.mean()
     best, m = optimal_time(taus, problem)
-    out = {"optimal_time": best, "fastest_workers_used": m, "sigma2_over_epsilon": problem.batch}
-    if pred.mean_staleness == 0 and not pred.regimes:
-        mine = fresh_policy_time(pred.mean_update_time, pred.quorum, problem)
-        out |= {"policy_time": mine, "ratio": mine / best}
-    return out
+    return {"optimal_time": best, "fastest_workers_used": m, "sigma2_over_epsilon": problem.batch}
 
 
-def _print_optimal(bound: dict) -> None:
+def _vs_optimum(args: argparse.Namespace, pred, best: dict) -> float | None:
+    """A fresh-gradient policy's predicted time over the optimum (None: stale gradients)."""
+    from hybridsgd.analysis.optimal import Problem, fresh_policy_time
+
+    if pred is None or pred.mean_staleness != 0 or pred.regimes:
+        return None
+    problem = Problem(args.smoothness, args.gap, args.sigma2, args.epsilon)
+    mine = fresh_policy_time(pred.mean_update_time, pred.quorum, problem)
+    return mine / best["optimal_time"]
+
+
+def _print_optimal(bound: dict, per_policy: bool = True) -> None:
     console = _console()
     console.print(
         f"  optimal time (Tyurin & Richtarik 2023, up to a constant): {bound['optimal_time']:.4g},"
@@ -463,6 +480,8 @@ def _print_optimal(bound: dict) -> None:
         f"(sigma^2 / epsilon = {bound['sigma2_over_epsilon']:.4g})",
         markup=False, highlight=False,
     )  # fmt: skip
+    if not per_policy:
+        return
     if "ratio" in bound:
         console.print(
             f"  this policy, same constants: {bound['policy_time']:.4g} = "
@@ -706,26 +725,34 @@ def _recommend(args: argparse.Namespace) -> int:
     with _sweep_bar(Console(stderr=True), "predicting", unit="candidates") as bar:
         ranked = recommend(args.workers, cluster.compute, args.lr, h, cluster.comm, speeds,
                            args.batch, progress=bar)  # fmt: skip
+    best = _optimum(args, cfg) if args.epsilon is not None else None
+    vs = [_vs_optimum(args, c.prediction, best) if best else None for c in ranked]
     if args.json:
         rows = [
-            {"policy": c.spec, "time_to_1000x": c.time_to_1000x, "reason": c.reason} for c in ranked
+            {"policy": c.spec, "time_to_1000x": c.time_to_1000x, "reason": c.reason}
+            | ({"vs_optimal": r} if best else {})
+            for c, r in zip(ranked, vs, strict=True)
         ]
         from hybridsgd.trace import json_safe
 
-        print(json.dumps(json_safe({"curvature": h, "ranking": rows})))
+        extra = {"optimal": best} if best else {}
+        print(json.dumps(json_safe({"curvature": h, "ranking": rows} | extra)))
         return 0
     t = Table(title=f"W = {args.workers}, {args.compute}, lr {args.lr:g}, curvature {h:.4g}")
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("policy", overflow="fold")
     t.add_column("time", justify="right", no_wrap=True)
+    if best:
+        t.add_column("vs opt", justify="right", no_wrap=True)
     t.add_column("why", overflow="fold")
-    for i, c in enumerate(ranked, 1):
+    for i, (c, r) in enumerate(zip(ranked, vs, strict=True), 1):
         when = (
             "diverges"
             if math.isinf(c.time_to_1000x) and c.prediction
             else ("-" if math.isinf(c.time_to_1000x) else f"{c.time_to_1000x:.4g}")
         )
-        t.add_row(str(i), c.spec, when, c.reason)
+        ratio = [f"{r:.3g}x" if r else "-"] if best else []
+        t.add_row(str(i), c.spec, when, *ratio, c.reason)
     console = _console()
     console.print(t)
     console.print(
@@ -735,6 +762,13 @@ def _recommend(args: argparse.Namespace) -> int:
         markup=False,
         highlight=False,
     )
+    if best:
+        _print_optimal(best, per_policy=False)
+        console.print(
+            "  vs opt: a fresh-gradient policy's time to epsilon over that optimum, same "
+            "constants; - for policies with stale gradients",
+            markup=False, highlight=False,
+        )  # fmt: skip
     # the answer on a line of its own, never wrapped or cut: it is meant to be copied
     console.print(f"recommended: --policy {ranked[0].spec}", markup=False, soft_wrap=True,
                   highlight=False)  # fmt: skip

@@ -123,6 +123,15 @@ def test_the_k_async_windows_are_the_simulators_updates(model, W):
         assert applied == len(sim) and np.array_equal(np.sort(stale), sim)
 
 
+def test_the_k_async_windows_end_on_equal_arrival_times():
+    """Constant compute times: every worker arrives at 2, 4, 6, ... together. The windows
+    used to reopen at the last arrival for ever (recommend --compute constant hung)."""
+    arrivals = np.cumsum(np.full((50, 4), 2.0), axis=0).T
+    for K in (1, 2, 4):
+        U = k_async_updates(arrivals, K)  # returns (the model assumes no ties otherwise)
+        assert U[-1] == 100.0 and np.all(np.diff(U) > 0)
+
+
 def test_from_rest_the_first_updates_read_the_initial_parameters():
     """From time 0, before any worker's second arrival, update u applies a gradient read at
     version 0: staleness exactly u."""

@@ -233,3 +233,16 @@ def test_ringmaster_prediction_matches_the_simulator(model, speeds, stops):
     assert p.mean_update_time == pytest.approx(m["mean_update_time"], rel=0.03)
     assert p.mean_staleness == pytest.approx(m["mean_staleness"], rel=0.05)
     assert p.wasted_fraction == pytest.approx(m["wasted_fraction"], rel=0.03)
+
+
+def test_recommend_says_how_far_each_fresh_candidate_is_from_the_optimum(capsys):
+    import json
+
+    argv = ["recommend", "--workers", "4", "--compute", "constant:value=2", "--lr", "0.1",
+            "--curvature", "1", "--epsilon", "0.1", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["policy"]: r for r in out["ranking"]}
+    assert rows["sync"]["vs_optimal"] == pytest.approx(1.0)  # equal workers: sync is optimal
+    assert rows["async"]["vs_optimal"] is None  # stale gradients: no ratio
+    assert out["optimal"]["fastest_workers_used"] == 4

@@ -185,6 +185,8 @@ def k_async_updates(arrivals: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
         if tau > horizon:
             return np.asarray(out)
         out.append(tau)
+        if tau == horizon:  # a worker's last arrival: what follows it is not drawn (and a
+            return np.asarray(out)  # window opened there would find it again, for ever)
 
 
 def k_async_staleness(arrivals: np.ndarray, updates: np.ndarray, since: float = 0.0):
