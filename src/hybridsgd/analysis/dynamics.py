@@ -300,7 +300,7 @@ def ringmaster_run(draws: np.ndarray, R: float, stops: bool):
         nxt[w] = 1
     started = W
     heapq.heapify(heap)
-    R_int = math.inf if math.isinf(R) else int(R)
+    stop_at = int(R) if stops and not math.isinf(R) else None  # stop work this far behind
 
     def restart(w: int, t: float) -> bool:
         nonlocal started
@@ -320,12 +320,12 @@ def ringmaster_run(draws: np.ndarray, R: float, stops: bool):
             continue  # stopped
         at[read[w]].discard(w)
         s = version - read[w]
-        if s < R_int:
+        if s < R:
             version += 1
             updates.append(t)
             stale.append(s)
-            if stops and not math.isinf(R_int):
-                stopped = sorted(at.pop(version - R_int, ()))
+            if stop_at is not None:
+                stopped = sorted(at.pop(version - stop_at, ()))
                 wasted += len(stopped)
                 if not all([restart(c, t) for c in stopped]):
                     break  # a worker out of draws ends the run
