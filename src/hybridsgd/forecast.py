@@ -61,12 +61,6 @@ def predict_config(
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
     threshold, gpe = hybrid_inputs(p, cfg.task.batch_size, train_samples)
     entry = REGISTRY[p.name]
-    if p.name == "rennala" and p.late == "drop":
-        raise ConfigError(
-            "policy.late",
-            "predict models rennala with late = cancel (the k-th arrival of W renewal "
-            "streams restarted each round); simulate late = drop with hybridsgd run",
-        )
     return predict(
         p.name,
         p.workers,
@@ -88,6 +82,7 @@ def predict_config(
         quorum=entry.min_gradients(p) if entry.family == "sync" else None,
         delay_threshold=p.delay_threshold if p.name == "ringmaster" else None,
         stops=bool(p.stops) if p.name == "ringmaster" else False,
+        late=p.late if p.name == "rennala" else "cancel",
     )
 
 

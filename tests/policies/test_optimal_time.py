@@ -246,3 +246,26 @@ def test_recommend_says_how_far_each_fresh_candidate_is_from_the_optimum(capsys)
     assert rows["sync"]["vs_optimal"] == pytest.approx(1.0)  # equal workers: sync is optimal
     assert rows["async"]["vs_optimal"] is None  # stale gradients: no ratio
     assert out["optimal"]["fastest_workers_used"] == 4
+
+
+@pytest.mark.parametrize("B", [1, 2, 4, 9])
+def test_rennala_drops_exact_dynamics_reproduce_the_simulators_schedule(B):
+    from hybridsgd.analysis.dynamics import rennala_drop_run
+
+    speeds = [1.0, 1.5, 2.5, 4.0, 11.0]
+    U, seen, dropped = rennala_drop_run(np.tile(np.asarray(speeds), (400, 1)), B)
+    s = simulate_schedule(rennala(5, B, late="drop"), const_cluster(speeds), len(U), fast=False)
+    assert np.array_equal(U, s.update_time[: len(U)])
+
+
+@pytest.mark.parametrize("model", ["lognormal:mu=0,sigma=1", "pareto:alpha=2.5,scale=1"])
+@pytest.mark.parametrize("B", [4, 12])
+def test_rennala_drop_prediction_matches_the_simulator(model, B):
+    from hybridsgd.analysis import measure, predict
+
+    p = predict("rennala", 8, parse_model(model), quorum=B, late="drop")
+    s = simulate_schedule(rennala(8, B, late="drop"), Cluster(parse_model(model), 8, seed=3), 6000)
+    m = measure(s)
+    assert p.mean_update_time == pytest.approx(m["mean_update_time"], rel=0.03)
+    assert p.mean_staleness == m["mean_staleness"] == 0
+    assert p.wasted_fraction == pytest.approx(m["wasted_fraction"], rel=0.03)

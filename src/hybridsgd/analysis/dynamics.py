@@ -362,3 +362,58 @@ def ringmaster(
         counts.append(S[first:])
         wasted.append(lost / started)
     return Estimate.of(times, counts, m * reps * W), float(np.mean(wasted))
+
+
+def rennala_drop_run(draws: np.ndarray, batch: int):
+    """One run of Rennala SGD with ``late = drop`` on per-worker delays ``draws`` ``(m, W)``:
+    update times and the gradients started and dropped. No worker is ever interrupted, so
+    its arrivals are the running sums of its draws; a gradient counts iff it was read at
+    the current version, and the B-th fresh one fires the update."""
+    m, W = draws.shape
+    arrivals = np.cumsum(draws, axis=0)
+    order = np.lexsort((np.tile(np.arange(W), m), arrivals.ravel()))  # by time, then worker
+    times, workers = arrivals.ravel()[order], np.tile(np.arange(W), m)[order]
+    horizon = arrivals[-1].min()  # past a worker's last draw its arrivals are unknown
+    read = [0] * W
+    version = count = dropped = seen = 0
+    updates: list[float] = []
+    for t, w in zip(times.tolist(), workers.tolist(), strict=True):
+        if t > horizon:
+            break
+        seen += 1
+        if read[w] == version:
+            count += 1
+            if count == batch:
+                version += 1
+                count = 0
+                updates.append(t)
+        else:
+            dropped += 1
+        read[w] = version
+    return np.asarray(updates), seen, dropped
+
+
+def rennala_drop(
+    compute: TimingModel,
+    comm: TimingModel,
+    workers: int,
+    batch: int,
+    speeds=None,
+    updates: int = 20_000,
+    seed: int = 0,
+) -> tuple[Estimate, float]:
+    """Monte Carlo of :func:`rennala_drop_run`: 8 replicas, the start-up transient dropped;
+    also the wasted (dropped) share of started work."""
+    rng = np.random.default_rng(seed)
+    reps = 8
+    m = max(50, math.ceil(updates / reps * batch / workers * 1.5))
+    times, wasted = [], []
+    for _ in range(reps):
+        U, seen, lost = rennala_drop_run(delays(compute, comm, (m, workers), speeds, rng), batch)
+        if len(U) < 20:
+            raise ValueError("too few updates: raise updates")
+        first = int(WARM * len(U))
+        times.append((U[-1] - U[first]) / (len(U) - 1 - first))
+        wasted.append(lost / seen)
+    zero = [np.zeros(len(U), dtype=np.int64)]  # every applied gradient is fresh
+    return Estimate.of(times, zero, m * reps * workers, float(batch)), float(np.mean(wasted))

@@ -68,6 +68,7 @@ def predict(
     quorum: int | None = None,
     delay_threshold: float | None = None,
     stops: bool = False,
+    late: str = "cancel",
 ) -> Prediction:
     """Mean time per update and its spread, throughput, staleness and wasted work; with
     ``lr`` and ``curvature`` (largest Hessian eigenvalue), stability and speed too.
@@ -121,6 +122,22 @@ def predict(
             "update_time": f"the exact dynamics (every gradient {how}), Monte Carlo of 8 "
             f"replicas: +-{se:.2%} (1 standard error)",
             "staleness": "updates between a gradient's read and its arrival, same Monte Carlo",
+        }
+        steady = [*assumptions, "steady state: the start-up transient is dropped"]
+        pred = estimated(policy, W, est, batch_size, qs, label, steady, method)
+        pred.wasted_fraction = wasted
+        return finish(pred)
+    if policy == "rennala" and late == "drop":
+        if quorum is None or quorum < 1:
+            raise ConfigError("policy.batch", "rennala needs a batch B >= 1")
+        est, wasted = dynamics.rennala_drop(
+            compute, comm, W, quorum, speeds, max(1000, round(20_000 * mc_budget)), seed
+        )
+        se = est.standard_error / est.mean_update_time
+        method = {
+            "update_time": "the exact dynamics (no worker is interrupted: the B-th fresh "
+            f"arrival of W renewal streams fires), Monte Carlo of 8 replicas: +-{se:.2%}",
+            "staleness": "none by construction (stale gradients are dropped)",
         }
         steady = [*assumptions, "steady state: the start-up transient is dropped"]
         pred = estimated(policy, W, est, batch_size, qs, label, steady, method)
