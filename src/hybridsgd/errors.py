@@ -36,6 +36,12 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for an error of someone else's code."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def lookup(table: Mapping[str, T], name: str, field: str, what: str = "value") -> T:
     """``table[name]``, or a :class:`ConfigError` on ``field`` listing the allowed names."""
     try:

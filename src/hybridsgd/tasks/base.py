@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import ConfigError, one_line
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -126,7 +126,7 @@ class Task:
             raise ConfigError(
                 "model",
                 f"calling it on a batch of {len(x)} {what} inputs, shape {_shape(x)}, raised "
-                f"{_first_line(exc)}; give inputs the model accepts",
+                f"{one_line(exc)}; give inputs the model accepts",
             ) from exc
         if not isinstance(out, torch.Tensor):
             raise ConfigError(
@@ -138,7 +138,7 @@ class Task:
             raise ConfigError(
                 "loss",
                 f"loss(outputs {_shape(out)}, targets {_shape(y)} {y.dtype}) raised "
-                f"{_first_line(exc)}",
+                f"{one_line(exc)}",
             ) from exc
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             got = _shape(value) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -422,11 +422,6 @@ def _shape(t: torch.Tensor) -> str:
     return f"[{', '.join(str(n) for n in t.shape)}]"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 _PAIR = "an (inputs, targets) pair of tensors or numpy arrays, or a Dataset of such pairs"
 
 
@@ -478,7 +473,7 @@ def _as_pair(data: Any, what: str) -> tuple[Any, Any]:
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ConfigError(
             what,
-            f"its items do not stack into one batch ({_first_line(exc)}); every input needs "
+            f"its items do not stack into one batch ({one_line(exc)}); every input needs "
             "one shape and every target a number or a tensor of one shape",
         ) from None
     return xs, ys

@@ -4,7 +4,8 @@ compute one minibatch gradient into its gradient slot, say so, repeat.
 Messages are tiny tuples; tensors never travel through the pipe. From the driver:
 ``(token, minibatch, delay, ring_slot)`` starts a job on the parameters in that slot of the
 shared ring (and cancels any job in progress), ``None`` stops the worker. To the driver:
-``("ready", pid)`` once, then ``(token, loss)`` per finished job.
+``("ready", pid)`` once, then ``(token, loss)`` per finished job, or ``("error", text)``
+when the model or loss raised (the driver stops the run and says it once).
 A job lasts at least ``delay`` seconds (injected straggling); the worker checks its pipe at
 safe points (before the backward pass, and while it waits out the delay), so a cancelled
 job stops there and the next one starts at once.
@@ -24,7 +25,7 @@ import torch
 
 from hybridsgd.core.faults import flip_labels
 from hybridsgd.devices import DeviceMirror
-from hybridsgd.errors import WorkerLost
+from hybridsgd.errors import WorkerLost, one_line
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
@@ -83,8 +84,7 @@ def raised(exc: BaseException) -> str:
     """An exception in one line, with the last place in the user's own code it passed."""
     import traceback
 
-    text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    line = one_line(exc)
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
