@@ -448,15 +448,13 @@ def _optimal(args: argparse.Namespace, cfg, pred) -> dict:
 
 
 def _optimum(args: argparse.Namespace, cfg) -> dict:
-    import numpy as np
-
     from hybridsgd.analysis.optimal import Problem, optimal_time
+    from hybridsgd.analysis.prediction import worker_cycles
     from hybridsgd.runner import build_cluster
 
     problem = Problem(args.smoothness, args.gap, args.sigma2, args.epsilon)
     cluster = build_cluster(cfg)
-    speeds = np.ones(cfg.policy.workers) if cluster.speeds is None else cluster.speeds
-    taus = speeds * cluster.compute.mean() + 2 * cluster.comm.mean()
+    taus, _ = worker_cycles(cluster.compute, cluster.comm, cfg.policy.workers, cluster.speeds)
     best, m = optimal_time(taus, problem)
     return {"optimal_time": best, "fastest_workers_used": m, "sigma2_over_epsilon": problem.batch}
 
