@@ -4,6 +4,7 @@ with ``-m ray``; every wait is bounded)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -135,8 +136,19 @@ def kill_actor_at(version: int):
     def progress(phase: str, v: int, total: int) -> None:
         if phase == "train" and v >= version and not done:
             names = sorted(n for n in ray.util.list_named_actors() if "-worker-1-0" in n)
-            ray.kill(ray.get_actor(names[-1]))
+            actor = ray.get_actor(names[-1])
+            pid = ray.get(actor.pid.remote(), timeout=30)
+            ray.kill(actor)
             done.append(names[-1])
+            # ray.kill returns before the process is gone; the driver (blocked here) must not
+            # run on and finish an asynchronous run before the death can be seen at all
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.01)
 
     return progress, done
 
