@@ -109,6 +109,13 @@ def predict(
             )
         return pred
 
+    def from_dynamics(est, wasted: float, method: dict[str, str]) -> Prediction:
+        """A prediction from a Monte Carlo of a policy's exact dynamics (and its waste)."""
+        steady = [*assumptions, "steady state: the start-up transient is dropped"]
+        pred = estimated(policy, W, est, batch_size, qs, label, steady, method)
+        pred.wasted_fraction = wasted
+        return finish(pred)
+
     if policy == "ringmaster":
         if delay_threshold is None or not delay_threshold >= 1:
             raise ConfigError("policy.delay_threshold", "ringmaster needs R >= 1 (or inf)")
@@ -123,10 +130,7 @@ def predict(
             f"replicas: +-{se:.2%} (1 standard error)",
             "staleness": "updates between a gradient's read and its arrival, same Monte Carlo",
         }
-        steady = [*assumptions, "steady state: the start-up transient is dropped"]
-        pred = estimated(policy, W, est, batch_size, qs, label, steady, method)
-        pred.wasted_fraction = wasted
-        return finish(pred)
+        return from_dynamics(est, wasted, method)
     if policy == "rennala" and late == "drop":
         if quorum is None or quorum < 1:
             raise ConfigError("policy.batch", "rennala needs a batch B >= 1")
@@ -139,10 +143,7 @@ def predict(
             f"arrival of W renewal streams fires), Monte Carlo of 8 replicas: +-{se:.2%}",
             "staleness": "none by construction (stale gradients are dropped)",
         }
-        steady = [*assumptions, "steady state: the start-up transient is dropped"]
-        pred = estimated(policy, W, est, batch_size, qs, label, steady, method)
-        pred.wasted_fraction = wasted
-        return finish(pred)
+        return from_dynamics(est, wasted, method)
     if policy in family("sync"):
         # the first K gradients of a version from distinct workers (k_sync's model); K from
         # the policy's name, or ``quorum`` (a registered policy's min_gradients)
