@@ -75,17 +75,27 @@ def rennala(workers: int, batch: int, late: str = "cancel") -> QuorumPolicy:
     return QuorumPolicy(workers, batch, counts="minibatches", **settings, name="rennala")
 
 
-def ringmaster(workers: int, threshold: float, stops: bool = False, staleness=None) -> QuorumPolicy:
+def ringmaster(
+    workers: int,
+    threshold: float,
+    stops: bool = False,
+    staleness: str = "none",
+    max_staleness: int | None = None,
+) -> QuorumPolicy:
     """Asynchronous SGD that ignores (or, with ``stops``, cancels) gradients of delay >=
-    ``threshold``. ``staleness`` is a staleness rule already bounded by threshold - 1."""
-    stop = int(threshold) if stops and math.isfinite(threshold) else None
+    ``threshold``; ``staleness`` and ``max_staleness`` are a further staleness rule
+    (``policy.staleness``), its bound tightened to threshold - 1."""
+    finite = math.isfinite(threshold)
+    bound = int(threshold) - 1 if finite else None  # applied iff delay < R
+    if max_staleness is not None:
+        bound = max_staleness if bound is None else min(bound, max_staleness)
     return QuorumPolicy(
         workers,
         1,
         counts="minibatches",
         **ASYNCHRONOUS,
-        staleness=staleness,
-        stop_after=stop,
+        staleness=build_staleness(staleness, bound),
+        stop_after=int(threshold) if stops and finite else None,
         name="ringmaster",
     )
 
@@ -99,21 +109,15 @@ def m_sync(workers: int, m: int) -> QuorumPolicy:
 def rennala_batch(sigma2: float, epsilon: float) -> int:
     """Rennala SGD's batch size from the noise level and the precision:
     max(1, ceil(sigma^2 / epsilon))."""
-    _positive(sigma2, epsilon)
-    return max(1, math.ceil(sigma2 / epsilon))
-
-
-def ringmaster_threshold(sigma2: float, epsilon: float) -> int:
-    """Ringmaster ASGD's delay threshold: R = max(1, ceil(sigma^2 / epsilon))."""
-    _positive(sigma2, epsilon)
-    return max(1, math.ceil(sigma2 / epsilon))
-
-
-def _positive(sigma2: float, epsilon: float) -> None:
     if not (sigma2 >= 0 and epsilon > 0):
         raise ConfigError(
             "epsilon", f"needs sigma^2 >= 0 and epsilon > 0 (got {sigma2}, {epsilon})"
         )
+    return max(1, math.ceil(sigma2 / epsilon))
+
+
+#: Ringmaster ASGD's delay threshold R is the same max(1, ceil(sigma^2 / epsilon))
+ringmaster_threshold = rennala_batch
 
 
 def _check_batch(value: int | None, p: PolicyConfig) -> None:
@@ -163,11 +167,7 @@ class MSyncParams:
 
 
 def _ringmaster(c: PolicyConfig, ctx) -> QuorumPolicy:
-    R = c.delay_threshold
-    bound = None if math.isinf(R) else int(R) - 1  # applied iff delay < R
-    if c.max_staleness is not None:
-        bound = c.max_staleness if bound is None else min(bound, c.max_staleness)
-    return ringmaster(c.workers, R, c.stops, build_staleness(c.staleness, bound))
+    return ringmaster(c.workers, c.delay_threshold, c.stops, c.staleness, c.max_staleness)
 
 
 register(
