@@ -147,6 +147,30 @@ def _parser() -> argparse.ArgumentParser:
         help="also write every run's trace as TensorBoard events into DIR/<run>",
     )
 
+    n = sub.add_parser(
+        "noise-scale",
+        help="estimate a task's gradient noise scale and critical batch size",
+        description="The simple noise scale B_simple = tr(Sigma) / |G|^2 of McCandlish et al. "
+        "2018 at the start and along a short simulated run of the config (docs/tasks.md).",
+    )
+    n.add_argument("config", help="TOML config file (its task, and the run to follow)")
+    n.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set task.name=teacher (repeatable)",
+    )  # fmt: skip
+    n.add_argument(
+        "--updates", type=int, default=100, help="length of the run followed (default 100)"
+    )
+    n.add_argument(
+        "--points", type=int, default=5,
+        help="estimates, evenly spaced from update 0 to --updates (default 5)",
+    )  # fmt: skip
+    n.add_argument(
+        "--minibatches", type=int, default=64,
+        help="independent minibatch gradients per estimate (default 64)",
+    )  # fmt: skip
+    n.add_argument("--json", action="store_true", help="print the estimates as one JSON object")
+
     q = sub.add_parser(
         "predict",
         help="predict time per update, staleness and stability",
@@ -186,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
         help="random seed: simulations, Monte Carlo, the curvature estimate (default 0)",
     )
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
+    _noise_flag(q)
     _bound_flags(q, "this policy's time")
 
     c = sub.add_parser("recommend", help="rank policies by predicted convergence time")
@@ -205,8 +230,18 @@ def _parser() -> argparse.ArgumentParser:
         help="random seed: Monte Carlo, the curvature estimate (default 0)",
     )
     c.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    _noise_flag(c)
     _bound_flags(c, "each candidate's time")
     return p
+
+
+def _noise_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--noise-scale", metavar="B|TASK",
+        help="the task's gradient noise scale in samples (from `hybridsgd noise-scale`), or a "
+        "task name to estimate it: an update of B samples then counts as 1 / (1 + B_noise / B) "
+        "of a noiseless one (McCandlish et al. 2018)",
+    )  # fmt: skip
 
 
 def _bound_flags(p: argparse.ArgumentParser, whose: str) -> None:
@@ -265,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args)
         if args.command == "recommend":
             return _recommend(args)
+        if args.command == "noise-scale":
+            return _noise_scale(args)
         if args.command == "compare":
             return _compare(args, err)
         if args.command == "tune":
@@ -421,8 +458,11 @@ def _predict(args: argparse.Namespace) -> int:
     )
     measured = simulated(cfg, args.updates, args.train_samples) if args.validate else None
     bound = _optimal(args, cfg, pred) if args.epsilon is not None else None
+    noise = _noise(args, pred) if args.noise_scale is not None else None
     if args.json:
         out = pred.to_dict()
+        if noise:
+            out["noise"] = noise
         if h is not None:
             out["curvature"] = h
         if measured:
@@ -434,9 +474,37 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps(json_safe(out)))
         return 0
     _print_prediction(pred, h, measured)
+    if noise:
+        _console().print(
+            f"  noise scale {noise['noise_scale']:.4g} samples: an update applies "
+            f"{noise['samples_per_update']:.4g}, so it needs {noise['updates_factor']:.3g}x the "
+            f"updates of noiseless descent ({noise['model']}); time to a target, per update "
+            f"noiseless descent would need: {noise['time_factor']:.4g}",
+            markup=False, highlight=False,
+        )  # fmt: skip
     if bound:
         _print_optimal(bound)
     return 0
+
+
+def _noise(args: argparse.Namespace, pred) -> dict:
+    """What the task's noise scale makes of a predicted time per update (docs/tasks.md)."""
+    from hybridsgd.analysis.noise_scale import updates_factor
+    from hybridsgd.forecast import noise_scale_of
+
+    b = noise_scale_of(args.noise_scale, args.batch, args.seed)
+    samples = pred.quorum * args.batch
+    lr_h = args.lr * _curvature(args) if args.lr is not None else None
+    factor = updates_factor(b, samples, lr_h)
+    return {
+        "noise_scale": b,
+        "samples_per_update": samples,
+        "updates_factor": factor,
+        "time_factor": factor * pred.mean_update_time,
+        "model": "at the given lr (McCandlish et al. eq. 2.6)"
+        if lr_h is not None
+        else "each at its best lr (McCandlish et al. eq. 2.11)",
+    }
 
 
 def _optimal(args: argparse.Namespace, cfg, pred) -> dict:
@@ -720,9 +788,14 @@ def _recommend(args: argparse.Namespace) -> int:
     h = _curvature(args)
     cluster = build_cluster(cfg)
     speeds = None if (cluster.speeds == 1).all() else cluster.speeds
+    noise = None
+    if args.noise_scale is not None:
+        from hybridsgd.forecast import noise_scale_of
+
+        noise = noise_scale_of(args.noise_scale, args.batch, args.seed)
     with _sweep_bar(Console(stderr=True), "predicting", unit="candidates") as bar:
         ranked = recommend(args.workers, cluster.compute, args.lr, h, cluster.comm, speeds,
-                           args.batch, progress=bar)  # fmt: skip
+                           args.batch, progress=bar, noise_scale=noise)  # fmt: skip
     best = _optimum(args, cfg) if args.epsilon is not None else None
     vs = [_vs_optimum(args, c.prediction, best) if best else None for c in ranked]
     if args.json:
@@ -733,10 +806,15 @@ def _recommend(args: argparse.Namespace) -> int:
         ]
         from hybridsgd.trace import json_safe
 
-        extra = {"optimal": best} if best else {}
+        extra = ({"optimal": best} if best else {}) | (
+            {"noise_scale": noise} if noise is not None else {}
+        )
         print(json.dumps(json_safe({"curvature": h, "ranking": rows} | extra)))
         return 0
-    t = Table(title=f"W = {args.workers}, {args.compute}, lr {args.lr:g}, curvature {h:.4g}")
+    t = Table(
+        title=f"W = {args.workers}, {args.compute}, lr {args.lr:g}, curvature {h:.4g}"
+        + (f", noise scale {noise:.4g}" if noise is not None else "")
+    )
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("policy", overflow="fold")
     t.add_column("time", justify="right", no_wrap=True)
@@ -745,7 +823,7 @@ def _recommend(args: argparse.Namespace) -> int:
     t.add_column("why", overflow="fold")
     for i, (c, r) in enumerate(zip(ranked, vs, strict=True), 1):
         when = (
-            "diverges"
+            ("no progress" if c.reason.startswith("noise-dominated") else "diverges")
             if math.isinf(c.time_to_1000x) and c.prediction
             else ("-" if math.isinf(c.time_to_1000x) else f"{c.time_to_1000x:.4g}")
         )
@@ -756,7 +834,12 @@ def _recommend(args: argparse.Namespace) -> int:
     console.print(
         "time: predicted time until the loss falls 1000-fold along the curvature; model: "
         "linearised delay model stepped from the initial point with each candidate's "
-        "staleness, no gradient noise (docs/analysis.md)",
+        + (
+            "staleness, each update's count scaled by 1 + B_noise / (samples it applies) "
+            "(McCandlish et al. 2018; docs/analysis.md)"
+            if noise is not None
+            else "staleness, no gradient noise (docs/analysis.md; add --noise-scale)"
+        ),
         markup=False,
         highlight=False,
     )
@@ -770,6 +853,68 @@ def _recommend(args: argparse.Namespace) -> int:
     # the answer on a line of its own, never wrapped or cut: it is meant to be copied
     console.print(f"recommended: --policy {ranked[0].spec}", markup=False, soft_wrap=True,
                   highlight=False)  # fmt: skip
+    return 0
+
+
+def _noise_scale(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from hybridsgd.analysis.noise_scale import updates_factor
+    from hybridsgd.config import Config
+    from hybridsgd.forecast import check_along_run, noise_scale_along_run
+    from hybridsgd.policies import REGISTRY
+
+    cfg = Config.load(args.config, args.overrides)
+    check_along_run(args.updates, args.points, args.minibatches)
+    with _sweep_bar(Console(stderr=True), "estimating", unit="points") as bar:
+        points = noise_scale_along_run(cfg, args.updates, args.points, args.minibatches, bar)
+    entry = REGISTRY[cfg.policy.name]
+    per_update = cfg.task.batch_size * (
+        entry.min_gradients(cfg.policy) if entry.family == "sync" else 1
+    )
+    start = points[0]
+    if args.json:
+        from hybridsgd.trace import json_safe
+
+        print(json.dumps(json_safe({"task": cfg.task.name, "points": points,
+                                    "samples_per_update": per_update})))  # fmt: skip
+        return 0
+    t = Table(title=f"gradient noise scale of {cfg.task.name} along {cfg.policy.name}")
+    for col in ("update", "loss", "B_simple", "95% interval", "|G|^2", "tr Sigma"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for p in points:
+        high = "inf" if math.isinf(p["high"]) else f"{p['high']:.3g}"
+        t.add_row(str(p["update"]), f"{p['loss']:.4g}", f"{p['b_simple']:.4g}",
+                  f"{p['low']:.3g} - {high}", f"{p['grad_norm2']:.3g}",
+                  f"{p['trace_sigma']:.3g}")  # fmt: skip
+    console = _console()
+    console.print(t)
+    seen = args.minibatches * cfg.task.batch_size
+    lines = [
+        f"critical batch size ~ B_simple = {start['b_simple']:.4g} samples at the start "
+        f"(95%: {start['low']:.3g} to {start['high']:.3g}); B_crit ~ B_noise ~ B_simple when the "
+        "Hessian is close to a multiple of the identity (McCandlish et al. 2018)",
+    ]
+    if len(points) > 1:
+        end = points[-1]
+        lines.append(
+            f"after {end['update']} updates: {end['b_simple']:.4g} (95%: {end['low']:.3g} to "
+            f"{end['high']:.3g}); the noise scale grows as the loss falls"
+        )
+    lines += [
+        f"this config's update applies {per_update} samples: it needs "
+        f"{updates_factor(start['b_simple'], per_update):.3g}x the updates of an infinite "
+        "batch at the start (1 + B_noise / B)",
+        "pass it on: hybridsgd predict/recommend --noise-scale B",
+    ]
+    if any(p["b_simple"] > seen / 2 for p in points):
+        lines.append(
+            f"note: an estimate above half the {seen} samples an estimate sees is poorly "
+            "resolved; raise --minibatches"
+        )
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
     return 0
 
 

@@ -94,3 +94,66 @@ def simulated(cfg: Config, updates: int, train_samples: int | None = None) -> di
         build_policy(cfg.policy, cfg.run.seed, gpe), build_cluster(cfg), updates
     )
     return measure(schedule, cfg.task.batch_size)
+
+
+def noise_scale_of(spec: str, batch_size: int = 32, seed: int = 0) -> float:
+    """A gradient noise scale B_noise in samples: ``spec`` as a number, or the name of a
+    built-in task whose simple noise scale at its initial point is estimated
+    (:func:`hybridsgd.analysis.noise_scale.estimate`)."""
+    from hybridsgd.analysis.noise_scale import estimate
+
+    try:
+        value = float(spec)
+    except ValueError:
+        task_cfg = Config.from_dict({}, [f"task.name={spec}"]).task
+        task = build_task(task_cfg, seed=seed)
+        value = estimate(task, task.initial_params(), batch_size, seed=seed).b_simple
+    if not value >= 0:
+        raise ConfigError("--noise-scale", f"must be >= 0 samples (got {value})")
+    return value
+
+
+def noise_scale_along_run(
+    cfg: Config,
+    updates: int,
+    points: int,
+    minibatches: int = 64,
+    progress: Any = None,
+) -> list[dict[str, Any]]:
+    """The simple noise scale of ``cfg``'s task at the start and after ``updates / (points -
+    1)``, ... , ``updates`` updates of ``cfg`` itself in the simulator (each point's
+    parameters are those of the config run for that many updates). One dict per point:
+    ``update``, the test ``loss`` there, and :class:`NoiseScale`'s fields."""
+    from hybridsgd.analysis.noise_scale import estimate
+    from hybridsgd.runner import run
+
+    check_along_run(updates, points, minibatches)
+    at = sorted({round(updates * i / (points - 1)) for i in range(points)} if points > 1 else {0})
+    task = build_task(cfg.task, cfg.run.seed)
+    out = []
+    for i, u in enumerate(at):
+        if progress is not None:
+            progress(i, len(at))
+        if u == 0:
+            params = task.initial_params()
+        else:
+            d = cfg.to_dict()
+            d["run"].update(updates=u, time=None, backend="sim", eval_every=u, checkpoint_every=0)
+            d["run"]["log"] = []
+            params = run(Config.from_dict(d), progress=False).params
+        est = estimate(task, params, cfg.task.batch_size, minibatches, seed=cfg.run.seed + i)
+        loss, _ = task.evaluate(params)
+        out.append({"update": u, "loss": loss, **est.to_dict()})
+    if progress is not None:
+        progress(len(at), len(at))
+    return out
+
+
+def check_along_run(updates: int, points: int, minibatches: int) -> None:
+    """The arguments of :func:`noise_scale_along_run`, checked (one line each)."""
+    if updates < 0:
+        raise ConfigError("--updates", f"must be >= 0 (got {updates})")
+    if points < 1 or (points > 1 and updates < points - 1):
+        raise ConfigError("--points", f"must be 1 to updates + 1 (got {points})")
+    if minibatches < 2:
+        raise ConfigError("--minibatches", f"must be at least 2 (got {minibatches})")

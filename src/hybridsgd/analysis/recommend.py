@@ -7,9 +7,12 @@ synchronous family, so |1 - eta h| per update; exact rounds for ssp with s = 0) 
 bring |x| below 1 / sqrt(1000) from the initial point (loss ~ x^2), times the predicted time
 per update. ``hybrid`` candidates, threshold shapes over updates scaled to the number of
 updates the faster of ``async`` and ``sync`` needs, step the same model with each update's
-regime and add up their regimes' times. Unstable candidates rank last. The model sees
-curvature, delays and staleness, not gradient noise: with small minibatches and a noisy
-task, prefer a larger quorum, or a hybrid ending synchronous, over what it suggests.
+regime and add up their regimes' times. Unstable candidates rank last. Without a noise
+scale the model sees curvature, delays and staleness, not gradient noise; given the task's
+gradient noise scale B_noise, an update of B samples at lr makes 1 - lr h / 2 (1 + B_noise /
+B) of the progress of a noiseless step, relative to 1 - lr h / 2 (McCandlish et al. 2018's
+second-order model), so a task with a large noise scale favours policies that apply many
+samples per update.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hybridsgd.analysis.dynamics import k_async_transient
+from hybridsgd.analysis.noise_scale import updates_factor
 from hybridsgd.analysis.order_stats import expected_kth
 from hybridsgd.analysis.predict import (
     Prediction,
@@ -99,7 +103,9 @@ def _updates_needed(p: Prediction, eta_h: float, radius: float) -> int | None:
     return steps_to_reduce(eta_h, lambda t: pmf, FACTOR, cap)
 
 
-def _hybrid(W, compute, comm, speeds, batch_size, eta_h, shape, cache, cap) -> Candidate:
+def _hybrid(
+    W, compute, comm, speeds, batch_size, eta_h, shape, cache, cap, noise_scale=None
+) -> Candidate:
     """Step the linearised delay model update by update through the threshold's regimes.
 
     The asynchronous phase starts from rest and its staleness right after each change of K
@@ -138,9 +144,20 @@ def _hybrid(W, compute, comm, speeds, batch_size, eta_h, shape, cache, cap) -> C
             runs[-1][1] += 1
         else:
             runs.append([key, 1])
-    time = (float(times[min(n, head) - 1]) if head else 0.0) + sum(
-        cache[key_of(t)].mean_update_time for t in range(head, n)
-    )
+    if noise_scale is None:
+        time = (float(times[min(n, head) - 1]) if head else 0.0) + sum(
+            cache[key_of(t)].mean_update_time for t in range(head, n)
+        )
+    else:  # each update's time, times its regime's noise factor
+        steps = np.diff(times[: min(n, head)], prepend=0.0)
+        time = sum(
+            float(dt) * updates_factor(noise_scale, k * batch_size, eta_h)
+            for dt, k in zip(steps, ks, strict=False)
+        ) + sum(
+            cache[key_of(t)].mean_update_time
+            * updates_factor(noise_scale, cache[key_of(t)].quorum * batch_size, eta_h)
+            for t in range(head, n)
+        )
     pred = hybrid_prediction(W, cache, [(k, m) for k, m in runs], batch_size)
     path = " -> ".join(f"{k} x{m}" for k, m in runs[:3]) + (" ..." if len(runs) > 3 else "")
     return Candidate(spec, pred, time, f"{n} updates: {path}")
@@ -159,11 +176,20 @@ def recommend(
     speeds=None,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    noise_scale: float | None = None,
 ) -> list[Candidate]:
     """Every candidate, best first. ``progress(done, total)`` hears of each candidate
-    predicted (the hybrid shapes, tried last, count as one)."""
+    predicted (the hybrid shapes, tried last, count as one).
+
+    With ``noise_scale`` (the task's gradient noise scale B_noise, in samples), each
+    candidate's time is multiplied by :func:`updates_factor` at ``lr x curvature`` for the
+    samples its updates apply: the second-order model of McCandlish et al. 2018, in which
+    noise eats ``lr h / 2 x B_noise / B`` of a step's progress. A candidate whose updates
+    make no progress at this lr ranks last."""
     if not (lr > 0 and curvature > 0):
         raise ConfigError("--lr", "recommend needs a positive --lr and --curvature")
+    if noise_scale is not None and not noise_scale >= 0:
+        raise ConfigError("--noise-scale", f"must be >= 0 samples (got {noise_scale})")
     finite_mean(compute, "--compute")
     if comm is not None:
         finite_mean(comm, "--comm")
@@ -207,6 +233,16 @@ def recommend(
         else:
             n = _updates_needed(p, lr * curvature, radius)
             t = math.inf if n is None else n * p.mean_update_time
+        if noise_scale is not None:
+            factor = updates_factor(noise_scale, p.quorum * batch_size, lr * curvature)
+            if math.isinf(factor):
+                reason = (
+                    f"noise-dominated: updates of {p.quorum * batch_size:g} samples make no "
+                    f"progress at lr {lr:g} (noise scale {noise_scale:.3g})"
+                )
+                ranked.append(Candidate(spec, p, math.inf, reason))
+                continue
+            t *= factor
         if p.mean_staleness == 0:
             reason = (
                 f"{p.quorum:g} gradients per update every {p.mean_update_time:.3g}; "
@@ -241,6 +277,7 @@ def recommend(
                     shape,
                     cache,
                     cap=10 * horizon,
+                    noise_scale=noise_scale,
                 )
             )
     if progress is not None:
