@@ -406,6 +406,7 @@ def _print_summary(s: dict, out: Path) -> None:
         ("final loss / accuracy", f"{s['final_loss']:.4f} / {acc:.4f}")
         if acc is not None and not math.isnan(acc)
         else ("final loss", f"{s['final_loss']:.4f}"),
+        *((f"final {k}", f"{v:.4g}") for k, v in s.get("final_from_loss", {}).items()),
         (
             "gradients applied / dropped / cancelled / rejected",
             f"{g['applied']} / {g['dropped']} / {g['cancelled']} / {g['rejected']}",

@@ -58,6 +58,7 @@ def summarize(
         "momentum": cfg.optimizer.momentum,
         "final_loss": evals.loss[-1],
         "final_accuracy": evals.accuracy[-1],
+        "final_from_loss": {k: f(evals.loss[-1]) for k, f in task.from_loss.items()},
         "best_accuracy": max(evals.accuracy) if task.metric == "accuracy" else math.nan,
         "target_accuracy": target,
         "time_to_target": evals.time[hit] if hit is not None else None,

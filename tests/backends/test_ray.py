@@ -69,6 +69,18 @@ def test_sync_on_ray_equals_the_simulator_by_every_transport():
         assert torch.allclose(actors.params, sim.params, atol=1e-5), sets
 
 
+@pytest.mark.parametrize(
+    "task", [{"name": "teacher"}, {"name": "cnn-digits", "norm": "batch"}], ids=["stream", "bn"]
+)
+def test_a_stream_task_and_a_batchnorm_cnn_on_actors_equal_the_simulator(task):
+    """The teacher stream draws the same samples in every actor; BatchNorm normalises each
+    actor's own minibatch (docs/tasks.md)."""
+    cfg = config("sync", workers=3, updates=10).replace(*(f"task.{k}={v}" for k, v in task.items()))
+    actors = run(cfg.replace("run.ray_transport=object-store"))
+    sim = run(cfg.replace("run.backend=sim"))
+    assert torch.allclose(actors.params, sim.params, atol=2e-5)
+
+
 def test_a_run_mixing_sockets_and_the_object_store_equals_the_simulator(monkeypatch):
     """Workers 1 and 3 are treated as if on another node (one actor call per job through the
     object store) while 0 and 2 run job loops on sockets: the driver waits on both kinds.

@@ -62,6 +62,9 @@ class Task:
         self.loss_fn = loss
         self.metric = metric
         self.info = info or {}
+        #: quantities a summary reports from the final test loss, by name (e.g. a language
+        #: model's perplexity, exp(loss)); picklable functions of one float
+        self.from_loss: dict[str, Callable[[float], float]] = {}
         #: which samples :meth:`evaluate` measures: "test", or a "validation" split
         self.evaluated_on = "test"
         self.held_out: np.ndarray | None = None  # training indices of a validation split

@@ -221,7 +221,7 @@ def mf(cfg, seed: int) -> Task:
     with seeded(seed):
         model = Factorization(cfg.users, cfg.items, cfg.rank)
     t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
-    return Task(
+    task = Task(
         model,
         (t(ptr, torch.long), t(rtr, torch.float32)),
         F.mse_loss,
@@ -230,6 +230,8 @@ def mf(cfg, seed: int) -> Task:
         name="mf",
         info={"noise_floor_rmse": cfg.noise},
     )
+    task.from_loss = {"test RMSE": math.sqrt}
+    return task
 
 
 # -- tiny transformer language model -------------------------------------------------------------
@@ -325,7 +327,7 @@ def lm(cfg, seed: int) -> Task:
     xte, yte = xte[: cfg.test_samples], yte[: cfg.test_samples]
     with seeded(seed):
         model = TinyLM(c, cfg.d_model, cfg.layers, cfg.heads)
-    return Task(
+    task = Task(
         model,
         train,
         next_byte_loss,
@@ -334,3 +336,5 @@ def lm(cfg, seed: int) -> Task:
         name="lm",
         info={"corpus": source, "bytes": len(data)},
     )
+    task.from_loss = {"perplexity": math.exp}
+    return task
