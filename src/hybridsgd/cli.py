@@ -169,6 +169,11 @@ def _parser() -> argparse.ArgumentParser:
         "--minibatches", type=int, default=64,
         help="independent minibatch gradients per estimate (default 64)",
     )  # fmt: skip
+    n.add_argument(
+        "--hessian", action="store_true",
+        help="also B_noise = tr(H Sigma) / G'HG with Hessian-vector products (about 3x the "
+        "cost): the noise scale predict and recommend want",
+    )  # fmt: skip
     n.add_argument("--json", action="store_true", help="print the estimates as one JSON object")
 
     q = sub.add_parser(
@@ -869,47 +874,65 @@ def _noise_scale(args: argparse.Namespace) -> int:
     cfg = Config.load(args.config, args.overrides)
     check_along_run(args.updates, args.points, args.minibatches)
     with _sweep_bar(Console(stderr=True), "estimating", unit="points") as bar:
-        points = noise_scale_along_run(cfg, args.updates, args.points, args.minibatches, bar)
+        points = noise_scale_along_run(
+            cfg, args.updates, args.points, args.minibatches, bar, hessian=args.hessian
+        )
     entry = REGISTRY[cfg.policy.name]
     per_update = cfg.task.batch_size * (
         entry.min_gradients(cfg.policy) if entry.family == "sync" else 1
     )
-    start = points[0]
     if args.json:
         from hybridsgd.trace import json_safe
 
         print(json.dumps(json_safe({"task": cfg.task.name, "points": points,
                                     "samples_per_update": per_update})))  # fmt: skip
         return 0
+
+    def span(low: float, high: float) -> str:
+        return f"{low:.3g} - " + ("inf" if math.isinf(high) else f"{high:.3g}")
+
     t = Table(title=f"gradient noise scale of {cfg.task.name} along {cfg.policy.name}")
-    for col in ("update", "loss", "B_simple", "95% interval", "|G|^2", "tr Sigma"):
+    cols = ["update", "loss", "B_simple", "95% interval"]
+    cols += ["B_noise", "95% interval"] if args.hessian else ["|G|^2", "tr Sigma"]
+    for col in cols:
         t.add_column(col, justify="right", no_wrap=True)
     for p in points:
-        high = "inf" if math.isinf(p["high"]) else f"{p['high']:.3g}"
-        t.add_row(str(p["update"]), f"{p['loss']:.4g}", f"{p['b_simple']:.4g}",
-                  f"{p['low']:.3g} - {high}", f"{p['grad_norm2']:.3g}",
-                  f"{p['trace_sigma']:.3g}")  # fmt: skip
+        cells = [str(p["update"]), f"{p['loss']:.4g}", f"{p['b_simple']:.4g}",
+                 span(p["low"], p["high"])]  # fmt: skip
+        if args.hessian:
+            cells += [f"{p['b_noise']:.4g}", span(p["noise_low"], p["noise_high"])]
+        else:
+            cells += [f"{p['grad_norm2']:.3g}", f"{p['trace_sigma']:.3g}"]
+        t.add_row(*cells)
     console = _console()
     console.print(t)
-    seen = args.minibatches * cfg.task.batch_size
+    # B_noise when measured (what the models take), else its Hessian-free proxy B_simple
+    name, key, lo, hi = (
+        ("B_noise", "b_noise", "noise_low", "noise_high")
+        if args.hessian
+        else ("B_simple", "b_simple", "low", "high")
+    )
+    start = points[0]
     lines = [
-        f"critical batch size ~ B_simple = {start['b_simple']:.4g} samples at the start "
-        f"(95%: {start['low']:.3g} to {start['high']:.3g}); B_crit ~ B_noise ~ B_simple when the "
-        "Hessian is close to a multiple of the identity (McCandlish et al. 2018)",
-    ]
+        f"critical batch size ~ {name} = {start[key]:.4g} samples at the start (95%: "
+        f"{span(start[lo], start[hi])}; McCandlish et al. 2018)"
+        + ("" if args.hessian else "; B_simple equals B_noise when the Hessian is close to a "
+           "multiple of the identity, and --hessian measures B_noise itself"),
+    ]  # fmt: skip
     if len(points) > 1:
         end = points[-1]
         lines.append(
-            f"after {end['update']} updates: {end['b_simple']:.4g} (95%: {end['low']:.3g} to "
-            f"{end['high']:.3g}); the noise scale grows as the loss falls"
+            f"after {end['update']} updates: {end[key]:.4g} (95%: {span(end[lo], end[hi])})"
         )
     lines += [
         f"this config's update applies {per_update} samples: it needs "
-        f"{updates_factor(start['b_simple'], per_update):.3g}x the updates of an infinite "
+        f"{updates_factor(start[key], per_update):.3g}x the updates of an infinite "
         "batch at the start (1 + B_noise / B)",
-        "pass it on: hybridsgd predict/recommend --noise-scale B",
+        f"pass it on: hybridsgd predict/recommend --noise-scale N, with N the {name} near the "
+        "loss you train to",
     ]
-    if any(p["b_simple"] > seen / 2 for p in points):
+    seen = args.minibatches * cfg.task.batch_size
+    if any(p[key] > seen / 2 for p in points):
         lines.append(
             f"note: an estimate above half the {seen} samples an estimate sees is poorly "
             "resolved; raise --minibatches"

@@ -98,8 +98,8 @@ def simulated(cfg: Config, updates: int, train_samples: int | None = None) -> di
 
 def noise_scale_of(spec: str, batch_size: int = 32, seed: int = 0) -> float:
     """A gradient noise scale B_noise in samples: ``spec`` as a number, or the name of a
-    built-in task whose simple noise scale at its initial point is estimated
-    (:func:`hybridsgd.analysis.noise_scale.estimate`)."""
+    built-in task whose noise scale B_noise at its initial point is estimated
+    (:func:`hybridsgd.analysis.noise_scale.estimate`, with Hessian-vector products)."""
     from hybridsgd.analysis.noise_scale import estimate
 
     try:
@@ -107,7 +107,7 @@ def noise_scale_of(spec: str, batch_size: int = 32, seed: int = 0) -> float:
     except ValueError:
         task_cfg = Config.from_dict({}, [f"task.name={spec}"]).task
         task = build_task(task_cfg, seed=seed)
-        value = estimate(task, task.initial_params(), batch_size, seed=seed).b_simple
+        value = estimate(task, task.initial_params(), batch_size, seed=seed, hessian=True).b_noise
     if not value >= 0:
         raise ConfigError("--noise-scale", f"must be >= 0 samples (got {value})")
     return value
@@ -119,11 +119,13 @@ def noise_scale_along_run(
     points: int,
     minibatches: int = 64,
     progress: Any = None,
+    hessian: bool = False,
 ) -> list[dict[str, Any]]:
     """The simple noise scale of ``cfg``'s task at the start and after ``updates / (points -
     1)``, ... , ``updates`` updates of ``cfg`` itself in the simulator (each point's
     parameters are those of the config run for that many updates). One dict per point:
-    ``update``, the test ``loss`` there, and :class:`NoiseScale`'s fields."""
+    ``update``, the test ``loss`` there, and :class:`NoiseScale`'s fields (``b_noise`` too
+    with ``hessian``)."""
     from hybridsgd.analysis.noise_scale import estimate
     from hybridsgd.runner import run
 
@@ -141,7 +143,9 @@ def noise_scale_along_run(
             d["run"].update(updates=u, time=None, backend="sim", eval_every=u, checkpoint_every=0)
             d["run"]["log"] = []
             params = run(Config.from_dict(d), progress=False).params
-        est = estimate(task, params, cfg.task.batch_size, minibatches, seed=cfg.run.seed + i)
+        est = estimate(
+            task, params, cfg.task.batch_size, minibatches, seed=cfg.run.seed + i, hessian=hessian
+        )
         loss, _ = task.evaluate(params)
         out.append({"update": u, "loss": loss, **est.to_dict()})
     if progress is not None:

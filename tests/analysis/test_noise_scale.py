@@ -51,6 +51,22 @@ def test_the_estimate_and_its_interval_match_the_definition(name):
     )
 
 
+def test_b_noise_matches_the_definition_on_the_quadratic():
+    """B_noise = tr(H Sigma) / G'HG with the quadratic's exact Hessian A'A / n, in float64."""
+    task = build_task(h.Config.from_dict({"task": {"name": "quadratic"}}).task, 0)
+    a, b = task.x_train.double(), task.y_train.double()
+    x = task.initial_params().double()
+    hessian = a.T @ a / len(a)
+    per = a * (a @ x - b)[:, None]  # every sample's gradient of (a.x - b)^2 / 2
+    grad_, centred = per.mean(0), per - per.mean(0)
+    sigma = centred.T @ centred / len(a)
+    true = float(torch.trace(hessian @ sigma) / (grad_ @ hessian @ grad_))
+    runs = [estimate(task, task.initial_params(), 32, 64, seed=s, hessian=True) for s in range(20)]
+    assert np.median([r.b_noise for r in runs]) == pytest.approx(true, rel=0.1)
+    assert sum(r.noise_low <= true <= r.noise_high for r in runs) >= 16
+    assert all(math.isnan(r.b_noise) for r in [estimate(task, task.initial_params(), 32, 8)])
+
+
 def test_an_unresolved_noise_scale_says_so():
     """At a saddle (a zero gradient) there is only noise: the interval reaches infinity."""
     task = build_task(h.Config.from_dict({"task": {"name": "quadratic"}}).task, 0)

@@ -49,6 +49,11 @@ class NoiseScale:
     trace: float  # the unbiased estimate of tr(Sigma), per sample
     minibatches: int
     batch_size: int
+    #: tr(H Sigma) / G^T H G (eq. 2.8), with its interval; NaN unless asked for (Hessian
+    #: products cost about three gradients each)
+    b_noise: float = math.nan
+    noise_low: float = math.nan
+    noise_high: float = math.nan
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -59,6 +64,9 @@ class NoiseScale:
             "trace_sigma": self.trace,
             "minibatches": self.minibatches,
             "batch_size": self.batch_size,
+            "b_noise": self.b_noise,
+            "noise_low": self.noise_low,
+            "noise_high": self.noise_high,
         }
 
 
@@ -86,24 +94,88 @@ def estimate(
     minibatches: int = 64,
     seed: int = 0,
     boots: int = 2000,
+    hessian: bool = False,
 ) -> NoiseScale:
     """B_simple of ``task`` at ``params``, from ``minibatches`` independent minibatches of
     ``batch_size`` samples: drawn with replacement from the training set (so they are
-    independent and the covariance is the training set's), or fresh from a stream."""
+    independent and the covariance is the training set's), or fresh from a stream. With
+    ``hessian``, also B_noise (:func:`_b_noise`), from as many more minibatches."""
     from hybridsgd.tasks.stream import StreamTask
 
     if minibatches < 2:
         raise ValueError("the noise scale needs at least 2 minibatches")
     rng = np.random.default_rng(seed)
+    n = 2 * minibatches if hessian else minibatches
     if isinstance(task, StreamTask):
         sampler = task.samplers(1, batch_size, seed=10_007 + seed)[0]
-        indices = [sampler.batch(k) for k in range(minibatches)]
+        indices = [sampler.batch(k) for k in range(n)]
     else:
-        indices = [rng.integers(0, task.n_train, batch_size) for _ in range(minibatches)]
-    g = minibatch_gradients(task, params, indices)
+        indices = [rng.integers(0, task.n_train, batch_size) for _ in range(n)]
+    g = minibatch_gradients(task, params, indices[:minibatches])
     value, g2, trace = _ratio(g, batch_size)
     low, high = _interval(g, batch_size, value, rng, boots)
-    return NoiseScale(value, low, high, g2, trace, minibatches, batch_size)
+    out = NoiseScale(value, low, high, g2, trace, minibatches, batch_size)
+    if hessian:
+        out.b_noise, out.noise_low, out.noise_high = _b_noise(
+            task, params, g, indices[minibatches:], batch_size, rng, boots
+        )
+    return out
+
+
+def _hvp(task: Task, params: torch.Tensor, idx: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """H v for the Hessian of the loss on one minibatch (training mode, as a worker's)."""
+    x, y = task.batch(idx)
+    vec = torch.from_numpy(v).to(params.dtype).to(params.device)
+    t = params.detach().clone().requires_grad_(True)
+    with task._training():  # reverse over reverse, as hybridsgd.analysis.curvature does
+        (g,) = torch.autograd.grad(task._loss(t, x, y), t, create_graph=True)
+        (hv,) = torch.autograd.grad(g @ vec, t)
+    return hv.double().cpu().numpy()
+
+
+def _b_noise(
+    task: Task,
+    params: torch.Tensor,
+    g: np.ndarray,
+    hessian_batches: list[np.ndarray],
+    b: int,
+    rng: np.random.Generator,
+    boots: int,
+) -> tuple[float, float, float]:
+    """B_noise = tr(H Sigma) / G^T H G (McCandlish et al. eq. 2.8), and an interval.
+
+    H enters through Hessian-vector products with the Hessians H_i of minibatches
+    independent of the gradients, so each quadratic form is unbiased:
+    q_i = (g_i - ḡ)^T H_i (g_i - ḡ) averages to (m - 1) / m tr(H Sigma) / b, and
+    w_i = ḡ^T H_i ḡ to G^T H G + tr(H Sigma) / (b m). The interval is a basic bootstrap of
+    log B_noise over the m triples (g_i, q_i, H_i ḡ), with each resample's ḡ*^T H ḡ*
+    linearised around ḡ."""
+    m = len(g)
+    mean = g.mean(axis=0)
+    q = np.empty(m)
+    u = np.empty_like(g)
+    for i in range(m):
+        q[i] = (g[i] - mean) @ _hvp(task, params, hessian_batches[i], g[i] - mean)
+        u[i] = _hvp(task, params, hessian_batches[i], mean)
+    w = u @ mean
+
+    def ratio(t_sum: float, ghg: float) -> float:
+        t = t_sum / (m - 1)
+        denominator = ghg - t / m
+        return b * t / denominator if denominator > 0 else math.inf
+
+    value = ratio(float(q.sum()), float(w.mean()))
+    if not math.isfinite(value) or value <= 0:
+        return value, 0.0, math.inf
+    draws = np.empty(boots)
+    for k in range(boots):
+        pick = rng.integers(0, m, m)
+        shift = 2.0 * float((g[pick].mean(axis=0) - mean) @ u[pick].mean(axis=0))
+        draws[k] = ratio(float(q[pick].sum()), float(w[pick].mean()) + shift)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.log(draws) - math.log(value)
+    lo, hi = _percentiles(np.where(np.isnan(spread), np.inf, spread))
+    return value, float(value * math.exp(-hi)), float(value * math.exp(-lo))
 
 
 def _interval(
@@ -119,8 +191,15 @@ def _interval(
     draws = np.array([_ratio(g[rng.integers(0, m, m)], b)[0] for _ in range(boots)])
     with np.errstate(divide="ignore"):
         spread = np.log(draws) - math.log(truth)  # +inf where a resample saw no signal
-    lo, hi = np.percentile(spread, [2.5, 97.5])
+    lo, hi = _percentiles(spread)
     return float(value * math.exp(-hi)), float(value * math.exp(-lo))
+
+
+def _percentiles(spread: np.ndarray) -> tuple[float, float]:
+    """The 2.5% and 97.5% points of log ratios that may be +inf (a resample with no signal
+    left): an infinite upper point makes the interval's lower end 0."""
+    lo, hi = np.percentile(np.minimum(spread, 700.0), [2.5, 97.5])
+    return float(lo), (math.inf if hi >= 700.0 else float(hi))
 
 
 def updates_factor(noise_scale: float, samples_per_update: float, lr_h: float | None = None):
