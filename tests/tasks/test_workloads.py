@@ -240,3 +240,25 @@ def test_a_cnn_too_deep_for_its_image_is_refused():
     cfg = config("cnn-digits", {"channels": [4, 4, 4, 4]}, {"lr": 0.1}, 1)
     with pytest.raises(ConfigError, match="task.channels"):
         build_task(cfg.task, 0)
+
+
+def test_a_large_stack_of_minibatches_is_cut_into_passes_of_whole_minibatches():
+    """The simulator's stacked minibatches of a large model go through in passes of at most
+    Task.stack_limit samples, whole minibatches each: the same mean gradient and loss."""
+    task = build_task(h.Config.from_dict({"task": {"name": "cnn-mnist"}}).task, 0)
+    assert 32 <= task.stack_limit < 1024  # LeNet on 28x28: about 19,000 activations a sample
+    x, y = task.batch(np.arange(1024))
+    params = task.initial_params()
+    calls: list[int] = []
+    hook = task.model.register_forward_hook(lambda _m, inp, _o: calls.append(len(inp[0])))
+    try:
+        whole, loss = task.grad(params, x, y)
+        cut, cut_loss = task.grad(params, x, y, minibatch=32)
+        parts, parts_loss = task.grad_parts(params, x, y, 32)
+    finally:
+        hook.remove()
+    step = task.stack_limit // 32 * 32
+    assert calls[0] == 1024 and calls[1] == step and all(c % 32 == 0 for c in calls[1:])
+    assert torch.allclose(cut, whole, atol=1e-6) and cut_loss == pytest.approx(loss, rel=1e-6)
+    assert torch.allclose(torch.cat([p.reshape(-1) for p in parts]), whole, atol=1e-6)
+    assert parts_loss == pytest.approx(loss, rel=1e-6)

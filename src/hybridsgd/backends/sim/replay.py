@@ -146,13 +146,15 @@ def replay(
                     elif len(rows):
                         pending.setdefault(u, []).append(Part(rows.mean(dim=0), len(rows), scale))
                 elif groups_per_update[u] == 1:
-                    parts, _ = task.grad_parts(params, x, y)
+                    parts, _ = task.grad_parts(params, x, y, len(x) // n)
                     if n > 1 and not check.finite(parts):
                         _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
                     else:
                         pending[u] = [Part(parts, n, scale)]
                 else:
-                    mean, _ = task.grad(params, x, y, out=pool.pop() if pool else None)
+                    mean, _ = task.grad(
+                        params, x, y, out=pool.pop() if pool else None, minibatch=len(x) // n
+                    )
                     if not check.finite(mean):
                         pool.append(mean)
                         _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
