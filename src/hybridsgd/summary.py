@@ -76,7 +76,7 @@ def summarize(
                 f"{cfg.policy.workers} workers share {task.n_train} training samples: every "
                 "worker draws from the whole training set"
             ]
-            if cfg.policy.workers > task.n_train
+            if cfg.policy.workers > task.n_train and not getattr(task, "stream", False)
             else []
         ),
         "config": cfg.to_dict(),

@@ -110,6 +110,9 @@ class StreamTask(Task):
         test = draw(TEST_BASE + np.arange(test_samples))
         super().__init__(model, calibration, loss, test, metric, name, info)
 
+    #: fresh samples for every minibatch: no finite training set for workers to share
+    stream = True
+
     @property
     def n_train(self) -> int:
         return self._epoch

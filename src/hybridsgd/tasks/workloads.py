@@ -27,9 +27,9 @@ def _norm(kind: str, channels: int, dims: int) -> list[nn.Module]:
     """The normalisation layer ``task.norm`` asks for, after a layer of ``channels``."""
     if kind == "batch":
         return [nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)]
-    if kind == "group":  # groups of (up to) 4 channels; 1 group when nothing else divides
-        groups = next(g for g in (4, 3, 2, 1) if channels % g == 0 and channels // g >= 1)
-        return [nn.GroupNorm(max(1, channels // groups), channels)]
+    if kind == "group":  # groups of 4 channels, or of 3, 2 or 1 where 4 does not divide
+        size = next(g for g in (4, 3, 2, 1) if channels % g == 0)
+        return [nn.GroupNorm(channels // size, channels)]
     return []
 
 
