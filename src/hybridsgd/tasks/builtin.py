@@ -48,10 +48,19 @@ def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _classification(name, x, y, hidden, seed, data_seed, test_fraction=0.2) -> Task:
+    return classification(
+        name, x, y, lambda: _mlp([x.shape[1], *hidden, int(y.max()) + 1]), seed, data_seed,
+        test_fraction,
+    )  # fmt: skip
+
+
+def classification(name, x, y, make_model, seed, data_seed, test_fraction=0.2, info=None) -> Task:
+    """A classifier ``make_model()`` (initialised from ``seed``) on images ``x`` and labels
+    ``y``: a seeded train/test split, standardised over all pixels."""
     (xtr, ytr), (xte, yte) = _split_train_test(x, y, test_fraction, data_seed)
     xtr, xte = _standardize(xtr, xte)
     with seeded(seed):
-        model = _mlp([x.shape[1], *hidden, int(y.max()) + 1])
+        model = make_model()
     t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
     return Task(
         model,
@@ -59,6 +68,7 @@ def _classification(name, x, y, hidden, seed, data_seed, test_fraction=0.2) -> T
         F.cross_entropy,
         (t(xte, torch.float32), t(yte, torch.long)),
         name=name,
+        info=info,
     )
 
 

@@ -17,7 +17,13 @@ from torch.nn import functional as F
 
 from hybridsgd.errors import ConfigError
 from hybridsgd.tasks.base import Task
-from hybridsgd.tasks.builtin import _digits, _mnist_5k, _split_train_test, _standardize, seeded
+from hybridsgd.tasks.builtin import (
+    _digits,
+    _mnist_5k,
+    _split_train_test,
+    classification,
+    seeded,
+)
 from hybridsgd.tasks.stream import StreamTask, normal, stream_key, uniform
 
 NORMS = ("none", "batch", "group")
@@ -58,19 +64,11 @@ def _cnn(name, x, y, side, cfg, seed) -> Task:
             f"{len(channels)} conv layers pool a {side}x{side} image below 1 pixel; "
             f"use at most {int(math.log2(side))}",
         )
-    (xtr, ytr), (xte, yte) = _split_train_test(x, y, 0.2, cfg.data_seed)
-    xtr, xte = _standardize(xtr, xte)
-    with seeded(seed):
-        model = lenet(side, channels, cfg.hidden or [64], int(y.max()) + 1, cfg.norm)
-    t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
-    return Task(
-        model,
-        (t(xtr, torch.float32), t(ytr, torch.long)),
-        F.cross_entropy,
-        (t(xte, torch.float32), t(yte, torch.long)),
-        name=name,
-        info={"norm": cfg.norm},
-    )
+    classes = int(y.max()) + 1
+    return classification(
+        name, x, y, lambda: lenet(side, channels, cfg.hidden or [64], classes, cfg.norm),
+        seed, cfg.data_seed, info={"norm": cfg.norm},
+    )  # fmt: skip
 
 
 def cnn_digits(cfg, seed: int) -> Task:
