@@ -244,8 +244,8 @@ def _noise_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--noise-scale", metavar="B|TASK",
         help="the task's gradient noise scale in samples (from `hybridsgd noise-scale`), or a "
-        "task name to estimate it: an update of B samples then counts as 1 / (1 + B_noise / B) "
-        "of a noiseless one (McCandlish et al. 2018)",
+        "task name to estimate it: an update of B samples then counts for less than a "
+        "noiseless one, the less the smaller B is (McCandlish et al. 2018; docs/tasks.md)",
     )  # fmt: skip
 
 
@@ -464,7 +464,7 @@ def _predict(args: argparse.Namespace) -> int:
     )
     measured = simulated(cfg, args.updates, args.train_samples) if args.validate else None
     bound = _optimal(args, cfg, pred) if args.epsilon is not None else None
-    noise = _noise(args, pred) if args.noise_scale is not None else None
+    noise = _noise(args, pred, h) if args.noise_scale is not None else None
     if args.json:
         out = pred.to_dict()
         if noise:
@@ -493,14 +493,15 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _noise(args: argparse.Namespace, pred) -> dict:
-    """What the task's noise scale makes of a predicted time per update (docs/tasks.md)."""
+def _noise(args: argparse.Namespace, pred, h: float | None) -> dict:
+    """What the task's noise scale makes of a predicted time per update (docs/tasks.md);
+    ``h`` is the curvature already estimated for --lr, if any."""
     from hybridsgd.analysis.noise_scale import updates_factor
     from hybridsgd.forecast import noise_scale_of
 
     b = noise_scale_of(args.noise_scale, args.batch, args.seed)
     samples = pred.quorum * args.batch
-    lr_h = args.lr * _curvature(args) if args.lr is not None else None
+    lr_h = args.lr * h if args.lr is not None and h is not None else None
     factor = updates_factor(b, samples, lr_h)
     return {
         "noise_scale": b,
