@@ -90,6 +90,7 @@ class Task:
         self._buffers = {n: b for n, b in model.named_buffers()}
         self.numel = sum(self._sizes)
         self._vgrad: Callable[..., torch.Tensor] | None = None
+        self._vgrad_at: Callable[..., tuple[torch.Tensor, ...]] | None = None
         #: batch normalisation layers: a gradient depends on its whole minibatch at once, so
         #: no backend may stack several workers' minibatches into one forward pass
         self._norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
@@ -448,6 +449,44 @@ class Task:
             self._vgrad = vmap(grad(self._loss), in_dims=(None, 0, 0), randomness="different")
         with self._training():
             return self._vgrad(flat.detach(), x, y)
+
+    def grads_at(
+        self, versions: torch.Tensor, x: torch.Tensor, y: torch.Tensor, flat: bool = True
+    ) -> Any:
+        """One gradient per row of ``versions`` ``[m, numel]`` (m parameter vectors), each on
+        its own minibatch: ``x`` is ``[m, batch, ...]``; the result ``[m, numel]``, or with
+        ``flat=False`` one ``[m, *shape]`` tensor per model tensor (no concatenating copy).
+
+        The simulator's lever for gradients read at different versions (the asynchronous
+        family): one ``vmap``-ed call, so m small forward/backward passes become batched
+        matrix products. The gradient is taken with respect to each model tensor, as views
+        of the rows: through slices of a flat vector, autograd would build and sum a
+        zero-filled ``[m, numel]`` tensor per model tensor, which costs more than the
+        passes themselves. A BatchNorm model normalises each row by its own minibatch, as
+        its worker does.
+        """
+        m = len(versions)
+        views, offset = [], 0
+        for shape, size in zip(self._shapes, self._sizes, strict=True):
+            views.append(versions[:, offset : offset + size].view(m, *shape))
+            offset += size
+        if self._vgrad_at is None:
+            names, buffers, model, loss_fn = self._names, self._buffers, self.model, self.loss_fn
+
+            def loss(params: tuple[torch.Tensor, ...], xb: torch.Tensor, yb: torch.Tensor):
+                out = functional_call(
+                    model, (dict(zip(names, params, strict=True)), buffers), (xb,)
+                )
+                return loss_fn(out, yb)
+
+            self._vgrad_at = vmap(grad(loss), in_dims=(0, 0, 0), randomness="different")
+        with self._training():
+            parts = self._vgrad_at(tuple(v.detach() for v in views), x, y)
+        return torch.cat([p.reshape(m, -1) for p in parts], dim=1) if flat else list(parts)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the vmapped functions are caches, rebuilt on first use (they do not pickle)
+        return {**self.__dict__, "_vgrad": None, "_vgrad_at": None}
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -17,6 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hybridsgd.backends.sim import versions
+from hybridsgd.backends.sim.versions import (
+    RING_BYTES,
+    VersionRing,
+    batch_limit,
+    deadlines,
+    plan_batches,
+    versions_held,
+)
 from hybridsgd.core.aggregators import Aggregator
 from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
@@ -55,6 +64,7 @@ def replay(
     checkpoint: Callable[[ReplayState], None] | None = None,
     checkpoint_every: int = 0,
     on_eval: Callable[[Evals], None] | None = None,
+    batch_versions: bool | None = None,
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
 
@@ -66,6 +76,9 @@ def replay(
     ``checkpoint`` receives the :class:`ReplayState` every ``checkpoint_every`` updates;
     ``resume`` (with ``server`` restored to its version) continues from one.
     ``on_eval`` is called with the evaluations so far each time one is added.
+    ``batch_versions``: compute lone gradients read at different versions together
+    (:mod:`hybridsgd.backends.sim.versions`); ``False`` computes each at its read version;
+    ``None`` follows ``versions.ENABLED``.
     """
     faults = faults or Faults()
     check = check or GradientCheck()
@@ -118,6 +131,72 @@ def replay(
         faults.load_state(resume.faults)
     g = bisect.bisect_left(group_r, first)  # next group: those read before were computed
     n_groups = len(group_r)
+    per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if n_groups else 1
+    lazy = _Lazy.plan(
+        batch_versions,
+        task,
+        per_gradient,
+        U,
+        first,
+        group_r,
+        group_u,
+        starts,
+        ends,
+        checkpoint_every if checkpoint is not None else 0,
+    )
+
+    def settle(parts: list[torch.Tensor], a: int, u: int, scale: float) -> None:
+        """A lone gradient computed by ``lazy`` (one tensor per model tensor), taken as the
+        one-at-a-time path takes it."""
+        gid, w = int(gids[a]), members_w[a]
+        if not apart and not faults.touches([w]) and groups_per_update[u] == 1:
+            # alone in its update: per-tensor parts, as grad_parts gives them; a gradient
+            # that is not finite is rejected when the update is built, below
+            pending[u] = [Part(list(parts), 1, scale)]
+            return
+        row = torch.cat([p.reshape(-1) for p in parts])
+        if apart or faults.touches([w]):
+            faults.corrupt_one(w, row)
+            why = check.row(row)
+            if why:
+                schedule.reject(gid, why)
+            elif builder.per_row:
+                pending.setdefault(u, []).append(Part(row[None], 1, scale, [w], rows=True))
+            else:
+                pending.setdefault(u, []).append(Part(row, 1, scale))
+        elif not check.finite(row):
+            schedule.reject(gid, check.row(row))
+        else:
+            pending.setdefault(u, []).append(Part(row, 1, scale))
+
+    def compute(chosen: list[int]) -> None:
+        """Gradients of the lone groups ``chosen`` in one call, on their own versions."""
+        assert lazy is not None
+        first_members = [starts[c] for c in chosen]
+        ws = [members_w[a] for a in first_members]
+        pairs = zip(ws, first_members, strict=True)
+        x, y = task.batch(np.concatenate([samplers[w].batch(members_k[a]) for w, a in pairs]))
+        m = len(chosen)
+        xs, ys = x.view(m, -1, *x.shape[1:]), y.view(m, -1, *y.shape[1:])
+        if any(faults.flips_labels(w) for w in ws):
+            ys = ys.clone()
+            classes = int(task.y_train.max()) + 1
+            for i, w in enumerate(ws):
+                if faults.flips_labels(w):
+                    ys[i] = flip_labels(ys[i], classes)
+        rows = lazy.ring.gather([group_r[c] for c in chosen])
+        if m >= versions.MIN_BATCH:
+            batched = task.grads_at(rows, xs, ys, flat=False)
+            grads = [[p[i] for p in batched] for i in range(m)]
+        else:  # too few to gain from one batched call: one at a time, on the ring's rows
+            grads = []
+            for i in range(m):
+                with task.bound_to(rows[i]):  # (loading would write the server's storage)
+                    grads.append(task.grad_parts(rows[i], xs[i], ys[i])[0])
+        for i, c in enumerate(chosen):
+            scale = staleness.scale(group_u[c] - group_r[c])
+            settle(grads[i], first_members[i], group_u[c], scale)
+
     with task.bound_to(server.params):
         if resume is None:
             loss, acc = task.evaluate(server.params)
@@ -126,7 +205,12 @@ def replay(
                 on_eval(evals)
         for v in range(first, U):
             params = server.params
+            if lazy is not None:
+                lazy.ring.keep(v, params)
             while g < n_groups and group_r[g] == v:
+                if lazy is not None and lazy.lone[g]:
+                    g += 1
+                    continue
                 a, b, u = starts[g], ends[g], group_u[g]
                 n = b - a
                 if n == 1:
@@ -161,6 +245,9 @@ def replay(
                     else:
                         pending.setdefault(u, []).append(Part(mean, n, scale))
                 g += 1
+            if lazy is not None:
+                for chosen in lazy.due(v):
+                    compute(chosen)
             contributions = pending.pop(v, [])
             grad = builder.build(contributions) if contributions else None
             if len(contributions) > 1 and not builder.per_row:  # flat means: scratch again
@@ -262,6 +349,64 @@ def _replay_partition(
             if on_update is not None:
                 on_update(version)
     return evals
+
+
+class _Lazy:
+    """Which lone gradients the replay computes together, and when
+    (:mod:`hybridsgd.backends.sim.versions`)."""
+
+    def __init__(self, lone: list[bool], batches, ring: VersionRing) -> None:
+        self.lone, self.ring = lone, ring
+        self._at: dict[int, list[list[int]]] = {}
+        for v, chosen in batches:
+            self._at.setdefault(v, []).append(chosen)
+
+    @classmethod
+    def plan(
+        cls,
+        enabled,
+        task,
+        per_gradient,
+        n_updates,
+        first,
+        group_r,
+        group_u,
+        starts,
+        ends,
+        checkpoint_every,
+    ):
+        """The plan for the groups read at ``first`` or later; None when no batching
+        applies (disabled, nothing to batch, or a ring above RING_BYTES)."""
+        if enabled is None:
+            enabled = versions.ENABLED
+        if not enabled or not group_r:
+            return None
+        numel = task.numel
+        r, u = np.asarray(group_r), np.asarray(group_u)
+        size = np.asarray(ends) - np.asarray(starts)
+        shared = np.zeros(n_updates, bool)
+        shared[u[size > 1]] = True
+        lone = (size == 1) & ~shared[u] & (r >= first)
+        if lone.sum() < versions.MIN_BATCH:
+            return None
+        due = deadlines(r, u, checkpoint_every)
+        limit = batch_limit(numel, per_gradient, task.stack_limit)
+        batches = plan_batches(np.flatnonzero(lone), r, due, u, limit, versions.MIN_BATCH)
+        if not batches:
+            return None
+        chosen = np.concatenate([c for _, c in batches])
+        held = versions_held(r[chosen], due[chosen], n_updates)
+        if held * numel * 4 > RING_BYTES:
+            return None
+        reads = np.bincount(r[chosen])
+        ring = VersionRing(held, numel, {int(v): int(c) for v, c in enumerate(reads) if c})
+        flags = np.zeros(len(group_r), bool)
+        flags[chosen] = True
+        return cls(flags.tolist(), batches, ring)
+
+    def due(self, v: int) -> list[list[int]]:
+        """The batches to compute at version ``v``, before update v is built."""
+        return self._at.pop(v, [])
 
 
 def _level(schedule: Schedule, v: int) -> float:
