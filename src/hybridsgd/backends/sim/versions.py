@@ -128,7 +128,8 @@ def stab(
         if q == len(queue):
             return out
         v = due[queue[q]]
-        chosen, j = [], q
+        chosen: list[int] = []
+        j = q
         while j < len(queue) and len(chosen) < limit and j - q < 4 * limit:
             c = queue[j]
             if not done[c] and reads[c] <= v:
