@@ -127,11 +127,19 @@ def run_many(
                 "afterwards with hybridsgd report DIR --tensorboard OUT",
             )
         _on_ray(dicts, ray_address, finish)
-    elif n_jobs == 1 or len(configs) == 1:
-        for i, d in enumerate(dicts):
-            finish(i, _outcome(d, one_run(d, dirs[i])))
     else:
-        _in_pool(dicts, dirs, min(n_jobs, len(configs)), finish)
+        # runs that share a schedule (an lr or momentum grid on one seed) replay together
+        # (hybridsgd.backends.sim.grid); the others one by one
+        from hybridsgd.backends.sim.grid import grid_jobs
+
+        jobs_list = grid_jobs(configs)
+        if n_jobs == 1 or len(jobs_list) == 1:
+            for job in jobs_list:
+                answers = one_job([dicts[i] for i in job], [dirs[i] for i in job])
+                for i, answer in zip(job, answers, strict=True):
+                    finish(i, _outcome(dicts[i], answer))
+        else:
+            _in_pool(dicts, dirs, jobs_list, min(n_jobs, len(jobs_list)), finish)
     return [r for r in results if r is not None]
 
 
@@ -164,6 +172,32 @@ def one_run(
     return result.trace, result.params, ""
 
 
+def one_job(
+    configs: list[dict[str, Any]], outs: list[str | None], policies: Sequence[str] = ()
+) -> list[tuple[Trace | None, torch.Tensor | None, str]]:
+    """Run configs that share a schedule in one pass (:func:`run_grid`), or one config
+    alone (:func:`one_run`); an answer each, in order. A grid that cannot run together
+    (a config error) runs its configs one by one, so each gets its own answer."""
+    from hybridsgd.backends.sim.grid import run_grid
+    from hybridsgd.errors import HybridSGDError, WorkerLost
+    from hybridsgd.rundir import claimed, to_toml
+
+    if len(configs) == 1:
+        return [one_run(configs[0], outs[0], policies)]
+    load_policies(policies)
+    try:
+        results = run_grid([Config.from_dict(c) for c in configs])
+    except (ConfigError, WorkerLost, HybridSGDError):
+        return [one_run(c, o, policies) for c, o in zip(configs, outs, strict=True)]
+    answers = []
+    for r, out in zip(results, outs, strict=True):
+        if out is not None:
+            with claimed(Path(out), force=True, resuming=False) as d:
+                r.trace.write(d, config_toml=to_toml(r.config.to_dict()))
+        answers.append((r.trace, r.params, ""))
+    return answers
+
+
 def _owned(answer: tuple) -> tuple:
     """A Ray task's answer copied out of the object store. ``ray.get`` hands back arrays
     that live in the store's shared memory, and once the task's reference is gone another
@@ -186,18 +220,23 @@ def _outcome(config: dict[str, Any], answer: tuple) -> Outcome:
 
 
 def _in_pool(
-    dicts: list[dict], dirs: list[str | None], n: int, finish: Callable[[int, Outcome], None]
+    dicts: list[dict],
+    dirs: list[str | None],
+    jobs: list[list[int]],
+    n: int,
+    finish: Callable[[int, Outcome], None],
 ) -> None:
-    """``n`` runs side by side: this process and ``n - 1`` worker processes take the next
-    run in turn. This process starts at once, while the workers start their interpreters
-    (about 2 s of imports each, measured): a pool of ``n`` would leave a core idle for that
-    long. Results are handed to ``finish`` in this process only."""
+    """``n`` jobs side by side: this process and ``n - 1`` worker processes take the next
+    job (one run, or a grid of runs sharing a schedule) in turn. This process starts at
+    once, while the workers start their interpreters (about 2 s of imports each, measured):
+    a pool of ``n`` would leave a core idle for that long. Results are handed to ``finish``
+    in this process only."""
     # spawn: a fresh interpreter per worker process (forking a process that has started
     # torch's thread pools can deadlock); each worker serves many runs
     from hybridsgd.policies.registry import modules
 
     lock = threading.Lock()
-    order = iter(range(len(dicts)))
+    order = iter(range(len(jobs)))
     arrived: queue.SimpleQueue = queue.SimpleQueue()  # (run, future) as each worker ends one
     submitted = 0
 
@@ -218,8 +257,9 @@ def _in_pool(
                 if i is None:
                     return
                 submitted += 1
+            job = jobs[i]
             try:
-                f = pool.submit(one_run, dicts[i], dirs[i])
+                f = pool.submit(one_job, [dicts[j] for j in job], [dirs[j] for j in job])
             except RuntimeError as exc:  # the pool broke or shut down: report it here
                 arrived.put((i, exc))
                 return
@@ -236,7 +276,8 @@ def _in_pool(
                 i, f = arrived.get()
                 if isinstance(f, BaseException):
                     raise f
-                finish(i, _outcome(dicts[i], f.result()))
+                for j, answer in zip(jobs[i], f.result(), strict=True):
+                    finish(j, _outcome(dicts[j], answer))
                 got += 1
                 block = False
             return got
@@ -246,7 +287,10 @@ def _in_pool(
         received = 0
         try:
             while (i := take()) is not None:
-                finish(i, _outcome(dicts[i], one_run(dicts[i], dirs[i])))
+                job = jobs[i]
+                answers = one_job([dicts[j] for j in job], [dirs[j] for j in job])
+                for j, answer in zip(job, answers, strict=True):
+                    finish(j, _outcome(dicts[j], answer))
                 received += drain(block=False)
             while True:
                 with lock:

@@ -91,6 +91,7 @@ class Task:
         self.numel = sum(self._sizes)
         self._vgrad: Callable[..., torch.Tensor] | None = None
         self._vgrad_at: Callable[..., tuple[torch.Tensor, ...]] | None = None
+        self._vgrad_shared: Callable[..., tuple[torch.Tensor, ...]] | None = None
         #: batch normalisation layers: a gradient depends on its whole minibatch at once, so
         #: no backend may stack several workers' minibatches into one forward pass
         self._norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
@@ -451,11 +452,18 @@ class Task:
             return self._vgrad(flat.detach(), x, y)
 
     def grads_at(
-        self, versions: torch.Tensor, x: torch.Tensor, y: torch.Tensor, flat: bool = True
+        self,
+        versions: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        flat: bool = True,
+        shared: bool = False,
     ) -> Any:
         """One gradient per row of ``versions`` ``[m, numel]`` (m parameter vectors), each on
         its own minibatch: ``x`` is ``[m, batch, ...]``; the result ``[m, numel]``, or with
         ``flat=False`` one ``[m, *shape]`` tensor per model tensor (no concatenating copy).
+        With ``shared``, every row's gradient is on the same samples ``x`` ``[batch, ...]``
+        (several runs' parameters on one schedule's minibatch).
 
         The simulator's lever for gradients read at different versions (the asynchronous
         family): one ``vmap``-ed call, so m small forward/backward passes become batched
@@ -480,13 +488,16 @@ class Task:
                 return loss_fn(out, yb)
 
             self._vgrad_at = vmap(grad(loss), in_dims=(0, 0, 0), randomness="different")
+            self._vgrad_shared = vmap(grad(loss), in_dims=(0, None, None), randomness="same")
+        call = self._vgrad_shared if shared else self._vgrad_at
+        assert call is not None
         with self._training():
-            parts = self._vgrad_at(tuple(v.detach() for v in views), x, y)
+            parts = call(tuple(v.detach() for v in views), x, y)
         return torch.cat([p.reshape(m, -1) for p in parts], dim=1) if flat else list(parts)
 
     def __getstate__(self) -> dict[str, Any]:
         # the vmapped functions are caches, rebuilt on first use (they do not pickle)
-        return {**self.__dict__, "_vgrad": None, "_vgrad_at": None}
+        return {**self.__dict__, "_vgrad": None, "_vgrad_at": None, "_vgrad_shared": None}
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()

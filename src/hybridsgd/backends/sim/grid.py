@@ -1,0 +1,326 @@
+"""Batching across configurations: several simulated runs that share a schedule, replayed in
+one pass (docs/performance.md, "Batching across configurations").
+
+Runs whose configs differ only in ``optimizer.lr`` and ``optimizer.momentum`` (an lr or
+momentum grid on one seed) simulate the same schedule: the same workers read the same
+versions of their own runs and compute on the same minibatches. :func:`run_grid` simulates
+that schedule once and replays it for all G configurations together: every group of
+gradients (one read version, one update) is computed for the G parameter vectors in one
+``vmap``-ed call (:meth:`hybridsgd.tasks.Task.grads_at`, with the minibatch shared), and
+each configuration's own server applies its updates.
+
+* **When.** :func:`grid_key` says whether a config may join a grid, and with which others:
+  the simulator on the CPU; a linear aggregator; no faults, gradient bound, lr schedule,
+  per-regime settings, streamed logs or checkpoints; a built-in task without BatchNorm;
+  not the partition reading. Anything else runs on its own, as before.
+* **Divergence.** A configuration whose gradient or update stops being finite leaves the
+  pass at once and is rerun on its own (``run``), which rejects such gradients one by one
+  as it always does: the results are those of separate runs.
+* **Equal to separate runs** to float tolerance (a batched product rounds differently from
+  a single one); the schedules, and so the traces' times and fates, are identical. Each
+  run's summary reports the pass's wall time divided by G and ``replayed_with`` G.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from hybridsgd.config import Config
+from hybridsgd.core.aggregators import Aggregator, build_aggregator
+from hybridsgd.core.server import ParameterServer
+from hybridsgd.core.staleness import StalenessRule, build_staleness
+from hybridsgd.core.update import Part, UpdateBuilder
+from hybridsgd.record import APPLIED, Evals, Schedule
+from hybridsgd.tasks.base import Task
+
+#: the keys in which the configs of one grid may differ
+VARIES = ("optimizer.lr", "optimizer.momentum")
+#: the most configurations replayed together (their parameter vectors are stacked)
+MAX_GRID = 16
+
+
+def grid_key(cfg: Config) -> str | None:
+    """What the configs that can share ``cfg``'s pass have in common (a string), or None
+    when ``cfg`` must run on its own (see the module doc)."""
+    r, o, f = cfg.run, cfg.optimizer, cfg.faults
+    if (
+        r.backend != "sim"
+        or r.device not in ("cpu", "")
+        or r.devices
+        or r.log
+        or r.checkpoint_every
+        or cfg.task.custom
+        or cfg.task.norm == "batch"
+        or cfg.task.split == "dirichlet"
+        or f.byzantine
+        or f.byzantine_workers
+        or f.nan_workers
+        or f.crash_rate
+        or f.crashes
+        or o.max_grad_norm is not None
+        or not build_aggregator(cfg.policy.aggregator).linear
+    ):
+        return None
+    d = cfg.to_dict()
+    for key in VARIES:
+        section, name = key.split(".")
+        d[section].pop(name, None)
+    return repr(sorted((k, sorted(v.items()) if isinstance(v, dict) else v) for k, v in d.items()))
+
+
+def grid_jobs(configs: Sequence[Config]) -> list[list[int]]:
+    """The configs (indices) in jobs: those that share a :func:`grid_key` together, at most
+    :data:`MAX_GRID` a job, in order; every other config alone."""
+    groups: dict[str, list[int]] = {}
+    jobs: list[list[int]] = []
+    for i, c in enumerate(configs):
+        key = grid_key(c)
+        if key is None:
+            jobs.append([i])
+        else:
+            groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        for s in range(0, len(members), MAX_GRID):
+            jobs.append(members[s : s + MAX_GRID])
+    return sorted(jobs)
+
+
+def run_grid(configs: Sequence[Config]) -> list[Any]:
+    """Run configs that share a :func:`grid_key` in one pass; a :class:`RunResult` each, in
+    order (what ``run`` returns for each)."""
+    from hybridsgd.backends.sim import simulate_schedule
+    from hybridsgd.policies import build_policy
+    from hybridsgd.runner import (
+        RunResult,
+        _record_hyper,
+        build_cluster,
+        build_server,
+        run,
+        samplers_for,
+        torch_threads,
+    )
+    from hybridsgd.summary import summarize
+    from hybridsgd.tasks import build_task
+    from hybridsgd.trace import Trace
+
+    configs = list(configs)
+    keys = {grid_key(c) for c in configs}
+    if None in keys or len(keys) != 1:
+        raise ValueError("run_grid takes configs that share one grid_key")
+    if len(configs) == 1:
+        return [run(configs[0], progress=False)]
+    wall0 = time.perf_counter()
+    cfg = configs[0]
+    task = build_task(cfg.task, cfg.run.seed)
+    if cfg.task.validation:
+        task = task.holdout(cfg.task.validation, cfg.task.data_seed)
+    policies = [
+        build_policy(c.policy, c.run.seed, task.n_train / c.task.batch_size, len(task.shapes))
+        for c in configs
+    ]
+    if policies[0].partial_updates:
+        return [run(c, progress=False) for c in configs]
+    initial = task.initial_params()
+    servers = [build_server(c, initial, task.shapes) for c in configs]
+    if any(s.hyper is not None for s in servers):  # an lr that changes along the run
+        return [run(c, progress=False) for c in configs]
+    schedule = simulate_schedule(
+        policies[0],
+        build_cluster(cfg, nbytes=4 * task.numel),
+        cfg.run.updates,
+        cfg.run.time,
+        shrink=cfg.policy.on_worker_loss == "shrink",
+    )
+    aggregator = build_aggregator(cfg.policy.aggregator)
+    staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
+    sgd = None
+    if all(BatchedSGD.fits(c) for c in configs):
+        sgd = BatchedSGD(
+            initial.repeat(len(configs), 1),
+            [c.optimizer.lr for c in configs],
+            [c.optimizer.momentum for c in configs],
+            cfg.optimizer.weight_decay,
+        )
+    with torch_threads(cfg.run.threads):
+        threads = torch.get_num_threads()
+        evals = replay_grid(
+            schedule,
+            task,
+            samplers_for(cfg, task),
+            servers,
+            aggregator,
+            staleness,
+            eval_every=cfg.run.eval_every,
+            sgd=sgd,
+        )
+    share = (time.perf_counter() - wall0) / len(configs)
+    out = []
+    for c, p, server, ev in zip(configs, policies, servers, evals, strict=True):
+        if ev is None:  # diverged: on its own, as run rejects what is not finite
+            out.append(run(c, progress=False))
+            continue
+        s = copy.deepcopy(schedule)
+        _record_hyper(s, server, c)
+        extra = {"torch_threads": threads, "device": "cpu", "replayed_with": len(configs)}
+        extra |= {"lost_workers": [], "error": None}
+        summary = summarize(c, task, p.describe(), s, ev, share) | extra
+        params = server.params.detach().clone()
+        out.append(RunResult(c, Trace.from_schedule(s, ev, summary), params, s))
+    return out
+
+
+class BatchedSGD:
+    """``torch.optim.SGD`` (momentum, weight decay, no dampening or Nesterov) for G
+    parameter vectors at once, each with its own lr and momentum: one step for all rows,
+    where G servers would take G optimizer steps (about 0.1 ms of overhead each).
+
+    Per row this is torch's rule: d = g + wd * p; with momentum, the buffer starts as d and
+    is then ``mu * buf + d`` (mu = 0 keeps it equal to d); p += -lr * buf."""
+
+    def __init__(self, params: torch.Tensor, lrs, momenta, weight_decay: float) -> None:
+        self.params = params  # [G, numel], stepped in place
+        self.neg_lr = -torch.tensor(lrs, dtype=params.dtype)[:, None]
+        self.mu = torch.tensor(momenta, dtype=params.dtype)[:, None]
+        self.momentum = any(m != 0 for m in momenta)
+        self.wd = weight_decay
+        self.buf: torch.Tensor | None = None
+
+    @staticmethod
+    def fits(cfg: Config) -> bool:
+        o = cfg.optimizer
+        return o.name.lower() == "sgd" and not o.options
+
+    def step(self, rows: list[int], grads: torch.Tensor) -> None:
+        """Step the rows ``rows`` (all rows when they are 0..G-1) with ``grads`` [len, numel]."""
+        every = len(rows) == len(self.params)
+        p = self.params if every else self.params[rows]
+        d = grads if not self.wd else grads.add(p, alpha=self.wd)
+        neg_lr = self.neg_lr if every else self.neg_lr[rows]
+        if self.momentum:
+            if self.buf is None:
+                self.buf = d.clone() if every else torch.zeros_like(self.params)
+                if not every:
+                    self.buf[rows] = d
+            elif every:
+                self.buf.mul_(self.mu).add_(d)
+            else:
+                self.buf[rows] = self.buf[rows] * self.mu[rows] + d
+            d = self.buf if every else self.buf[rows]
+        if every:
+            self.params.addcmul_(neg_lr, d)
+        else:
+            self.params[rows] = p.addcmul(neg_lr, d)
+
+
+def replay_grid(
+    schedule: Schedule,
+    task: Task,
+    samplers: Sequence[Any],
+    servers: Sequence[ParameterServer],
+    aggregator: Aggregator,
+    staleness: StalenessRule,
+    *,
+    eval_every: int,
+    sgd: BatchedSGD | None = None,
+) -> list[Evals | None]:
+    """Replay ``schedule`` for every server at once (see the module doc); the evaluations of
+    each, or None for a server whose gradient or update stopped being finite (it left the
+    pass there, and its parameters are not meaningful). With ``sgd`` (the servers' own
+    optimizer, batched), the parameters are its rows while the pass lasts and are copied
+    into the servers at the end."""
+    if not aggregator.linear:
+        raise ValueError(f"a grid replay needs a linear aggregator, not {aggregator.name}")
+    G, U = len(servers), schedule.n_updates
+    applied = np.flatnonzero(schedule.fate == APPLIED)
+    r_all, u_all = schedule.read_version[applied], schedule.update[applied]
+    order = np.lexsort((applied, u_all, r_all))
+    gids, r_sorted, u_sorted = applied[order], r_all[order], u_all[order]
+    cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
+    starts = np.concatenate([[0], cut]).astype(np.int64) if len(gids) else np.empty(0, np.int64)
+    ends = np.concatenate([cut, [len(gids)]]).astype(np.int64) if len(gids) else starts
+    group_r, group_u = r_sorted[starts].tolist(), u_sorted[starts].tolist()
+    members_w = schedule.worker[gids].tolist()
+    members_k = schedule.minibatch[gids].tolist()
+    starts_l, ends_l = starts.tolist(), ends.tolist()
+    builders = [UpdateBuilder(aggregator, owned=True) for _ in servers]
+    pending: list[dict[int, list[Part]]] = [{} for _ in servers]
+    evals = [Evals() for _ in servers]
+    alive = list(range(G))
+    gone: set[int] = set()
+    stacked = torch.empty(G, task.numel)
+
+    def params_of(c: int) -> torch.Tensor:
+        return sgd.params[c] if sgd is not None else servers[c].params
+
+    def rows_of(chunk: list[int]) -> torch.Tensor:
+        if sgd is not None:
+            return sgd.params if len(chunk) == G else sgd.params[chunk]
+        rows = stacked[: len(chunk)]
+        torch.stack([servers[c].params for c in chunk], out=rows)
+        return rows
+
+    def evaluate(version: int, t: float) -> None:
+        for c in alive:
+            loss, acc = task.evaluate(params_of(c))
+            evals[c].add(version, t, loss, acc)
+
+    evaluate(0, 0.0)
+    g, n_groups = 0, len(group_r)
+    for v in range(U):
+        while g < n_groups and group_r[g] == v:
+            a, b, u = starts_l[g], ends_l[g], group_u[g]
+            n = b - a
+            pairs = zip(members_w[a:b], members_k[a:b], strict=True)
+            x, y = task.batch(np.concatenate([samplers[w].batch(k) for w, k in pairs]))
+            scale = staleness.scale(u - v)
+            per_call = task.stack_limit // len(x)
+            step = len(alive) if per_call >= len(alive) else max(1, per_call)
+            for s in range(0, len(alive), step):
+                chunk = alive[s : s + step]
+                if per_call >= 2:
+                    grads = task.grads_at(rows_of(chunk), x, y, shared=True)
+                else:  # too many samples for one pass with several parameter vectors
+                    grads = []
+                    for c in chunk:
+                        own = params_of(c).clone()
+                        with task.bound_to(own):
+                            grads.append(task.grad(own, x, y, minibatch=len(x) // n)[0])
+                for i, c in enumerate(chunk):
+                    pending[c].setdefault(u, []).append(Part(grads[i], n, scale))
+            g += 1
+        built = []
+        for c in alive:
+            contributions = pending[c].pop(v, [])
+            built.append(builders[c].build(contributions) if contributions else None)
+        if built and built[0] is not None:  # one schedule: every run has this update or none
+            flat = torch.stack([cast(torch.Tensor, d) for d in built])
+            ok = torch.isfinite(flat).all(dim=1).tolist()
+            gone.update(c for c, fine in zip(alive, ok, strict=True) if not fine)
+            if gone:
+                keep = [i for i, fine in enumerate(ok) if fine]
+                alive = [alive[i] for i in keep]
+                flat = flat[keep]
+            if sgd is not None:
+                if alive:
+                    sgd.step(alive, flat)
+            else:
+                for i, c in enumerate(alive):
+                    servers[c].apply(flat[i])
+        elif sgd is None:
+            for c in alive:
+                servers[c].skip()
+        version = v + 1
+        if version % eval_every == 0 or version == U:
+            evaluate(version, float(schedule.update_time[v]))
+    if sgd is not None:
+        with torch.no_grad():
+            for c in alive:
+                servers[c].params.copy_(sgd.params[c])
+                servers[c].version = U
+    return [None if c in gone else evals[c] for c in range(G)]
