@@ -64,7 +64,7 @@ def paired(repeats: int, first, second) -> tuple[float, float]:
 
 def grid_speed(policy: str, workers: int, updates: int, task: str = "mlp-mnist") -> float:
     """Eight runs of an lr grid that share a schedule: separate replays' time over one pass's."""
-    from hybridsgd.backends.sim.grid import run_grid
+    from hybridsgd.runner import run_grid
 
     base = h.Config.from_dict(
         {

@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +25,7 @@ import torch
 from hybridsgd.backends.driver import Driver
 from hybridsgd.backends.local import available_cores
 from hybridsgd.backends.sim import replay, simulate_schedule
+from hybridsgd.backends.sim.grid import BatchedSGD, grid_key, replay_grid
 from hybridsgd.config import Config
 from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.aggregators import build_aggregator
@@ -507,6 +509,76 @@ def _train(
     params = final if final is not None else server.params.detach().cpu().clone()
     task.load(params)  # the task's module (a user's own model too) ends with the result
     return RunResult(cfg, trace, params, schedule)
+
+
+def run_grid(configs: Sequence[Config]) -> list[RunResult]:
+    """Run configs that share a :func:`~hybridsgd.backends.sim.grid.grid_key` in one pass
+    (:mod:`hybridsgd.backends.sim.grid`); a :class:`RunResult` each, in order, as ``run``
+    returns for each."""
+    configs = list(configs)
+    keys = {grid_key(c) for c in configs}
+    if None in keys or len(keys) != 1:
+        raise ValueError("run_grid takes configs that share one grid_key")
+    if len(configs) == 1:
+        return [run(configs[0], progress=False)]
+    wall0 = time.perf_counter()
+    cfg = configs[0]
+    task = build_task(cfg.task, cfg.run.seed)
+    if cfg.task.validation:
+        task = task.holdout(cfg.task.validation, cfg.task.data_seed)
+    policies = [
+        build_policy(c.policy, c.run.seed, task.n_train / c.task.batch_size, len(task.shapes))
+        for c in configs
+    ]
+    if policies[0].partial_updates:
+        return [run(c, progress=False) for c in configs]
+    initial = task.initial_params()
+    servers = [build_server(c, initial, task.shapes) for c in configs]
+    if any(s.hyper is not None for s in servers):  # an lr that changes along the run
+        return [run(c, progress=False) for c in configs]
+    schedule = simulate_schedule(
+        policies[0],
+        build_cluster(cfg, nbytes=4 * task.numel),
+        cfg.run.updates,
+        cfg.run.time,
+        shrink=cfg.policy.on_worker_loss == "shrink",
+    )
+    aggregator = build_aggregator(cfg.policy.aggregator)
+    staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
+    sgd = None
+    if all(BatchedSGD.fits(c) for c in configs):
+        sgd = BatchedSGD(
+            initial.repeat(len(configs), 1),
+            [c.optimizer.lr for c in configs],
+            [c.optimizer.momentum for c in configs],
+            cfg.optimizer.weight_decay,
+        )
+    with torch_threads(cfg.run.threads):
+        threads = torch.get_num_threads()
+        evals = replay_grid(
+            schedule,
+            task,
+            samplers_for(cfg, task),
+            servers,
+            aggregator,
+            staleness,
+            eval_every=cfg.run.eval_every,
+            sgd=sgd,
+        )
+    share = (time.perf_counter() - wall0) / len(configs)
+    out = []
+    for c, p, server, ev in zip(configs, policies, servers, evals, strict=True):
+        if ev is None:  # diverged: on its own, as run rejects what is not finite
+            out.append(run(c, progress=False))
+            continue
+        s = copy.deepcopy(schedule)
+        _record_hyper(s, server, c)
+        extra = {"torch_threads": threads, "device": "cpu", "replayed_with": len(configs)}
+        extra |= {"lost_workers": [], "error": None}
+        summary = summarize(c, task, p.describe(), s, ev, share) | extra
+        params = server.params.detach().clone()
+        out.append(RunResult(c, Trace.from_schedule(s, ev, summary), params, s))
+    return out
 
 
 def _record_hyper(schedule: Schedule, server: ParameterServer, cfg: Config) -> None:

@@ -178,9 +178,9 @@ def one_job(
     """Run configs that share a schedule in one pass (:func:`run_grid`), or one config
     alone (:func:`one_run`); an answer each, in order. A grid that cannot run together
     (a config error) runs its configs one by one, so each gets its own answer."""
-    from hybridsgd.backends.sim.grid import run_grid
     from hybridsgd.errors import HybridSGDError, WorkerLost
     from hybridsgd.rundir import claimed, to_toml
+    from hybridsgd.runner import run_grid
 
     if len(configs) == 1:
         return [one_run(configs[0], outs[0], policies)]
@@ -189,7 +189,7 @@ def one_job(
         results = run_grid([Config.from_dict(c) for c in configs])
     except (ConfigError, WorkerLost, HybridSGDError):
         return [one_run(c, o, policies) for c, o in zip(configs, outs, strict=True)]
-    answers = []
+    answers: list[tuple[Trace | None, torch.Tensor | None, str]] = []
     for r, out in zip(results, outs, strict=True):
         if out is not None:
             with claimed(Path(out), force=True, resuming=False) as d:

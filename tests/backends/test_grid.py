@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hybridsgd import Config, run
-from hybridsgd.backends.sim.grid import BatchedSGD, grid_jobs, grid_key, run_grid
+from hybridsgd.backends.sim.grid import BatchedSGD, grid_jobs, grid_key
+from hybridsgd.runner import run_grid
 from hybridsgd.sweep import run_many
 
 POLICIES = {

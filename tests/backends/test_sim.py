@@ -21,14 +21,15 @@ from hybridsgd import (
 from hybridsgd.backends.sim import replay
 from hybridsgd.core import Mean, NoStalenessRule
 from hybridsgd.core.staleness import build_staleness
-from hybridsgd.policies import QuorumPolicy, k_batch_async, k_sync
+from hybridsgd.policies import QuorumPolicy, k_async, k_batch_async, k_sync
 from hybridsgd.runner import build_server
 from hybridsgd.tasks import samplers
 from hybridsgd.timing import Slowdown
 from tests.helpers import assert_consistent, small_config
 
 #: every policy shape with a fast path: lockstep rounds (sync, backup, k_sync) and merged
-#: renewal streams (async, k_batch_async with K > 1, a staleness rule that only scales)
+#: renewal streams (async, k_batch_async with K > 1, k_async counting distinct workers, a
+#: staleness rule that only scales)
 POLICIES = {
     "sync": lambda W: sync(W),
     "backup": lambda W: backup(W, 2),
@@ -36,6 +37,8 @@ POLICIES = {
     "async": lambda W: asynchronous(W),
     "async-inverse": lambda W: asynchronous(W, build_staleness("inverse")),
     "k_batch_async": lambda W: k_batch_async(W, 3),
+    "k_async": lambda W: k_async(W, 3),
+    "k_async-inverse": lambda W: k_async(W, 4, build_staleness("inverse")),
 }
 MODELS = ["exp:mu=1", "constant:value=1", "pareto:alpha=1.5,scale=1", "uniform:low=0.5,high=1"]
 
@@ -189,3 +192,18 @@ def test_vmapped_gradients_equal_one_at_a_time():
         torch.testing.assert_close(rows[i], g)
     mean, _ = task.grad(flat, x, y)
     torch.testing.assert_close(rows.mean(0), mean)
+
+
+def test_k_async_fast_path_when_one_worker_arrives_many_times_per_update():
+    """With one fast worker, most updates wait for K distinct workers while the fast one
+    delivers again and again: each of its gradients still joins the update being built."""
+
+    def cluster():
+        return Cluster(parse_model("exp:mu=1"), 4, seed=3, speeds=[1, 30, 40, 50])
+
+    fast = simulate_schedule(k_async(4, 3), cluster(), 300)
+    slow = simulate_schedule(k_async(4, 3), cluster(), 300, fast=False)
+    assert fast.path == "renewal" and slow.path == "events"
+    assert fast.equals(slow)
+    n, _, _ = fast.per_update()
+    assert n.max() > 10  # the fast worker's many gradients in one update

@@ -105,6 +105,8 @@ class Policy(ABC):
         first ``k`` arrivals of a round fire its update, the rest are cancelled.
         ``("renewal", k)``: no worker ever waits, nothing is dropped, and every k-th
         arrival fires an update with the gradients that arrived since the last one.
+        ``("renewal-distinct", k)``: the same, but the update fires at the arrival that
+        brings the k-th distinct worker since the last one (``k_async``).
         The simulator checks in its tests that a fast path equals its event loop exactly.
         """
         return None

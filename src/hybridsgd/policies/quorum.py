@@ -280,15 +280,15 @@ class QuorumPolicy(Policy):
         ):
             return ("rounds", self.quorum)
         if (
-            (self.quorum == 1 or self.counts == "minibatches")
-            and not self.fresh_only
+            not self.fresh_only
             and self.after_push == "latest"
             and self.in_flight_rule == "keep"
             and not self.staleness_rule.drops
             and self.gate is None
             and self.stop_after is None
         ):
-            return ("renewal", self.quorum)
+            distinct = self.quorum > 1 and self.counts == "workers"
+            return ("renewal-distinct" if distinct else "renewal", self.quorum)
         return None
 
     def describe(self) -> str:

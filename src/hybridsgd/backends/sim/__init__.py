@@ -44,8 +44,13 @@ def simulate_schedule(
     shape = policy.fast_path() if bulk else None
     if shape is None:
         return run_events(policy, cluster, max_updates, max_time, crashes, shrink)
-    run = run_rounds if shape[0] == "rounds" else run_renewal
-    schedule = run(shape[1], cluster, policy.workers, max_updates, max_time)
+    if shape[0] == "rounds":
+        schedule = run_rounds(shape[1], cluster, policy.workers, max_updates, max_time)
+    else:
+        distinct = shape[0] == "renewal-distinct"
+        schedule = run_renewal(
+            shape[1], cluster, policy.workers, max_updates, max_time, distinct=distinct
+        )
     schedule.update_regime = np.full(schedule.n_updates, policy.level())  # one regime throughout
     return schedule
 

@@ -103,9 +103,20 @@ def _round_rows(order, arrive, T, k, first_round, gid0) -> dict[str, np.ndarray]
 
 
 def run_renewal(
-    k: int, cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
+    k: int,
+    cluster: Cluster,
+    workers: int,
+    max_updates: int | None,
+    max_time: float | None,
+    distinct: bool = False,
 ) -> Schedule:
+    """Workers that never wait (each pulls the latest version after its push): their
+    arrivals are W renewal streams, merged by one sort, and every update is a run of
+    consecutive arrivals: ``k`` of them, or with ``distinct`` (``k_async``) the shortest
+    run that holds ``k`` distinct workers (a worker that arrives twice counts once)."""
     W = workers
+    # an update of k distinct workers takes at least k arrivals: draw for k per update
+    # and draw more below if the scan runs out
     max_arrivals = None if max_updates is None else max_updates * k
     per = _draws_per_worker(cluster, W, max_arrivals)
     D = np.stack([cluster.delays(w, per) for w in range(W)])  # [W, n]
@@ -113,45 +124,63 @@ def run_renewal(
         F = np.add.accumulate(D, axis=1)  # arrival times, per worker
         flat_t = F.ravel()  # worker-major: index order is worker order
         order = _order(flat_t)
-        if max_arrivals is not None:
-            n = min(max_arrivals, len(order))
+        last = F[:, -1].min()  # every arrival before this one is drawn
+        drawn = int(np.searchsorted(flat_t[order], last, side="left"))
+        sel_w = order[:drawn] // F.shape[1]
+        ends = _update_ends(sel_w, k, distinct)
+        n, cutoff = drawn, last
+        if max_updates is not None and len(ends) >= max_updates:
+            n = int(ends[max_updates - 1]) + 1
             cutoff = flat_t[order[n - 1]]
-            if max_time is not None and cutoff > max_time:
-                n = int(np.searchsorted(flat_t[order], max_time, side="right"))
-                cutoff = max_time
-        else:
-            assert max_time is not None  # one of the two bounds is given
+        if max_time is not None and max_time < cutoff:
             n = int(np.searchsorted(flat_t[order], max_time, side="right"))
             cutoff = max_time
-        # every arrival up to the cutoff must be drawn: each worker's last one lies beyond it
-        if F[:, -1].min() > cutoff:
+        if cutoff < last:
             break
         more = max(D.shape[1] // 4, 16)
         D = np.concatenate([D, np.stack([cluster.delays(w, more) for w in range(W)])], axis=1)
     n_per = F.shape[1]
     sel = order[:n]
+    ends = ends[ends < n]
     rank = np.full(W * n_per, -1, dtype=np.int64)
     rank[sel] = np.arange(n)
     w = sel // n_per
     slot = sel % n_per
-    # the i-th arrival joins update i // k and meets version i // k; a worker whose previous
-    # arrival had rank p pulled version (p + 1) // k right after it
-    prev_rank = np.where(slot > 0, rank[sel - 1], -1)
-    read = (prev_rank + 1) // k
     idx = np.arange(n, dtype=np.int64)
-    n_updates = n // k
-    complete = idx < n_updates * k
+    # the i-th arrival meets the version of the updates fired before it and joins the next;
+    # a worker whose previous arrival had rank p pulled the version right after p's update
+    met = np.searchsorted(ends, idx, side="left")
+    prev_rank = np.where(slot > 0, rank[sel - 1], -1)
+    read = np.where(prev_rank >= 0, np.searchsorted(ends, prev_rank, side="right"), 0)
+    complete = met < len(ends)
     part = {
         "worker": w.astype(np.int64),
         "minibatch": slot.astype(np.int64),
-        "read_version": read,
+        "read_version": read.astype(np.int64),
         "start": np.where(slot > 0, flat_t[np.maximum(sel - 1, 0)], 0.0),
         "end": flat_t[sel],
         "fate": np.where(complete, APPLIED, PENDING).astype(np.int8),
-        "update": np.where(complete, idx // k, -1),
-        "staleness": idx // k - read,
+        "update": np.where(complete, met, -1).astype(np.int64),
+        "staleness": (met - read).astype(np.int64),
     }
-    return _assemble([part], [flat_t[sel][k - 1 : n_updates * k : k]], W, "renewal")
+    return _assemble([part], [flat_t[sel][ends]], W, "renewal")
+
+
+def _update_ends(workers: np.ndarray, k: int, distinct: bool) -> np.ndarray:
+    """Index of the arrival that completes each update, for arrivals by ``workers`` in
+    time order: every k-th, or the one that brings the k-th distinct worker."""
+    if not distinct or k == 1:
+        return np.arange(k - 1, len(workers) - len(workers) % k, k, dtype=np.int64)
+    ends, seen, count, update = [], [-1] * int(workers.max(initial=0) + 1), 0, 0
+    for i, w in enumerate(workers.tolist()):
+        if seen[w] != update:
+            seen[w] = update
+            count += 1
+            if count == k:
+                ends.append(i)
+                update += 1
+                count = 0
+    return np.asarray(ends, dtype=np.int64)
 
 
 def _draws_per_worker(cluster: Cluster, W: int, max_arrivals: int | None) -> int:

@@ -3,8 +3,8 @@ one pass (docs/performance.md, "Batching across configurations").
 
 Runs whose configs differ only in ``optimizer.lr`` and ``optimizer.momentum`` (an lr or
 momentum grid on one seed) simulate the same schedule: the same workers read the same
-versions of their own runs and compute on the same minibatches. :func:`run_grid` simulates
-that schedule once and replays it for all G configurations together: every group of
+versions of their own runs and compute on the same minibatches. :func:`~hybridsgd.runner.run_grid`
+simulates that schedule once and replays it for all G configurations together: every group of
 gradients (one read version, one update) is computed for the G parameter vectors in one
 ``vmap``-ed call (:meth:`hybridsgd.tasks.Task.grads_at`, with the minibatch shared), and
 each configuration's own server applies its updates.
@@ -23,8 +23,6 @@ each configuration's own server applies its updates.
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -34,7 +32,7 @@ import torch
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import Aggregator, build_aggregator
 from hybridsgd.core.server import ParameterServer
-from hybridsgd.core.staleness import StalenessRule, build_staleness
+from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.core.update import Part, UpdateBuilder
 from hybridsgd.record import APPLIED, Evals, Schedule
 from hybridsgd.tasks.base import Task
@@ -89,90 +87,6 @@ def grid_jobs(configs: Sequence[Config]) -> list[list[int]]:
         for s in range(0, len(members), MAX_GRID):
             jobs.append(members[s : s + MAX_GRID])
     return sorted(jobs)
-
-
-def run_grid(configs: Sequence[Config]) -> list[Any]:
-    """Run configs that share a :func:`grid_key` in one pass; a :class:`RunResult` each, in
-    order (what ``run`` returns for each)."""
-    from hybridsgd.backends.sim import simulate_schedule
-    from hybridsgd.policies import build_policy
-    from hybridsgd.runner import (
-        RunResult,
-        _record_hyper,
-        build_cluster,
-        build_server,
-        run,
-        samplers_for,
-        torch_threads,
-    )
-    from hybridsgd.summary import summarize
-    from hybridsgd.tasks import build_task
-    from hybridsgd.trace import Trace
-
-    configs = list(configs)
-    keys = {grid_key(c) for c in configs}
-    if None in keys or len(keys) != 1:
-        raise ValueError("run_grid takes configs that share one grid_key")
-    if len(configs) == 1:
-        return [run(configs[0], progress=False)]
-    wall0 = time.perf_counter()
-    cfg = configs[0]
-    task = build_task(cfg.task, cfg.run.seed)
-    if cfg.task.validation:
-        task = task.holdout(cfg.task.validation, cfg.task.data_seed)
-    policies = [
-        build_policy(c.policy, c.run.seed, task.n_train / c.task.batch_size, len(task.shapes))
-        for c in configs
-    ]
-    if policies[0].partial_updates:
-        return [run(c, progress=False) for c in configs]
-    initial = task.initial_params()
-    servers = [build_server(c, initial, task.shapes) for c in configs]
-    if any(s.hyper is not None for s in servers):  # an lr that changes along the run
-        return [run(c, progress=False) for c in configs]
-    schedule = simulate_schedule(
-        policies[0],
-        build_cluster(cfg, nbytes=4 * task.numel),
-        cfg.run.updates,
-        cfg.run.time,
-        shrink=cfg.policy.on_worker_loss == "shrink",
-    )
-    aggregator = build_aggregator(cfg.policy.aggregator)
-    staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
-    sgd = None
-    if all(BatchedSGD.fits(c) for c in configs):
-        sgd = BatchedSGD(
-            initial.repeat(len(configs), 1),
-            [c.optimizer.lr for c in configs],
-            [c.optimizer.momentum for c in configs],
-            cfg.optimizer.weight_decay,
-        )
-    with torch_threads(cfg.run.threads):
-        threads = torch.get_num_threads()
-        evals = replay_grid(
-            schedule,
-            task,
-            samplers_for(cfg, task),
-            servers,
-            aggregator,
-            staleness,
-            eval_every=cfg.run.eval_every,
-            sgd=sgd,
-        )
-    share = (time.perf_counter() - wall0) / len(configs)
-    out = []
-    for c, p, server, ev in zip(configs, policies, servers, evals, strict=True):
-        if ev is None:  # diverged: on its own, as run rejects what is not finite
-            out.append(run(c, progress=False))
-            continue
-        s = copy.deepcopy(schedule)
-        _record_hyper(s, server, c)
-        extra = {"torch_threads": threads, "device": "cpu", "replayed_with": len(configs)}
-        extra |= {"lost_workers": [], "error": None}
-        summary = summarize(c, task, p.describe(), s, ev, share) | extra
-        params = server.params.detach().clone()
-        out.append(RunResult(c, Trace.from_schedule(s, ev, summary), params, s))
-    return out
 
 
 class BatchedSGD:
