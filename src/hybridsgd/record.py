@@ -35,7 +35,7 @@ class Schedule:
     staleness: np.ndarray  # int64: version at arrival (or cancellation) minus read version
     update_time: np.ndarray  # float64 [updates]
     workers: int
-    path: str  # "events", "rounds" or "renewal": how it was produced
+    path: str  # "events", "rounds", "renewal" or "gated": how it was produced
     update_regime: np.ndarray | None = None  # float64 [updates]: synchrony level used
     # the lr and momentum each update was applied with (NaN: nothing applied, or no momentum)
     update_lr: np.ndarray | None = None

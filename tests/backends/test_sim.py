@@ -21,7 +21,7 @@ from hybridsgd import (
 from hybridsgd.backends.sim import replay
 from hybridsgd.core import Mean, NoStalenessRule
 from hybridsgd.core.staleness import build_staleness
-from hybridsgd.policies import QuorumPolicy, k_async, k_batch_async, k_sync
+from hybridsgd.policies import QuorumPolicy, k_async, k_batch_async, k_sync, ssp
 from hybridsgd.runner import build_server
 from hybridsgd.tasks import samplers
 from hybridsgd.timing import Slowdown
@@ -39,6 +39,9 @@ POLICIES = {
     "k_batch_async": lambda W: k_batch_async(W, 3),
     "k_async": lambda W: k_async(W, 3),
     "k_async-inverse": lambda W: k_async(W, 4, build_staleness("inverse")),
+    "ssp-0": lambda W: ssp(W, 0),
+    "ssp-2": lambda W: ssp(W, 2),
+    "ssp-inverse": lambda W: ssp(W, 1, build_staleness("inverse")),
 }
 MODELS = ["exp:mu=1", "constant:value=1", "pareto:alpha=1.5,scale=1", "uniform:low=0.5,high=1"]
 

@@ -107,6 +107,8 @@ class Policy(ABC):
         arrival fires an update with the gradients that arrived since the last one.
         ``("renewal-distinct", k)``: the same, but the update fires at the arrival that
         brings the k-th distinct worker since the last one (``k_async``).
+        ``("gated", s)``: every arrival fires an update, and a worker starts its k-th
+        minibatch once every worker has pushed k - s times (``ssp``).
         The simulator checks in its tests that a fast path equals its event loop exactly.
         """
         return None

@@ -289,6 +289,16 @@ class QuorumPolicy(Policy):
         ):
             distinct = self.quorum > 1 and self.counts == "workers"
             return ("renewal-distinct" if distinct else "renewal", self.quorum)
+        if (
+            type(self.gate) is ClockGate  # ssp (psp's sampled gate has no fast path)
+            and self.quorum == 1
+            and not self.fresh_only
+            and self.after_push == "latest"
+            and self.in_flight_rule == "keep"
+            and not self.staleness_rule.drops
+            and self.stop_after is None
+        ):
+            return ("gated", self.gate.bound)
         return None
 
     def describe(self) -> str:

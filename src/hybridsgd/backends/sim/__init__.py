@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hybridsgd.backends.sim.events import run_events
-from hybridsgd.backends.sim.fast import run_renewal, run_rounds
+from hybridsgd.backends.sim.fast import run_gated, run_renewal, run_rounds
 from hybridsgd.backends.sim.replay import replay
 from hybridsgd.policies.base import Policy
 from hybridsgd.record import FATES, Evals, Schedule
@@ -46,6 +46,8 @@ def simulate_schedule(
         return run_events(policy, cluster, max_updates, max_time, crashes, shrink)
     if shape[0] == "rounds":
         schedule = run_rounds(shape[1], cluster, policy.workers, max_updates, max_time)
+    elif shape[0] == "gated":
+        schedule = run_gated(shape[1], cluster, policy.workers, max_updates, max_time)
     else:
         distinct = shape[0] == "renewal-distinct"
         schedule = run_renewal(

@@ -166,6 +166,80 @@ def run_renewal(
     return _assemble([part], [flat_t[sel][ends]], W, "renewal")
 
 
+def run_gated(
+    bound: float, cluster: Cluster, workers: int, max_updates: int | None, max_time: float | None
+) -> Schedule:
+    """``ssp``: async behind a clock gate (a worker starts its k-th minibatch only once every
+    worker has pushed k - s times). Start and arrival times follow a max-plus recursion over
+    k, computed for all W workers at once:
+
+        S[w, k] = max(A[w, k-1], max over v of A[v, k-s-1]),   A[w, k] = S[w, k] + d[w, k]
+
+    Arrivals are ordered by (time, worker), as the event loop's heap orders them; each one
+    fires an update. A worker's read version is the number of arrivals up to the one that
+    let it start: its own previous push, or the push that released it."""
+    W = workers
+    s = int(bound) if math.isfinite(bound) else -1
+    per = 64 if max_updates is None else max_updates // W + max(s, 0) + 16
+    D = np.stack([cluster.delays(w, per) for w in range(W)])
+    rows = np.arange(W)
+    while True:
+        n_per = D.shape[1]
+        A = np.empty((W, n_per))
+        own_prev = np.zeros(W)
+        rel_w = np.full(n_per, -1, dtype=np.int64)  # the worker whose push released round k
+        for k in range(n_per):
+            start = own_prev
+            m = k - s - 1
+            if s >= 0 and m >= 0:
+                col = A[:, m]
+                t_rel = col.max()
+                rel_w[k] = rows[col == t_rel][-1]  # the last of the tied, in worker order
+                start = np.maximum(own_prev, t_rel)
+            A[:, k] = start + D[:, k]
+            own_prev = A[:, k]
+        flat_t = A.ravel()
+        order = _order(flat_t)
+        last = A[:, -1].min()
+        drawn = int(np.searchsorted(flat_t[order], last, side="left"))
+        n, cutoff = drawn, last
+        if max_updates is not None and drawn >= max_updates:
+            n = max_updates
+            cutoff = flat_t[order[n - 1]]
+        if max_time is not None and max_time < cutoff:
+            n = int(np.searchsorted(flat_t[order], max_time, side="right"))
+            cutoff = max_time
+        if cutoff < last:
+            break
+        more = max(n_per // 4, 16)
+        D = np.concatenate([D, np.stack([cluster.delays(w, more) for w in range(W)])], axis=1)
+    sel = order[:n]
+    rank = np.full(W * n_per, n, dtype=np.int64)  # arrivals past the cut rank after them all
+    rank[order] = np.arange(W * n_per)
+    w = sel // n_per
+    k = sel % n_per
+    # the arrival that let job (w, k) start: its own previous push, or the release
+    own = np.where(k > 0, rank[np.maximum(sel - 1, 0)], -1)
+    m = k - s - 1
+    rel_idx = rel_w[k] * n_per + np.maximum(m, 0)
+    rel = np.where((s >= 0) & (m >= 0), rank[np.clip(rel_idx, 0, None)], -1)
+    trigger = np.maximum(own, rel)
+    read = np.where(k > 0, trigger + 1, 0)
+    start = np.where(trigger >= 0, flat_t[order[np.maximum(trigger, 0)]], 0.0)
+    idx = np.arange(n, dtype=np.int64)
+    part = {
+        "worker": w.astype(np.int64),
+        "minibatch": k.astype(np.int64),
+        "read_version": read.astype(np.int64),
+        "start": np.where(k > 0, start, 0.0),
+        "end": flat_t[sel],
+        "fate": np.full(n, APPLIED, dtype=np.int8),
+        "update": idx,
+        "staleness": idx - read,
+    }
+    return _assemble([part], [flat_t[sel]], W, "gated")
+
+
 def _update_ends(workers: np.ndarray, k: int, distinct: bool) -> np.ndarray:
     """Index of the arrival that completes each update, for arrivals by ``workers`` in
     time order: every k-th, or the one that brings the k-th distinct worker."""
