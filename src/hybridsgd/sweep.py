@@ -112,6 +112,11 @@ def run_many(
         progress(0, len(configs))
     dicts = [c.to_dict() for c in configs]
     dirs = [str(o) if o is not None else None for o in outs]
+    # runs that share a schedule (an lr or momentum grid on one seed) replay together
+    # (hybridsgd.backends.sim.grid), in every mode, so that every mode gives the same traces
+    from hybridsgd.backends.sim.grid import grid_jobs
+
+    jobs_list = grid_jobs(configs)
     if ray_address:
         real = sorted({c.run.backend for c in configs} - {"sim"})
         if real:
@@ -126,13 +131,8 @@ def run_many(
                 "runs on Ray do not stream logs: drop run.log, or export the traces "
                 "afterwards with hybridsgd report DIR --tensorboard OUT",
             )
-        _on_ray(dicts, ray_address, finish)
+        _on_ray(dicts, jobs_list, ray_address, finish)
     else:
-        # runs that share a schedule (an lr or momentum grid on one seed) replay together
-        # (hybridsgd.backends.sim.grid); the others one by one
-        from hybridsgd.backends.sim.grid import grid_jobs
-
-        jobs_list = grid_jobs(configs)
         if n_jobs == 1 or len(jobs_list) == 1:
             for job in jobs_list:
                 answers = one_job([dicts[i] for i in job], [dirs[i] for i in job])
@@ -304,7 +304,12 @@ def _in_pool(
             raise
 
 
-def _on_ray(dicts: list[dict], address: str, finish: Callable[[int, Outcome], None]) -> None:
+def _on_ray(
+    dicts: list[dict],
+    jobs: list[list[int]],
+    address: str,
+    finish: Callable[[int, Outcome], None],
+) -> None:
     try:
         import ray
     except ImportError:
@@ -320,12 +325,16 @@ def _on_ray(dicts: list[dict], address: str, finish: Callable[[int, Outcome], No
                 "--ray-address", f"cannot join the Ray cluster at {address!r}: {exc}"
             ) from None
     try:
-        # one CPU per run: Ray runs as many side by side as the cluster has cores
+        # one CPU per job (a run, or a grid of runs sharing a schedule): Ray runs as many
+        # side by side as the cluster has cores
         from hybridsgd.policies.registry import modules
 
-        remote = ray.remote(num_cpus=1, max_retries=0)(one_run)
+        remote = ray.remote(num_cpus=1, max_retries=0)(one_job)
         policies = modules()
-        refs = {remote.remote(d, None, policies): i for i, d in enumerate(dicts)}
+        refs = {
+            remote.remote([dicts[j] for j in job], [None] * len(job), policies): n
+            for n, job in enumerate(jobs)
+        }
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=RAY_STALL_S)
@@ -335,8 +344,10 @@ def _on_ray(dicts: list[dict], address: str, finish: Callable[[int, Outcome], No
                     f"no run finished in {RAY_STALL_S:.0f} s: does the cluster have free CPUs?",
                 )
             for ref in ready:
-                i = refs[ref]
-                finish(i, _outcome(dicts[i], _owned(ray.get(ref, timeout=RAY_STALL_S))))
+                job = jobs[refs[ref]]
+                answers = ray.get(ref, timeout=RAY_STALL_S)
+                for j, answer in zip(job, answers, strict=True):
+                    finish(j, _outcome(dicts[j], _owned(answer)))
     finally:
         if started:
             ray.shutdown()

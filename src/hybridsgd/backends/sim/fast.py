@@ -115,9 +115,11 @@ def run_renewal(
     consecutive arrivals: ``k`` of them, or with ``distinct`` (``k_async``) the shortest
     run that holds ``k`` distinct workers (a worker that arrives twice counts once)."""
     W = workers
-    # an update of k distinct workers takes at least k arrivals: draw for k per update
-    # and draw more below if the scan runs out
-    max_arrivals = None if max_updates is None else max_updates * k
+    # an update of k distinct workers among W equally fast ones takes sum W / (W - j),
+    # j < k, arrivals on average (the coupon collector's first k); slower workers need
+    # more, drawn below if the scan runs out
+    per_update = sum(W / (W - j) for j in range(k)) * 1.05 if distinct else k
+    max_arrivals = None if max_updates is None else math.ceil(max_updates * per_update)
     per = _draws_per_worker(cluster, W, max_arrivals)
     D = np.stack([cluster.delays(w, per) for w in range(W)])  # [W, n]
     while True:
@@ -127,7 +129,7 @@ def run_renewal(
         last = F[:, -1].min()  # every arrival before this one is drawn
         drawn = int(np.searchsorted(flat_t[order], last, side="left"))
         sel_w = order[:drawn] // F.shape[1]
-        ends = _update_ends(sel_w, k, distinct)
+        ends = _update_ends(sel_w, k, distinct, max_updates)
         n, cutoff = drawn, last
         if max_updates is not None and len(ends) >= max_updates:
             n = int(ends[max_updates - 1]) + 1
@@ -240,21 +242,28 @@ def run_gated(
     return _assemble([part], [flat_t[sel]], W, "gated")
 
 
-def _update_ends(workers: np.ndarray, k: int, distinct: bool) -> np.ndarray:
-    """Index of the arrival that completes each update, for arrivals by ``workers`` in
-    time order: every k-th, or the one that brings the k-th distinct worker."""
+def _update_ends(workers: np.ndarray, k: int, distinct: bool, limit: int | None) -> np.ndarray:
+    """Index of the arrival that completes each update (at most ``limit`` of them), for
+    arrivals by ``workers`` in time order: every k-th, or the one that brings the k-th
+    distinct worker."""
     if not distinct or k == 1:
-        return np.arange(k - 1, len(workers) - len(workers) % k, k, dtype=np.int64)
-    ends, seen, count, update = [], [-1] * int(workers.max(initial=0) + 1), 0, 0
+        ends = np.arange(k - 1, len(workers) - len(workers) % k, k, dtype=np.int64)
+        return ends if limit is None else ends[:limit]
+    out: list[int] = []
+    seen = [-1] * (int(workers.max(initial=0)) + 1)
+    count = update = 0
+    stop = -1 if limit is None else limit
     for i, w in enumerate(workers.tolist()):
         if seen[w] != update:
             seen[w] = update
             count += 1
             if count == k:
-                ends.append(i)
+                out.append(i)
                 update += 1
                 count = 0
-    return np.asarray(ends, dtype=np.int64)
+                if update == stop:
+                    break
+    return np.asarray(out, dtype=np.int64)
 
 
 def _draws_per_worker(cluster: Cluster, W: int, max_arrivals: int | None) -> int:
