@@ -114,6 +114,15 @@ def simulated(policy: str, workers: int, gradients: int, batch_versions: bool = 
     return result.summary["gradients"]["applied"] / wall
 
 
+def _timed(env, processes, done, events: int) -> float:
+    """Events per second of a simpy model: its processes run until ``done``."""
+    for p in processes:
+        env.process(p)
+    t0 = time.perf_counter()
+    env.run(until=done)
+    return events / (time.perf_counter() - t0)
+
+
 def simpy_async(workers: int, events: int) -> float:
     import simpy
 
@@ -131,11 +140,7 @@ def simpy_async(workers: int, events: int) -> float:
             if state["version"] == events and not done.triggered:
                 done.succeed()
 
-    for _ in range(workers):
-        env.process(worker())
-    t0 = time.perf_counter()
-    env.run(until=done)
-    return events / (time.perf_counter() - t0)
+    return _timed(env, [worker() for _ in range(workers)], done, events)
 
 
 def simpy_ssp(workers: int, events: int, bound: int = 2) -> float:
@@ -166,11 +171,7 @@ def simpy_ssp(workers: int, events: int, bound: int = 2) -> float:
             if state["version"] == events and not done.triggered:
                 done.succeed()
 
-    for w in range(workers):
-        env.process(worker(w))
-    t0 = time.perf_counter()
-    env.run(until=done)
-    return events / (time.perf_counter() - t0)
+    return _timed(env, [worker(w) for w in range(workers)], done, events)
 
 
 def simpy_k_async(workers: int, events: int, k: int = 4) -> float:
@@ -197,11 +198,7 @@ def simpy_k_async(workers: int, events: int, k: int = 4) -> float:
             if state["gradients"] == events and not done.triggered:
                 done.succeed()
 
-    for w in range(workers):
-        env.process(worker(w))
-    t0 = time.perf_counter()
-    env.run(until=done)
-    return events / (time.perf_counter() - t0)
+    return _timed(env, [worker(w) for w in range(workers)], done, events)
 
 
 def simpy_sync(workers: int, rounds: int) -> float:

@@ -130,13 +130,10 @@ def run_renewal(
         drawn = int(np.searchsorted(flat_t[order], last, side="left"))
         sel_w = order[:drawn] // F.shape[1]
         ends = _update_ends(sel_w, k, distinct, max_updates)
-        n, cutoff = drawn, last
+        limit = None
         if max_updates is not None and len(ends) >= max_updates:
-            n = int(ends[max_updates - 1]) + 1
-            cutoff = flat_t[order[n - 1]]
-        if max_time is not None and max_time < cutoff:
-            n = int(np.searchsorted(flat_t[order], max_time, side="right"))
-            cutoff = max_time
+            limit = int(ends[max_updates - 1]) + 1
+        n, cutoff = _cut(flat_t, order, drawn, last, limit, max_time)
         if cutoff < last:
             break
         more = max(D.shape[1] // 4, 16)
@@ -204,13 +201,8 @@ def run_gated(
         order = _order(flat_t)
         last = A[:, -1].min()
         drawn = int(np.searchsorted(flat_t[order], last, side="left"))
-        n, cutoff = drawn, last
-        if max_updates is not None and drawn >= max_updates:
-            n = max_updates
-            cutoff = flat_t[order[n - 1]]
-        if max_time is not None and max_time < cutoff:
-            n = int(np.searchsorted(flat_t[order], max_time, side="right"))
-            cutoff = max_time
+        limit = max_updates if max_updates is not None and drawn >= max_updates else None
+        n, cutoff = _cut(flat_t, order, drawn, last, limit, max_time)
         if cutoff < last:
             break
         more = max(n_per // 4, 16)
@@ -240,6 +232,27 @@ def run_gated(
         "staleness": idx - read,
     }
     return _assemble([part], [flat_t[sel]], W, "gated")
+
+
+def _cut(
+    flat_t: np.ndarray,
+    order: np.ndarray,
+    drawn: int,
+    last: float,
+    limit: int | None,
+    max_time: float | None,
+) -> tuple[int, float]:
+    """How many of the arrivals (in time ``order``) a run keeps, and the time it stops at:
+    the ``drawn`` ones (all before ``last``, the earliest of the workers' last drawn
+    arrivals), at most ``limit``, none after ``max_time``. The draws suffice when the stop
+    comes before ``last``; otherwise the caller draws more."""
+    n, cutoff = drawn, last
+    if limit is not None:
+        n, cutoff = limit, flat_t[order[limit - 1]]
+    if max_time is not None and max_time < cutoff:
+        n = int(np.searchsorted(flat_t[order], max_time, side="right"))
+        cutoff = max_time
+    return n, cutoff
 
 
 def _update_ends(workers: np.ndarray, k: int, distinct: bool, limit: int | None) -> np.ndarray:
