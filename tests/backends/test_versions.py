@@ -140,3 +140,40 @@ def test_batch_limit_follows_model_size():
     assert versions.batch_limit(50, 32, 10**6) == versions.MAX_BATCH
     assert versions.batch_limit(10**8, 32, 10**6) == 1
     assert versions.batch_limit(1000, 32, 64) == 2  # two minibatches fill a stacked pass
+
+
+class _Scalar(torch.nn.Module):
+    """A model torch.func.vmap cannot batch: it reads a tensor's value as a Python float."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 + 0.0 * float(x.abs().max())  # .item(): data-dependent Python
+        return self.linear(x) * scale
+
+
+def test_a_model_vmap_cannot_batch_runs_one_at_a_time(counted, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 4, generator=g), torch.randint(0, 3, (256,), generator=g)
+
+    def make() -> Task:
+        torch.manual_seed(0)
+        return Task(_Scalar(), (x, y), torch.nn.functional.cross_entropy)
+
+    cfg = Config.from_dict(
+        {
+            "task": {"batch_size": 8},
+            "policy": {"name": "async", "workers": 12},
+            "run": {"updates": 60, "eval_every": 60},
+        }
+    )
+    task = make()
+    with pytest.raises(Exception):  # noqa: B017 (torch.func's error type is not public)
+        task.grads_at(task.initial_params().repeat(2, 1), x[:16].view(2, 8, 4), y[:16].view(2, 8))
+    batched = run(cfg, task=make(), progress=False)
+    assert counted  # it was tried, failed, and the run went on
+    monkeypatch.setattr(versions, "ENABLED", False)
+    alone = run(cfg, task=make(), progress=False)
+    assert torch.equal(batched.params, alone.params)  # the same computations, one at a time

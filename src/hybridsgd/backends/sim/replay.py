@@ -185,11 +185,14 @@ def replay(
                 if faults.flips_labels(w):
                     ys[i] = flip_labels(ys[i], classes)
         rows = lazy.ring.gather([group_r[c] for c in chosen])
-        if m >= versions.MIN_BATCH:
-            batched = task.grads_at(rows, xs, ys, flat=False)
-            grads = [[p[i] for p in batched] for i in range(m)]
-        else:  # too few to gain from one batched call: one at a time, on the ring's rows
-            grads = []
+        grads = []
+        if m >= versions.MIN_BATCH and lazy.vmap_ok:
+            try:
+                batched = task.grads_at(rows, xs, ys, flat=False)
+                grads = [[p[i] for p in batched] for i in range(m)]
+            except Exception:  # a model torch.func cannot batch (.item(), in-place ops...)
+                lazy.vmap_ok = False  # one at a time from now on; a real error raises below
+        if not grads:  # too few to gain from one batched call: one at a time, on the ring
             for i in range(m):
                 with task.bound_to(rows[i]):  # (loading would write the server's storage)
                     grads.append(task.grad_parts(rows[i], xs[i], ys[i])[0])
@@ -357,6 +360,7 @@ class _Lazy:
 
     def __init__(self, lone: list[bool], batches, ring: VersionRing) -> None:
         self.lone, self.ring = lone, ring
+        self.vmap_ok = True  # until the model turns out not to work under torch.func.vmap
         self._at: dict[int, list[list[int]]] = {}
         for v, chosen in batches:
             self._at.setdefault(v, []).append(chosen)
