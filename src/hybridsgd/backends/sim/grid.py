@@ -29,6 +29,13 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from hybridsgd.backends.sim.versions import (
+    RING_BYTES,
+    VersionRing,
+    batch_limit,
+    plan_batches,
+    versions_held,
+)
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import Aggregator, build_aggregator
 from hybridsgd.core.server import ParameterServer
@@ -162,6 +169,9 @@ def replay_grid(
     members_w = schedule.worker[gids].tolist()
     members_k = schedule.minibatch[gids].tolist()
     starts_l, ends_l = starts.tolist(), ends.tolist()
+    lone, lazy_at, ring = _plan_versions(
+        schedule, task, samplers, G, group_r, group_u, starts, ends, members_w, members_k
+    )
     builders = [UpdateBuilder(aggregator, owned=True) for _ in servers]
     pending: list[dict[int, list[Part]]] = [{} for _ in servers]
     evals = [Evals() for _ in servers]
@@ -184,10 +194,40 @@ def replay_grid(
             loss, acc = task.evaluate(params_of(c))
             evals[c].add(version, t, loss, acc)
 
+    def compute_lone(chosen: list[int]) -> None:
+        """Lone gradients of several versions, for every configuration, in one call: the
+        ring's rows are [versions, G x numel], each version's minibatch repeated G times."""
+        assert ring is not None
+        m = len(chosen)
+        firsts = [starts_l[c] for c in chosen]
+        pairs = [(members_w[a], members_k[a]) for a in firsts]
+        x, y = task.batch(np.concatenate([samplers[w].batch(k) for w, k in pairs]))
+        b = len(x) // m
+        xs = x.view(m, 1, b, *x.shape[1:]).expand(m, G, b, *x.shape[1:])
+        ys = y.view(m, 1, b, *y.shape[1:]).expand(m, G, b, *y.shape[1:])
+        rows = ring.gather([group_r[c] for c in chosen]).view(m * G, task.numel)
+        grads = task.grads_at(rows, xs.reshape(m * G, b, *x.shape[1:]), ys.reshape(m * G, b))
+        for i, c in enumerate(chosen):
+            u = group_u[c]
+            scale = staleness.scale(u - group_r[c])
+            for k in alive:
+                pending[k].setdefault(u, []).append(Part(grads[i * G + k], 1, scale))
+
+    def every_row() -> torch.Tensor:
+        if sgd is not None:
+            return sgd.params.reshape(-1)
+        torch.stack([s.params for s in servers], out=stacked)
+        return stacked.reshape(-1)
+
     evaluate(0, 0.0)
     g, n_groups = 0, len(group_r)
     for v in range(U):
+        if ring is not None:
+            ring.keep(v, every_row())
         while g < n_groups and group_r[g] == v:
+            if lone[g]:
+                g += 1
+                continue
             a, b, u = starts_l[g], ends_l[g], group_u[g]
             n = b - a
             pairs = zip(members_w[a:b], members_k[a:b], strict=True)
@@ -208,6 +248,8 @@ def replay_grid(
                 for i, c in enumerate(chunk):
                     pending[c].setdefault(u, []).append(Part(grads[i], n, scale))
             g += 1
+        for chosen in lazy_at.pop(v, []):
+            compute_lone(chosen)
         built = []
         for c in alive:
             contributions = pending[c].pop(v, [])
@@ -238,3 +280,39 @@ def replay_grid(
                 servers[c].params.copy_(sgd.params[c])
                 servers[c].version = U
     return [None if c in gone else evals[c] for c in range(G)]
+
+
+def _plan_versions(
+    schedule, task, samplers, G, group_r, group_u, starts, ends, members_w, members_k
+):
+    """Batching across versions inside a grid (hybridsgd.backends.sim.versions): the lone
+    gradients (alone in an update of lone gradients) computed together, G rows a version.
+    Returns which groups are lone, the batches by version, and the ring (None: no batching,
+    when nothing qualifies or the ring would exceed RING_BYTES)."""
+    lone = [False] * len(group_r)
+    if len(group_r) < 2:
+        return lone, {}, None
+    r, u = np.asarray(group_r), np.asarray(group_u)
+    size = np.asarray(ends) - np.asarray(starts)
+    shared = np.zeros(schedule.n_updates, bool)
+    shared[u[size > 1]] = True
+    candidates = np.flatnonzero((size == 1) & ~shared[u])
+    if len(candidates) < 2:
+        return lone, {}, None
+    per_gradient = len(samplers[members_w[0]].batch(members_k[0]))
+    limit = batch_limit(G * task.numel, G * per_gradient, task.stack_limit)
+    batches = plan_batches(candidates, r, u, u, limit, min_batch=2)
+    if not batches:
+        return lone, {}, None
+    chosen = np.concatenate([c for _, c in batches])
+    held = versions_held(r[chosen], u[chosen], schedule.n_updates)
+    if held * G * task.numel * 4 > RING_BYTES:
+        return lone, {}, None
+    reads = np.bincount(r[chosen])
+    ring = VersionRing(held, G * task.numel, {int(v): int(n) for v, n in enumerate(reads) if n})
+    at: dict[int, list[list[int]]] = {}
+    for v, c in batches:
+        at.setdefault(v, []).append(c)
+    for c in chosen.tolist():
+        lone[c] = True
+    return lone, at, ring
