@@ -3,11 +3,15 @@ one pass (docs/performance.md, "Batching across configurations").
 
 Runs whose configs differ only in ``optimizer.lr`` and ``optimizer.momentum`` (an lr or
 momentum grid on one seed) simulate the same schedule: the same workers read the same
-versions of their own runs and compute on the same minibatches. :func:`~hybridsgd.runner.run_grid`
-simulates that schedule once and replays it for all G configurations together: every group of
-gradients (one read version, one update) is computed for the G parameter vectors in one
-``vmap``-ed call (:meth:`hybridsgd.tasks.Task.grads_at`, with the minibatch shared), and
-each configuration's own server applies its updates.
+versions of their own runs and compute on the same minibatches.
+:func:`~hybridsgd.runner.run_grid` simulates that schedule once and replays it for all G
+configurations together: every group of gradients (one read version, one update) is
+computed for the G parameter vectors in one ``vmap``-ed call
+(:meth:`hybridsgd.tasks.Task.grads_at`, with the minibatch shared), and each
+configuration's own server (or one :class:`BatchedSGD` for all) applies its updates. Lone
+gradients of different versions (``async`` and its family) are also batched across
+versions, as in :mod:`hybridsgd.backends.sim.versions`: a ring holds each version's G
+parameter vectors, and one call computes several versions for every configuration.
 
 * **When.** :func:`grid_key` says whether a config may join a grid, and with which others:
   the simulator on the CPU; a linear aggregator; no faults, gradient bound, lr schedule,
