@@ -112,6 +112,9 @@ def test_which_configs_share_a_pass():
         assert grid_key(a.replace(*change)) is None, change
     jobs = grid_jobs([a, a.replace("run.seed=5"), b, a.replace("faults.nan_workers=[1]")])
     assert jobs == [[0, 2], [1], [3]]
+    # a model whose gradients are compute-bound runs faster apart (GRID_MAX_NUMEL)
+    big = [c.replace("task.name=mlp-mnist") for c in (a, b)]
+    assert grid_key(big[0]) == grid_key(big[1]) and grid_jobs(big) == [[0], [1]]
 
 
 def test_a_sweep_replays_its_grid_together_and_keeps_order():

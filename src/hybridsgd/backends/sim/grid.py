@@ -52,6 +52,15 @@ from hybridsgd.tasks.base import Task
 VARIES = ("optimizer.lr", "optimizer.momentum")
 #: the most configurations replayed together (their parameter vectors are stacked)
 MAX_GRID = 16
+#: the largest model (parameters) whose grids replay together. An 8-point lr grid of async
+#: W = 16 in one pass, against 8 runs, on one torch thread as sweeps run: logistic (102)
+#: 6.0x, mf (4,500) 4.7x, teacher (7,818) 4.1x, cnn-digits (7,382) 1.7x, and slower for
+#: lm (141,312) 0.87x and mlp-mnist (203,530) 0.65x, whose gradients are compute-bound
+GRID_MAX_NUMEL = 50_000
+#: the fewest versions a call must be able to hold for a grid to batch across versions:
+#: measured on an 8-point grid of async W = 16, mlp-digits (64 versions a call) went from
+#: 2.2x to 4.4x separate runs, and mlp-mnist (2 a call) from 1.3x to 0.9x
+GRID_MIN_VERSIONS = 4
 
 
 def grid_key(cfg: Config) -> str | None:
@@ -85,12 +94,23 @@ def grid_key(cfg: Config) -> str | None:
 
 def grid_jobs(configs: Sequence[Config]) -> list[list[int]]:
     """The configs (indices) in jobs: those that share a :func:`grid_key` together, at most
-    :data:`MAX_GRID` a job, in order; every other config alone."""
+    :data:`MAX_GRID` a job, in order; every other config alone, and every config of a model
+    above :data:`GRID_MAX_NUMEL` parameters."""
+    from hybridsgd.tasks import build_task
+
+    sizes: dict[str, int] = {}
+
+    def small(c: Config) -> bool:
+        key = repr(c.task)
+        if key not in sizes:
+            sizes[key] = build_task(c.task, c.run.seed).numel
+        return sizes[key] <= GRID_MAX_NUMEL
+
     groups: dict[str, list[int]] = {}
     jobs: list[list[int]] = []
     for i, c in enumerate(configs):
         key = grid_key(c)
-        if key is None:
+        if key is None or not small(c):
             jobs.append([i])
         else:
             groups.setdefault(key, []).append(i)
@@ -305,6 +325,8 @@ def _plan_versions(
         return lone, {}, None
     per_gradient = len(samplers[members_w[0]].batch(members_k[0]))
     limit = batch_limit(G * task.numel, G * per_gradient, task.stack_limit)
+    if limit < GRID_MIN_VERSIONS:  # G rows a version already fill a call (mlp-mnist: 2)
+        return lone, {}, None
     batches = plan_batches(candidates, r, u, u, limit, min_batch=2)
     if not batches:
         return lone, {}, None
