@@ -16,7 +16,8 @@ parameter vectors, and one call computes several versions for every configuratio
 * **When.** :func:`grid_key` says whether a config may join a grid, and with which others:
   the simulator on the CPU; a linear aggregator; no faults, gradient bound, lr schedule,
   per-regime settings, streamed logs or checkpoints; a built-in task without BatchNorm;
-  not the partition reading. Anything else runs on its own, as before.
+  not the partition reading. :func:`grid_jobs` also leaves models above
+  :data:`GRID_MAX_NUMEL` parameters apart. Anything else runs on its own, as before.
 * **Divergence.** A configuration whose gradient or update stops being finite leaves the
   pass at once and is rerun on its own (``run``), which rejects such gradients one by one
   as it always does: the results are those of separate runs.
