@@ -34,13 +34,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from hybridsgd.backends.sim.versions import (
-    RING_BYTES,
-    VersionRing,
-    batch_limit,
-    plan_batches,
-    versions_held,
-)
+from hybridsgd.backends.sim.versions import Plan, batch_limit
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import Aggregator, build_aggregator
 from hybridsgd.core.server import ParameterServer
@@ -194,9 +188,18 @@ def replay_grid(
     members_w = schedule.worker[gids].tolist()
     members_k = schedule.minibatch[gids].tolist()
     starts_l, ends_l = starts.tolist(), ends.tolist()
-    lone, lazy_at, ring = _plan_versions(
-        schedule, task, samplers, G, group_r, group_u, starts, ends, members_w, members_k
-    )
+    # lone gradients of several versions, for every configuration at once (G rows a
+    # version), when a call can hold enough versions
+    per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if len(gids) else 1
+    limit = batch_limit(G * task.numel, G * per_gradient, task.stack_limit)
+    plan = None
+    if limit >= GRID_MIN_VERSIONS:  # else G rows a version already fill a call (mlp-mnist)
+        sizes = ends - starts
+        plan = Plan.make(
+            group_r, group_u, sizes, U, limit=limit, row_floats=G * task.numel, min_batch=2
+        )
+    lone = plan.lone if plan is not None else [False] * len(group_r)
+    ring = plan.ring if plan is not None else None
     builders = [UpdateBuilder(aggregator, owned=True) for _ in servers]
     pending: list[dict[int, list[Part]]] = [{} for _ in servers]
     evals = [Evals() for _ in servers]
@@ -273,7 +276,7 @@ def replay_grid(
                 for i, c in enumerate(chunk):
                     pending[c].setdefault(u, []).append(Part(grads[i], n, scale))
             g += 1
-        for chosen in lazy_at.pop(v, []):
+        for chosen in plan.due(v) if plan is not None else ():
             compute_lone(chosen)
         built = []
         for c in alive:
@@ -305,41 +308,3 @@ def replay_grid(
                 servers[c].params.copy_(sgd.params[c])
                 servers[c].version = U
     return [None if c in gone else evals[c] for c in range(G)]
-
-
-def _plan_versions(
-    schedule, task, samplers, G, group_r, group_u, starts, ends, members_w, members_k
-):
-    """Batching across versions inside a grid (hybridsgd.backends.sim.versions): the lone
-    gradients (alone in an update of lone gradients) computed together, G rows a version.
-    Returns which groups are lone, the batches by version, and the ring (None: no batching,
-    when nothing qualifies or the ring would exceed RING_BYTES)."""
-    lone = [False] * len(group_r)
-    if len(group_r) < 2:
-        return lone, {}, None
-    r, u = np.asarray(group_r), np.asarray(group_u)
-    size = np.asarray(ends) - np.asarray(starts)
-    shared = np.zeros(schedule.n_updates, bool)
-    shared[u[size > 1]] = True
-    candidates = np.flatnonzero((size == 1) & ~shared[u])
-    if len(candidates) < 2:
-        return lone, {}, None
-    per_gradient = len(samplers[members_w[0]].batch(members_k[0]))
-    limit = batch_limit(G * task.numel, G * per_gradient, task.stack_limit)
-    if limit < GRID_MIN_VERSIONS:  # G rows a version already fill a call (mlp-mnist: 2)
-        return lone, {}, None
-    batches = plan_batches(candidates, r, u, u, limit, min_batch=2)
-    if not batches:
-        return lone, {}, None
-    chosen = np.concatenate([c for _, c in batches])
-    held = versions_held(r[chosen], u[chosen], schedule.n_updates)
-    if held * G * task.numel * 4 > RING_BYTES:
-        return lone, {}, None
-    reads = np.bincount(r[chosen])
-    ring = VersionRing(held, G * task.numel, {int(v): int(n) for v, n in enumerate(reads) if n})
-    at: dict[int, list[list[int]]] = {}
-    for v, c in batches:
-        at.setdefault(v, []).append(c)
-    for c in chosen.tolist():
-        lone[c] = True
-    return lone, at, ring

@@ -18,14 +18,6 @@ import numpy as np
 import torch
 
 from hybridsgd.backends.sim import versions
-from hybridsgd.backends.sim.versions import (
-    RING_BYTES,
-    VersionRing,
-    batch_limit,
-    deadlines,
-    plan_batches,
-    versions_held,
-)
 from hybridsgd.core.aggregators import Aggregator
 from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
@@ -132,18 +124,20 @@ def replay(
     g = bisect.bisect_left(group_r, first)  # next group: those read before were computed
     n_groups = len(group_r)
     per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if n_groups else 1
-    lazy = _Lazy.plan(
-        batch_versions,
-        task,
-        per_gradient,
-        U,
-        first,
-        group_r,
-        group_u,
-        starts,
-        ends,
-        checkpoint_every if checkpoint is not None else 0,
-    )
+    lazy = None
+    if (versions.ENABLED if batch_versions is None else batch_versions) and n_groups:
+        per_gradient = len(samplers[members_w[0]].batch(members_k[0]))
+        lazy = versions.Plan.make(
+            group_r,
+            group_u,
+            np.asarray(ends) - np.asarray(starts),
+            U,
+            limit=versions.batch_limit(task.numel, per_gradient, task.stack_limit),
+            row_floats=task.numel,
+            min_batch=versions.MIN_BATCH,
+            first=first,
+            checkpoint_every=checkpoint_every if checkpoint is not None else 0,
+        )
 
     def settle(parts: list[torch.Tensor], a: int, u: int, scale: float) -> None:
         """A lone gradient computed by ``lazy`` (one tensor per model tensor), taken as the
@@ -352,65 +346,6 @@ def _replay_partition(
             if on_update is not None:
                 on_update(version)
     return evals
-
-
-class _Lazy:
-    """Which lone gradients the replay computes together, and when
-    (:mod:`hybridsgd.backends.sim.versions`)."""
-
-    def __init__(self, lone: list[bool], batches, ring: VersionRing) -> None:
-        self.lone, self.ring = lone, ring
-        self.vmap_ok = True  # until the model turns out not to work under torch.func.vmap
-        self._at: dict[int, list[list[int]]] = {}
-        for v, chosen in batches:
-            self._at.setdefault(v, []).append(chosen)
-
-    @classmethod
-    def plan(
-        cls,
-        enabled,
-        task,
-        per_gradient,
-        n_updates,
-        first,
-        group_r,
-        group_u,
-        starts,
-        ends,
-        checkpoint_every,
-    ):
-        """The plan for the groups read at ``first`` or later; None when no batching
-        applies (disabled, nothing to batch, or a ring above RING_BYTES)."""
-        if enabled is None:
-            enabled = versions.ENABLED
-        if not enabled or not group_r:
-            return None
-        numel = task.numel
-        r, u = np.asarray(group_r), np.asarray(group_u)
-        size = np.asarray(ends) - np.asarray(starts)
-        shared = np.zeros(n_updates, bool)
-        shared[u[size > 1]] = True
-        lone = (size == 1) & ~shared[u] & (r >= first)
-        if lone.sum() < versions.MIN_BATCH:
-            return None
-        due = deadlines(r, u, checkpoint_every)
-        limit = batch_limit(numel, per_gradient, task.stack_limit)
-        batches = plan_batches(np.flatnonzero(lone), r, due, u, limit, versions.MIN_BATCH)
-        if not batches:
-            return None
-        chosen = np.concatenate([c for _, c in batches])
-        held = versions_held(r[chosen], due[chosen], n_updates)
-        if held * numel * 4 > RING_BYTES:
-            return None
-        reads = np.bincount(r[chosen])
-        ring = VersionRing(held, numel, {int(v): int(c) for v, c in enumerate(reads) if c})
-        flags = np.zeros(len(group_r), bool)
-        flags[chosen] = True
-        return cls(flags.tolist(), batches, ring)
-
-    def due(self, v: int) -> list[list[int]]:
-        """The batches to compute at version ``v``, before update v is built."""
-        return self._at.pop(v, [])
 
 
 def _level(schedule: Schedule, v: int) -> float:

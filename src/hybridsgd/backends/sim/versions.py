@@ -162,3 +162,60 @@ def plan_batches(
             return batches
         keep = keep[~np.isin(updates[keep], updates[small])]
     return batches
+
+
+class Plan:
+    """Which lone gradients of a replay are computed together, and when: ``lone[g]`` for
+    each (read version, update) group, the batches by version (:meth:`due`), and the
+    :class:`VersionRing` that holds their versions, ``row_floats`` each."""
+
+    def __init__(self, lone: list[bool], batches, ring: VersionRing) -> None:
+        self.lone, self.ring = lone, ring
+        self.vmap_ok = True  # until the model turns out not to work under torch.func.vmap
+        self._at: dict[int, list[list[int]]] = {}
+        for v, chosen in batches:
+            self._at.setdefault(v, []).append(chosen)
+
+    @classmethod
+    def make(
+        cls,
+        group_r: list[int],
+        group_u: list[int],
+        sizes: np.ndarray,
+        n_updates: int,
+        *,
+        limit: int,
+        row_floats: int,
+        min_batch: int,
+        first: int = 0,
+        checkpoint_every: int = 0,
+    ) -> Plan | None:
+        """The plan for the groups (of ``sizes`` gradients) read at ``first`` or later:
+        those alone in an update made only of lone gradients, batched by
+        :func:`plan_batches`; None when nothing is batched or the ring would exceed
+        :data:`RING_BYTES`."""
+        if not group_r:
+            return None
+        r, u = np.asarray(group_r), np.asarray(group_u)
+        shared = np.zeros(n_updates, bool)
+        shared[u[sizes > 1]] = True
+        candidates = np.flatnonzero((sizes == 1) & ~shared[u] & (r >= first))
+        if len(candidates) < max(2, min_batch):
+            return None
+        due = deadlines(r, u, checkpoint_every)
+        batches = plan_batches(candidates, r, due, u, limit, min_batch)
+        if not batches:
+            return None
+        chosen = np.concatenate([c for _, c in batches])
+        held = versions_held(r[chosen], due[chosen], n_updates)
+        if held * row_floats * 4 > RING_BYTES:
+            return None
+        reads = np.bincount(r[chosen])
+        ring = VersionRing(held, row_floats, {int(v): int(n) for v, n in enumerate(reads) if n})
+        lone = np.zeros(len(group_r), bool)
+        lone[chosen] = True
+        return cls(lone.tolist(), batches, ring)
+
+    def due(self, v: int) -> list[list[int]]:
+        """The batches to compute at version ``v``, before update v is built."""
+        return self._at.pop(v, [])
