@@ -68,8 +68,9 @@ class GradNorm:
     """||grad f||^2 over a fixed sample set, in float64 where the loss allows it.
 
     On a sample (the teacher's), the squared norm of the sample's mean gradient is biased
-    up by tr(Sigma) / n, which is above the epsilons here even at n = 16,384. The product of
-    the gradients of the sample's two halves is unbiased, and is what is returned."""
+    up by tr(Sigma) / n (0.0017 at x0 for n = 16,384, 6-12% of the epsilons here). The
+    product of the gradients of the sample's two halves is unbiased, and is what is
+    returned."""
 
     def __init__(self, task, x: torch.Tensor, y: torch.Tensor, exact: bool) -> None:
         self.task, self.x, self.y, self.exact = task, x, y, exact
