@@ -34,13 +34,14 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from hybridsgd.backends.sim.replay import Groups
 from hybridsgd.backends.sim.versions import Plan, batch_limit
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import Aggregator, build_aggregator
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.core.update import Part, UpdateBuilder
-from hybridsgd.record import APPLIED, Evals, Schedule
+from hybridsgd.record import Evals, Schedule
 from hybridsgd.tasks.base import Task
 
 #: the keys in which the configs of one grid may differ
@@ -177,26 +178,17 @@ def replay_grid(
     if not aggregator.linear:
         raise ValueError(f"a grid replay needs a linear aggregator, not {aggregator.name}")
     G, U = len(servers), schedule.n_updates
-    applied = np.flatnonzero(schedule.fate == APPLIED)
-    r_all, u_all = schedule.read_version[applied], schedule.update[applied]
-    order = np.lexsort((applied, u_all, r_all))
-    gids, r_sorted, u_sorted = applied[order], r_all[order], u_all[order]
-    cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
-    starts = np.concatenate([[0], cut]).astype(np.int64) if len(gids) else np.empty(0, np.int64)
-    ends = np.concatenate([cut, [len(gids)]]).astype(np.int64) if len(gids) else starts
-    group_r, group_u = r_sorted[starts].tolist(), u_sorted[starts].tolist()
-    members_w = schedule.worker[gids].tolist()
-    members_k = schedule.minibatch[gids].tolist()
-    starts_l, ends_l = starts.tolist(), ends.tolist()
+    gs = Groups(schedule)
+    gids, group_r, group_u = gs.gids, gs.read, gs.update
+    members_w, members_k, starts_l, ends_l = gs.worker, gs.minibatch, gs.starts, gs.ends
     # lone gradients of several versions, for every configuration at once (G rows a
     # version), when a call can hold enough versions
     per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if len(gids) else 1
     limit = batch_limit(G * task.numel, G * per_gradient, task.stack_limit)
     plan = None
     if limit >= GRID_MIN_VERSIONS:  # else G rows a version already fill a call (mlp-mnist)
-        sizes = ends - starts
         plan = Plan.make(
-            group_r, group_u, sizes, U, limit=limit, row_floats=G * task.numel, min_batch=2
+            group_r, group_u, gs.sizes, U, limit=limit, row_floats=G * task.numel, min_batch=2
         )
     lone = plan.lone if plan is not None else [False] * len(group_r)
     ring = plan.ring if plan is not None else None

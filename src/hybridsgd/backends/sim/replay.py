@@ -28,6 +28,33 @@ from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
 
+class Groups:
+    """A schedule's applied gradients in (read version, update) groups, the unit the
+    replays compute together: ``gids`` sorted by read version, then update, then gid;
+    group g is ``gids[starts[g]:ends[g]]``, read at ``read[g]`` for ``update[g]``. Plain
+    lists (the replays read them one scalar at a time), with each member's worker and
+    minibatch."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        applied = np.flatnonzero(schedule.fate == APPLIED)
+        r_all, u_all = schedule.read_version[applied], schedule.update[applied]
+        order = np.lexsort((applied, u_all, r_all))
+        self.gids = applied[order]
+        r_sorted, u_sorted = r_all[order], u_all[order]
+        cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
+        starts = np.concatenate([[0], cut]).astype(np.int64)
+        ends = np.concatenate([cut, [len(self.gids)]]).astype(np.int64)
+        if not len(self.gids):
+            starts = ends = np.empty(0, np.int64)
+        self.read: list[int] = r_sorted[starts].tolist()
+        self.update: list[int] = u_sorted[starts].tolist()
+        self.sizes = ends - starts
+        self.starts: list[int] = starts.tolist()
+        self.ends: list[int] = ends.tolist()
+        self.worker: list[int] = schedule.worker[self.gids].tolist()
+        self.minibatch: list[int] = schedule.minibatch[self.gids].tolist()
+
+
 @dataclass
 class ReplayState:
     """Where a replay stands after applying update ``version``: enough to go on from there
@@ -81,29 +108,15 @@ def replay(
             schedule, task, samplers, server, aggregator, staleness, eval_every, on_update, on_eval
         )
     U = schedule.n_updates
-    applied = np.flatnonzero(schedule.fate == APPLIED)
-    r_all, u_all = schedule.read_version[applied], schedule.update[applied]
-    order = np.lexsort((applied, u_all, r_all))  # by read version, then update, then gid
-    gids, r_sorted, u_sorted = applied[order], r_all[order], u_all[order]
     # rows apart: a robust rule or the gradient check needs each gradient; and a BatchNorm
     # model's gradient depends on its own minibatch as a whole, so several workers'
     # minibatches never go through one forward pass (one vmapped call instead)
     # (an omniscient attack needs every row of the update it joins, too)
     apart = not aggregator.linear or check.per_gradient or faults.omniscient
-    # boundaries of (read version, update) groups
-    cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
-    starts = np.concatenate([[0], cut]).astype(np.int64)
-    ends = np.concatenate([cut, [len(gids)]]).astype(np.int64)
-    if not len(gids):
-        starts = ends = np.empty(0, np.int64)
-    # plain lists: the loop below reads them one scalar at a time
-    group_r = r_sorted[starts].tolist()
-    group_u = u_sorted[starts].tolist()
-    workers, slots = schedule.worker, schedule.minibatch
-    members_w = workers[gids].tolist()
-    members_k = slots[gids].tolist()
+    gs = Groups(schedule)
+    gids, group_r, group_u = gs.gids, gs.read, gs.update
+    members_w, members_k, starts, ends = gs.worker, gs.minibatch, gs.starts, gs.ends
     members = (gids, members_w, faults, check, schedule)
-    starts, ends = starts.tolist(), ends.tolist()
 
     # an update fed by one group gets that group's gradient as is (per-tensor parts, no
     # flat copy); updates fed by several groups stack flat rows from a reused pool
@@ -130,7 +143,7 @@ def replay(
         lazy = versions.Plan.make(
             group_r,
             group_u,
-            np.asarray(ends) - np.asarray(starts),
+            gs.sizes,
             U,
             limit=versions.batch_limit(task.numel, per_gradient, task.stack_limit),
             row_floats=task.numel,
