@@ -526,18 +526,18 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
     task = build_task(cfg.task, cfg.run.seed)
     if cfg.task.validation:
         task = task.holdout(cfg.task.validation, cfg.task.data_seed)
-    policies = [
-        build_policy(c.policy, c.run.seed, task.n_train / c.task.batch_size, len(task.shapes))
-        for c in configs
-    ]
-    if policies[0].partial_updates:
+    # one policy: the configs share it (grid_key), and so its schedule and its name
+    policy = build_policy(
+        cfg.policy, cfg.run.seed, task.n_train / cfg.task.batch_size, len(task.shapes)
+    )
+    if policy.partial_updates:
         return [run(c, progress=False) for c in configs]
     initial = task.initial_params()
     servers = [build_server(c, initial, task.shapes) for c in configs]
     if any(s.hyper is not None for s in servers):  # an lr that changes along the run
         return [run(c, progress=False) for c in configs]
     schedule = simulate_schedule(
-        policies[0],
+        policy,
         build_cluster(cfg, nbytes=4 * task.numel),
         cfg.run.updates,
         cfg.run.time,
@@ -567,7 +567,7 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
         )
     share = (time.perf_counter() - wall0) / len(configs)
     out = []
-    for c, p, server, ev in zip(configs, policies, servers, evals, strict=True):
+    for c, server, ev in zip(configs, servers, evals, strict=True):
         if ev is None:  # diverged: on its own, as run rejects what is not finite
             out.append(run(c, progress=False))
             continue
@@ -575,7 +575,7 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
         _record_hyper(s, server, c)
         extra = {"torch_threads": threads, "device": "cpu", "replayed_with": len(configs)}
         extra |= {"lost_workers": [], "error": None}
-        summary = summarize(c, task, p.describe(), s, ev, share) | extra
+        summary = summarize(c, task, policy.describe(), s, ev, share) | extra
         params = server.params.detach().clone()
         out.append(RunResult(c, Trace.from_schedule(s, ev, summary), params, s))
     return out

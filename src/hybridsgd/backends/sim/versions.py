@@ -14,9 +14,13 @@ their updates is applied.
   ``hybrid``'s asynchronous phase ...). Updates that also take a batched group (several
   gradients of one version) are computed as before, so each update still sums its parts in
   the order of their read versions.
-* **The batch.** At version v, when update v needs a gradient not yet computed, the next
-  not yet computed gradients in update order whose read version is at most v (their
-  versions exist), up to :func:`batch_limit`.
+* **The batches** are planned from the whole schedule before the replay starts
+  (:class:`Plan`). A gradient may be computed at any version from its read version to its
+  deadline: its update, or the last version before the next checkpoint. At the earliest
+  deadline not yet met, every gradient not yet computed whose version exists then goes
+  into one batch, in deadline order, up to :func:`batch_limit` (:func:`stab`). Batches
+  smaller than :data:`MIN_BATCH` are left to the one-at-a-time path, and the others are
+  planned again without them (:func:`plan_batches`).
 * **Memory.** A version stays in the ring from when it is read until its last gradient is
   computed. The replay knows the whole schedule, so it computes the most versions ever held
   at once before starting; if they exceed :data:`RING_BYTES`, the run computes every
