@@ -158,6 +158,33 @@ def test_the_simulator_on_a_gpu_replays_the_cpu_run(policy):
 
 @gpu
 @needs_cuda
+def test_gradients_batched_across_versions_on_a_gpu_match_the_cpu(monkeypatch):
+    """async with 64 workers forms batches of gradients read at different versions
+    (backends/sim/versions.py); on a GPU their versions are held on the GPU."""
+    from hybridsgd.backends.sim import versions
+    from hybridsgd.tasks.base import Task
+
+    sizes = []
+    original = Task.grads_at
+
+    def spy(self, rows, x, y, flat=True):
+        sizes.append(len(rows))
+        assert rows.device == x.device
+        return original(self, rows, x, y, flat)
+
+    monkeypatch.setattr(Task, "grads_at", spy)
+    cfg = config().replace("policy.workers=64", "run.updates=300", "run.eval_every=100")
+    cpu = h.run(cfg)
+    n = len(sizes)
+    gpu_run = h.run(cfg.replace("run.device=cuda"))
+    assert n and len(sizes) == 2 * n and min(sizes) >= versions.MIN_BATCH
+    cols = ["worker", "minibatch", "read_version", "fate", "update"]
+    assert gpu_run.trace.gradients[cols].equals(cpu.trace.gradients[cols])
+    assert torch.allclose(gpu_run.params, cpu.params, atol=1e-4, rtol=1e-4)
+
+
+@gpu
+@needs_cuda
 def test_a_batchnorm_model_on_a_gpu_matches_the_cpu():
     from torch import nn
 

@@ -226,14 +226,16 @@ def test_compare_and_report_work_unchanged_on_local_runs(tmp_path):
 
 def test_injected_delays_make_each_job_last_at_least_its_drawn_time():
     cfg = local_config("async", workers=3, updates=60).replace(
-        "timing.compute=constant:value=1", "timing.speed=[1, 1, 4]", "run.time_unit=0.01"
+        "timing.compute=constant:value=1", "timing.speed=[1, 1, 4]", "run.time_unit=0.02"
     )
     g = run(cfg).trace.gradients
     took = (g.end_time - g.start_time).groupby(g.worker).min()
-    assert (took >= [0.01, 0.01, 0.04]).all()
-    # the slow worker delivers about a quarter as often (counts, not times, are compared)
+    assert (took >= [0.02, 0.02, 0.08]).all()
+    # the slow worker delivers less often: a quarter as often on an idle machine, and still
+    # under 3/4 as often with 100 ms of overhead a job (counts, not times, are compared; at
+    # 10 ms delays, 15 test processes on 16 cores once brought the ratio to 16 against 22)
     counts = g.worker.value_counts()
-    assert counts[2] < counts[0] / 2
+    assert counts[2] < 0.75 * counts[0]
 
 
 def test_a_task_that_cannot_be_pickled_is_refused_with_one_clear_line():

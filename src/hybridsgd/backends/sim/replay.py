@@ -150,6 +150,7 @@ def replay(
             min_batch=versions.MIN_BATCH,
             first=first,
             checkpoint_every=checkpoint_every if checkpoint is not None else 0,
+            device=server.params.device,
         )
 
     def settle(parts: list[torch.Tensor], a: int, u: int, scale: float) -> None:

@@ -79,8 +79,14 @@ class VersionRing:
     """The versions still to be read, as rows of one preallocated ``[capacity, numel]``
     tensor, each held until its last gradient is computed."""
 
-    def __init__(self, capacity: int, numel: int, reads_per_version: dict[int, int]) -> None:
-        self.rows = torch.empty(capacity, numel)
+    def __init__(
+        self,
+        capacity: int,
+        numel: int,
+        reads_per_version: dict[int, int],
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.rows = torch.empty(capacity, numel, device=device)  # where the replay runs
         self._free = list(range(capacity - 1, -1, -1))
         self._slot: dict[int, int] = {}
         self._left = dict(reads_per_version)
@@ -95,7 +101,7 @@ class VersionRing:
     def gather(self, versions: list[int]) -> torch.Tensor:
         """The rows of ``versions``, stacked ``[len(versions), numel]``; each read is counted,
         and a version's row is freed after its last."""
-        idx = torch.tensor([self._slot[v] for v in versions])
+        idx = torch.tensor([self._slot[v] for v in versions], device=self.rows.device)
         out = self.rows.index_select(0, idx)
         for v in versions:
             self._left[v] -= 1
@@ -193,6 +199,7 @@ class Plan:
         min_batch: int,
         first: int = 0,
         checkpoint_every: int = 0,
+        device: torch.device | str = "cpu",
     ) -> Plan | None:
         """The plan for the groups (of ``sizes`` gradients) read at ``first`` or later:
         those alone in an update made only of lone gradients, batched by
@@ -215,7 +222,8 @@ class Plan:
         if held * row_floats * 4 > RING_BYTES:
             return None
         reads = np.bincount(r[chosen])
-        ring = VersionRing(held, row_floats, {int(v): int(n) for v, n in enumerate(reads) if n})
+        counts = {int(v): int(n) for v, n in enumerate(reads) if n}
+        ring = VersionRing(held, row_floats, counts, device)
         lone = np.zeros(len(group_r), bool)
         lone[chosen] = True
         return cls(lone.tolist(), batches, ring)
