@@ -210,3 +210,18 @@ def test_k_async_fast_path_when_one_worker_arrives_many_times_per_update():
     assert fast.equals(slow)
     n, _, _ = fast.per_update()
     assert n.max() > 10  # the fast worker's many gradients in one update
+
+
+def test_the_merge_of_arrival_streams_orders_as_a_stable_float_sort():
+    """The fast paths sort arrival times through their int64 bit patterns; the order must be
+    the stable float order, ties (equal times, kept in worker-major order) included, and a
+    time with its sign bit set (a -0.0) must not be read as a huge one."""
+    from hybridsgd.backends.sim.fast import _merge_order
+
+    rng = np.random.default_rng(5)
+    F = np.add.accumulate(rng.exponential(1.0, (8, 500)).round(1), axis=1)  # many ties
+    F[:, 0] = 0.0  # every worker's first arrival at time 0
+    flat = F.ravel()
+    np.testing.assert_array_equal(_merge_order(flat), np.argsort(flat, kind="stable"))
+    signed = np.array([0.5, -0.0, 0.0, 0.25])
+    np.testing.assert_array_equal(_merge_order(signed), [1, 2, 3, 0])

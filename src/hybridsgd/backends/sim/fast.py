@@ -312,8 +312,16 @@ def _merge_order(flat_t: np.ndarray) -> np.ndarray:
     """Indices sorting W workers' arrival times, laid out worker-major, each worker's
     increasing: equal times in worker order. A stable sort (timsort) merges the W sorted
     runs it finds; measured on 1.1M arrivals, 32 ms against quicksort's 83 at W = 16, and
-    68 against 78 at W = 256, with no second pass for ties."""
-    return np.argsort(flat_t, kind="stable")
+    68 against 78 at W = 256, with no second pass for ties.
+
+    Times without a sign bit sort as their bit patterns do, read as int64 (IEEE 754 orders
+    non-negative doubles like their bits), and numpy's stable sort of int64 is about 35%
+    faster than of float64 (2M arrivals: 37 against 57 ms at W = 16, 79 against 120 at
+    W = 256). The permutation is the same, ties included."""
+    t = np.ascontiguousarray(flat_t)
+    if t.dtype == np.float64 and not np.signbit(t).any():
+        return np.argsort(t.view(np.int64), kind="stable")
+    return np.argsort(t, kind="stable")
 
 
 def _assemble(parts, times, workers, path) -> Schedule:
