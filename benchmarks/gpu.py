@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
     ap.add_argument("--local-workers", type=int, nargs="+", default=None)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--no-local", action="store_true", help="the simulator's table only")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs CUDA")
@@ -180,6 +181,9 @@ def main() -> None:
             t.add_row(policy, str(W), f"{g:,.0f}", f"{loop:,.0f}", f"{g / loop:.2f}x")
     console.print(t)
 
+    if args.no_local:
+        _write(args.json, figures)
+        return
     t = Table(title=f"local backend on {gpus} x {name}: samples/s ({args.task}, batch {BATCH})")
     for col in ("W", "DDP", "sync", "sync / DDP", "async", "async / DDP"):
         t.add_column(col, justify="right")
@@ -196,8 +200,12 @@ def main() -> None:
             f"{a / base:.2f}x",
         )  # fmt: skip
     console.print(t)
-    if args.json:
-        with open(args.json, "w") as f:
+    _write(args.json, figures)
+
+
+def _write(path: str | None, figures: dict) -> None:
+    if path:
+        with open(path, "w") as f:
             json.dump(figures, f, indent=2)
 
 

@@ -8,7 +8,9 @@
 #   bench    benchmarks/gpu.py: the simulator and the local backend on the GPU
 #   scaling  benchmarks/local_vs_ddp.py on this machine's CPU cores (W up to cores - 1)
 #   suite    the default test suite under this machine's torch and numpy (pytest-xdist)
-# Everything it prints also goes to $OUT (or ./gpu-check).
+# Everything it prints also goes to $OUT (or ./gpu-check). Settings from the environment:
+# REPEATS (best of, 1), TESTS_/BENCH_/SCALING_/SUITE_TIMEOUT (seconds), BENCH_ARGS (say
+# --no-local: the simulator's table only), SCALING_WORKERS, SUITE_PROCS.
 #
 #     bash benchmarks/gpu_check.sh [tests] [wheel] [bench] [scaling] [suite]
 set -uo pipefail
@@ -50,7 +52,8 @@ fi
 if want bench; then
     echo "== benchmark"
     PYTHONPATH=src:${PYTHONPATH:-} timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/gpu.py \
-        --repeats "${REPEATS:-1}" --json "$OUT/gpu-bench.json" 2>&1 | tee "$OUT/gpu-bench.txt"
+        --repeats "${REPEATS:-1}" --json "$OUT/gpu-bench.json" ${BENCH_ARGS:-} 2>&1 \
+        | tee "$OUT/gpu-bench.txt"
 fi
 
 if want scaling; then

@@ -34,6 +34,9 @@ CASES = {
         "faults": {"byzantine_workers": [0, 2], "attack": "label-flip"},
     },
     "async-clip": {"policy": {"name": "async"}, "optimizer": {"max_grad_norm": 0.5}},
+    # diverges: lone gradients stop being finite and are rejected, whether a batch or the
+    # update's own check finds them
+    "async-diverging": {"policy": {"name": "async"}, "optimizer": {"lr": 1e6}},
     "async-adam": {"policy": {"name": "async"}, "optimizer": {"name": "adam", "lr": 0.01}},
     "async-batchnorm": {
         "policy": {"name": "async"},
@@ -81,7 +84,9 @@ def test_batched_replay_equals_one_at_a_time(case, counted, monkeypatch):
     n = len(counted)
     alone = run(config(case), progress=False)
     assert len(counted) == n  # and here it did not
-    torch.testing.assert_close(batched.params, alone.params, atol=2e-5, rtol=1e-4)
+    # (a diverging run amplifies rounding: its parameters reach about 70)
+    tol = 1e-3 if case == "async-diverging" else 1e-4
+    torch.testing.assert_close(batched.params, alone.params, atol=2e-5, rtol=tol)
     # the schedule, and every gradient's fate and reason, are the same
     a, b = batched.trace.gradients, alone.trace.gradients
     assert a.equals(b)
@@ -89,12 +94,19 @@ def test_batched_replay_equals_one_at_a_time(case, counted, monkeypatch):
     np.testing.assert_allclose(batched.trace.evals.loss, alone.trace.evals.loss, rtol=1e-4)
 
 
-def test_default_settings_batch_a_large_async_run(counted, monkeypatch):
-    """At the default MIN_BATCH, async with 64 workers forms batches of at least 8."""
+@pytest.mark.parametrize(
+    ("task", "smallest"),
+    [({}, versions.MIN_BATCH_CLOSED_FORM), ({"name": "cnn-digits", "channels": [4, 8]}, 8)],
+    ids=["plain MLP (closed form)", "CNN (vmap)"],
+)
+def test_default_settings_batch_a_large_async_run(counted, monkeypatch, task, smallest):
+    """At the default smallest batches, async with 64 workers batches most of its
+    gradients: in pairs and up for a plain MLP, in eights and up for other models."""
     monkeypatch.setattr(versions, "MIN_BATCH", 8)
     cfg = config("async", workers=64, updates=300)
+    cfg = cfg.replace(*[f"task.{k}={v}" for k, v in task.items()])
     batched = run(cfg, progress=False)
-    assert counted and min(counted) >= 8 and sum(counted) > 150
+    assert counted and min(counted) >= smallest and sum(counted) > 150
     monkeypatch.setattr(versions, "ENABLED", False)
     torch.testing.assert_close(
         batched.params, run(cfg, progress=False).params, atol=2e-5, rtol=1e-4

@@ -10,7 +10,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from hybridsgd.errors import ConfigError, one_line
+from hybridsgd.tasks.mlp import BatchedMLP
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -92,6 +93,7 @@ class Task:
         self._vgrad: Callable[..., torch.Tensor] | None = None
         self._vgrad_at: Callable[..., tuple[torch.Tensor, ...]] | None = None
         self._vgrad_shared: Callable[..., tuple[torch.Tensor, ...]] | None = None
+        self._mlp: BatchedMLP | Literal[False] | None = None  # None: not looked at yet
         #: batch normalisation layers: a gradient depends on its whole minibatch at once, so
         #: no backend may stack several workers' minibatches into one forward pass
         self._norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
@@ -451,6 +453,14 @@ class Task:
         with self._training():
             return self._vgrad(flat.detach(), x, y)
 
+    @property
+    def closed_form(self) -> bool:
+        """Whether :meth:`grads_at` takes a plain MLP's closed-form backward pass on this
+        task's inputs (:mod:`hybridsgd.tasks.mlp`), rather than ``vmap``."""
+        if self._mlp is None:
+            self._mlp = BatchedMLP.detect(self.model, self.loss_fn, self._names) or False
+        return bool(self._mlp) and self.x_train.dim() == 2
+
     def grads_at(
         self,
         versions: torch.Tensor,
@@ -467,8 +477,10 @@ class Task:
 
         The simulator's lever for gradients read at different versions (the asynchronous
         family): one ``vmap``-ed call, so m small forward/backward passes become batched
-        matrix products. The gradient is taken with respect to each model tensor, as views
-        of the rows: through slices of a flat vector, autograd would build and sum a
+        matrix products. A plain MLP (:mod:`hybridsgd.tasks.mlp`) takes its closed-form
+        backward pass instead, which spends less time outside the products. Otherwise the
+        gradient is taken with respect to each model tensor, as views of the rows: through
+        slices of a flat vector, autograd would build and sum a
         zero-filled ``[m, numel]`` tensor per model tensor, which costs more than the
         passes themselves. A BatchNorm model normalises each row by its own minibatch, as
         its worker does.
@@ -478,6 +490,9 @@ class Task:
         for shape, size in zip(self._shapes, self._sizes, strict=True):
             views.append(versions[:, offset : offset + size].view(m, *shape))
             offset += size
+        if self.closed_form and self._mlp and self._mlp.fits(x, y, shared):  # a plain MLP
+            closed = self._mlp.grads([v.detach() for v in views], x, y, shared)
+            return torch.cat([p.reshape(m, -1) for p in closed], dim=1) if flat else closed
         if self._vgrad_at is None:
             names, buffers, model, loss_fn = self._names, self._buffers, self.model, self.loss_fn
 

@@ -138,6 +138,7 @@ def replay(
     n_groups = len(group_r)
     per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if n_groups else 1
     lazy = None
+    smallest = versions.min_batch(task.closed_form)
     if (versions.ENABLED if batch_versions is None else batch_versions) and n_groups:
         per_gradient = len(samplers[members_w[0]].batch(members_k[0]))
         lazy = versions.Plan.make(
@@ -147,20 +148,25 @@ def replay(
             U,
             limit=versions.batch_limit(task.numel, per_gradient, task.stack_limit),
             row_floats=task.numel,
-            min_batch=versions.MIN_BATCH,
+            min_batch=smallest,
             first=first,
             checkpoint_every=checkpoint_every if checkpoint is not None else 0,
             device=server.params.device,
         )
 
-    def settle(parts: list[torch.Tensor], a: int, u: int, scale: float) -> None:
+    verified: set[int] = set()  # updates of one lone gradient already checked finite
+
+    def settle(parts: list[torch.Tensor], a: int, u: int, scale: float, finite: bool) -> None:
         """A lone gradient computed by ``lazy`` (one tensor per model tensor), taken as the
-        one-at-a-time path takes it."""
+        one-at-a-time path takes it. ``finite``: its batch showed it finite already."""
         gid, w = int(gids[a]), members_w[a]
         if not apart and not faults.touches([w]) and groups_per_update[u] == 1:
             # alone in its update: per-tensor parts, as grad_parts gives them; a gradient
-            # that is not finite is rejected when the update is built, below
+            # that is not finite is rejected when the update is built, below (unless its
+            # batch already showed it finite, and the update leaves it as it is)
             pending[u] = [Part(list(parts), 1, scale)]
+            if finite and scale == 1.0:
+                verified.add(u)
             return
         row = torch.cat([p.reshape(-1) for p in parts])
         if apart or faults.touches([w]):
@@ -194,10 +200,12 @@ def replay(
                     ys[i] = flip_labels(ys[i], classes)
         rows = lazy.ring.gather([group_r[c] for c in chosen])
         grads = []
-        if m >= versions.MIN_BATCH and lazy.vmap_ok:
+        finite = [False] * m
+        if m >= smallest and lazy.vmap_ok:
             try:
                 batched = task.grads_at(rows, xs, ys, flat=False)
                 grads = [[p[i] for p in batched] for i in range(m)]
+                finite = _rows_finite(batched, m)
             except Exception:  # a model torch.func cannot batch (.item(), in-place ops...)
                 lazy.vmap_ok = False  # one at a time from now on; a real error raises below
         if not grads:  # too few to gain from one batched call: one at a time, on the ring
@@ -206,7 +214,7 @@ def replay(
                     grads.append(task.grad_parts(rows[i], xs[i], ys[i])[0])
         for i, c in enumerate(chosen):
             scale = staleness.scale(group_u[c] - group_r[c])
-            settle(grads[i], first_members[i], group_u[c], scale)
+            settle(grads[i], first_members[i], group_u[c], scale, finite[i])
 
     with task.bound_to(server.params):
         if resume is None:
@@ -266,7 +274,9 @@ def replay(
             # a gradient that is not finite is rejected alone, as the Coordinator does: a
             # batched group whose mean is not finite was recomputed row by row above; what
             # is left is an update made of one gradient, or one that overflowed combining
-            if grad is not None and not check.finite(grad):
+            checked = v in verified and len(contributions) == 1
+            verified.discard(v)
+            if grad is not None and not checked and not check.finite(grad):
                 for bad in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
                     schedule.reject(int(bad), "non-finite")
                 grad = None
@@ -290,6 +300,15 @@ def replay(
             if on_update is not None:
                 on_update(version)
     return evals
+
+
+def _rows_finite(parts: list[torch.Tensor], m: int) -> list[bool]:
+    """Per row of a batch of gradients (one ``[m, ...]`` tensor per model tensor): whether
+    the sum of its per-tensor sums is finite. True implies each per-tensor sum is finite,
+    which is what :meth:`~hybridsgd.core.faults.GradientCheck.finite` asks of one gradient;
+    a row that is False is simply checked again the usual way."""
+    total = torch.stack([p.reshape(m, -1).sum(dim=1) for p in parts]).sum(dim=0)
+    return torch.isfinite(total).tolist()
 
 
 def _replay_partition(
