@@ -146,7 +146,9 @@ def replay(
             group_u,
             gs.sizes,
             U,
-            limit=versions.batch_limit(task.numel, per_gradient, task.stack_limit),
+            limit=versions.batch_limit(
+                task.numel, per_gradient, task.stack_limit, task.closed_form
+            ),
             row_floats=task.numel,
             min_batch=smallest,
             first=first,

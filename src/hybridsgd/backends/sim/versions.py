@@ -42,6 +42,12 @@ ENABLED = True
 #: parameters, batch 32, 2 cores), gradients per second peaked at 16 versions a call and
 #: fell by half at 64, when the rows no longer stay in the caches
 VERSION_FLOATS = 4_000_000
+#: the same for a plain MLP's closed-form gradient, whose cost per gradient does not fall
+#: with more versions a call: fewer versions gather fewer bytes. Async on mlp-mnist, best
+#: of 3 interleaved runs, gradients/s at W = 16 and 256: 1,931 and 1,750 at 4M floats (19
+#: versions), 1,906 and 1,984 at 1.7M (8), 2,103-2,259 and 2,115-2,132 at 850K (4), 2,065
+#: and 2,111 at 1.25M (6), 1,994 and 1,995 at 425K (2)
+VERSION_FLOATS_CLOSED_FORM = 850_000
 #: the fewest versions worth one batched call: below it, a batch's gradients are computed
 #: one at a time on the ring's rows (measured: async at W = 16 on mlp-mnist forms batches of
 #: 4.7 on average, and batching them was 20% slower than one at a time)
@@ -64,10 +70,14 @@ MAX_BATCH = 64
 RING_BYTES = 1 << 29
 
 
-def batch_limit(numel: int, samples_per_gradient: int, stack_limit: int) -> int:
-    """Versions per batched call: :data:`VERSION_FLOATS` of parameters, at most
+def batch_limit(
+    numel: int, samples_per_gradient: int, stack_limit: int, closed_form: bool = False
+) -> int:
+    """Versions per batched call: :data:`VERSION_FLOATS` of parameters
+    (:data:`VERSION_FLOATS_CLOSED_FORM` for a plain MLP's closed form), at most
     :data:`MAX_BATCH`, and no more samples than one stacked pass may take."""
-    by_params = VERSION_FLOATS // max(1, numel)
+    floats = VERSION_FLOATS_CLOSED_FORM if closed_form else VERSION_FLOATS
+    by_params = floats // max(1, numel)
     by_samples = stack_limit // max(1, samples_per_gradient)
     return int(max(1, min(MAX_BATCH, by_params, by_samples)))
 
