@@ -74,8 +74,20 @@ def test_the_closed_form_equals_float64_autograd(name, loss, shared):
         (nn.Sequential(nn.Linear(4, 2)), lambda out, y: 0.5 * F.mse_loss(out, y)),
         (nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), F.cross_entropy),
         (nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), F.cross_entropy),
+        (
+            type("Scaled", (nn.Linear,), {"forward": lambda self, x: 2 * x @ self.weight.T})(4, 2),
+            F.cross_entropy,
+        ),
     ],
-    ids=["dropout", "batchnorm", "gelu", "own loss", "flatten", "activation first"],
+    ids=[
+        "dropout",
+        "batchnorm",
+        "gelu",
+        "own loss",
+        "flatten",
+        "activation first",
+        "a Linear subclass",
+    ],
 )
 def test_other_models_and_losses_are_not_taken(model, loss):
     names = [n for n, _ in model.named_parameters()]

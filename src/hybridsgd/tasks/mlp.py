@@ -56,7 +56,7 @@ class BatchedMLP:
         if [n for n, _ in model.named_parameters()] != names:
             return None  # frozen parameters, or an order we do not follow
         modules: list[tuple[str, nn.Module]]
-        if isinstance(model, nn.Linear):
+        if type(model) is nn.Linear:  # a subclass may compute something else
             modules = [("", model)]
         elif type(model) is nn.Sequential:
             modules = [(f"{k}.", m) for k, m in model.named_children()]
