@@ -480,6 +480,7 @@ def _train(
                 checkpoint=saver,
                 checkpoint_every=cfg.run.checkpoint_every,
                 on_eval=on_eval,
+                target=cfg.run.target_accuracy,
             )
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
@@ -564,6 +565,7 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
             staleness,
             eval_every=cfg.run.eval_every,
             sgd=sgd,
+            target=cfg.run.target_accuracy,
         )
     share = (time.perf_counter() - wall0) / len(configs)
     out = []
@@ -670,6 +672,9 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
             progress("evaluate", i + 1, len(result.snapshots))
     extra = {
         "clock": "seconds",
+        # the snapshots are taken every run.eval_every updates: a time to target is the
+        # first evaluation that reached it, up to eval_every - 1 updates late
+        "time_to_target_resolution": "evaluation",
         "torch_threads": result.threads,
         "cores": available_cores(),
         "startup_s": result.startup_s,

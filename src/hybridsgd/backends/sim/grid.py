@@ -42,6 +42,7 @@ from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.core.update import Part, UpdateBuilder
 from hybridsgd.record import Evals, Schedule
+from hybridsgd.target import TargetSearch
 from hybridsgd.tasks.base import Task
 
 #: the keys in which the configs of one grid may differ
@@ -169,12 +170,14 @@ def replay_grid(
     *,
     eval_every: int,
     sgd: BatchedSGD | None = None,
+    target: float | None = None,
 ) -> list[Evals | None]:
     """Replay ``schedule`` for every server at once (see the module doc); the evaluations of
     each, or None for a server whose gradient or update stopped being finite (it left the
     pass there, and its parameters are not meaningful). With ``sgd`` (the servers' own
     optimizer, batched), the parameters are its rows while the pass lasts and are copied
-    into the servers at the end."""
+    into the servers at the end. ``target``: each run's first crossing of it is found
+    exactly, as :func:`~hybridsgd.backends.sim.replay.replay` finds it."""
     if not aggregator.linear:
         raise ValueError(f"a grid replay needs a linear aggregator, not {aggregator.name}")
     G, U = len(servers), schedule.n_updates
@@ -209,10 +212,13 @@ def replay_grid(
         torch.stack([servers[c].params for c in chunk], out=rows)
         return rows
 
+    searches = [TargetSearch(target, task.evaluate, evals[c]) for c in range(G)]
+
     def evaluate(version: int, t: float) -> None:
         for c in alive:
             loss, acc = task.evaluate(params_of(c))
             evals[c].add(version, t, loss, acc)
+            searches[c].evaluated(evals[c])
 
     def compute_lone(chosen: list[int]) -> None:
         """Lone gradients of several versions, for every configuration, in one call: the
@@ -294,6 +300,9 @@ def replay_grid(
         version = v + 1
         if version % eval_every == 0 or version == U:
             evaluate(version, float(schedule.update_time[v]))
+        elif any(searches[c].active for c in alive):
+            for c in alive:
+                searches[c].keep(version, float(schedule.update_time[v]), params_of(c))
     if sgd is not None:
         with torch.no_grad():
             for c in alive:

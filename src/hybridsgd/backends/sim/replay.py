@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.core.update import Part, UpdateBuilder
 from hybridsgd.record import APPLIED, Evals, Schedule
+from hybridsgd.target import TargetSearch, evaluate_apart
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
@@ -65,6 +66,9 @@ class ReplayState:
     evals: Evals
     reasons: dict[int, str]  # gradients rejected so far
     faults: dict
+    # the versions since the last evaluation, kept while the target is not reached
+    # (:class:`~hybridsgd.target.TargetSearch`); older checkpoints have none
+    kept: list[tuple[int, float, torch.Tensor]] = field(default_factory=list)
 
 
 def replay(
@@ -84,6 +88,7 @@ def replay(
     checkpoint_every: int = 0,
     on_eval: Callable[[Evals], None] | None = None,
     batch_versions: bool | None = None,
+    target: float | None = None,
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
 
@@ -98,6 +103,8 @@ def replay(
     ``batch_versions``: compute lone gradients read at different versions together
     (:mod:`hybridsgd.backends.sim.versions`); ``False`` computes each at its read version;
     ``None`` follows ``versions.ENABLED``.
+    ``target``: an accuracy whose first crossing is found exactly (:mod:`hybridsgd.target`):
+    the evaluations of the versions up to it join the returned evaluations.
     """
     faults = faults or Faults()
     check = check or GradientCheck()
@@ -105,7 +112,16 @@ def replay(
         if resume is not None or checkpoint is not None:
             raise ValueError("the partition reading has no checkpoints")
         return _replay_partition(
-            schedule, task, samplers, server, aggregator, staleness, eval_every, on_update, on_eval
+            schedule,
+            task,
+            samplers,
+            server,
+            aggregator,
+            staleness,
+            eval_every,
+            on_update,
+            on_eval,
+            target,
         )
     U = schedule.n_updates
     # rows apart: a robust rule or the gradient check needs each gradient; and a BatchNorm
@@ -134,6 +150,9 @@ def replay(
         for gid, why in resume.reasons.items():
             schedule.reject(gid, why)
         faults.load_state(resume.faults)
+    search = TargetSearch(
+        target, evaluate_apart(task), evals, resume.kept if resume is not None else None
+    )
     g = bisect.bisect_left(group_r, first)  # next group: those read before were computed
     n_groups = len(group_r)
     per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if n_groups else 1
@@ -222,6 +241,7 @@ def replay(
         if resume is None:
             loss, acc = task.evaluate(server.params)
             evals.add(0, 0.0, loss, acc)
+            search.evaluated(evals)
             if on_eval is not None:
                 on_eval(evals)
         for v in range(first, U):
@@ -294,11 +314,15 @@ def replay(
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
                 evals.add(version, float(schedule.update_time[v]), loss, acc)
+                search.evaluated(evals)
                 if on_eval is not None:
                     on_eval(evals)
+            else:
+                search.keep(version, float(schedule.update_time[v]), server.params)
             if checkpoint is not None and version % checkpoint_every == 0 and version < U:
                 reasons = dict(schedule.reasons)
-                checkpoint(ReplayState(version, pending, evals, reasons, faults.state()))
+                st = ReplayState(version, pending, evals, reasons, faults.state(), search.kept)
+                checkpoint(st)
             if on_update is not None:
                 on_update(version)
     return evals
@@ -323,6 +347,7 @@ def _replay_partition(
     eval_every: int,
     on_update: Callable[[int], None] | None,
     on_eval: Callable[[Evals], None] | None = None,
+    target: float | None = None,
 ) -> Evals:
     """The hybrid partition reading: an update sets the tensors past the first
     ``sync_tensors`` from its (asynchronous) member, and, when a synchronous round ends
@@ -350,6 +375,7 @@ def _replay_partition(
         evals.add(0, 0.0, loss, acc)
         if on_eval is not None:
             on_eval(evals)
+        search = TargetSearch(target, evaluate_apart(task), evals)
         for v in range(U):
             for gid in by_read.get(v, ()):
                 x, y = task.batch(samplers[int(s.worker[gid])].batch(int(s.minibatch[gid])))
@@ -376,8 +402,11 @@ def _replay_partition(
             if version % eval_every == 0 or version == U:
                 loss, acc = task.evaluate(server.params)
                 evals.add(version, float(s.update_time[v]), loss, acc)
+                search.evaluated(evals)
                 if on_eval is not None:
                     on_eval(evals)
+            else:
+                search.keep(version, float(s.update_time[v]), server.params)
             if on_update is not None:
                 on_update(version)
     return evals
