@@ -18,7 +18,8 @@ demo: $(STAMP)
 	$(BIN)/hybridsgd tune examples/digits-stragglers.toml --out runs/demo --force \
 		--policy sync --policy backup:backups=2 --policy async \
 		--policy hybrid:threshold=linear:start=0,end=1500 \
-		--grid optimizer.lr=[0.01,0.03,0.1,0.3,1] --final-seeds 2 --set run.time=600
+		--grid optimizer.lr=[0.01,0.03,0.1,0.3,1] --objective time-to-target --final-seeds 3 \
+		--set run.time=600
 	@echo "open runs/demo/report.html"
 
 test: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -667,10 +668,13 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
         )
         value = "diverged" if c["diverged"] else f"{c['objective']:.4g}"
         t.add_row(label, settings, value)
-    _console().print(t)
-    for warning in result.warnings:
-        err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
-    return _report(out)
+
+    def choices() -> None:  # after the verdict, before the results table
+        _console().print(t)
+        for warning in result.warnings:
+            err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
+
+    return _report(out, choices)
 
 
 def _export(src: Path, dest: Path) -> int:
@@ -692,7 +696,9 @@ def _export(src: Path, dest: Path) -> int:
     return 0
 
 
-def _report(out: Path) -> int:
+def _report(out: Path, then: Callable[[], None] | None = None) -> int:
+    """Build the report of ``out`` and print its verdict first, then ``then()`` (a
+    tuning's choices), then the table of results."""
     from hybridsgd.report import build_report
 
     if not out.is_dir():
@@ -700,9 +706,17 @@ def _report(out: Path) -> int:
     html_path = build_report(out)
     import pandas as pd
 
+    from hybridsgd.report.tuning import read as read_tuning
+    from hybridsgd.report.verdict import lead
+
     summary = pd.read_csv(out / "summary.csv")
     table, caption = report_table(summary, out)
     console = _console()
+    tuned = read_tuning(out)
+    objective = tuned[1]["objective"] if tuned is not None else None
+    console.print(lead(summary, objective, tuned=tuned is not None), markup=False, highlight=False)
+    if then is not None:
+        then()
     console.print(table)
     console.print(caption, markup=False, highlight=False)
     print(f"wrote {html_path}, summary.csv and {len(list(out.glob('*.png')))} plots")

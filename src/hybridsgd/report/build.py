@@ -14,6 +14,7 @@ from matplotlib.figure import Figure  # the object API: no pyplot, no global bac
 
 from hybridsgd.errors import ConfigError
 from hybridsgd.report import tuning
+from hybridsgd.report.verdict import lead
 from hybridsgd.trace import Trace
 
 PLOTS = (
@@ -394,7 +395,8 @@ def build_report(out: str | Path) -> Path:
     summary.to_csv(out / "summary.csv", index=False)
     for name, fig in plots(groups, summary).items():
         fig.savefig(out / name, dpi=100)
-    _html(out, groups, summary, extra)
+    objective = tuned[1]["objective"] if tuned is not None else None
+    _html(out, groups, summary, extra, lead(summary, objective, tuned=tuned is not None))
     return out / "report.html"
 
 
@@ -430,7 +432,7 @@ def _figures(out: Path, names, captions: dict[str, str] | None = None) -> str:
     )
 
 
-def _html(out: Path, groups, summary: pd.DataFrame, extra: str = "") -> None:
+def _html(out: Path, groups, summary: pd.DataFrame, extra: str = "", answer: str = "") -> None:
     first = next(iter(groups.values()))[0][1].summary
     cfg = first.get("config", {})
     desc = (
@@ -445,7 +447,8 @@ def _html(out: Path, groups, summary: pd.DataFrame, extra: str = "") -> None:
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 img{{max-width:100%}}</style></head>
-<body><h1>hybridsgd comparison</h1><p>{html.escape(desc)}</p>
+<body><h1>hybridsgd comparison</h1><p class="verdict"><b>{html.escape(answer)}</b></p>
+<p>{html.escape(desc)}</p>
 <h2>Summary (mean over seeds)</h2>{mean_table(summary).to_html(float_format=lambda v: f"{v:.4g}")}
 {images}
 {extra}
