@@ -105,6 +105,41 @@ def test_choose_warns_at_the_edge_of_the_grid_and_when_all_diverge():
     assert chosen["b"]["diverged"]
 
 
+def test_a_grid_where_nothing_learns_is_flagged_not_chosen_silently(tmp_path):
+    # the case: sync on mlp-digits at lr 3, 10 and 30 ends far above the initial
+    # loss (chance accuracy) without crossing the divergence rule
+    cfg = h.Config.from_dict(
+        {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 30}}
+    )
+    p = plan(cfg, ["sync"], {"optimizer.lr": [3.0, 10.0, 30.0]}, final_seeds=1)
+    result = tune(p, tmp_path, jobs=1)
+    trials = pd.read_csv(tmp_path / "tune.csv")
+    assert not trials.diverged.any()  # what made the old choice silent
+    assert (trials.final_loss > 0.9 * trials.initial_loss).all()
+    assert result.chosen["sync"]["nothing_learned"]
+    assert any(w.startswith("sync: nothing learned") for w in result.warnings)
+    record = json.loads((tmp_path / "tune.json").read_text())
+    assert any("nothing learned" in w for w in record["warnings"])
+
+
+def test_a_point_that_learned_ranks_before_a_lower_objective_that_did_not():
+    grid = {"optimizer.lr": [0.1, 1.0]}
+    rows = [
+        {"policy": "a", "optimizer.lr": 0.1, "objective": 1.5, "diverged": False,
+         "final_loss": 1.5, "initial_loss": 2.3},
+        {"policy": "a", "optimizer.lr": 1.0, "objective": 2.2, "diverged": False,
+         "final_loss": 2.2, "initial_loss": 2.3},  # 0.96 of the start: nothing learned
+        {"policy": "b", "optimizer.lr": 0.1, "objective": 1.0, "diverged": False,
+         "final_loss": 1.0, "initial_loss": 0.2},  # lower objective, but above its start
+        {"policy": "b", "optimizer.lr": 1.0, "objective": 1.2, "diverged": False,
+         "final_loss": 1.2, "initial_loss": 2.3},
+    ]  # fmt: skip
+    chosen, warnings = choose(pd.DataFrame(rows), grid)
+    assert chosen["a"]["settings"] == {"optimizer.lr": 0.1}
+    assert chosen["b"]["settings"] == {"optimizer.lr": 1.0}
+    assert not any("nothing learned" in w for w in warnings)
+
+
 def test_default_grid_is_a_log_grid_of_lrs():
     p = plan(h.Config.from_dict({"task": {"name": "mlp-digits"}}), ["sync"])
     lrs = p.grid["optimizer.lr"]

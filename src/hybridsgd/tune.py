@@ -201,6 +201,7 @@ def trials_table(p: Plan, outcomes: Sequence[Outcome]) -> pd.DataFrame:
                 "seed": cfg.run.seed,
                 "objective": value,
                 "diverged": diverged,
+                "initial_loss": _initial_loss(o),
                 "final_loss": float(s.get("final_loss", math.nan)),
                 "final_accuracy": float(s.get("final_accuracy", math.nan)),
                 "error": o.error,
@@ -209,11 +210,27 @@ def trials_table(p: Plan, outcomes: Sequence[Outcome]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: a grid point has learned when its final validation loss is at most this share of the
+#: initial one (mean over seeds); a policy none of whose points learned is flagged
+LEARNED = 0.9
+
+
+def _initial_loss(outcome: Outcome) -> float:
+    """The loss a run started from (its evaluation at version 0)."""
+    if outcome.trace is None or not len(outcome.trace.evals):
+        return math.nan
+    return float(outcome.trace.evals.loss.iloc[0])
+
+
 def choose(table: pd.DataFrame, grid: dict[str, list[Any]]) -> tuple[dict[str, dict], list[str]]:
     """Per policy, the best grid point (mean objective over seeds; any diverged seed makes
-    the point diverged; ties go to the lower mean final loss), and the warnings: a winner
-    at the edge of its grid, a policy with no point that did not diverge."""
+    the point diverged; a point whose final loss is not below :data:`LEARNED` times its
+    initial loss ranks after every point that learned; ties go to the lower mean final
+    loss), and the warnings: a winner at the edge of its grid, a policy with no point that
+    did not diverge, a policy with no point that learned ("nothing learned")."""
     keys = list(grid)
+    if "initial_loss" not in table:  # a table written before the column existed
+        table = table.assign(initial_loss=math.nan)
     chosen: dict[str, dict] = {}
     warnings: list[str] = []
     for label, runs in table.groupby("policy", sort=False):
@@ -221,19 +238,32 @@ def choose(table: pd.DataFrame, grid: dict[str, list[Any]]) -> tuple[dict[str, d
             objective=("objective", "mean"),
             diverged=("diverged", "any"),
             final_loss=("final_loss", "mean"),
+            initial_loss=("initial_loss", "mean"),
         )
         per_point = per_point.reset_index()
-        ranked = per_point.sort_values(["diverged", "objective", "final_loss"], kind="stable")
+        # NaN initial loss (an old table): counted as learned, as before the rule
+        per_point["stuck"] = per_point.final_loss > LEARNED * per_point.initial_loss
+        ranked = per_point.sort_values(
+            ["diverged", "stuck", "objective", "final_loss"], kind="stable"
+        )
         best = ranked.iloc[0]
         point = {k: _plain(best[k]) for k in keys}
         chosen[str(label)] = {
             "settings": point,
             "objective": float(best.objective),
             "diverged": bool(best.diverged),
+            "nothing_learned": bool(best.stuck and not best.diverged),
         }
         if best.diverged or not math.isfinite(best.objective):
             warnings.append(
                 f"{label}: every grid point diverged or missed the target; widen or shift the grid"
+            )
+            continue
+        if best.stuck:
+            warnings.append(
+                f"{label}: nothing learned: no grid point ended below {LEARNED:g}x its initial "
+                f"validation loss (best {best.final_loss:.4g} against {best.initial_loss:.4g} "
+                "at the start); its choice is no better than the starting point: shift the grid"
             )
             continue
         for k in keys:
