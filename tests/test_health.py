@@ -10,15 +10,19 @@ from hybridsgd.cli import main
 
 
 def test_divergence_and_rejections_are_said_and_recorded(tmp_path, capsys):
-    """lr = 1e30 on sync used to report "applied 16" with a NaN loss, no word, exit 0."""
-    args = ["run", "examples/digits-backup.toml", "--out", str(tmp_path / "r"), "--quiet"]
+    """lr = 1e30 on sync used to report "applied 16" with a NaN loss, no word, exit 0; then
+    it said so after the summary table, still with exit 0."""
+    args = ["run", "examples/digits-backup.toml", "--out", str(tmp_path / "r")]
     sets = ["run.updates=100", "policy.name=sync", "optimizer.lr=1e30", "optimizer.momentum=0"]
-    assert main([*args, *[x for s in sets for x in ("--set", s)]]) == 0
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert main([*args, *[x for s in sets for x in ("--set", s)]]) == 3
+    said = capsys.readouterr()
+    err = [line for line in said.err.splitlines() if line.strip()]
     assert any(line.startswith("warning: diverged: the test loss is nan") for line in err)
     assert any("gradients were rejected (non-finite:" in line for line in err)
+    assert err[-1].startswith("hybridsgd: the run completed but is not usable (diverged: ")
+    assert err[-1].endswith("exit status 3")
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert s["diverged"] and s["diverged_at"] == 20
+    assert s["diverged"] and s["diverged_at"] == 20 and not s["healthy"]
     assert s["gradients"]["rejected"] == s["rejected_reasons"]["non-finite"] > 800
 
 
@@ -31,13 +35,14 @@ def test_a_run_whose_every_gradient_is_rejected_says_so():
         }
     )
     s = h.run(cfg).summary
-    assert s["gradients"]["applied"] == 0 and not s["diverged"]
+    assert s["gradients"]["applied"] == 0 and not s["diverged"] and not s["healthy"]
     assert any("20 of 20 gradients were rejected" in w for w in s["warnings"])
 
 
 def test_a_healthy_run_has_no_warning():
     s = h.run(h.Config.from_dict({"run": {"updates": 20}})).summary
     assert not s["diverged"] and s["diverged_at"] is None and s["warnings"] == []
+    assert s["healthy"]
 
 
 def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):

@@ -25,6 +25,9 @@ from hybridsgd import __version__
 from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
 
 EXIT_USAGE = 2
+#: a run that completed, but diverged or had most of its gradients rejected (the warning
+#: says which, before the summary table): a script checking $? notices
+EXIT_UNHEALTHY = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -346,9 +349,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         except ConfigError as exc:  # the API's argument names, as this command's flags
             flag = {"allow_change": "--allow-change", "run directory": "--resume"}
             raise ConfigError(flag.get(exc.field, exc.field), exc.message) from None
-        if not args.quiet:
-            _print_summary(result.summary, out)
-        return 0
+        return _finish(result.summary, out, args, err, [])
     if not args.config:
         raise ConfigError("config", "give a TOML config file, or --resume DIR")
     overrides = list(args.overrides)
@@ -373,16 +374,30 @@ def _run(args: argparse.Namespace, err: Console) -> int:
             )
             return 130
         raise
-    if not args.quiet:
-        _print_summary(result.summary, out)
-    for note in result.summary["notes"][len(notes_for(cfg)) :]:  # those the run found
+    return _finish(result.summary, out, args, err, notes_for(cfg))
+
+
+def _finish(s: dict, out: Path, args: argparse.Namespace, err: Console, said: list[str]) -> int:
+    """A finished run's warnings (before its table, so they are not missed), its table, and
+    its exit status: 130/143 interrupted, 3 completed but unhealthy (diverged, or most
+    gradients rejected), else 0."""
+    for note in s["notes"][len(said) :]:  # those the run found
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
-    for warning in result.summary["warnings"]:
+    for warning in s["warnings"]:
         err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
-    if result.summary.get("interrupted"):
-        by = result.summary.get("signal") or "SIGINT"
+    if not args.quiet:
+        _print_summary(s, out)
+    if s.get("interrupted"):
+        by = s.get("signal") or "SIGINT"
         print(f"hybridsgd: interrupted ({by}); the trace up to here is in {out}", file=sys.stderr)
         return 143 if by == "SIGTERM" else 130
+    if not s.get("healthy", True):
+        print(
+            f"hybridsgd: the run completed but is not usable ({s['warnings'][0]}); "
+            f"exit status {EXIT_UNHEALTHY}",
+            file=sys.stderr,
+        )
+        return EXIT_UNHEALTHY
     return 0
 
 

@@ -103,18 +103,22 @@ def health(s: Schedule, evals: Evals, evaluated_on: str = "test") -> dict[str, A
     for why in s.reasons.values():
         reasons[why] = reasons.get(why, 0) + 1
     warnings = []
+    mostly_rejected = bool(offered and counts["rejected"] > offered / 2)
     if at is not None:
         warnings.append(
             f"diverged: the {evaluated_on} loss is {loss[at]:.4g} at update {evals.version[at]} "
             f"(initial {first:.4g}); lower optimizer.lr"
         )
-    if offered and counts["rejected"] > offered / 2:
+    if mostly_rejected:
         why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
         warnings.append(
             f"{counts['rejected']} of {offered} gradients were rejected ({why}): "
             "most of the run's work was thrown out"
         )
     return {
+        # False when the run completed but what it trained is not usable: it diverged, or
+        # the server rejected most gradients (the CLI's exit status 3)
+        "healthy": at is None and not mostly_rejected,
         "diverged": at is not None,
         "diverged_at": evals.version[at] if at is not None else None,
         "rejected_reasons": reasons,
