@@ -1,6 +1,10 @@
 """A run directory: the lock that holds it for one run, the files a run writes there, and
-the checkpoint a simulated run can resume from (format 2: serialised state, its SHA-256 and
-the config it belongs to)."""
+the checkpoint a simulated run can resume from.
+
+Checkpoint format 3: one header line, ``hybridsgd-checkpoint 3 <sha256>``, then the
+run's state as ``torch.save`` writes a plain dict; the SHA-256 covers every byte after the
+header, so any damage reads "is damaged" before anything is unpickled. Format 2 (a
+``torch.save``'d dict holding the serialised state and its SHA-256) still loads."""
 
 from __future__ import annotations
 
@@ -84,18 +88,21 @@ def read_checkpoint(out: Path, cfg: Config, allow_change: list[str] | tuple[str,
     """The state of the checkpoint in ``out``, after checking its format, its checksum and
     that ``cfg`` is the config it was written with (up to ``allow_change``)."""
     path = out / CHECKPOINT
+    damaged = f"{path} is damaged (its content does not match its checksum)"
     try:
-        outer = torch.load(path, weights_only=False)
-    except Exception as exc:  # a file that is not ours, or damaged outside our atomic writes
-        raise ConfigError("checkpoint", f"{path} cannot be read: {exc}") from None
-    if not isinstance(outer, dict) or outer.get("format") != 2:
-        raise ConfigError("checkpoint", f"{path} is not a hybridsgd checkpoint (format 2)")
-    payload = outer.get("payload", b"")
-    if hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
-        raise ConfigError(
-            "checkpoint", f"{path} is damaged (its content does not match its checksum)"
-        )
-    state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("checkpoint", f"{path} cannot be read ({exc.strerror})") from None
+    if data.startswith(MAGIC):
+        header, _, payload = data.partition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != header[len(MAGIC) :].strip():
+            raise ConfigError("checkpoint", damaged)
+    else:
+        payload = _format2_payload(path, data, damaged)
+    try:
+        state = torch.serialization.load(io.BytesIO(payload), weights_only=False)
+    except Exception as exc:  # a checksum that matches content we cannot load: not ours
+        raise ConfigError("checkpoint", f"{path} cannot be loaded ({exc})") from None
     changed = [
         k
         for k in _changed_keys(_canonical(state["config"]), cfg.to_dict())
@@ -109,6 +116,27 @@ def read_checkpoint(out: Path, cfg: Config, allow_change: list[str] | tuple[str,
             f"or --allow-change the keys that do not change training ({', '.join(SAFE_TO_CHANGE)})",
         )
     return state
+
+
+#: the first bytes of a format-3 checkpoint; the hex SHA-256 of the rest follows on that line
+MAGIC = b"hybridsgd-checkpoint 3 "
+
+
+def _format2_payload(path: Path, data: bytes, damaged: str) -> bytes:
+    """The state of a format-2 checkpoint (a torch.save'd dict with the serialised state
+    and its SHA-256); a file that loads as neither format is damaged or not ours."""
+    try:
+        outer = torch.load(io.BytesIO(data), weights_only=False)
+    except Exception:  # a damaged byte can break the outer pickle itself
+        raise ConfigError(
+            "checkpoint", f"{damaged[:-1]}, or it is not a hybridsgd checkpoint)"
+        ) from None
+    if not isinstance(outer, dict) or outer.get("format") != 2:
+        raise ConfigError("checkpoint", f"{path} is not a hybridsgd checkpoint")
+    payload = outer.get("payload", b"")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise ConfigError("checkpoint", damaged)
+    return payload
 
 
 def writable_dir(out: str | Path, field: str = "--out") -> Path:
@@ -131,8 +159,8 @@ def writable_dir(out: str | Path, field: str = "--out") -> Path:
 
 def checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: list):
     """Writes ``out/checkpoint.pt`` atomically (write, fsync, rename): a crash mid-write
-    leaves the previous checkpoint whole. It holds the run's state, serialised, with its
-    SHA-256 and the config it belongs to: resume refuses a damaged file or a changed config."""
+    leaves the previous checkpoint whole. It holds the run's state (format 3, see the module
+    doc) with the config it belongs to: resume refuses a damaged file or a changed config."""
     out.mkdir(parents=True, exist_ok=True)
     _atomic(out / "config.toml", lambda p: Path(p).write_text(to_toml(cfg.to_dict())))
 
@@ -144,14 +172,18 @@ def checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: l
             "server": server.state_dict(),
             "replay": st,
         }
-        # the content is serialised first and stored with its SHA-256, which resume checks
+        # the state is serialised first; its SHA-256 heads the file, which resume checks
         buf = io.BytesIO()
-        torch.serialization.save(state, buf)
+        torch.save(state, buf)
         payload = buf.getvalue()
-        outer = {"format": 2, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
-        _atomic(out / CHECKPOINT, lambda p: torch.save(outer, p))
+        header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        _atomic(out / CHECKPOINT, lambda p: _write_bytes(p, header + payload))
 
     return save
+
+
+def _write_bytes(path: str | Path, data: bytes) -> None:
+    Path(path).write_bytes(data)
 
 
 def to_toml(data: dict[str, Any]) -> str:
