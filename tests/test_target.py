@@ -114,10 +114,27 @@ def test_the_search_takes_the_first_kept_version_at_the_target_not_a_later_one()
     assert not s.kept
 
 
+def test_exact_finds_a_crossing_that_falls_back_before_the_next_evaluation():
+    # versions 1-4 between the evaluations at 0 and 5: 2 reaches the target, 5 is below it
+    acc = {1: 0.5, 2: 0.95, 3: 0.6, 4: 0.7}
+    found = {}
+    for search in ("exact", "interval"):
+        evals = Evals()
+        evals.add(0, 0.0, 2.0, 0.0)
+        s = TargetSearch(0.9, lambda p: (1.0, acc[int(p.item())]), evals, search=search)
+        for v in range(1, 5):
+            s.keep(v, float(v), torch.tensor([float(v)]))
+        evals.add(5, 5.0, 1.0, 0.8)
+        s.evaluated(evals)
+        found[search] = (evals.version, s.active)
+    assert found["exact"] == ([0, 1, 2, 5], False)
+    assert found["interval"] == ([0, 5], True)  # still searching: it misses version 2
+
+
 def test_an_evaluation_below_the_target_releases_the_kept_versions():
     evals = Evals()
     evals.add(0, 0.0, 2.0, 0.0)
-    s = TargetSearch(0.9, lambda p: (0.0, 1.0), evals)
+    s = TargetSearch(0.9, lambda p: (0.0, 0.5), evals)
     s.keep(1, 1.0, torch.zeros(3))
     evals.add(2, 2.0, 1.0, 0.5)
     s.evaluated(evals)

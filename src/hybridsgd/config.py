@@ -115,6 +115,10 @@ class RunConfig:
     seed: int = 0
     eval_every: int = 25  # updates between evaluations on the test set
     target_accuracy: float | None = None  # record the time at which it is first reached
+    # sim: how the first update at the target is found (hybridsgd.target): "exact" evaluates
+    # every version until it is reached; "interval" only those before the first evaluation
+    # at or above it (at most eval_every - 1 extra evaluations)
+    target_search: str = "exact"
     time_unit: float = 0.0  # local: seconds per timing-model unit of injected delay; 0 = none
     threads: int = 0  # torch threads: per worker (local, ray) or of the simulator; 0 picks
     worker_timeout: float = 60.0  # local: seconds of silence on one job before a worker is lost
@@ -339,6 +343,10 @@ class Config:
             raise ConfigError(
                 "run.worker_timeout",
                 f"must be a positive number of seconds (got {r.worker_timeout})",
+            )
+        if r.target_search not in ("exact", "interval"):
+            raise ConfigError(
+                "run.target_search", f"must be exact or interval (got {r.target_search!r})"
             )
         if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
             raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")

@@ -61,7 +61,13 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
         yield out
 
 
-SAFE_TO_CHANGE = ("run.threads", "run.checkpoint_every", "run.eval_every", "run.target_accuracy")
+SAFE_TO_CHANGE = (
+    "run.threads",
+    "run.checkpoint_every",
+    "run.eval_every",
+    "run.target_accuracy",
+    "run.target_search",
+)
 
 
 def _canonical(config: dict) -> dict:

@@ -481,6 +481,7 @@ def _train(
                 checkpoint_every=cfg.run.checkpoint_every,
                 on_eval=on_eval,
                 target=cfg.run.target_accuracy,
+                target_search=cfg.run.target_search,
             )
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
@@ -566,6 +567,7 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
             eval_every=cfg.run.eval_every,
             sgd=sgd,
             target=cfg.run.target_accuracy,
+            target_search=cfg.run.target_search,
         )
     share = (time.perf_counter() - wall0) / len(configs)
     out = []

@@ -63,9 +63,10 @@ def summarize(
         "target_accuracy": target,
         "time_to_target": evals.time[hit] if hit is not None else None,
         "updates_to_target": evals.version[hit] if hit is not None else None,
-        # "update": the first update that reached the target (hybridsgd.target); a backend
-        # that reads it off its evaluations says "evaluation" (rounded up to the next one)
-        "time_to_target_resolution": "update",
+        # "update": the first update that reached the target (hybridsgd.target); "interval":
+        # the first after the last evaluation below it (run.target_search); a backend that
+        # reads it off its evaluations says "evaluation" (rounded up to the next one)
+        "time_to_target_resolution": "update" if cfg.run.target_search == "exact" else "interval",
         "clock": "virtual",
         "end_time": sim_time,
         "samples_per_time": counts["applied"] * cfg.task.batch_size / sim_time

@@ -171,6 +171,7 @@ def replay_grid(
     eval_every: int,
     sgd: BatchedSGD | None = None,
     target: float | None = None,
+    target_search: str = "exact",
 ) -> list[Evals | None]:
     """Replay ``schedule`` for every server at once (see the module doc); the evaluations of
     each, or None for a server whose gradient or update stopped being finite (it left the
@@ -212,7 +213,9 @@ def replay_grid(
         torch.stack([servers[c].params for c in chunk], out=rows)
         return rows
 
-    searches = [TargetSearch(target, task.evaluate, evals[c]) for c in range(G)]
+    searches = [
+        TargetSearch(target, task.evaluate, evals[c], None, target_search) for c in range(G)
+    ]
 
     def evaluate(version: int, t: float) -> None:
         for c in alive:

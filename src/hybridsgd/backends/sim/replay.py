@@ -89,6 +89,7 @@ def replay(
     on_eval: Callable[[Evals], None] | None = None,
     batch_versions: bool | None = None,
     target: float | None = None,
+    target_search: str = "exact",
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
 
@@ -103,8 +104,9 @@ def replay(
     ``batch_versions``: compute lone gradients read at different versions together
     (:mod:`hybridsgd.backends.sim.versions`); ``False`` computes each at its read version;
     ``None`` follows ``versions.ENABLED``.
-    ``target``: an accuracy whose first crossing is found exactly (:mod:`hybridsgd.target`):
-    the evaluations of the versions up to it join the returned evaluations.
+    ``target``: an accuracy whose first crossing is found by ``target_search``
+    (:mod:`hybridsgd.target`): the evaluations of the versions up to it join the returned
+    evaluations.
     """
     faults = faults or Faults()
     check = check or GradientCheck()
@@ -122,6 +124,7 @@ def replay(
             on_update,
             on_eval,
             target,
+            target_search,
         )
     U = schedule.n_updates
     # rows apart: a robust rule or the gradient check needs each gradient; and a BatchNorm
@@ -150,9 +153,8 @@ def replay(
         for gid, why in resume.reasons.items():
             schedule.reject(gid, why)
         faults.load_state(resume.faults)
-    search = TargetSearch(
-        target, evaluate_apart(task), evals, resume.kept if resume is not None else None
-    )
+    kept = resume.kept if resume is not None else None
+    search = TargetSearch(target, evaluate_apart(task), evals, kept, target_search)
     g = bisect.bisect_left(group_r, first)  # next group: those read before were computed
     n_groups = len(group_r)
     per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if n_groups else 1
@@ -348,6 +350,7 @@ def _replay_partition(
     on_update: Callable[[int], None] | None,
     on_eval: Callable[[Evals], None] | None = None,
     target: float | None = None,
+    target_search: str = "exact",
 ) -> Evals:
     """The hybrid partition reading: an update sets the tensors past the first
     ``sync_tensors`` from its (asynchronous) member, and, when a synchronous round ends
@@ -375,7 +378,7 @@ def _replay_partition(
         evals.add(0, 0.0, loss, acc)
         if on_eval is not None:
             on_eval(evals)
-        search = TargetSearch(target, evaluate_apart(task), evals)
+        search = TargetSearch(target, evaluate_apart(task), evals, search=target_search)
         for v in range(U):
             for gid in by_read.get(v, ()):
                 x, y = task.batch(samplers[int(s.worker[gid])].batch(int(s.minibatch[gid])))
