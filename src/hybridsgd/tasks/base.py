@@ -107,6 +107,7 @@ class Task:
         self._initial = self._own.clone()
         self._bound = self._own
         self._bind(self._own)
+        self._check_finite()
         self._probe()
 
     @torch.no_grad()
@@ -125,6 +126,47 @@ class Task:
                     self._probe_one(what, x, y)
         finally:
             model.train(was)
+
+    def _datasets(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        same = self.x_test is self.x_train
+        test = [] if same else [("test", self.x_test, self.y_test)]
+        return [("training", self.x_train, self.y_train), *test]
+
+    def _check_finite(self) -> None:
+        """Refuse inputs or float targets that are NaN or infinite, in one line naming the
+        first bad sample. Such data used to surface as divergence at update 0 ("lower
+        optimizer.lr"), or as a quarter of the gradients rejected without a word."""
+        for what, x, y in self._datasets():
+            for part, t in (("input", x), ("target", y)):
+                if not t.is_floating_point() or not len(t):
+                    continue
+                bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
+                if bool(bad.any()):
+                    i = int(torch.nonzero(bad)[0])
+                    kind = "NaN" if bool(torch.isnan(t[i]).any()) else "an infinite value"
+                    raise ConfigError(
+                        f"{what} data",
+                        f"{what} {part} {i} holds {kind} ({int(bad.sum())} of {len(t)} "
+                        f"{what} samples do): drop or repair them before training",
+                    )
+
+    def _check_classes(self) -> None:
+        """Refuse class targets outside the model's output width (known when the task
+        measures accuracy: outputs [batch, classes]), in one line naming the first bad
+        sample: they used to be torch's "IndexError: Target 10 is out of bounds" from a
+        worker, after a 38-line traceback."""
+        for what, _, y in self._datasets():
+            if self.metric == "accuracy" and self._classes and not y.is_floating_point():
+                out = (y < 0) | (y >= self._classes)
+                if bool(out.any()):
+                    i = int(torch.nonzero(out)[0])
+                    raise ConfigError(
+                        f"{what} data",
+                        f"{what} target {i} is class {int(y[i])}, but the model has "
+                        f"{self._classes} outputs (classes 0-{self._classes - 1}; "
+                        f"{int(out.sum())} of {len(y)} {what} targets are outside): fix the "
+                        "labels or widen the model's last layer",
+                    )
 
     def _probe_one(self, what: str, x: torch.Tensor, y: torch.Tensor) -> None:
         sizes: list[int] = []
@@ -166,6 +208,9 @@ class Task:
                 f"must return one number, the mean over the minibatch (got {got}); "
                 "use reduction='mean'",
             )
+        self._classes = int(out.shape[1]) if out.ndim == 2 else 0
+        if what == "training":  # before the loss meets a target it cannot take
+            self._check_classes()
         if self.metric == "accuracy" and (out.ndim != 2 or y.ndim != 1 or y.is_floating_point()):
             raise ConfigError(
                 "metric",
