@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 import importlib
 from typing import Any
 
-from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
+from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, NotSaved, WorkerLost
 
 # Everything else is imported on first use (PEP 562), so `hybridsgd --help`, or a Ctrl-C
 # while the command starts, does not wait for torch to load.
@@ -75,6 +75,7 @@ __all__ = [
     "Trace",
     "WorkerLost",
     "DiskFull",
+    "NotSaved",
     "__version__",
     "asynchronous",
     "backup",

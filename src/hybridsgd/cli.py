@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from hybridsgd import __version__
-from hybridsgd.errors import ConfigError, DiskFull, HybridSGDError, WorkerLost
+from hybridsgd.errors import ConfigError, HybridSGDError, NotSaved, WorkerLost
 
 EXIT_USAGE = 2
 #: a run that completed, but diverged or had most of its gradients rejected (the warning
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _export(Path(args.dir), Path(args.tensorboard))
             return _report(Path(args.dir))
         return _run(args, err) if args.command == "run" else EXIT_USAGE
-    except (WorkerLost, DiskFull) as exc:  # not bad input: the run itself failed
+    except (WorkerLost, NotSaved) as exc:  # not bad input: the run itself failed
         print(f"hybridsgd: error: {exc}", file=sys.stderr)
         return 1
     except (ConfigError, HybridSGDError) as exc:

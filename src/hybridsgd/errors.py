@@ -53,9 +53,14 @@ def lookup(table: Mapping[str, T], name: str, field: str, what: str = "value") -
         ) from None
 
 
-class DiskFull(HybridSGDError):
-    """A run's file could not be written for want of space. Its temp file is removed and the
-    files written before (the last good checkpoint) are kept."""
+class NotSaved(HybridSGDError):
+    """A run's file could not be written (no space, no permission). Its temp file is
+    removed and the files written before are kept; a finished run is also written to a
+    fallback directory, which the message names (the CLI exits 1)."""
+
+
+class DiskFull(NotSaved):
+    """A run's file could not be written for want of space."""
 
 
 class WorkerLost(HybridSGDError):

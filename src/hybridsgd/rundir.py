@@ -12,7 +12,9 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from hybridsgd import __version__
 from hybridsgd.backends.sim.replay import ReplayState
 from hybridsgd.config import Config
 from hybridsgd.core.server import ParameterServer
-from hybridsgd.errors import ConfigError
+from hybridsgd.errors import ConfigError, NotSaved
 from hybridsgd.trace import _atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -32,11 +34,17 @@ CHECKPOINT = "checkpoint.pt"
 RUN_FILES = ("summary.json", "config.toml", "gradients.csv", "updates.csv", "evals.csv", CHECKPOINT)
 
 
+#: where ``--force`` keeps the run it replaces until the new run completes
+REPLACED = ".replaced"
+
+
 @contextlib.contextmanager
 def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterator[Path]:
     """Hold ``out`` for one run: an exclusive lock for the run's whole life (a second run
-    into it is refused in one line), and, for a new run, the old run's files refused
-    (or removed with ``force``) before anything is written."""
+    into it is refused in one line), and, for a new run, the old run's files refused, or
+    with ``force`` moved aside into ``out/.replaced`` before anything is written. The old
+    run is removed only once the new one completes (:func:`completed`): a replacement
+    that is interrupted, fails or runs out of disk leaves it whole there."""
     out = writable_dir(out)
     with open(out / ".lock", "a") as lock:
         try:
@@ -45,6 +53,9 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
             raise ConfigError(
                 "--out", f"{out} is in use by another run; wait for it or choose another"
             ) from None
+        for stale in out.glob(".*.tmp"):  # half-written by a run that died: the lock says so
+            stale.unlink()
+        _restore_if_unreplaced(out)
         held = [n for n in RUN_FILES if (out / n).exists()]
         if held and not resuming:
             if not force:
@@ -54,11 +65,57 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
                     else "a run: choose another directory, or"
                 )
                 raise ConfigError("--out", f"{out} holds {what} --force (force=True) to replace it")
-            for name in held:
-                (out / name).unlink()
-        for stale in out.glob(".*.tmp"):  # half-written by a run that died: the lock says so
-            stale.unlink()
+            _set_aside(out, held)
         yield out
+
+
+def _complete(out: Path) -> bool:
+    """Whether ``out`` holds a whole run: a summary of a run that was not interrupted and
+    did not stop on an error, its tables, and no checkpoint left to resume."""
+    if (out / CHECKPOINT).exists() or not all((out / n).exists() for n in RUN_FILES[:-1]):
+        return False
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return not (summary.get("interrupted") or summary.get("error") or summary.get("incomplete"))
+
+
+def _set_aside(out: Path, held: list[str]) -> None:
+    """``--force``: the run in ``out`` goes into ``out/.replaced`` (renames, no copy). If
+    ``.replaced`` already holds a run that an earlier replacement did not complete, that one
+    is kept and what is in ``out`` (the unfinished replacement) is dropped."""
+    aside = out / REPLACED
+    if aside.exists() and not _complete(out):
+        for name in held:
+            (out / name).unlink()
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for name in held:
+        os.replace(out / name, aside / name)
+
+
+def _restore_if_unreplaced(out: Path) -> None:
+    """A replacement that died before writing anything leaves ``out`` empty beside
+    ``.replaced``: the old run goes back in place."""
+    aside = out / REPLACED
+    if aside.is_dir() and not any((out / n).exists() for n in RUN_FILES):
+        for f in aside.iterdir():
+            os.replace(f, out / f.name)
+        aside.rmdir()
+
+
+def completed(out: Path) -> None:
+    """The run in ``out`` is complete: the run it replaced (``--force``) can go."""
+    shutil.rmtree(out / REPLACED, ignore_errors=True)
+
+
+def replaced_note(out: Path) -> str:
+    """What a message says about the run ``--force`` would have replaced, if any."""
+    if (out / REPLACED).is_dir():
+        return f"; the run it replaces is kept in {out / REPLACED} until one completes"
+    return ""
 
 
 SAFE_TO_CHANGE = (
@@ -183,7 +240,15 @@ def checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: l
         torch.save(state, buf)
         payload = buf.getvalue()
         header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-        _atomic(out / CHECKPOINT, lambda p: _write_bytes(p, header + payload))
+        try:
+            _atomic(out / CHECKPOINT, lambda p: _write_bytes(p, header + payload))
+        except NotSaved as exc:
+            then = (
+                f"the last checkpoint is kept: free space, then --resume {out}"
+                if (out / CHECKPOINT).exists()
+                else "no checkpoint was written yet: free space and run again"
+            )
+            raise type(exc)(f"{exc}; {then}{replaced_note(out)}") from None
 
     return save
 

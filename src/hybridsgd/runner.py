@@ -13,6 +13,8 @@ import contextlib
 import copy
 import functools
 import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from hybridsgd.core.hyper import Hyper, parse_schedule
 from hybridsgd.core.server import ParameterServer, _optimizer_class, optimizer_parameters
 from hybridsgd.core.staleness import build_staleness
 from hybridsgd.devices import simulator_device, worker_devices
-from hybridsgd.errors import ConfigError, WorkerLost
+from hybridsgd.errors import ConfigError, NotSaved, WorkerLost
 from hybridsgd.interrupts import Interrupts
 from hybridsgd.logs import Stream, open_sinks, update_metrics
 from hybridsgd.policies import build_policy
@@ -42,10 +44,13 @@ from hybridsgd.progress import progress_of
 from hybridsgd.record import Evals, Schedule
 from hybridsgd.rundir import (
     CHECKPOINT,
+    RUN_FILES,
     SAFE_TO_CHANGE,
     checkpointer,
     claimed,
+    completed,
     read_checkpoint,
+    replaced_note,
     to_toml,
 )
 from hybridsgd.summary import summarize
@@ -502,15 +507,45 @@ def _train(
             stream.evals(evals.version, evals.loss, evals.accuracy)
         stream.final(summary)
     if out is not None:
-        trace.write(out, config_toml=to_toml(cfg.to_dict()))
+        save_run(trace, out, to_toml(cfg.to_dict()))
         if not extra.get("error"):
             (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete
+            if not extra.get("interrupted"):
+                completed(out)  # the run --force replaced, if any, can go
     if extra.get("error"):
         where = f"; the trace up to the loss is in {out}" if out is not None else ""
         raise WorkerLost(f"{extra['error']}{where}")
     params = final if final is not None else server.params.detach().cpu().clone()
     task.load(params)  # the task's module (a user's own model too) ends with the result
     return RunResult(cfg, trace, params, schedule)
+
+
+def save_run(trace: Trace, out: Path, config_toml: str) -> None:
+    """Write a finished run into ``out``; if that fails (a full disk, a directory made
+    unwritable), write it whole into a fallback directory and raise :class:`NotSaved`
+    naming what ``out`` kept and where the fallback is. A finished run is never lost
+    quietly: the fallback is in the system's temporary directory."""
+    try:
+        trace.write(out, config_toml=config_toml)
+        return
+    except NotSaved as exc:
+        failure = str(exc)
+    kept = [n for n in RUN_FILES if (out / n).exists()]
+    missing = [n for n in RUN_FILES[:-1] if n not in kept]
+    try:  # say in the summary what the directory lacks (small: it may still fit)
+        summary = trace.summary | {"incomplete": missing}
+        Trace(trace.gradients, trace.updates, trace.evals, summary).write(out)
+    except NotSaved:
+        pass
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rescue = Path(tempfile.gettempdir()) / f"hybridsgd-rescued-{out.name}-{stamp}-{os.getpid()}"
+    try:
+        trace.write(rescue, config_toml=config_toml)
+        where = f"the whole run is in {rescue}"
+    except NotSaved as again:
+        where = f"the fallback {rescue} failed too ({again})"
+    held = f"{out} keeps {', '.join(kept)}" if kept else f"{out} keeps nothing of it"
+    raise NotSaved(f"{failure}; {held}; {where}{replaced_note(out)}") from None
 
 
 def run_grid(configs: Sequence[Config]) -> list[RunResult]:

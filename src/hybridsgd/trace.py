@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridsgd.errors import ConfigError, DiskFull
+from hybridsgd.errors import ConfigError, DiskFull, NotSaved
 from hybridsgd.record import FATES, Evals, Schedule
 
 TABLES = ("gradients", "updates", "evals")
@@ -90,17 +90,19 @@ class Trace:
         return cls(gradients, updates, ev, summary)
 
     def write(self, out: str | Path, config_toml: str | None = None) -> Path:
-        """Write the run directory; each file appears whole (written aside, then renamed)."""
+        """Write the run directory; each file appears whole (written aside, then renamed).
+        The small files go first (config.toml, summary.json, then the tables from the
+        smallest), so a disk that fills keeps what says what the run did."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        for name in TABLES:
-            _atomic(out / f"{name}.csv", lambda p, n=name: getattr(self, n).to_csv(p, index=False))
         if config_toml is not None:
             _atomic(out / "config.toml", lambda p: Path(p).write_text(config_toml))
         _atomic(
             out / "summary.json",
             lambda p: Path(p).write_text(json.dumps(json_safe(self.summary), indent=2)),
         )
+        for name in ("evals", "updates", "gradients"):
+            _atomic(out / f"{name}.csv", lambda p, n=name: getattr(self, n).to_csv(p, index=False))
         return out
 
     @classmethod
@@ -161,9 +163,10 @@ def _atomic(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
         if full:
             raise DiskFull(
-                f"no space left on the device of {path.parent} while writing {path.name}; "
-                "what was written before is kept: free space, then run again (or --resume)"
+                f"no space left on the device of {path.parent} while writing {path.name}"
             ) from None
+        if isinstance(exc, OSError):
+            raise NotSaved(f"cannot write {path} ({exc.strerror or exc})") from None
         raise
     os.replace(tmp, path)
 
