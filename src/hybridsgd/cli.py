@@ -388,8 +388,16 @@ def _finish(s: dict, out: Path, args: argparse.Namespace, err: Console, said: li
     if not args.quiet:
         _print_summary(s, out)
     if s.get("interrupted"):
+        from hybridsgd.rundir import CHECKPOINT
+
         by = s.get("signal") or "SIGINT"
-        print(f"hybridsgd: interrupted ({by}); the trace up to here is in {out}", file=sys.stderr)
+        then = (
+            f"; continue with: hybridsgd run --resume {out}" if (out / CHECKPOINT).is_file() else ""
+        )
+        print(
+            f"hybridsgd: interrupted ({by}); the trace up to here is in {out}{then}",
+            file=sys.stderr,
+        )
         return 143 if by == "SIGTERM" else 130
     if not s.get("healthy", True):
         print(

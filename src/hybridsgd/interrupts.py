@@ -19,13 +19,21 @@ class Interrupts:
 
     hold_after_stop = False
 
-    def __init__(self) -> None:
+    def __init__(self, cooperative: bool = False) -> None:
         self.name: str | None = None
+        #: the loop asks (``stopped``) between steps instead of being interrupted anywhere:
+        #: the simulator's replay, which then writes the trace up to the last whole update
+        self.cooperative = cooperative
+
+    @property
+    def stopped(self) -> bool:
+        return self.name is not None
 
     def _handle(self, signum, frame) -> None:
         if self.name is None:
             self.name = signal.Signals(signum).name
-            raise KeyboardInterrupt
+            if not self.cooperative:
+                raise KeyboardInterrupt
         # a second signal while the run is stopping: the trace is being saved
 
     @contextlib.contextmanager

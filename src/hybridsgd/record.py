@@ -85,6 +85,50 @@ class Schedule:
         with np.errstate(invalid="ignore", divide="ignore"):
             return n, total / n, mx
 
+    def truncated(self, versions: int) -> Schedule:
+        """The schedule as it stood when version ``versions`` appeared (a run stopped
+        there): its first ``versions`` updates, and the gradients that had arrived or been
+        cancelled by then; those whose update came later are pending again."""
+        if versions >= self.n_updates:
+            return self
+        t = float(self.update_time[versions - 1]) if versions else 0.0
+        rows = np.flatnonzero(self.end <= t)
+        late = self.update[rows] >= versions
+        fate = self.fate[rows].copy()
+        update = self.update[rows].copy()
+        fate[late & (fate == APPLIED)] = PENDING
+        update[late] = -1
+        renumber = {int(g): i for i, g in enumerate(rows)}
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[:versions].copy()
+
+        sync = None
+        if self.sync_update is not None:
+            sync = self.sync_update[rows].copy()
+            sync[sync >= versions] = -1
+        return Schedule(
+            worker=self.worker[rows],
+            minibatch=self.minibatch[rows],
+            read_version=self.read_version[rows],
+            start=self.start[rows],
+            end=self.end[rows],
+            fate=fate,
+            update=update,
+            staleness=self.staleness[rows],
+            update_time=self.update_time[:versions].copy(),
+            workers=self.workers,
+            path=self.path,
+            update_regime=cut(self.update_regime),
+            update_lr=cut(self.update_lr),
+            update_momentum=cut(self.update_momentum),
+            sync_update=sync,
+            update_sync_tensors=cut(self.update_sync_tensors),
+            reasons={renumber[g]: r for g, r in self.reasons.items() if g in renumber},
+            stopped=self.stopped,
+            lost=[(tl, w) for tl, w in self.lost if tl <= t],
+        )
+
     def equals(self, other: Schedule) -> bool:
         """Bit-for-bit equality of every column."""
         cols = (

@@ -285,12 +285,9 @@ def resume(
 def _execute(
     cfg, task, out, progress, state: dict | None, force: bool = False, attack=None
 ) -> RunResult:
-    signals = Interrupts()
-    real = cfg.run.backend != "sim"
-    with (
-        progress_of(progress) as progress,
-        signals.deferred() if real else contextlib.nullcontext(),
-    ):
+    # the simulator's replay asks between updates; a real run's loop is interrupted
+    signals = Interrupts(cooperative=cfg.run.backend == "sim")
+    with progress_of(progress) as progress, signals.deferred():
         if out is None:
             return _run(cfg, task, None, progress, state, signals, attack)
         with claimed(Path(out), force=force, resuming=state is not None) as out:
@@ -433,6 +430,8 @@ def _train(
         )
         if progress:
             progress("schedule", 1, 1)
+        if signals.stopped:  # while the schedule was drawn: nothing was trained
+            raise KeyboardInterrupt
         U = schedule.n_updates
         tick = (lambda v: progress("train", v, U)) if progress else None
         on_eval = None
@@ -487,7 +486,14 @@ def _train(
                 on_eval=on_eval,
                 target=cfg.run.target_accuracy,
                 target_search=cfg.run.target_search,
+                stop=lambda: signals.stopped,
             )
+            if signals.stopped and server.version < U:  # the trace up to the last update
+                schedule = schedule.truncated(server.version)
+                if evals.version[-1] != server.version:  # where it stopped, evaluated
+                    loss, acc = task.evaluate(server.params)
+                    evals.add(server.version, schedule.end_time, loss, acc)
+                extra |= {"interrupted": True, "signal": signals.name}
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
         ]
@@ -508,10 +514,9 @@ def _train(
         stream.final(summary)
     if out is not None:
         save_run(trace, out, to_toml(cfg.to_dict()))
-        if not extra.get("error"):
-            (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete
-            if not extra.get("interrupted"):
-                completed(out)  # the run --force replaced, if any, can go
+        if not extra.get("error") and not extra.get("interrupted"):  # the run is complete
+            (out / CHECKPOINT).unlink(missing_ok=True)
+            completed(out)  # the run --force replaced, if any, can go
     if extra.get("error"):
         where = f"; the trace up to the loss is in {out}" if out is not None else ""
         raise WorkerLost(f"{extra['error']}{where}")

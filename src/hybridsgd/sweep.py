@@ -169,6 +169,8 @@ def one_run(
         result = run(Config.from_dict(config), out=out, force=True, progress=False)
     except (ConfigError, WorkerLost, HybridSGDError) as exc:
         return None, None, str(exc)
+    if result.summary.get("interrupted"):  # a signal stopped it: it stops the sweep too
+        raise KeyboardInterrupt
     return result.trace, result.params, ""
 
 

@@ -299,14 +299,20 @@ def test_a_worker_hung_past_the_end_of_the_run_is_flagged():
     assert_no_workers_left(s)
 
 
+def overflowing_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy, plus nothing, unless an output overflows exp: then its gradient is NaN."""
+    return torch.nn.functional.cross_entropy(out, y) + 0.0 * out.exp().mean()
+
+
 def test_a_gradient_that_is_not_finite_is_rejected_alone_on_every_backend():
     """The simulator used to reject a whole batched update when its mean was not finite,
-    while the Coordinator (local, Ray) rejects gradients one by one. Samples with an inf
-    input make exactly the minibatches that hold them non-finite; both backends now reject
-    those gradients and only those, and end on the same parameters."""
+    while the Coordinator (local, Ray) rejects gradients one by one. Samples with a huge
+    input (finite, so the data check lets it through; the loss overflows on it) make exactly
+    the minibatches that hold them non-finite; both backends now reject those gradients
+    and only those, and end on the same parameters."""
     torch.manual_seed(0)
     x = torch.randn(64, 5)
-    x[::16] = float("inf")  # 4 bad samples
+    x[::16] = 3e38  # 4 bad samples
     y = (x[:, 0] > 0).long()
     cfg = local_config("sync", workers=4, updates=12).replace(
         "task.batch_size=4", "run.eval_every=12", "optimizer.lr=0.1"
@@ -315,7 +321,7 @@ def test_a_gradient_that_is_not_finite_is_rejected_alone_on_every_backend():
     def task():
         torch.manual_seed(1)
         model = torch.nn.Linear(5, 2)
-        return h.Task(model, (x, y), torch.nn.functional.cross_entropy, (x[1:8], y[1:8]))
+        return h.Task(model, (x, y), overflowing_loss, (x[1:8], y[1:8]))
 
     sim = run(cfg.replace("run.backend=sim"), task=task())
     local = run(cfg, task=task())

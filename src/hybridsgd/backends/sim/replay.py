@@ -90,6 +90,7 @@ def replay(
     batch_versions: bool | None = None,
     target: float | None = None,
     target_search: str = "exact",
+    stop: Callable[[], bool] | None = None,
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
 
@@ -106,7 +107,8 @@ def replay(
     ``None`` follows ``versions.ENABLED``.
     ``target``: an accuracy whose first crossing is found by ``target_search``
     (:mod:`hybridsgd.target`): the evaluations of the versions up to it join the returned
-    evaluations.
+    evaluations. ``stop()`` is asked after each update: True ends the replay there (the
+    server then holds that version).
     """
     faults = faults or Faults()
     check = check or GradientCheck()
@@ -125,6 +127,7 @@ def replay(
             on_eval,
             target,
             target_search,
+            stop,
         )
     U = schedule.n_updates
     # rows apart: a robust rule or the gradient check needs each gradient; and a BatchNorm
@@ -327,6 +330,8 @@ def replay(
                 checkpoint(st)
             if on_update is not None:
                 on_update(version)
+            if stop is not None and stop():
+                break
     return evals
 
 
@@ -351,6 +356,7 @@ def _replay_partition(
     on_eval: Callable[[Evals], None] | None = None,
     target: float | None = None,
     target_search: str = "exact",
+    stop: Callable[[], bool] | None = None,
 ) -> Evals:
     """The hybrid partition reading: an update sets the tensors past the first
     ``sync_tensors`` from its (asynchronous) member, and, when a synchronous round ends
@@ -412,6 +418,8 @@ def _replay_partition(
                 search.keep(version, float(s.update_time[v]), server.params)
             if on_update is not None:
                 on_update(version)
+            if stop is not None and stop():
+                break
     return evals
 
 
