@@ -123,3 +123,13 @@ def test_an_unwritable_directory_at_the_final_write_is_one_line(tmp_path, capsys
     assert err.startswith(f"hybridsgd: error: cannot write {out}/") and "Permission denied" in err
     assert "\n" not in err and (out / "summary.json").is_file()
     assert len(h.Trace.read(rescued(err)).updates) == 10
+
+
+def test_a_run_killed_before_its_first_checkpoint_does_not_hold_the_directory(tmp_path):
+    """Its config.toml (written when checkpoints start) used to make the directory "hold a
+    run" that had nothing to keep or resume."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.toml").write_text("[run]\nupdates = 5\ncheckpoint_every = 100\n")
+    r = h.run(h.Config.from_dict({"run": {"updates": 5}}), out=out, progress=False)
+    assert r.summary["updates"] == 5 and h.Trace.read(out).summary["updates"] == 5

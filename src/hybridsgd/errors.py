@@ -42,6 +42,24 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def raised(exc: BaseException) -> str:
+    """An exception in one line, with the last place in the user's own code it passed
+    (frames outside torch and hybridsgd)."""
+    import os
+    import traceback
+
+    line = one_line(exc)
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "/torch/" not in f.filename and "/hybridsgd/" not in f.filename
+    ]
+    if frames:
+        f = frames[-1]
+        line += f" (at {os.path.basename(f.filename)}:{f.lineno}, in {f.name})"
+    return line
+
+
 def lookup(table: Mapping[str, T], name: str, field: str, what: str = "value") -> T:
     """``table[name]``, or a :class:`ConfigError` on ``field`` listing the allowed names."""
     try:
@@ -61,6 +79,17 @@ class NotSaved(HybridSGDError):
 
 class DiskFull(NotSaved):
     """A run's file could not be written for want of space."""
+
+
+class UserCodeFailed(HybridSGDError):
+    """The model or its loss raised while the simulator computed a gradient or an
+    evaluation: ``str`` says what raised, where in the user's code, and on which worker's
+    minibatch (its sample indices). ``version`` is the last update applied before it."""
+
+    def __init__(self, message: str, version: int, evals=None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.evals = evals  # the evaluations made before it (hybridsgd.record.Evals)
 
 
 class WorkerLost(HybridSGDError):

@@ -57,6 +57,9 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
             stale.unlink()
         _restore_if_unreplaced(out)
         held = [n for n in RUN_FILES if (out / n).exists()]
+        if held == ["config.toml"] and not resuming:  # a run killed before its first
+            (out / "config.toml").unlink()  # checkpoint: nothing of it to keep or resume
+            held = []
         if held and not resuming:
             if not force:
                 what = (

@@ -36,7 +36,7 @@ from hybridsgd.core.hyper import Hyper, parse_schedule
 from hybridsgd.core.server import ParameterServer, _optimizer_class, optimizer_parameters
 from hybridsgd.core.staleness import build_staleness
 from hybridsgd.devices import simulator_device, worker_devices
-from hybridsgd.errors import ConfigError, NotSaved, WorkerLost
+from hybridsgd.errors import ConfigError, NotSaved, UserCodeFailed, WorkerLost
 from hybridsgd.interrupts import Interrupts
 from hybridsgd.logs import Stream, open_sinks, update_metrics
 from hybridsgd.policies import build_policy
@@ -469,7 +469,7 @@ def _train(
         with torch_threads(cfg.run.threads), on_device(task, device):
             extra["torch_threads"] = torch.get_num_threads()
             extra["device"] = str(device)
-            evals = replay(
+            evals, failed = _replay_or_failure(
                 schedule,
                 task,
                 feeds,
@@ -488,7 +488,12 @@ def _train(
                 target_search=cfg.run.target_search,
                 stop=lambda: signals.stopped,
             )
-            if signals.stopped and server.version < U:  # the trace up to the last update
+            if failed:  # the user's model raised: the trace up to the last whole update
+                schedule = schedule.truncated(server.version)
+                if not evals.version:  # it raised evaluating the initial parameters
+                    evals.add(0, 0.0, float("nan"), float("nan"))
+                extra["error"] = f"the model or its loss raised on the simulator: {failed}"
+            elif signals.stopped and server.version < U:  # the trace up to the last update
                 schedule = schedule.truncated(server.version)
                 if evals.version[-1] != server.version:  # where it stopped, evaluated
                     loss, acc = task.evaluate(server.params)
@@ -497,7 +502,7 @@ def _train(
         extra["lost_workers"] = [
             {"worker": w, "time": t, "why": "crashed (faults)"} for t, w in schedule.lost
         ]
-        extra["error"] = schedule.stopped or None
+        extra["error"] = extra.get("error") or schedule.stopped or None
     wall = time.perf_counter() - wall0
     _record_hyper(schedule, server, cfg)
 
@@ -518,11 +523,20 @@ def _train(
             (out / CHECKPOINT).unlink(missing_ok=True)
             completed(out)  # the run --force replaced, if any, can go
     if extra.get("error"):
-        where = f"; the trace up to the loss is in {out}" if out is not None else ""
+        where = f"; the trace up to there is in {out}" if out is not None else ""
         raise WorkerLost(f"{extra['error']}{where}")
     params = final if final is not None else server.params.detach().cpu().clone()
     task.load(params)  # the task's module (a user's own model too) ends with the result
     return RunResult(cfg, trace, params, schedule)
+
+
+def _replay_or_failure(*args, **kwargs) -> tuple[Evals, str]:
+    """:func:`replay`, and "" ; or, when the user's model, loss or data raised, the
+    evaluations made before it and the one-line account of it."""
+    try:
+        return replay(*args, **kwargs), ""
+    except UserCodeFailed as exc:
+        return exc.evals, str(exc)
 
 
 def save_run(trace: Trace, out: Path, config_toml: str) -> None:

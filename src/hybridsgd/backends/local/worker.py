@@ -25,7 +25,7 @@ import torch
 
 from hybridsgd.core.faults import flip_labels
 from hybridsgd.devices import DeviceMirror
-from hybridsgd.errors import WorkerLost, one_line
+from hybridsgd.errors import WorkerLost, raised
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
 
@@ -78,22 +78,6 @@ def read_answer(conn: Connection) -> int | None:
     if token == "error":
         raise WorkerLost(f"the model or its loss raised in a worker: {value}")
     return token
-
-
-def raised(exc: BaseException) -> str:
-    """An exception in one line, with the last place in the user's own code it passed."""
-    import traceback
-
-    line = one_line(exc)
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if "/torch/" not in f.filename and "/hybridsgd/" not in f.filename
-    ]
-    if frames:
-        f = frames[-1]
-        line += f" (at {os.path.basename(f.filename)}:{f.lineno}, in {f.name})"
-    return line
 
 
 def stop(conn: Connection) -> None:

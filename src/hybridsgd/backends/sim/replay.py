@@ -23,6 +23,7 @@ from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
 from hybridsgd.core.update import Part, UpdateBuilder
+from hybridsgd.errors import HybridSGDError, UserCodeFailed, raised
 from hybridsgd.record import APPLIED, Evals, Schedule
 from hybridsgd.target import TargetSearch, evaluate_apart
 from hybridsgd.tasks.base import Task
@@ -213,6 +214,7 @@ def replay(
         """Gradients of the lone groups ``chosen`` in one call, on their own versions."""
         assert lazy is not None
         first_members = [starts[c] for c in chosen]
+        doing[0] = first_members
         ws = [members_w[a] for a in first_members]
         pairs = zip(ws, first_members, strict=True)
         x, y = task.batch(np.concatenate([samplers[w].batch(members_k[a]) for w, a in pairs]))
@@ -242,97 +244,130 @@ def replay(
             scale = staleness.scale(group_u[c] - group_r[c])
             settle(grads[i], first_members[i], group_u[c], scale, finite[i])
 
-    with task.bound_to(server.params):
-        if resume is None:
-            loss, acc = task.evaluate(server.params)
-            evals.add(0, 0.0, loss, acc)
-            search.evaluated(evals)
-            if on_eval is not None:
-                on_eval(evals)
-        for v in range(first, U):
-            params = server.params
-            if lazy is not None:
-                lazy.ring.keep(v, params)
-            while g < n_groups and group_r[g] == v:
-                if lazy is not None and lazy.lone[g]:
-                    g += 1
-                    continue
-                a, b, u = starts[g], ends[g], group_u[g]
-                n = b - a
-                if n == 1:
-                    idx = samplers[members_w[a]].batch(members_k[a])
-                else:
-                    pairs = zip(members_w[a:b], members_k[a:b], strict=True)
-                    idx = np.concatenate([samplers[w].batch(k) for w, k in pairs])
-                x, y = task.batch(idx)
-                scale = staleness.scale(u - v)
-                coupled = n > 1 and task.batch_coupled
-                if apart or coupled or faults.touches(members_w[a:b]):
-                    rows, kept = _rows(
-                        task, params, x, y, gids[a:b], members_w[a:b], faults, check, schedule
-                    )
-                    if len(rows) and builder.per_row:
-                        pending.setdefault(u, []).append(Part(rows, 1, scale, kept, rows=True))
-                    elif len(rows):
-                        pending.setdefault(u, []).append(Part(rows.mean(dim=0), len(rows), scale))
-                elif groups_per_update[u] == 1:
-                    parts, _ = task.grad_parts(params, x, y, len(x) // n)
-                    if n > 1 and not check.finite(parts):
-                        _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
-                    else:
-                        pending[u] = [Part(parts, n, scale)]
-                else:
-                    mean, _ = task.grad(
-                        params, x, y, out=pool.pop() if pool else None, minibatch=len(x) // n
-                    )
-                    if not check.finite(mean):
-                        pool.append(mean)
-                        _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
-                    else:
-                        pending.setdefault(u, []).append(Part(mean, n, scale))
-                g += 1
-            if lazy is not None:
-                for chosen in lazy.due(v):
-                    compute(chosen)
-            contributions = pending.pop(v, [])
-            grad = builder.build(contributions) if contributions else None
-            if len(contributions) > 1 and not builder.per_row:  # flat means: scratch again
-                pool.extend(c.grad for c in contributions)  # type: ignore[misc]
-            # a gradient that is not finite is rejected alone, as the Coordinator does: a
-            # batched group whose mean is not finite was recomputed row by row above; what
-            # is left is an update made of one gradient, or one that overflowed combining
-            checked = v in verified and len(contributions) == 1
-            verified.discard(v)
-            if grad is not None and not checked and not check.finite(grad):
-                for bad in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
-                    schedule.reject(int(bad), "non-finite")
-                grad = None
-            if grad is None:
-                server.skip()  # nothing acceptable: a new version, the same parameters
-            elif server.hyper is None:
-                server.apply(grad)
-            else:  # this update's lr and momentum follow its gradients, time and regime
-                n = sum(len(c.workers) if c.rows else c.count for c in contributions)
-                t, level = float(schedule.update_time[v]), _level(schedule, v)
-                server.apply(grad, n=n, time=t, level=level)
-            version = v + 1
-            if version % eval_every == 0 or version == U:
+    doing: list = [None]  # what the replay computes now (see _failure)
+    try:
+        with task.bound_to(server.params):
+            if resume is None:
+                doing[0] = 0
                 loss, acc = task.evaluate(server.params)
-                evals.add(version, float(schedule.update_time[v]), loss, acc)
+                evals.add(0, 0.0, loss, acc)
                 search.evaluated(evals)
                 if on_eval is not None:
                     on_eval(evals)
-            else:
-                search.keep(version, float(schedule.update_time[v]), server.params)
-            if checkpoint is not None and version % checkpoint_every == 0 and version < U:
-                reasons = dict(schedule.reasons)
-                st = ReplayState(version, pending, evals, reasons, faults.state(), search.kept)
-                checkpoint(st)
-            if on_update is not None:
-                on_update(version)
-            if stop is not None and stop():
-                break
+            for v in range(first, U):
+                params = server.params
+                if lazy is not None:
+                    lazy.ring.keep(v, params)
+                while g < n_groups and group_r[g] == v:
+                    if lazy is not None and lazy.lone[g]:
+                        g += 1
+                        continue
+                    a, b, u = starts[g], ends[g], group_u[g]
+                    doing[0] = (a, b)
+                    n = b - a
+                    if n == 1:
+                        idx = samplers[members_w[a]].batch(members_k[a])
+                    else:
+                        pairs = zip(members_w[a:b], members_k[a:b], strict=True)
+                        idx = np.concatenate([samplers[w].batch(k) for w, k in pairs])
+                    x, y = task.batch(idx)
+                    scale = staleness.scale(u - v)
+                    coupled = n > 1 and task.batch_coupled
+                    if apart or coupled or faults.touches(members_w[a:b]):
+                        rows, kept = _rows(
+                            task, params, x, y, gids[a:b], members_w[a:b], faults, check, schedule
+                        )
+                        if len(rows) and builder.per_row:
+                            pending.setdefault(u, []).append(Part(rows, 1, scale, kept, rows=True))
+                        elif len(rows):
+                            pending.setdefault(u, []).append(
+                                Part(rows.mean(dim=0), len(rows), scale)
+                            )
+                    elif groups_per_update[u] == 1:
+                        parts, _ = task.grad_parts(params, x, y, len(x) // n)
+                        if n > 1 and not check.finite(parts):
+                            _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
+                        else:
+                            pending[u] = [Part(parts, n, scale)]
+                    else:
+                        mean, _ = task.grad(
+                            params, x, y, out=pool.pop() if pool else None, minibatch=len(x) // n
+                        )
+                        if not check.finite(mean):
+                            pool.append(mean)
+                            _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
+                        else:
+                            pending.setdefault(u, []).append(Part(mean, n, scale))
+                    g += 1
+                if lazy is not None:
+                    for chosen in lazy.due(v):
+                        compute(chosen)
+                contributions = pending.pop(v, [])
+                grad = builder.build(contributions) if contributions else None
+                if len(contributions) > 1 and not builder.per_row:  # flat means: scratch again
+                    pool.extend(c.grad for c in contributions)  # type: ignore[misc]
+                # a gradient that is not finite is rejected alone, as the Coordinator does: a
+                # batched group whose mean is not finite was recomputed row by row above; what
+                # is left is an update made of one gradient, or one that overflowed combining
+                checked = v in verified and len(contributions) == 1
+                verified.discard(v)
+                if grad is not None and not checked and not check.finite(grad):
+                    for bad in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
+                        schedule.reject(int(bad), "non-finite")
+                    grad = None
+                if grad is None:
+                    server.skip()  # nothing acceptable: a new version, the same parameters
+                elif server.hyper is None:
+                    server.apply(grad)
+                else:  # this update's lr and momentum follow its gradients, time and regime
+                    n = sum(len(c.workers) if c.rows else c.count for c in contributions)
+                    t, level = float(schedule.update_time[v]), _level(schedule, v)
+                    server.apply(grad, n=n, time=t, level=level)
+                version = v + 1
+                if version % eval_every == 0 or version == U:
+                    doing[0] = version
+                    loss, acc = task.evaluate(server.params)
+                    evals.add(version, float(schedule.update_time[v]), loss, acc)
+                    search.evaluated(evals)
+                    if on_eval is not None:
+                        on_eval(evals)
+                else:
+                    search.keep(version, float(schedule.update_time[v]), server.params)
+                if checkpoint is not None and version % checkpoint_every == 0 and version < U:
+                    reasons = dict(schedule.reasons)
+                    st = ReplayState(version, pending, evals, reasons, faults.state(), search.kept)
+                    checkpoint(st)
+                if on_update is not None:
+                    on_update(version)
+                if stop is not None and stop():
+                    break
+    except HybridSGDError:  # said already (a full disk at a checkpoint, ...)
+        raise
+    except Exception as exc:  # the model, its loss or its data raised: one line, with where
+        said = _failure(exc, doing[0], gs, samplers)
+        raise UserCodeFailed(said, server.version, evals) from exc
     return evals
+
+
+def _failure(exc: Exception, doing, gs: Groups, samplers) -> str:
+    """One line for an exception the replay met: what raised and where in the user's code
+    (:func:`~hybridsgd.errors.raised`), and what the replay was computing: an evaluation,
+    or the gradients of which workers' minibatches (their sample indices)."""
+    what = raised(exc)
+    if isinstance(doing, int):
+        return f"{what}, evaluating version {doing}"
+    if doing is None:
+        return what
+    members = range(*doing) if isinstance(doing, tuple) else doing
+    parts = []
+    for a in list(members)[:3]:
+        w, k = gs.worker[a], gs.minibatch[a]
+        idx = [int(i) for i in samplers[w].batch(k)]
+        shown = ", ".join(map(str, idx[:8])) + (", ..." if len(idx) > 8 else "")
+        parts.append(f"worker {w}'s minibatch {k} (samples {shown})")
+    more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+    read = gs.read[bisect.bisect_right(gs.starts, list(members)[0]) - 1]
+    return f"{what}, computing the gradient of {'; '.join(parts)}{more}, read at version {read}"
 
 
 def _rows_finite(parts: list[torch.Tensor], m: int) -> list[bool]:
