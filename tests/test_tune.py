@@ -199,3 +199,42 @@ def test_a_new_comparison_never_mixes_with_an_old_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["sync-s1000"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "sensitivity_async.png").exists()
+
+
+def _stop_after(n: int):
+    def progress(done: int, total: int, phase: str) -> None:
+        if done >= n:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+@pytest.mark.parametrize("stop", [3, 6, 8], ids=["30%", "60%", "80%"])
+def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkeypatch):
+    """An interrupted tune used to leave tune.csv and runs/ without a report, and the rerun
+    needed --force and recomputed everything. 6 grid runs (two grids of 3 that replay
+    together) and 4 final runs: stopped after the first grid, after all the grid, after
+    two final runs."""
+    from hybridsgd.tune import resumed_plan
+
+    cfg = h.Config.from_dict(
+        {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 20}}
+    )
+    p = plan(cfg, ["sync", "async"], {"optimizer.lr": [0.03, 0.1, 0.3]}, final_seeds=2)
+    whole = tmp_path / "whole"
+    tune(p, whole, jobs=1)
+    h.report.build_report(whole)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        tune(p, cut, jobs=1, progress=_stop_after(stop))
+    assert not (cut / "tune.csv").exists() or stop > 6
+    from hybridsgd import sweep
+
+    ran: list[int] = []
+    real = sweep.one_job
+    monkeypatch.setattr(sweep, "one_job", lambda c, o, *a: ran.append(len(c)) or real(c, o, *a))
+    tune(resumed_plan(cut), cut, jobs=1, resume=True)
+    assert sum(ran) == 10 - stop  # what was done is not run again
+    h.report.build_report(cut)
+    for name in ("tune.csv", "summary.csv", "tune.json"):
+        assert (cut / name).read_text() == (whole / name).read_text(), name

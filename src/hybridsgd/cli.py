@@ -277,7 +277,10 @@ def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.Argu
         epilog=_policy_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="TOML config file (its [policy] is the base of every --policy)")
+    p.add_argument(
+        "config", nargs="?",
+        help="TOML config file (its [policy] is the base of every --policy)",
+    )  # fmt: skip
     p.add_argument(
         "--policy", dest="policies", action="append", default=[], metavar="SPEC",
         help=f"{policy_help} (policies: {_policy_names()})",
@@ -286,8 +289,12 @@ def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.Argu
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override a value of the base config, e.g. --set run.time=300 (repeatable)",
     )  # fmt: skip
-    p.add_argument("--out", required=True, help="directory for the runs and the report")
+    p.add_argument("--out", help="directory for the runs and the report")
     p.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
+    p.add_argument(
+        "--resume", metavar="DIR",
+        help=f"go on with the interrupted {name} in DIR: run only what is missing, then report",
+    )  # fmt: skip
     p.add_argument(
         "--jobs", type=int, metavar="N",
         help="simulated runs side by side (default: every core; real backends run one at a time)",
@@ -592,10 +599,40 @@ def _print_optimal(bound: dict, per_policy: bool = True) -> None:
         )  # fmt: skip
 
 
+def _sweep_args(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> Path | None:
+    """The sweep's directory to resume (``--resume DIR``, which takes nothing else that
+    plans the sweep), or None for a new sweep (which needs a config and --out)."""
+    if args.resume:
+        given = [
+            flag
+            for flag, value in (("config", args.config), ("--policy", args.policies),
+                                ("--set", args.overrides), ("--out", args.out),
+                                ("--force", args.force))
+            + tuple((f"--{k.replace('_', '-')}", getattr(args, k)) for k in extra)
+            if value
+        ]  # fmt: skip
+        if given:
+            raise ConfigError(
+                "--resume", f"takes the directory alone (its plan is used), not {given[0]}"
+            )
+        return Path(args.resume)
+    if not args.config:
+        raise ConfigError("config", "give a TOML config file, or --resume DIR")
+    if not args.out:
+        raise ConfigError("--out", "give the directory for the runs and the report")
+    return None
+
+
 def _compare(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd.config import Config
     from hybridsgd.report import compare
+    from hybridsgd.report.compare import resume_compare
 
+    resume = _sweep_args(args, ("backend", "log"))
+    if resume is not None:
+        with _sweep_bar(err, "comparing") as progress:
+            resume_compare(resume, progress, jobs=args.jobs, ray_address=args.ray_address)
+        return _report(resume)
     overrides = list(args.overrides) + ([f"run.backend={args.backend}"] if args.backend else [])
     base = Config.load(args.config, overrides)
     if args.log:
@@ -658,19 +695,24 @@ class _sweep_bar:
 
 def _tune(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd.config import Config
-    from hybridsgd.tune import parse_grid, plan, tune
+    from hybridsgd.tune import parse_grid, plan, resumed_plan, tune
 
-    base = Config.load(args.config, list(args.overrides))
-    out = Path(args.out)
-    p = plan(
-        base,
-        args.policies,
-        parse_grid(args.grid),
-        seeds=args.seeds,
-        final_seeds=args.final_seeds,
-        objective=args.objective,
-        validation=args.validation,
-    )
+    resume = _sweep_args(args, ("grid", "final_seeds"))
+    if resume is not None:
+        p = resumed_plan(resume)
+        base, out = p.base, resume
+    else:
+        base = Config.load(args.config, list(args.overrides))
+        out = Path(args.out)
+        p = plan(
+            base,
+            args.policies,
+            parse_grid(args.grid),
+            seeds=args.seeds,
+            final_seeds=args.final_seeds,
+            objective=args.objective,
+            validation=args.validation,
+        )
     with _sweep_bar(err, "tuning") as progress:
         result = tune(
             p,
@@ -679,8 +721,9 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             ray_address=_ray_address(args, base),
             progress=progress,
             force=args.force,
+            resume=resume is not None,
         )
-    t = Table(title=f"each policy tuned on its own ({args.objective} on the validation split)")
+    t = Table(title=f"each policy tuned on its own ({p.objective} on the validation split)")
     t.add_column("policy", overflow="fold")
     t.add_column("chosen", overflow="fold")
     t.add_column("objective", justify="right", no_wrap=True)

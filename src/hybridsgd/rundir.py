@@ -84,6 +84,16 @@ def _complete(out: Path) -> bool:
     return not (summary.get("interrupted") or summary.get("error") or summary.get("incomplete"))
 
 
+def holds(out: Path, cfg: Config) -> bool:
+    """Whether ``out`` holds a whole run of ``cfg`` (a resumed sweep keeps it)."""
+    if not _complete(out):
+        return False
+    try:
+        return Config.load(out / "config.toml").to_dict() == cfg.to_dict()
+    except (ConfigError, OSError):
+        return False
+
+
 def _set_aside(out: Path, held: list[str]) -> None:
     """``--force``: the run in ``out`` goes into ``out/.replaced`` (renames, no copy). If
     ``.replaced`` already holds a run that an earlier replacement did not complete, that one

@@ -21,7 +21,7 @@ import copy
 import multiprocessing
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,8 @@ def run_many(
     ray_address: str = "",
     progress: Callable[[int, int], None] | None = None,
     outs: Sequence[str | Path | None] | None = None,
+    skip: Collection[int] = (),
+    on_outcome: Callable[[int, Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run every config; return their outcomes in the order given.
 
@@ -87,6 +89,12 @@ def run_many(
     with ``ray_address`` ("auto", "host:port"), one Ray task each on that cluster. A run
     that fails is an :class:`Outcome` with its error; the others go on. ``outs`` names a
     run directory per config, written here as each run ends. ``progress(done, total)``.
+
+    A resumed sweep passes ``skip``, the indices of runs it has already: a job (runs that
+    replay together, :func:`~hybridsgd.backends.sim.grid.grid_jobs`) all of whose runs are
+    skipped does not run, and its runs come back as outcomes without a trace or an error;
+    a job with some runs left runs whole, so every run is computed in the same company as
+    in an uninterrupted sweep. ``on_outcome(i, outcome)`` is called here as each run ends.
     """
     configs = [sweep_config(c) for c in configs]
     outs = list(outs) if outs is not None else [None] * len(configs)
@@ -99,6 +107,8 @@ def run_many(
     def finish(i: int, outcome: Outcome) -> None:
         nonlocal done
         results[i] = outcome
+        if on_outcome is not None:
+            on_outcome(i, outcome)
         if ray_address and outs[i] is not None and outcome.trace is not None:
             # a Ray task may run on another machine: its run directory is written here
             from hybridsgd.rundir import to_toml
@@ -116,7 +126,16 @@ def run_many(
     # (hybridsgd.backends.sim.grid), in every mode, so that every mode gives the same traces
     from hybridsgd.backends.sim.grid import grid_jobs
 
-    jobs_list = grid_jobs(configs)
+    jobs_list = []
+    for job in grid_jobs(configs):
+        if all(i in skip for i in job):
+            for i in job:
+                results[i] = Outcome(configs[i], None, None)
+                done += 1
+        else:
+            jobs_list.append(job)
+    if progress is not None and done:
+        progress(done, len(configs))
     if ray_address:
         real = sorted({c.run.backend for c in configs} - {"sim"})
         if real:
@@ -133,7 +152,7 @@ def run_many(
             )
         _on_ray(dicts, jobs_list, ray_address, finish)
     else:
-        if n_jobs == 1 or len(jobs_list) == 1:
+        if n_jobs == 1 or len(jobs_list) <= 1:
             for job in jobs_list:
                 answers = one_job([dicts[i] for i in job], [dirs[i] for i in job])
                 for i, answer in zip(job, answers, strict=True):
@@ -181,7 +200,7 @@ def one_job(
     alone (:func:`one_run`); an answer each, in order. A grid that cannot run together
     (a config error) runs its configs one by one, so each gets its own answer."""
     from hybridsgd.errors import HybridSGDError, WorkerLost
-    from hybridsgd.rundir import claimed, to_toml
+    from hybridsgd.rundir import claimed, completed, to_toml
     from hybridsgd.runner import run_grid
 
     if len(configs) == 1:
@@ -196,6 +215,7 @@ def one_job(
         if out is not None:
             with claimed(Path(out), force=True, resuming=False) as d:
                 r.trace.write(d, config_toml=to_toml(r.config.to_dict()))
+                completed(d)
         answers.append((r.trace, r.params, ""))
     return answers
 

@@ -26,8 +26,8 @@ from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies import parse_spec
 from hybridsgd.report.compare import label_of, sweep_dir
-from hybridsgd.rundir import CHECKPOINT
-from hybridsgd.sweep import Outcome, check_jobs, run_many
+from hybridsgd.rundir import holds
+from hybridsgd.sweep import Outcome, check_jobs, run_many, sweep_config
 from hybridsgd.values import parse_value
 
 OBJECTIVES = ("final-loss", "time-to-target")
@@ -190,24 +190,25 @@ def score(outcome: Outcome, objective: str) -> tuple[float, bool]:
 
 def trials_table(p: Plan, outcomes: Sequence[Outcome]) -> pd.DataFrame:
     """One row per tuning run: policy, grid values, seed, objective, diverged, final loss."""
-    rows = []
-    for (spec, point, cfg), o in zip(p.trials, outcomes, strict=True):
-        value, diverged = score(o, p.objective)
-        s = o.trace.summary if o.trace is not None else {}
-        rows.append(
-            {
-                "policy": label_of(spec),
-                **point,
-                "seed": cfg.run.seed,
-                "objective": value,
-                "diverged": diverged,
-                "initial_loss": _initial_loss(o),
-                "final_loss": float(s.get("final_loss", math.nan)),
-                "final_accuracy": float(s.get("final_accuracy", math.nan)),
-                "error": o.error,
-            }
-        )
-    return pd.DataFrame(rows)
+    return pd.DataFrame([trial_row(p, i, o) for i, o in enumerate(outcomes)])
+
+
+def trial_row(p: Plan, i: int, o: Outcome) -> dict[str, Any]:
+    """Trial ``i``'s row of tune.csv."""
+    spec, point, cfg = p.trials[i]
+    value, diverged = score(o, p.objective)
+    s = o.trace.summary if o.trace is not None else {}
+    return {
+        "policy": label_of(spec),
+        **point,
+        "seed": cfg.run.seed,
+        "objective": value,
+        "diverged": diverged,
+        "initial_loss": _initial_loss(o),
+        "final_loss": float(s.get("final_loss", math.nan)),
+        "final_accuracy": float(s.get("final_accuracy", math.nan)),
+        "error": o.error,
+    }
 
 
 #: a grid point has learned when its final validation loss is at most this share of the
@@ -282,6 +283,64 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+#: what a tuning keeps in its directory to be resumed: its plan, and each trial's row as it
+#: ends (JSON lines, appended and flushed one by one)
+PLAN_FILE = "tune-plan.json"
+JOURNAL = "tune-trials.jsonl"
+
+
+def plan_record(p: Plan) -> dict[str, Any]:
+    """What :func:`plan` was given, as JSON: enough to plan the same tuning again."""
+    return {
+        "base": p.base.to_dict(),
+        "specs": p.specs,
+        "grid": p.grid,
+        "seeds": p.seeds,
+        "final_seeds": p.final_seeds,
+        "objective": p.objective,
+        "validation": p.validation,
+    }
+
+
+def resumed_plan(out: str | Path) -> Plan:
+    """The plan of the interrupted tuning in ``out`` (``tune --resume DIR``)."""
+    path = Path(out) / PLAN_FILE
+    try:
+        r = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            "--resume", f"{out} holds no tuning to resume ({PLAN_FILE} is missing)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--resume", f"{path} cannot be read ({exc})") from None
+    return plan(
+        Config.from_dict(r["base"]), r["specs"], r["grid"], seeds=r["seeds"],
+        final_seeds=r["final_seeds"], objective=r["objective"], validation=r["validation"],
+    )  # fmt: skip
+
+
+def resumed_plan_record(out: Path) -> dict[str, Any]:
+    return json.loads((out / PLAN_FILE).read_text())
+
+
+def _journal(out: Path, p: Plan) -> dict[int, dict[str, Any]]:
+    """The rows of the trials an interrupted tuning finished (the last line of each wins;
+    a line cut short by the interruption is ignored)."""
+    rows: dict[int, dict[str, Any]] = {}
+    path = out / JOURNAL
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        i = entry.get("i")
+        if isinstance(i, int) and 0 <= i < len(p.trials):
+            rows[i] = entry["row"]
+    return rows
+
+
 @dataclass
 class Tuned:
     out: Path
@@ -298,20 +357,44 @@ def tune(
     ray_address: str = "",
     progress: Callable[[int, int, str], None] | None = None,
     force: bool = False,
+    resume: bool = False,
 ) -> Tuned:
     """Run a :func:`plan`: the grid on the validation split, then each policy's winner on
     fresh seeds into ``out/runs/<label>-s<seed>`` (the report's runs). Writes
     ``tune.csv`` (every grid run) and ``tune.json`` (the choices and warnings). A directory
-    that holds a comparison already is refused unless ``force``."""
+    that holds a comparison already is refused unless ``force``.
+
+    Each grid run's row is kept in ``out`` as it ends, and each winner's run directory as
+    it ends: with ``resume`` (the plan must be the one in ``out``, :func:`resumed_plan`),
+    only what is missing runs, and the tables and the report are those an uninterrupted
+    tuning writes."""
     finals_n = len(p.specs) * p.final_seeds
     check_jobs(jobs, [c for _, _, c in p.trials])
-    out = sweep_dir(out, force)
+    if resume:
+        out = sweep_dir(out, resume=True)
+        if json.loads(json.dumps(plan_record(p))) != resumed_plan_record(out):
+            raise ConfigError(
+                "--resume", f"{out} holds a tuning planned otherwise: resume it as it was"
+            )
+        rows = _journal(out, p)
+    else:
+        out = sweep_dir(out, force)
+        (out / PLAN_FILE).write_text(json.dumps(plan_record(p), indent=2))
+        rows = {}
     total = len(p.trials) + finals_n
     tick = (lambda d, _t: progress(d, total, "tuning")) if progress else None
-    outcomes = run_many(
-        [c for _, _, c in p.trials], jobs=jobs, ray_address=ray_address, progress=tick
-    )
-    table = trials_table(p, outcomes)
+    with open(out / JOURNAL, "a") as journal:
+
+        def keep(i: int, o: Outcome) -> None:
+            rows[i] = json.loads(json.dumps(trial_row(p, i, o)))  # as the journal reads it
+            journal.write(json.dumps({"i": i, "row": rows[i]}) + "\n")
+            journal.flush()
+
+        run_many(
+            [c for _, _, c in p.trials], jobs=jobs, ray_address=ray_address, progress=tick,
+            skip=set(rows), on_outcome=keep,
+        )  # fmt: skip
+    table = pd.DataFrame([rows[i] for i in range(len(p.trials))])
     table.to_csv(out / "tune.csv", index=False)
     chosen, warnings = choose(table, p.grid)
     finals, dirs = [], []
@@ -325,11 +408,14 @@ def tune(
                 p.base.replace(*policy, *settings, f"run.seed={seed}", "task.validation=0")
             )
             dirs.append(out / "runs" / f"{label}-s{seed}")
-    for d in dirs:
-        (d / CHECKPOINT).unlink(missing_ok=True)
     (out / "policies.txt").write_text("\n".join(label_of(s) for s in p.specs) + "\n")
     tick2 = (lambda d, _t: progress(len(p.trials) + d, total, "final runs")) if progress else None
-    ends = run_many(finals, jobs=jobs, ray_address=ray_address, progress=tick2, outs=dirs)
+    have = {
+        i for i, (c, d) in enumerate(zip(finals, dirs, strict=True)) if holds(d, sweep_config(c))
+    }
+    ends = run_many(
+        finals, jobs=jobs, ray_address=ray_address, progress=tick2, outs=dirs, skip=have
+    )
     failed = [o for o in ends if o.error]
     warnings += [f"{o.config.policy.name} seed {o.config.run.seed}: {o.error}" for o in failed]
     record = {

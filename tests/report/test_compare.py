@@ -159,3 +159,28 @@ def test_report_on_a_damaged_trace_names_the_file_in_one_line(
     assert main(["report", str(copy)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"hybridsgd: error: {run_dir / name}:") and "\n" not in err
+
+
+def test_an_interrupted_comparison_resumes_from_the_command_line(tmp_path, capsys):
+    from hybridsgd import Config
+    from hybridsgd.report import compare
+
+    (tmp_path / "c.toml").write_text(CONFIG)
+    base = Config.load(tmp_path / "c.toml")
+    specs = ["sync", "async"]
+    compare(base, specs, 2, tmp_path / "whole", jobs=1)
+    assert main(["report", str(tmp_path / "whole")]) == 0
+
+    def stop(done: int, total: int, phase: str) -> None:
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compare(base, specs, 2, tmp_path / "cut", stop, jobs=1)
+    assert main(["compare", "--resume", str(tmp_path / "cut"), "--policy", "sync"]) == 2
+    assert "--resume: takes the directory alone" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(tmp_path / "cut"), "--jobs", "1"]) == 0
+    said = (tmp_path / "cut" / "summary.csv").read_text()
+    assert said == (tmp_path / "whole" / "summary.csv").read_text()
+    assert main(["tune", "--resume", str(tmp_path / "cut")]) == 2  # a comparison, not a tuning
+    assert "holds no tuning to resume" in capsys.readouterr().err
