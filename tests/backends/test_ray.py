@@ -152,6 +152,7 @@ def kill_actor_at(version: int):
             pid = ray.get(actor.pid.remote(), timeout=30)
             ray.kill(actor)
             done.append(names[-1])
+            done.append(pid)
             # ray.kill returns before the process is gone; the driver (blocked here) must not
             # run on and finish an asynchronous run before the death can be seen at all
             deadline = time.monotonic() + 30
@@ -182,3 +183,5 @@ def test_a_killed_worker_actor_is_restarted_or_lost_and_the_run_finishes(name, e
     assert sum(s["worker_restarts"]) == restarts
     assert len(s["lost_workers"]) == 1 - restarts
     assert_consistent(r.trace)
+    if restarts:  # the restarted worker's pid replaces the dead actor's
+        assert killed[1] not in s["worker_pids"] and len(s["worker_pids"]) == 4

@@ -435,10 +435,14 @@ class RayBackend(Driver):
             with contextlib.suppress(Exception):  # a socket closed: make sure it is gone
                 self.ray.kill(self.actors[w], no_restart=True)
             self.actors[w] = self._new_actor(w)
+            # wait for the new actor (its pid replaces the dead one's): its start-up is not
+            # its job's time, so run.worker_timeout counts from here (it once declared a
+            # restarted worker lost while it started, in 1 of 7 drills)
+            self.pids[w] = self.ray.get(self.actors[w].pid.remote(), timeout=STARTUP_TIMEOUT)
             self._local[w] = self._attach([w])[0]
             if self._local[w]:
                 self._serve([w])
-            self._start(w, now)
+            self._start(w, self._now())
         else:
             self._lose(w, now, f"actor died ({why})")
 
