@@ -54,6 +54,7 @@ from hybridsgd.rundir import (
     to_toml,
 )
 from hybridsgd.summary import summarize
+from hybridsgd.target import TargetSearch, reached
 from hybridsgd.tasks import StreamTask, Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
 from hybridsgd.trace import Trace
@@ -711,6 +712,7 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
         eval_every=cfg.run.eval_every,
         progress=_started(progress, total),
         faults=faults,
+        fine_snapshots=cfg.run.target_accuracy is not None and cfg.run.target_search == "exact",
         **options,
     )
     if progress:  # starting W processes or Ray actors takes seconds: say so meanwhile
@@ -721,16 +723,30 @@ def _run_real(cfg: Config, task: Task, feeds, coordinator, cluster, faults, prog
             raise KeyboardInterrupt
         raise WorkerLost(result.error or "the workers did not start")
     evals = Evals()
+    # the versions between the snapshots, kept when asked, feed the exact search for the
+    # first update at the target (hybridsgd.target), as the simulator's replay does
+    search = TargetSearch(cfg.run.target_accuracy, task.evaluate, evals)
+    fine = iter(result.fine)
+    between = next(fine, None)
     for i, (version, t, params) in enumerate(result.snapshots):
+        while between is not None and between[0] < version:
+            search.keep(*between)
+            between = next(fine, None)
         loss, acc = task.evaluate(params)
         evals.add(version, t, loss, acc)
+        search.evaluated(evals)
         if progress:
             progress("evaluate", i + 1, len(result.snapshots))
+    hit = next((v for v, a in zip(evals.version, evals.accuracy, strict=True)
+                if reached(a, cfg.run.target_accuracy)), None)  # fmt: skip
+    short = result.fine_until is not None and (hit is None or hit > result.fine_until)
+    exact = cfg.run.target_search == "exact" and not short  # (short: the budget ran out)
     extra = {
         "clock": "seconds",
-        # the snapshots are taken every run.eval_every updates: a time to target is the
-        # first evaluation that reached it, up to eval_every - 1 updates late
-        "time_to_target_resolution": "evaluation",
+        # with every version kept (run.target_search = "exact", within the driver's budget)
+        # the first update at the target; else the first evaluation at it, up to
+        # eval_every - 1 updates late
+        "time_to_target_resolution": "update" if exact else "evaluation",
         "torch_threads": result.threads,
         "cores": available_cores(),
         "startup_s": result.startup_s,

@@ -334,3 +334,30 @@ def test_a_gradient_that_is_not_finite_is_rejected_alone_on_every_backend():
     applied = sim.trace.gradients.query("fate == 'applied'")
     assert len(applied) == 12 * 4 - len(bad["sim"])  # the others were applied
     assert torch.allclose(local.params, sim.params, atol=1e-5)
+
+
+def test_a_real_run_finds_the_first_update_at_its_target(monkeypatch):
+    """A real run's time to target was its first evaluation at the target, up to
+    eval_every - 1 updates late. The driver now keeps every version between its snapshots
+    (within a budget) and the search evaluates them after the run."""
+    from hybridsgd.backends import driver
+
+    cfg = local_config("async", workers=2, updates=200).replace(
+        "run.eval_every=25", "run.target_accuracy=0.8"
+    )
+    s, ev = (lambda r: (r.summary, r.trace.evals))(run(cfg))
+    hit = s["updates_to_target"]
+    assert s["time_to_target_resolution"] == "update" and hit is not None
+    # the versions of the interval that holds the hit were evaluated, up to the hit (earlier
+    # intervals were evaluated too, below the target, and are not kept in the trace)
+    start = hit // 25 * 25
+    assert ev.version[(ev.version >= start) & (ev.version <= hit)].tolist() == list(
+        range(start, hit + 1)
+    )
+    assert (ev.accuracy[ev.version < hit] < 0.8).all() and ev.accuracy[
+        ev.version == hit
+    ].item() >= 0.8
+    # with no room for copies the search cannot run: the first evaluation at it, said so
+    monkeypatch.setattr(driver, "FINE_BUDGET", 0)
+    s = run(cfg).summary
+    assert s["time_to_target_resolution"] == "evaluation" and s["updates_to_target"] % 25 == 0
