@@ -79,3 +79,18 @@ def registered_examples() -> list[tuple[str, str, dict]]:
                 own["staleness"] = p.staleness
             out.append((spec, entry.name, own))
     return out
+
+
+def mounted_tmpfs(tmp_path, size: str):
+    """A tmpfs of ``size`` (e.g. "64k") under ``tmp_path`` for a fixture to yield, unmounted
+    after; the test is skipped where it cannot be mounted (it needs root)."""
+    import pytest
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

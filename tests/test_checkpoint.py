@@ -137,14 +137,9 @@ def test_a_damaged_checkpoint_or_a_changed_config_is_refused_in_one_line(tmp_pat
 @pytest.fixture
 def small_disk(tmp_path):
     """A 96 KiB tmpfs (root only): room for one checkpoint of mlp-digits (48.5 KB), not two."""
-    import subprocess
+    from tests.helpers import mounted_tmpfs
 
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
+    yield from mounted_tmpfs(tmp_path, "96k")
 
 
 def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(small_disk, capsys):

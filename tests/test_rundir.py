@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ import pytest
 import hybridsgd as h
 from hybridsgd.cli import main
 from hybridsgd.rundir import REPLACED
+from tests.helpers import mounted_tmpfs
 from tests.test_checkpoint import stop_at
 
 RUN = ["run", "examples/digits-backup.toml", "--quiet"]
@@ -23,12 +23,7 @@ RUN = ["run", "examples/digits-backup.toml", "--quiet"]
 def tiny_disk(tmp_path):
     """A 64 KiB tmpfs (root only): room for a run's config, summary and small tables, not
     for the gradients table of a run of 400 updates (about 380 KB)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
+    yield from mounted_tmpfs(tmp_path, "64k")
 
 
 def rescued(err: str) -> Path:

@@ -324,15 +324,11 @@ def replay(
                     t, level = float(schedule.update_time[v]), _level(schedule, v)
                     server.apply(grad, n=n, time=t, level=level)
                 version = v + 1
-                if version % eval_every == 0 or version == U:
+                due = version % eval_every == 0 or version == U
+                if due:
                     doing[0] = version
-                    loss, acc = task.evaluate(server.params)
-                    evals.add(version, float(schedule.update_time[v]), loss, acc)
-                    search.evaluated(evals)
-                    if on_eval is not None:
-                        on_eval(evals)
-                else:
-                    search.keep(version, float(schedule.update_time[v]), server.params)
+                t = float(schedule.update_time[v])
+                _appeared(task, server, evals, search, version, t, due, on_eval)
                 if checkpoint is not None and version % checkpoint_every == 0 and version < U:
                     reasons = dict(schedule.reasons)
                     st = ReplayState(version, pending, evals, reasons, faults.state(), search.kept)
@@ -347,6 +343,19 @@ def replay(
         said = _failure(exc, doing[0], gs, samplers)
         raise UserCodeFailed(said, server.version, evals) from exc
     return evals
+
+
+def _appeared(task, server, evals, search, version, t, due, on_eval) -> None:
+    """Version ``version`` appeared at time ``t``: evaluated if ``due``, else kept for the
+    search for the first update at the target (:mod:`hybridsgd.target`)."""
+    if not due:
+        search.keep(version, t, server.params)
+        return
+    loss, acc = task.evaluate(server.params)
+    evals.add(version, t, loss, acc)
+    search.evaluated(evals)
+    if on_eval is not None:
+        on_eval(evals)
 
 
 def _failure(exc: Exception, doing, gs: Groups, samplers) -> str:
@@ -443,14 +452,8 @@ def _replay_partition(
             n = int(v in async_of) + len(sync_of.get(v, ()))
             server.apply(grad, n=n, time=float(s.update_time[v]), level=_level(s, v))
             version = v + 1
-            if version % eval_every == 0 or version == U:
-                loss, acc = task.evaluate(server.params)
-                evals.add(version, float(s.update_time[v]), loss, acc)
-                search.evaluated(evals)
-                if on_eval is not None:
-                    on_eval(evals)
-            else:
-                search.keep(version, float(s.update_time[v]), server.params)
+            due = version % eval_every == 0 or version == U
+            _appeared(task, server, evals, search, version, float(s.update_time[v]), due, on_eval)
             if on_update is not None:
                 on_update(version)
             if stop is not None and stop():
