@@ -238,3 +238,26 @@ def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkey
     h.report.build_report(cut)
     for name in ("tune.csv", "summary.csv", "tune.json"):
         assert (cut / name).read_text() == (whole / name).read_text(), name
+
+
+def test_ctrl_c_twice_during_a_parallel_tune_prints_no_traceback(tmp_path):
+    """A second Ctrl-C while a tune with worker processes stopped printed tracebacks from
+    the workers (in one of three tries), and leaked semaphores."""
+    import os
+    import signal
+    import time
+
+    from tests.helpers import as_in_a_terminal
+
+    cli = [sys.executable, "-m", "hybridsgd", "tune", "examples/digits-stragglers.toml",
+           "--policy", "sync", "--policy", "async", "--grid", "optimizer.lr=[0.01,0.03,0.1,0.3]",
+           "--set", "run.time=300", "--jobs", "2", "--out", str(tmp_path / "t")]  # fmt: skip
+    proc = as_in_a_terminal(cli)
+    time.sleep(4.0)  # the workers are running grid runs
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "leaked" not in err, err
+    assert err.strip().splitlines()[-1] == "hybridsgd: interrupted"

@@ -41,7 +41,12 @@ class Interrupts:
         if threading.current_thread() is not threading.main_thread():
             yield self  # signal handlers belong to the main thread
             return
-        before = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        # a process that ignores SIGINT (a sweep's worker, a background job) goes on
+        # ignoring it: its parent, or the shell, handles Ctrl-C
+        caught = [signal.SIGTERM]
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            caught.append(signal.SIGINT)
+        before = {s: signal.signal(s, self._handle) for s in caught}
         try:
             yield self
         finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import queue
+import signal
 import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -162,6 +163,18 @@ def run_many(
     return [r for r in results if r is not None]
 
 
+def _pool_worker(names: Sequence[str]) -> None:
+    """A sweep's worker process: Ctrl-C is its parent's to handle (the parent stops the
+    workers), so the terminal's SIGINT to the whole group prints nothing here (a worker
+    started later than the first ones ignores it from here on)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    load_policies(names)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def load_policies(names: Sequence[str]) -> None:
     """Import the modules that registered policies in the process that started the sweep
     (:func:`hybridsgd.policies.registry.modules`): a fresh interpreter knows only
@@ -268,7 +281,7 @@ def _in_pool(
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=n - 1, mp_context=context, initializer=load_policies, initargs=(modules(),)
+        max_workers=n - 1, mp_context=context, initializer=_pool_worker, initargs=(modules(),)
     ) as pool:
 
         def feed() -> None:
@@ -304,8 +317,15 @@ def _in_pool(
                 block = False
             return got
 
-        for _ in range(n - 1):
-            feed()
+        # the workers start with Ctrl-C ignored (inherited across exec: a SIGINT while one
+        # imports torch would print its traceback); this process handles it for them
+        quiet = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            for _ in range(n - 1):
+                feed()
+        finally:
+            if quiet is not None:
+                signal.signal(signal.SIGINT, quiet)
         received = 0
         try:
             while (i := take()) is not None:
@@ -320,9 +340,19 @@ def _in_pool(
                         break
                 received += drain(block=True)
         except BaseException:
-            with lock:  # nothing more is handed out; running work is waited for by `with`
+            with lock:  # nothing more is handed out
                 for _ in order:
                     pass
+            # the workers (which ignore Ctrl-C) stop now, not at the end of their runs; a
+            # second Ctrl-C meanwhile is ignored, so no traceback interrupts the cleanup
+            before = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+            try:
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
+            finally:
+                if before is not None:
+                    signal.signal(signal.SIGINT, before)
             raise
 
 
