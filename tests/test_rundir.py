@@ -128,3 +128,16 @@ def test_a_run_killed_before_its_first_checkpoint_does_not_hold_the_directory(tm
     (out / "config.toml").write_text("[run]\nupdates = 5\ncheckpoint_every = 100\n")
     r = h.run(h.Config.from_dict({"run": {"updates": 5}}), out=out, progress=False)
     assert r.summary["updates"] == 5 and h.Trace.read(out).summary["updates"] == 5
+
+
+def test_a_replacement_killed_before_its_first_checkpoint_gives_the_old_run_back(tmp_path):
+    out = tmp_path / "r"
+    h.run(h.Config.from_dict({"run": {"updates": 5}}), out=out, progress=False)
+    old = (out / "summary.json").read_bytes()
+    (out / REPLACED).mkdir()  # what --force with checkpoints leaves when killed early
+    for name in ("summary.json", "config.toml", "gradients.csv", "updates.csv", "evals.csv"):
+        (out / name).rename(out / REPLACED / name)
+    (out / "config.toml").write_text("[run]\nupdates = 9\ncheckpoint_every = 100\n")
+    with pytest.raises(h.ConfigError, match="holds a run"):
+        h.run(h.Config.from_dict({"run": {"updates": 5}}), out=out, progress=False)
+    assert (out / "summary.json").read_bytes() == old and not (out / REPLACED).exists()

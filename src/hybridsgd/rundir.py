@@ -55,11 +55,11 @@ def claimed(out: Path, *, force: bool = False, resuming: bool = False) -> Iterat
             ) from None
         for stale in out.glob(".*.tmp"):  # half-written by a run that died: the lock says so
             stale.unlink()
-        _restore_if_unreplaced(out)
         held = [n for n in RUN_FILES if (out / n).exists()]
         if held == ["config.toml"] and not resuming:  # a run killed before its first
             (out / "config.toml").unlink()  # checkpoint: nothing of it to keep or resume
-            held = []
+        _restore_if_unreplaced(out)  # (after that: such a run may have been a replacement)
+        held = [n for n in RUN_FILES if (out / n).exists()]
         if held and not resuming:
             if not force:
                 what = (
