@@ -25,6 +25,27 @@ def as_in_a_terminal(cli: list[str], env: dict | None = None) -> subprocess.Pope
     )
 
 
+def signal_when(
+    proc: subprocess.Popen, ready, signals, timeout: float = 120, poll: float = 0.2
+) -> str:
+    """Wait (up to 120 s) until ``ready()``, then send ``signals`` 0.3 s apart (SIGINT to
+    the process group, as a terminal's Ctrl-C; others to the process); ``proc``'s stderr
+    once it ends (it is killed if it does not)."""
+    import time
+
+    try:
+        deadline = time.monotonic() + 120
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(poll)
+        for sig in signals:
+            os.killpg(proc.pid, sig) if sig == signal.SIGINT else os.kill(proc.pid, sig)
+            time.sleep(0.3)
+        return proc.communicate(timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def ctrl_c(proc: subprocess.Popen, timeout: float = 60) -> str:
     """Press Ctrl-C on ``proc``'s terminal (SIGINT to its group); its stderr once it ends."""
     os.killpg(proc.pid, signal.SIGINT)

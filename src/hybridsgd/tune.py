@@ -188,11 +188,6 @@ def score(outcome: Outcome, objective: str) -> tuple[float, bool]:
     return (float(t) if t is not None else math.inf), False
 
 
-def trials_table(p: Plan, outcomes: Sequence[Outcome]) -> pd.DataFrame:
-    """One row per tuning run: policy, grid values, seed, objective, diverged, final loss."""
-    return pd.DataFrame([trial_row(p, i, o) for i, o in enumerate(outcomes)])
-
-
 def trial_row(p: Plan, i: int, o: Outcome) -> dict[str, Any]:
     """Trial ``i``'s row of tune.csv."""
     spec, point, cfg = p.trials[i]
@@ -302,25 +297,26 @@ def plan_record(p: Plan) -> dict[str, Any]:
     }
 
 
-def resumed_plan(out: str | Path) -> Plan:
-    """The plan of the interrupted tuning in ``out`` (``tune --resume DIR``)."""
+def _plan_record_in(out: str | Path) -> dict[str, Any]:
+    """The plan record kept in ``out`` by the tuning being resumed."""
     path = Path(out) / PLAN_FILE
     try:
-        r = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
             "--resume", f"{out} holds no tuning to resume ({PLAN_FILE} is missing)"
         ) from None
     except (OSError, ValueError) as exc:
         raise ConfigError("--resume", f"{path} cannot be read ({exc})") from None
+
+
+def resumed_plan(out: str | Path) -> Plan:
+    """The plan of the interrupted tuning in ``out`` (``tune --resume DIR``)."""
+    r = _plan_record_in(out)
     return plan(
         Config.from_dict(r["base"]), r["specs"], r["grid"], seeds=r["seeds"],
         final_seeds=r["final_seeds"], objective=r["objective"], validation=r["validation"],
     )  # fmt: skip
-
-
-def resumed_plan_record(out: Path) -> dict[str, Any]:
-    return json.loads((out / PLAN_FILE).read_text())
 
 
 def _journal(out: Path, p: Plan) -> dict[int, dict[str, Any]]:
@@ -372,7 +368,7 @@ def tune(
     check_jobs(jobs, [c for _, _, c in p.trials])
     if resume:
         out = sweep_dir(out, resume=True)
-        if json.loads(json.dumps(plan_record(p))) != resumed_plan_record(out):
+        if json.loads(json.dumps(plan_record(p))) != _plan_record_in(out):
             raise ConfigError(
                 "--resume", f"{out} holds a tuning planned otherwise: resume it as it was"
             )

@@ -21,7 +21,13 @@ import hybridsgd as h
 from hybridsgd import Config
 from hybridsgd.errors import WorkerLost
 from hybridsgd.runner import run
-from tests.helpers import as_in_a_terminal, assert_consistent, ctrl_c, registered_examples
+from tests.helpers import (
+    as_in_a_terminal,
+    assert_consistent,
+    ctrl_c,
+    registered_examples,
+    signal_when,
+)
 
 POLICIES = [(name, own) for _, name, own in registered_examples()]
 
@@ -266,18 +272,14 @@ def test_a_second_ctrl_c_or_a_sigterm_still_leaves_the_partial_trace(tmp_path, s
     out = tmp_path / "r"
     cli = [sys.executable, "-m", "hybridsgd.cli", "run", str(config), "--out", str(out)]
     proc = as_in_a_terminal(cli)
-    try:
-        deadline = time.monotonic() + 120
-        while len(workers_of(proc.pid)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(3.0)  # training
-        for sig in signals:
-            os.killpg(proc.pid, sig) if sig == signal.SIGINT else os.kill(proc.pid, sig)
-            time.sleep(0.3)
-        err = proc.communicate(timeout=60)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    started: list[float] = []
+
+    def training() -> bool:  # 3 s after the 3 workers are up
+        if not started and len(workers_of(proc.pid)) >= 3:
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] >= 3.0
+
+    err = signal_when(proc, training, signals, timeout=60)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "interrupted" in err
     s = json.loads((out / "summary.json").read_text())

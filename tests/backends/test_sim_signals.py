@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import hybridsgd as h
-from tests.helpers import as_in_a_terminal
+from tests.helpers import as_in_a_terminal, signal_when
 
 
 def config(**run) -> h.Config:
@@ -71,17 +70,8 @@ def test_the_command_writes_the_partial_trace_and_says_how_to_resume(tmp_path, s
     out = tmp_path / "r"
     proc = as_in_a_terminal([sys.executable, "-m", "hybridsgd.cli", "run", str(cfg), "--out",
                              str(out), "--quiet"])  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)  # the replay is under way once it has checkpointed
-        for sig in signals:
-            os.killpg(proc.pid, sig) if sig == signal.SIGINT else os.kill(proc.pid, sig)
-            time.sleep(0.3)
-        err = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # the replay is under way once it has checkpointed
+    err = signal_when(proc, (out / "checkpoint.pt").exists, signals)
     assert proc.returncode == code, err
     assert "Traceback" not in err
     name = signal.Signals(signals[0]).name
