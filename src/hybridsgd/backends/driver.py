@@ -79,8 +79,8 @@ class RealResult:
 
 
 #: bytes of parameter copies a real run keeps between its snapshots for an exact time to
-#: target (every version until the budget is spent: 512 MiB is 26,000 versions of
-#: mlp-digits' 4,810 parameters, 650 of mlp-mnist's 200,000)
+#: target (every version until the budget is spent: 512 MiB is about 27,900 versions of
+#: mlp-digits' 4,810 parameters, 660 of mlp-mnist's 203,530)
 FINE_BUDGET = 512 << 20
 
 
