@@ -141,8 +141,9 @@ def test_buffered_gradients_survive_their_slot_being_reused():
     assert torch.allclose(shared.params, sim.params, atol=1e-5)
 
 
-def kill_actor_at(version: int):
-    """A progress callback that ray.kill-s one worker actor when ``version`` is reached."""
+def kill_actor_at(version: int, settle: float = 0.0):
+    """A progress callback that ray.kill-s one worker actor when ``version`` is reached
+    (then holds the driver ``settle`` s more, so the others' answers are in when it looks)."""
     done: list[str] = []
 
     def progress(phase: str, v: int, total: int) -> None:
@@ -162,6 +163,7 @@ def kill_actor_at(version: int):
                 except ProcessLookupError:
                     break
                 time.sleep(0.01)
+            time.sleep(settle)
 
     return progress, done
 
@@ -185,3 +187,28 @@ def test_a_killed_worker_actor_is_restarted_or_lost_and_the_run_finishes(name, e
     assert_consistent(r.trace)
     if restarts:  # the restarted worker's pid replaces the dead actor's
         assert killed[1] not in s["worker_pids"] and len(s["worker_pids"]) == 4
+
+
+@pytest.mark.parametrize("name", ["sync", "async"])
+def test_a_restarted_worker_slow_to_start_is_not_declared_lost(monkeypatch, name):
+    """A restart blocks the driver; with run.worker_timeout = 2 s and a replacement that
+    takes 3 s more to start, no worker is lost. The jobs the driver starts after the
+    restart (the restarted worker's, and async's next jobs for the answers it reads in the
+    same look) used to be timed from before it, and were declared lost at the next look."""
+    from hybridsgd.backends.ray import RayBackend
+
+    new_actor = RayBackend._new_actor
+
+    def slow_to_restart(self, w: int):
+        if self.restarts[w]:  # the replacement: the driver waits 3 s more for it
+            time.sleep(3.0)
+        return new_actor(self, w)
+
+    monkeypatch.setattr(RayBackend, "_new_actor", slow_to_restart)
+    progress, killed = kill_actor_at(10, settle=0.3)
+    cfg = config(name, workers=4, updates=60).replace(
+        "run.max_worker_restarts=1", "run.worker_timeout=2"
+    )
+    s = run(cfg, progress=progress).summary
+    assert killed and s["updates"] == 60
+    assert s["worker_restarts"] == [0, 1, 0, 0] and s["lost_workers"] == []

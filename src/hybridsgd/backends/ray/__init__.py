@@ -361,13 +361,14 @@ class RayBackend(Driver):
                 answered = []
             else:
                 ready, answered = [], wait(list(conns), budget)
-            now = self._now()
+            now = looked = self._now()
             for answer in answered:
                 c = cast(Connection, answer)
                 w = conns[c]
                 token = read_answer(c)
                 if token is None:
                     self._died(w, now, self._why_closed(w))
+                    now = self._now()  # a restart blocks: the next jobs start after it
                     continue
                 if self._current(w, token):
                     self._arrive(w, now, self._shared.grads[w])
@@ -375,7 +376,8 @@ class RayBackend(Driver):
                     return
             if ready and self._results(ready, now, max_updates):
                 return
-            self._overdue(now, lambda w: self.ray.kill(self.actors[w], no_restart=True))
+            # when the driver last looked (before any restart): an answer since is not late
+            self._overdue(looked, lambda w: self.ray.kill(self.actors[w], no_restart=True))
 
     def _why_closed(self, w: int) -> str:
         """Why worker ``w``'s socket closed: what its serve call raised, if Ray knows it
@@ -413,6 +415,7 @@ class RayBackend(Driver):
             except (RayActorError, RayTaskError) as exc:
                 if self._current(w, token):
                     self._died(w, now, type(exc).__name__)
+                    now = self._now()  # a restart blocks: the next jobs start after it
                 continue
             if result is None or not self._current(w, token):
                 continue  # cancelled
