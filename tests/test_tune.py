@@ -212,15 +212,16 @@ def _stop_after(n: int):
 @pytest.mark.parametrize("stop", [3, 6, 8], ids=["30%", "60%", "80%"])
 def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkeypatch):
     """An interrupted tune used to leave tune.csv and runs/ without a report, and the rerun
-    needed --force and recomputed everything. 6 grid runs (two grids of 3 that replay
-    together) and 4 final runs: stopped after the first grid, after all the grid, after
-    two final runs."""
+    needed --force and recomputed everything. 6 grid runs (two grids of 3, each replayed
+    in one pass when grouped) and 4 final runs: stopped after the first grid, after all
+    the grid, after two final runs."""
     from hybridsgd.tune import resumed_plan
 
     cfg = h.Config.from_dict(
         {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 20}}
     )
-    p = plan(cfg, ["sync", "async"], {"optimizer.lr": [0.03, 0.1, 0.3]}, final_seeds=2)
+    grid = {"optimizer.lr": [0.03, 0.1, 0.3]}
+    p = plan(cfg, ["sync", "async"], grid, final_seeds=2, grouped=stop != 6)
     whole = tmp_path / "whole"
     tune(p, whole, jobs=1)
     h.report.build_report(whole)
@@ -233,6 +234,7 @@ def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkey
     ran: list[int] = []
     real = sweep.one_job
     monkeypatch.setattr(sweep, "one_job", lambda c, o, *a: ran.append(len(c)) or real(c, o, *a))
+    assert resumed_plan(cut).grouped == p.grouped  # the same company as it started with
     tune(resumed_plan(cut), cut, jobs=1, resume=True)
     assert sum(ran) == 10 - stop  # what was done is not run again
     h.report.build_report(cut)

@@ -143,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
         "--validation", type=float, default=0.2,
         help="fraction of the training set held out to score the grid (default 0.2)",
     )  # fmt: skip
+    t.add_argument(
+        "--grouped", action="store_true",
+        help="replay each policy's grid in one pass: faster for small models, but equal to "
+        "separate runs only to float tolerance (docs/tuning.md)",
+    )  # fmt: skip
 
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
     rp.add_argument("dir", help="a directory written by `hybridsgd compare` (or `run`)")
@@ -721,7 +726,7 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd.config import Config
     from hybridsgd.tune import parse_grid, plan, resumed_plan, tune
 
-    resume = _sweep_args(args, ("grid", "final_seeds"))
+    resume = _sweep_args(args, ("grid", "final_seeds", "grouped"))
     if resume is not None:
         p = resumed_plan(resume)
         base, out = p.base, resume
@@ -736,6 +741,7 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             final_seeds=args.final_seeds,
             objective=args.objective,
             validation=args.validation,
+            grouped=args.grouped,
         )
     with _sweep_bar(err, "tuning") as progress:
         result = tune(

@@ -131,6 +131,8 @@ def replaced_note(out: Path) -> str:
     return ""
 
 
+#: config keys a resumed run may change: they do not change what is trained (run.threads
+#: may change the last bits: torch's reductions sum in an order that depends on it)
 SAFE_TO_CHANGE = (
     "run.threads",
     "run.checkpoint_every",

@@ -250,8 +250,6 @@ def _task(task: Any) -> Task | None:
     raise ConfigError("task", f"expected a hybridsgd.Task (got {type(task).__name__}){hint}")
 
 
-#: config keys a resumed run may change: they do not change what is trained (run.threads
-#: may change the last bits: torch's reductions sum in an order that depends on it)
 def resume(
     out: str | Path,
     *,
@@ -286,6 +284,11 @@ def resume(
 def _execute(
     cfg, task, out, progress, state: dict | None, force: bool = False, attack=None
 ) -> RunResult:
+    if state is None and cfg.run.backend == "sim" and cfg.run.threads == 0:
+        # the simulator's numerics depend on the number of torch threads (a reduction sums
+        # in an order that follows it): the run says how many it used in its config, so
+        # that its config.toml repeats it bit for bit on any machine
+        cfg = cfg.replace(f"run.threads={torch.get_num_threads()}")
     # the simulator's replay asks between updates; a real run's loop is interrupted
     signals = Interrupts(cooperative=cfg.run.backend == "sim")
     with progress_of(progress) as progress, signals.deferred():

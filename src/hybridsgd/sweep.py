@@ -83,6 +83,7 @@ def run_many(
     outs: Sequence[str | Path | None] | None = None,
     skip: Collection[int] = (),
     on_outcome: Callable[[int, Outcome], None] | None = None,
+    grouped: bool = False,
 ) -> list[Outcome]:
     """Run every config; return their outcomes in the order given.
 
@@ -91,11 +92,16 @@ def run_many(
     that fails is an :class:`Outcome` with its error; the others go on. ``outs`` names a
     run directory per config, written here as each run ends. ``progress(done, total)``.
 
+    ``grouped``: runs that share a schedule (an lr or momentum grid on one seed) replay
+    together (:mod:`hybridsgd.backends.sim.grid`): faster, but equal to their separate
+    runs only to float tolerance (docs/tuning.md, "Bit-identical traces"). By default every
+    run is its own, and its final parameters are those of ``hybridsgd run`` on its config.
+
     A resumed sweep passes ``skip``, the indices of runs it has already: a job (runs that
-    replay together, :func:`~hybridsgd.backends.sim.grid.grid_jobs`) all of whose runs are
-    skipped does not run, and its runs come back as outcomes without a trace or an error;
-    a job with some runs left runs whole, so every run is computed in the same company as
-    in an uninterrupted sweep. ``on_outcome(i, outcome)`` is called here as each run ends.
+    replay together) all of whose runs are skipped does not run, and its runs come back as
+    outcomes without a trace or an error; a job with some runs left runs whole, so every
+    run is computed in the same company as in an uninterrupted sweep.
+    ``on_outcome(i, outcome)`` is called here as each run ends.
     """
     configs = [sweep_config(c) for c in configs]
     outs = list(outs) if outs is not None else [None] * len(configs)
@@ -123,12 +129,12 @@ def run_many(
         progress(0, len(configs))
     dicts = [c.to_dict() for c in configs]
     dirs = [str(o) if o is not None else None for o in outs]
-    # runs that share a schedule (an lr or momentum grid on one seed) replay together
-    # (hybridsgd.backends.sim.grid), in every mode, so that every mode gives the same traces
+    # grouped: runs that share a schedule replay together (hybridsgd.backends.sim.grid), in
+    # every mode, so that every mode gives the same traces
     from hybridsgd.backends.sim.grid import grid_jobs
 
     jobs_list = []
-    for job in grid_jobs(configs):
+    for job in grid_jobs(configs) if grouped else [[i] for i in range(len(configs))]:
         if all(i in skip for i in job):
             for i in job:
                 results[i] = Outcome(configs[i], None, None)

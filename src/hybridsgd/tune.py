@@ -92,6 +92,9 @@ class Plan:
     objective: str
     validation: float
     trials: list[tuple[str, dict[str, Any], Config]] = field(default_factory=list)
+    #: replay each policy's grid in one pass (faster; equal to separate runs only to float
+    #: tolerance, see run_many)
+    grouped: bool = False
 
 
 def plan(
@@ -103,6 +106,7 @@ def plan(
     final_seeds: int | None = None,
     objective: str = "final-loss",
     validation: float = 0.2,
+    grouped: bool = False,
 ) -> Plan:
     """The tuning's runs, each config validated (a bad key, value or spec is a ConfigError
     naming it, before anything runs)."""
@@ -127,7 +131,7 @@ def plan(
     _check_split(base, validation)
     if objective == "time-to-target":
         _check_target(base)
-    p = Plan(base, list(specs), grid, seeds, final_seeds, objective, validation)
+    p = Plan(base, list(specs), grid, seeds, final_seeds, objective, validation, grouped=grouped)
     for spec in specs:
         _, policy = parse_spec(spec)
         for point in points(grid):
@@ -294,6 +298,7 @@ def plan_record(p: Plan) -> dict[str, Any]:
         "final_seeds": p.final_seeds,
         "objective": p.objective,
         "validation": p.validation,
+        "grouped": p.grouped,
     }
 
 
@@ -316,6 +321,7 @@ def resumed_plan(out: str | Path) -> Plan:
     return plan(
         Config.from_dict(r["base"]), r["specs"], r["grid"], seeds=r["seeds"],
         final_seeds=r["final_seeds"], objective=r["objective"], validation=r["validation"],
+        grouped=r.get("grouped", True),  # a plan from before this key replayed its grids grouped
     )  # fmt: skip
 
 
@@ -368,7 +374,7 @@ def tune(
     check_jobs(jobs, [c for _, _, c in p.trials])
     if resume:
         out = sweep_dir(out, resume=True)
-        if json.loads(json.dumps(plan_record(p))) != _plan_record_in(out):
+        if json.loads(json.dumps(plan_record(p))) != {"grouped": True, **_plan_record_in(out)}:
             raise ConfigError(
                 "--resume", f"{out} holds a tuning planned otherwise: resume it as it was"
             )
@@ -388,7 +394,7 @@ def tune(
 
         run_many(
             [c for _, _, c in p.trials], jobs=jobs, ray_address=ray_address, progress=tick,
-            skip=set(rows), on_outcome=keep,
+            skip=set(rows), on_outcome=keep, grouped=p.grouped,
         )  # fmt: skip
     table = pd.DataFrame([rows[i] for i in range(len(p.trials))])
     table.to_csv(out / "tune.csv", index=False)

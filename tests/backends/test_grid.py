@@ -120,10 +120,10 @@ def test_which_configs_share_a_pass():
     assert grid_key(big[0]) == grid_key(big[1]) and grid_jobs(big) == [[0], [1]]
 
 
-def test_a_sweep_replays_its_grid_together_and_keeps_order():
+def test_a_grouped_sweep_replays_its_grid_together_and_keeps_order():
     cfgs = configs({"name": "async"})[:3]
     other = cfgs[0].replace("run.seed=9")
-    outcomes = run_many([cfgs[0], other, cfgs[1], cfgs[2]], jobs=1)
+    outcomes = run_many([cfgs[0], other, cfgs[1], cfgs[2]], jobs=1, grouped=True)
     assert [o.config.run.seed for o in outcomes] == [4, 9, 4, 4]
     assert [o.trace.summary.get("replayed_with") for o in outcomes] == [3, None, 3, 3]
     alone = run(cfgs[1], progress=False).params

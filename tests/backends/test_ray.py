@@ -212,3 +212,15 @@ def test_a_restarted_worker_slow_to_start_is_not_declared_lost(monkeypatch, name
     s = run(cfg, progress=progress).summary
     assert killed and s["updates"] == 60
     assert s["worker_restarts"] == [0, 1, 0, 0] and s["lost_workers"] == []
+
+
+def test_a_sweep_on_ray_gives_the_bits_of_each_config_run_alone():
+    """Issue 32's case (tests/test_sweep.py): each run of a sweep sent as a Ray task ends
+    with the final parameters of a plain run of its config on one thread, bit for bit."""
+    from hybridsgd.sweep import run_many
+    from tests.test_sweep import cnn_grid
+
+    outcomes = run_many(cnn_grid(), ray_address="auto")
+    for cfg, o in zip(cnn_grid(), outcomes, strict=True):
+        alone = run(cfg.replace("run.threads=1"), progress=False)
+        assert o.error == "" and torch.equal(o.params, alone.params)
