@@ -166,6 +166,12 @@ def test_parse_grid():
         (["--jobs", "0"], "--jobs: must be a whole number >= 1"),
         (["--policy", "sink"], "--policy: unknown policy"),
         (["--validation", "0.9"], "--validation"),
+        (["--studies", "3"], "--studies: give --studies S and --trials T together"),
+        (["--studies", "2", "--trials", "2", "--grid", "optimizer.lr=[0.1]"], "use --space"),
+        (["--space", "optimizer.lr=log:0.001,1"], "--space: is for a tuning by studies"),
+        (["--studies", "2", "--trials", "2", "--space", "optimizer.lr=log:0,1"], "LOW > 0"),
+        (["--studies", "2", "--trials", "2", "--space", "optimizer.lr=1,2"], "--space: 'opt"),
+        (["--studies", "2", "--trials", "2", "--space", "optimizer.lrr=lin:1,2"], "lrr: unknown"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_run(tmp_path, args, says):
@@ -263,3 +269,87 @@ def test_ctrl_c_twice_during_a_parallel_tune_prints_no_traceback(tmp_path):
     assert proc.returncode == 130
     assert "Traceback" not in err and "leaked" not in err, err
     assert err.strip().splitlines()[-1] == "hybridsgd: interrupted"
+
+
+def test_studies_of_quasi_random_trials_score_the_median_of_each_studys_best(tmp_path):
+    """AlgoPerf's shape (issue 32): ``--studies 3 --trials 5``. Each study draws the same
+    points for every policy, on its own seed; a policy scores the median over studies of
+    its best trial; the best trial of the median study is rerun; the report draws the
+    performance profile across the studies."""
+    cfg = h.Config.from_dict(
+        {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 20}}
+    )
+    p = plan(cfg, ["sync", "async"], studies=3, trials=5, final_seeds=1)
+    result = tune(p, tmp_path, jobs=1)
+    table = pd.read_csv(tmp_path / "tune.csv")
+    assert len(table) == 30 and sorted(set(table.study)) == [0, 1, 2]
+    assert (table.seed == table.study).all()  # study s on seed run.seed + s
+    keys = ["optimizer.lr", "optimizer.momentum"]
+    for _, study in table.groupby("study"):  # the same draws for both policies
+        by = {k: v[keys].to_numpy() for k, v in study.groupby("policy")}
+        np.testing.assert_array_equal(by["sync"], by["async"])
+    assert table["optimizer.lr"].between(0.001, 1.0).all()
+    assert table["optimizer.momentum"].between(0.0, 0.95).all()
+    for label, runs in table.groupby("policy"):
+        learned = runs.final_loss <= 0.9 * runs.initial_loss
+        best = [
+            min(
+                [o for o, ok in zip(r.objective, learned[r.index], strict=True) if ok] or [math.inf]
+            )
+            for _, r in runs.groupby("study")
+        ]
+        c = result.chosen[label]
+        assert c["best_per_study"] == best and c["objective"] == float(np.median(best))
+        median_study = runs[runs.study == c["study"]]
+        assert c["objective"] == median_study.objective.min()
+        assert c["settings"]["optimizer.lr"] in set(median_study["optimizer.lr"])
+    from hybridsgd.tune import resumed_plan
+
+    again = resumed_plan(tmp_path)  # what tune --resume plans from the directory
+    assert [c.to_dict() for *_, c in again.trials] == [c.to_dict() for *_, c in p.trials]
+    h.report.build_report(tmp_path)
+    assert (tmp_path / "profile.png").is_file()
+    assert "median over studies of its best trial" in (tmp_path / "report.html").read_text()
+
+
+def test_sobol_draws_are_stratified_in_each_dimension():
+    """8 trials (a power of two): one lr in each eighth of the log range and one momentum
+    in each eighth of its range, as a Sobol sequence's first 2^m points are."""
+    from hybridsgd.tune import default_space, sobol_points
+
+    cfg = h.Config.from_dict({"task": {"name": "mlp-digits"}})
+    dims = default_space(cfg, "hybrid:threshold=linear:start=0,end=10")
+    assert [d.key for d in dims] == ["optimizer.lr", "optimizer.momentum", "optimizer.async_lr"]
+    pts = sobol_points(dims, 8, seed=0)
+    u_lr = [math.log(p["optimizer.lr"] / 0.001) / math.log(1000) for p in pts]
+    u_m = [p["optimizer.momentum"] / 0.95 for p in pts]
+    for u in (u_lr, u_m):
+        assert sorted(int(x * 8 - 1e-3) for x in u) == list(range(8))
+    assert pts != sobol_points(dims, 8, seed=1)  # another study, another scramble
+
+
+def test_a_search_space_where_nothing_learns_is_flagged(tmp_path):
+    cfg = h.Config.from_dict(
+        {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 30}}
+    )
+    p = plan(cfg, ["sync"], studies=2, trials=2, space=["optimizer.lr=log:3,30"], final_seeds=1)
+    result = tune(p, tmp_path, jobs=1)
+    assert result.chosen["sync"]["nothing_learned"]
+    assert result.chosen["sync"]["objective"] == math.inf
+    assert any(w.startswith("sync: nothing learned") for w in result.warnings)
+
+
+def test_profile_across_tunings_prints_speed_ups_and_draws(tmp_path, capsys):
+    from hybridsgd.cli import main
+
+    for name, times in (("w1", {"sync": 10.0, "async": 5.0}), ("w2", {"sync": 8.0, "async": 8.0})):
+        (tmp_path / name).mkdir()
+        chosen = {p: {"objective": t, "settings": {}} for p, t in times.items()}
+        (tmp_path / name / "tune.json").write_text(json.dumps({"chosen": chosen}))
+    out = tmp_path / "profile.png"
+    assert main(["profile", str(tmp_path / "w1"), str(tmp_path / "w2"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "1.41x" in said and out.is_file()  # async: sqrt(10/5 * 8/8)
+    assert main(["profile", str(tmp_path), "--out", str(out)]) == 2
+    assert "holds no tuning" in capsys.readouterr().err
+    assert main(["profile", str(tmp_path / "w1"), "--baseline", "x", "--out", str(out)]) == 2

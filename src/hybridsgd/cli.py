@@ -148,6 +148,30 @@ def _parser() -> argparse.ArgumentParser:
         help="replay each policy's grid in one pass: faster for small models, but equal to "
         "separate runs only to float tolerance (docs/tuning.md)",
     )  # fmt: skip
+    t.add_argument(
+        "--studies", type=int, default=0, metavar="S",
+        help="AlgoPerf's shape instead of a grid: S independent studies (each on its own "
+        "seed) of --trials T quasi-random trials; a policy scores the median over studies "
+        "of its best trial",
+    )  # fmt: skip
+    t.add_argument("--trials", type=int, default=0, metavar="T", help="trials per study")
+    t.add_argument(
+        "--space", action="append", default=[], metavar="SECTION.KEY=log|lin:LOW,HIGH",
+        help="a dimension of the studies' search space, e.g. optimizer.lr=log:0.001,1 "
+        "(default: lr log-uniform, SGD momentum in [0, 0.95], a hybrid's async_lr)",
+    )  # fmt: skip
+
+    pf = sub.add_parser(
+        "profile",
+        help="performance profiles and geometric-mean speed-ups across tunings (workloads)",
+        description="Reads each DIR's tune.json (hybridsgd tune) as one workload: each "
+        "policy's tuned objective (lower is better; infinity when it diverged or never "
+        "reached the target), then draws the performance profiles and prints each "
+        "policy's geometric-mean speed-up over --baseline.",
+    )
+    pf.add_argument("dirs", nargs="+", metavar="DIR", help="directories written by tune")
+    pf.add_argument("--baseline", help="the policy to compare with (default: the first)")
+    pf.add_argument("--out", default="profile.png", help="the plot (default profile.png)")
 
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
     rp.add_argument("dir", help="a directory written by `hybridsgd compare` (or `run`)")
@@ -351,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args, err)
         if args.command == "tune":
             return _tune(args, err)
+        if args.command == "profile":
+            return _profile(args)
         if args.command == "report":
             if args.tensorboard:
                 return _export(Path(args.dir), Path(args.tensorboard))
@@ -726,7 +752,7 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd.config import Config
     from hybridsgd.tune import parse_grid, plan, resumed_plan, tune
 
-    resume = _sweep_args(args, ("grid", "final_seeds", "grouped"))
+    resume = _sweep_args(args, ("grid", "final_seeds", "grouped", "studies", "trials", "space"))
     if resume is not None:
         p = resumed_plan(resume)
         base, out = p.base, resume
@@ -742,6 +768,9 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             objective=args.objective,
             validation=args.validation,
             grouped=args.grouped,
+            studies=args.studies,
+            trials=args.trials,
+            space=args.space,
         )
     with _sweep_bar(err, "tuning") as progress:
         result = tune(
@@ -756,14 +785,20 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
     t = Table(title=f"each policy tuned on its own ({p.objective} on the validation split)")
     t.add_column("policy", overflow="fold")
     t.add_column("chosen", overflow="fold")
-    t.add_column("objective", justify="right", no_wrap=True)
+    t.add_column("median of best" if p.studies else "objective", justify="right", no_wrap=True)
+    if p.studies:
+        t.add_column("best per study", overflow="fold")
     for label, c in result.chosen.items():
         settings = ", ".join(
             f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
             for k, v in c["settings"].items()
         )
         value = "diverged" if c["diverged"] else f"{c['objective']:.4g}"
-        t.add_row(label, settings, value)
+        if p.studies:
+            each = ", ".join(f"{v:.4g}" for v in c["best_per_study"])
+            t.add_row(label, f"{settings} (study {c['study']})", value, each)
+        else:
+            t.add_row(label, settings, value)
 
     def choices() -> None:  # after the verdict, before the results table
         _console().print(t)
@@ -771,6 +806,57 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
 
     return _report(out, choices)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    """``profile DIR...``: performance profiles across tunings, one workload each."""
+    import json
+
+    import pandas as pd
+
+    from hybridsgd.report import profiles
+
+    rows = {}
+    for d in args.dirs:
+        path = Path(d) / "tune.json"
+        try:
+            record = json.loads(path.read_text())
+            rows[str(d)] = {p: float(c["objective"]) for p, c in record["chosen"].items()}
+        except FileNotFoundError:
+            raise ConfigError(
+                "profile",
+                f"{d} holds no tuning ({path} is missing): give directories of hybridsgd tune",
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                "profile", f"{path} cannot be read ({exc}): rerun hybridsgd tune"
+            ) from None
+    scores = pd.DataFrame.from_dict(rows, orient="index")
+    if scores.isna().any().any():
+        missing = [
+            f"{p} in {w}" for w in scores.index for p in scores.columns if pd.isna(scores.at[w, p])
+        ]
+        raise ConfigError(
+            "profile", f"every tuning needs the same policies; missing: {', '.join(missing)}"
+        )
+    base = args.baseline or str(scores.columns[0])
+    if base not in scores.columns:
+        raise ConfigError(
+            "--baseline",
+            f"{base!r} is not a policy of these tunings; use one of: {', '.join(scores.columns)}",
+        )
+    profiles.plot(scores, args.out, title="performance profiles", problems="workloads")
+    t = Table(title=f"geometric-mean speed-up over {base} across {len(scores)} workload(s)")
+    t.add_column("policy", overflow="fold")
+    t.add_column("speed-up", justify="right")
+    t.add_column("workloads both finished", justify="right")
+    t.add_column("wins", justify="right")
+    wins = profiles.profile(scores, [1.0]).iloc[0]
+    for p, (s, n) in profiles.geomean_speedup(scores, base).items():
+        t.add_row(p, "-" if n == 0 else f"{s:.3g}x", str(n), f"{wins[p] * len(scores):.0f}")
+    _console().print(t)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _export(src: Path, dest: Path) -> int:

@@ -5,6 +5,12 @@ split held out from the training data (``task.validation``), never on the test s
 best point of each policy is then rerun on fresh seeds with the whole training set, and
 those runs, evaluated on the test set, are what the report compares.
 
+Or, in the shape of AlgoPerf's external tuning ruleset (mlcommons/algorithmic-efficiency,
+DOCUMENTATION.md): ``studies`` independent studies of ``trials`` trials, each trial a point
+of a search space drawn quasi-randomly (a scrambled Sobol sequence, one per study), each
+study on its own seed; a policy's score is the median over studies of its best trial, and
+a trial that diverges or misses the target scores infinity.
+
 A run that diverges (a non-finite loss, or one 100 times the initial) is recorded as
 diverged and ranked after every run that did not; it never stops the tuning.
 """
@@ -37,6 +43,81 @@ DEFAULT_LRS = {
     "adaptive": [1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1],  # adam, rmsprop, adagrad, ...
 }
 FINAL_SEED_OFFSET = 1000  # the winners' fresh seeds: run.seed + 1000, + 1001, ...
+#: the default search space's momentum range (SGD)
+MOMENTUM_RANGE = (0.0, 0.95)
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One dimension of a search space: ``key`` drawn log-uniformly (``log``) or uniformly
+    (``lin``) from [low, high]."""
+
+    key: str
+    kind: str
+    low: float
+    high: float
+
+    def at(self, u: float) -> float:
+        """The value at ``u`` in [0, 1), to 4 significant digits (readable in tune.csv)."""
+        if self.kind == "log":
+            v = self.low * (self.high / self.low) ** u
+        else:
+            v = self.low + u * (self.high - self.low)
+        return float(f"{v:.4g}")
+
+    def spec(self) -> str:
+        return f"{self.key}={self.kind}:{self.low:g},{self.high:g}"
+
+
+def parse_space(items: Sequence[str]) -> list[Dim]:
+    """``--space section.key=log:LOW,HIGH`` (or ``lin:LOW,HIGH``) into a search space.
+
+    >>> parse_space(["optimizer.lr=log:0.001,1"])
+    [Dim(key='optimizer.lr', kind='log', low=0.001, high=1.0)]
+    """
+    dims: list[Dim] = []
+    for item in items:
+        key, sep, rest = item.partition("=")
+        kind, sep2, bounds = rest.partition(":")
+        lo_hi = bounds.split(",")
+        fix = "give section.key=log:LOW,HIGH or section.key=lin:LOW,HIGH"
+        if not sep or not sep2 or kind not in ("log", "lin") or len(lo_hi) != 2:
+            raise ConfigError("--space", f"{item!r}: {fix}")
+        try:
+            low, high = float(lo_hi[0]), float(lo_hi[1])
+        except ValueError:
+            raise ConfigError("--space", f"{item!r}: LOW and HIGH must be numbers; {fix}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ConfigError("--space", f"{item!r}: needs finite LOW < HIGH")
+        if kind == "log" and low <= 0:
+            raise ConfigError("--space", f"{item!r}: a log range needs LOW > 0")
+        if any(d.key == key.strip() for d in dims):
+            raise ConfigError("--space", f"{key.strip()} is given twice")
+        dims.append(Dim(key.strip(), kind, low, high))
+    return dims
+
+
+def default_space(cfg: Config, spec: str) -> list[Dim]:
+    """With no ``--space``: the lr log-uniform over the default grid's range; for SGD the
+    momentum in [0, 0.95]; for a hybrid also its asynchronous phase's lr (``async_lr``)."""
+    kind = "sgd" if cfg.optimizer.name.lower() == "sgd" else "adaptive"
+    low, high = DEFAULT_LRS[kind][0], DEFAULT_LRS[kind][-1]
+    dims = [Dim("optimizer.lr", "log", low, high)]
+    if kind == "sgd":
+        dims.append(Dim("optimizer.momentum", "lin", *MOMENTUM_RANGE))
+    if parse_spec(spec)[0] == "hybrid":
+        dims.append(Dim("optimizer.async_lr", "log", low, high))
+    return dims
+
+
+def sobol_points(dims: Sequence[Dim], n: int, seed: int) -> list[dict[str, float]]:
+    """``n`` points of the space, the first ``n`` of a scrambled Sobol sequence seeded by
+    ``seed`` (scipy.stats.qmc)."""
+    from scipy.stats import qmc
+
+    m = max(0, math.ceil(math.log2(n)))  # whole powers of two keep Sobol's balance
+    u = qmc.Sobol(d=len(dims), scramble=True, seed=seed).random_base2(m)[:n]
+    return [{d.key: d.at(float(x)) for d, x in zip(dims, row, strict=True)} for row in u]
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -95,6 +176,10 @@ class Plan:
     #: replay each policy's grid in one pass (faster; equal to separate runs only to float
     #: tolerance, see run_many)
     grouped: bool = False
+    #: AlgoPerf's shape instead of the grid: studies of trials drawn from a search space
+    studies: int = 0
+    trials_per_study: int = 0
+    space: list[str] = field(default_factory=list)  # --space items; [] for the default
 
 
 def plan(
@@ -107,9 +192,15 @@ def plan(
     objective: str = "final-loss",
     validation: float = 0.2,
     grouped: bool = False,
+    studies: int = 0,
+    trials: int = 0,
+    space: Sequence[str] = (),
 ) -> Plan:
     """The tuning's runs, each config validated (a bad key, value or spec is a ConfigError
-    naming it, before anything runs)."""
+    naming it, before anything runs). With ``studies`` and ``trials``: ``studies`` studies
+    of ``trials`` trials each per policy, drawn from ``space`` (``--space`` items; the
+    :func:`default_space` when empty), study ``s`` on seed ``run.seed + s``, instead of
+    the grid."""
     if not specs:
         raise ConfigError("--policy", "give at least one, e.g. --policy sync --policy async")
     labels = [label_of(s) for s in specs]
@@ -124,7 +215,21 @@ def plan(
         raise ConfigError(
             "--objective", f"unknown {objective!r}; use one of: {', '.join(OBJECTIVES)}"
         )
-    grid = dict(grid) if grid else default_grid(base)
+    if (studies > 0) != (trials > 0) or studies < 0 or trials < 0:
+        raise ConfigError(
+            "--studies",
+            f"give --studies S and --trials T together, both >= 1 (got {studies}, {trials})",
+        )
+    if studies and grid:
+        raise ConfigError("--grid", "a tuning by studies draws its points: use --space, not --grid")
+    if space and not studies:
+        raise ConfigError("--space", "is for a tuning by studies: add --studies S --trials T")
+    if studies and seeds != 1:
+        raise ConfigError(
+            "--seeds", "a tuning by studies runs each study on its own seed: drop --seeds"
+        )
+    dims = parse_space(space)
+    grid = dict(grid) if grid else ({} if studies else default_grid(base))
     for key, values in grid.items():
         if not values:
             raise ConfigError("--grid", f"{key} has an empty list of values; give at least one")
@@ -132,7 +237,20 @@ def plan(
     if objective == "time-to-target":
         _check_target(base)
     p = Plan(base, list(specs), grid, seeds, final_seeds, objective, validation, grouped=grouped)
-    for spec in specs:
+    p.studies, p.trials_per_study, p.space = studies, trials, list(space)
+    for spec in specs if studies else ():
+        _, policy = parse_spec(spec)
+        own = dims or default_space(base, spec)
+        for s in range(studies):
+            # every policy gets the same draws in a study (the same search luck)
+            for point in sobol_points(own, trials, seed=base.run.seed + s):
+                settings = [_override(k, v) for k, v in point.items()]
+                cfg = base.replace(
+                    *policy, *settings, f"task.validation={validation}",
+                    f"run.seed={base.run.seed + s}", "run.log=[]",
+                )  # fmt: skip
+                p.trials.append((spec, {"study": s, **point}, cfg))
+    for spec in specs if not studies else ():
         _, policy = parse_spec(spec)
         for point in points(grid):
             settings = [_override(k, v) for k, v in point.items()]
@@ -278,6 +396,52 @@ def choose(table: pd.DataFrame, grid: dict[str, list[Any]]) -> tuple[dict[str, d
     return chosen, warnings
 
 
+def choose_studies(table: pd.DataFrame, p: Plan) -> tuple[dict[str, dict], list[str]]:
+    """Per policy, AlgoPerf's score: the median over studies of its best trial (ranked as
+    :func:`choose` ranks grid points; a best trial that diverged, missed the target or
+    learned nothing scores infinity), and the settings to rerun: the best trial of the
+    median study (the lower of the two middle ones for an even number). ``best_per_study``
+    lists each study's best score."""
+    if "initial_loss" not in table:
+        table = table.assign(initial_loss=math.nan)
+    chosen: dict[str, dict] = {}
+    warnings: list[str] = []
+    for spec in p.specs:
+        label = label_of(spec)
+        keys = next([k for k in pt if k != "study"] for sp, pt, _ in p.trials if sp == spec)
+        runs = table[table.policy == label]
+        runs = runs.assign(stuck=runs.final_loss > LEARNED * runs.initial_loss)
+        ranked = runs.sort_values(["diverged", "stuck", "objective", "final_loss"], kind="stable")
+        bests = ranked.groupby("study", sort=True).head(1).sort_values("study")
+        values = [
+            math.inf if (b.diverged or b.stuck) else float(b.objective) for b in bests.itertuples()
+        ]
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        best = bests.iloc[order[(len(order) - 1) // 2]]
+        median = float(np.median(values))
+        stuck = bool(bests.stuck.all() and not bests.diverged.any())
+        chosen[label] = {
+            "settings": {k: _plain(best[k]) for k in keys},
+            "objective": median,
+            "diverged": bool(bests.diverged.all()),
+            "nothing_learned": stuck,
+            "best_per_study": values,
+            "study": int(best.study),
+        }
+        if stuck:
+            warnings.append(
+                f"{label}: nothing learned: in no study did a trial end below {LEARNED:g}x its "
+                "initial validation loss; its choice is no better than the starting point: "
+                "shift the search space"
+            )
+        elif not math.isfinite(median):
+            warnings.append(
+                f"{label}: in half of the studies or more, no trial reached the objective "
+                "(diverged, missed the target or learned nothing): widen or shift the space"
+            )
+    return chosen, warnings
+
+
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
@@ -299,6 +463,11 @@ def plan_record(p: Plan) -> dict[str, Any]:
         "objective": p.objective,
         "validation": p.validation,
         "grouped": p.grouped,
+        **(
+            {"studies": p.studies, "trials": p.trials_per_study, "space": p.space}
+            if p.studies
+            else {}
+        ),
     }
 
 
@@ -322,6 +491,7 @@ def resumed_plan(out: str | Path) -> Plan:
         Config.from_dict(r["base"]), r["specs"], r["grid"], seeds=r["seeds"],
         final_seeds=r["final_seeds"], objective=r["objective"], validation=r["validation"],
         grouped=r.get("grouped", True),  # a plan from before this key replayed its grids grouped
+        studies=r.get("studies", 0), trials=r.get("trials", 0), space=r.get("space", []),
     )  # fmt: skip
 
 
@@ -398,7 +568,7 @@ def tune(
         )  # fmt: skip
     table = pd.DataFrame([rows[i] for i in range(len(p.trials))])
     table.to_csv(out / "tune.csv", index=False)
-    chosen, warnings = choose(table, p.grid)
+    chosen, warnings = choose_studies(table, p) if p.studies else choose(table, p.grid)
     finals, dirs = [], []
     for spec in p.specs:
         label = label_of(spec)
@@ -426,6 +596,7 @@ def tune(
         "grid": p.grid,
         "seeds": p.seeds,
         "final_seeds": p.final_seeds,
+        **({"studies": p.studies, "trials": p.trials_per_study} if p.studies else {}),
         "chosen": chosen,
         "warnings": warnings,
     }

@@ -391,6 +391,14 @@ def build_report(out: str | Path) -> Path:
             "the chosen setting; crosses on the top edge diverged or never reached the target."
         )
         captions = {n: what.format(n[len("sensitivity_") : -len(".png")]) for n in names}
+        if record.get("studies"):
+            what = (
+                "Every trial of {} on the validation split, one colour per study; the dashed "
+                "line is the chosen lr; crosses on the top edge diverged or missed the target."
+            )
+            captions = {n: what.format(n[len("sensitivity_") : -len(".png")]) for n in names}
+            name, caption = tuning.profile_plot(out, record)
+            names, captions = [name, *names], {name: caption, **captions}
         extra = tuning.section(record, _figures(out, names, captions))
     summary.to_csv(out / "summary.csv", index=False)
     for name, fig in plots(groups, summary).items():

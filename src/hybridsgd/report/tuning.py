@@ -27,10 +27,17 @@ def read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
         raise ConfigError(str(record), f"cannot be read ({exc}): rerun hybridsgd tune") from None
 
 
+def keys(record: dict[str, Any]) -> list[str]:
+    """The tuned keys: the grid's, or those a tuning by studies drew for any policy."""
+    if record["grid"]:
+        return list(record["grid"])
+    return list(dict.fromkeys(k for c in record["chosen"].values() for k in c["settings"]))
+
+
 def with_settings(summary: pd.DataFrame, record: dict[str, Any]) -> pd.DataFrame:
     """summary.csv with each policy's chosen settings as columns (``optimizer.lr``, ...)."""
     out = summary.copy()
-    for key in record["grid"]:
+    for key in keys(record):
         out[key] = [record["chosen"].get(p, {}).get("settings", {}).get(key) for p in out.policy]
     return out
 
@@ -38,7 +45,10 @@ def with_settings(summary: pd.DataFrame, record: dict[str, Any]) -> pd.DataFrame
 def sensitivity_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) -> list[str]:
     """``sensitivity_<policy>.png``: the objective (mean over seeds) against the first
     numeric grid key (the lr when it is gridded), one line per value of the other keys;
-    diverged points are crosses on the top edge."""
+    diverged points are crosses on the top edge. A tuning by studies: every trial, one
+    colour per study, against the lr."""
+    if record.get("studies"):
+        return _trial_plots(out, table, record)
     grid: dict[str, list] = record["grid"]
     keys = list(grid)
     x_key = "optimizer.lr" if "optimizer.lr" in grid else keys[0]
@@ -90,8 +100,74 @@ def sensitivity_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) ->
     return names
 
 
+def _trial_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) -> list[str]:
+    names = []
+    for label, runs in table.groupby("policy", sort=False):
+        fig = Figure(figsize=(8, 3.8), layout="constrained")
+        ax = fig.subplots()
+        ok = np.isfinite(runs.objective) & ~runs.diverged
+        finite = runs.objective[ok]
+        top = float(finite.max()) * 1.5 if len(finite) else 1.0
+        for study, part in runs.groupby("study", sort=True):
+            good = np.isfinite(part.objective) & ~part.diverged
+            dots = ax.plot(part["optimizer.lr"][good], part.objective[good], "o",
+                           label=f"study {study}")[0]  # fmt: skip
+            if (~good).any():
+                ax.plot(part["optimizer.lr"][~good], [top] * int((~good).sum()), "x",
+                        color=dots.get_color(), markersize=9)  # fmt: skip
+        chosen = record["chosen"].get(str(label), {}).get("settings", {})
+        if "optimizer.lr" in chosen:
+            ax.axvline(chosen["optimizer.lr"], color="0.5", ls="--", lw=1, label="chosen")
+        ax.set_xscale("log")
+        if record["objective"] == "final-loss" and len(finite) and float(finite.min()) > 0:
+            ax.set_yscale("log")
+        what = "final validation loss" if record["objective"] == "final-loss" else "time to target"
+        ax.set_xlabel("optimizer.lr")
+        ax.set_ylabel(what)
+        ax.set_title(f"{label}: every trial (crosses: diverged or missed)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  fontsize=8, frameon=False)  # fmt: skip
+        name = f"sensitivity_{label}.png"
+        fig.savefig(out / name, dpi=100)
+        names.append(name)
+    return names
+
+
+def study_scores(record: dict[str, Any]) -> pd.DataFrame:
+    """A tuning by studies: each study's best score per policy (rows: studies)."""
+    return pd.DataFrame(
+        {p: c["best_per_study"] for p, c in record["chosen"].items()},
+        index=pd.Index([f"study {s}" for s in range(record["studies"])], name="problem"),
+    )
+
+
+def profile_plot(out: Path, record: dict[str, Any]) -> tuple[str, str]:
+    """A tuning by studies: ``profile.png`` across its studies, and a caption with the
+    geometric-mean speed-up of each policy over the first."""
+    from hybridsgd.report import profiles
+
+    scores = study_scores(record)
+    profiles.plot(scores, out / "profile.png", title="performance profile of the tuning",
+                  problems="studies")  # fmt: skip
+    base = str(scores.columns[0])
+    speed = profiles.geomean_speedup(scores, base)
+    said = "; ".join(
+        f"{p} {s:.3g}x over {n} studies" if n else f"{p}: no study both finished"
+        for p, (s, n) in speed.items()
+        if p != base
+    )
+    return "profile.png", (
+        "Performance profile across the studies: for each ratio tau, the fraction of studies "
+        "in which a policy's best trial is within tau times the best policy's. Geometric-mean "
+        f"speed-up over {base}: {said or 'no other policy'}."
+    )
+
+
 def section(record: dict[str, Any], images: str) -> str:
     """The report's tuning section: protocol, choices, warnings, sensitivity plots."""
+    if record.get("studies"):
+        return _studies_section(record, images)
     rows = "".join(
         f"<tr><th>{html.escape(p)}</th><td>"
         + html.escape(", ".join(f"{k} = {v}" for k, v in c["settings"].items()))
@@ -107,6 +183,34 @@ def section(record: dict[str, Any], images: str) -> str:
         f"{record['final_seeds']} fresh seed(s) on the whole training set, evaluated on the "
         "test set (the curves and tables above).</p>"
         f"<table><tr><th>policy</th><th>chosen</th><th>objective</th></tr>{rows}</table>"
+        + (f"<p><b>Warnings</b></p><ul>{warn}</ul>" if warn else "")
+        + images
+    )
+
+
+def _studies_section(record: dict[str, Any], images: str) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(p)}</th><td>"
+        + html.escape(", ".join(f"{k} = {v}" for k, v in c["settings"].items()))
+        + f" (study {c['study']})</td><td>{_fmt(c['objective'])}</td><td>"
+        + ", ".join(_fmt(v) for v in c["best_per_study"])
+        + "</td></tr>"
+        for p, c in record["chosen"].items()
+    )
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in record["warnings"])
+    return (
+        "<h2>Tuning</h2>"
+        f"<p>Each policy tuned on its own, in AlgoPerf's external-tuning shape: "
+        f"{record['studies']} independent studies of {record['trials']} trials, each trial "
+        "a point of the policy's search space drawn from a scrambled Sobol sequence, each "
+        f"study on its own seed; objective {html.escape(record['objective'])} on a "
+        f"validation split of {record['validation']:g} of the training set. A policy's score "
+        "is the median over studies of its best trial (a trial that diverged, missed the "
+        "target or learned nothing scores infinity). The best trial of the median study is "
+        f"rerun on {record['final_seeds']} fresh seed(s) on the whole training set, evaluated "
+        "on the test set (the curves and tables above).</p>"
+        "<table><tr><th>policy</th><th>chosen</th><th>median of best</th>"
+        f"<th>best per study</th></tr>{rows}</table>"
         + (f"<p><b>Warnings</b></p><ul>{warn}</ul>" if warn else "")
         + images
     )
