@@ -260,7 +260,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--batch", type=int, default=32, help="minibatch per worker (for throughput; default 32)"
     )
-    c.add_argument("--lr", type=float, required=True, help="learning rate")
+    c.add_argument(
+        "--lr", type=float,
+        help="rank every policy at this one lr (default: each at its own best lr, which "
+        "needs --noise-scale or a task name as --curvature)",
+    )  # fmt: skip
     c.add_argument("--curvature", required=True, help="largest Hessian eigenvalue, or a task name")
     c.add_argument(
         "--seed",
@@ -269,6 +273,25 @@ def _parser() -> argparse.ArgumentParser:
         help="random seed: Monte Carlo, the curvature estimate (default 0)",
     )
     c.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    c.add_argument(
+        "--check", type=int, default=0, metavar="N",
+        help="tune the top N in the simulator (time to --target on a validation split, "
+        "7 lrs each) and print predicted against simulated rank",
+    )  # fmt: skip
+    c.add_argument(
+        "--task", help="the task --check trains (default: --curvature when it names a task)"
+    )
+    c.add_argument(
+        "--target", type=float, default=0.9, help="--check's target accuracy (default 0.9)"
+    )
+    c.add_argument(
+        "--check-time", type=float, default=150.0,
+        help="--check's run.time per run, in the timing model's units (default 150)",
+    )  # fmt: skip
+    c.add_argument(
+        "--check-out", default="recommend-check",
+        help="directory for --check's tuning and report (default recommend-check)",
+    )  # fmt: skip
     _noise_flag(c)
     _bound_flags(c, "each candidate's time")
     return p
@@ -968,9 +991,17 @@ def _curvature(args: argparse.Namespace) -> float:
     from hybridsgd.forecast import curvature_of
 
     h = curvature_of(args.curvature, args.seed)
-    if not args.lr > 0:
+    if args.lr is not None and not args.lr > 0:
         raise ConfigError("--lr", f"must be > 0 (got {args.lr})")
     return h
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -992,10 +1023,12 @@ def _recommend(args: argparse.Namespace) -> int:
     cluster = build_cluster(cfg)
     speeds = None if (cluster.speeds == 1).all() else cluster.speeds
     noise = None
-    if args.noise_scale is not None:
-        from hybridsgd.forecast import noise_scale_of
+    from hybridsgd.forecast import noise_scale_of
 
+    if args.noise_scale is not None:
         noise = noise_scale_of(args.noise_scale, args.batch, args.seed)
+    elif args.lr is None and not _is_number(args.curvature):
+        noise = noise_scale_of(args.curvature, args.batch, args.seed)  # the same task's
     with _sweep_bar(Console(stderr=True), "predicting", unit="candidates") as bar:
         ranked = recommend(args.workers, cluster.compute, args.lr, h, cluster.comm, speeds,
                            args.batch, progress=bar, noise_scale=noise)  # fmt: skip
@@ -1003,7 +1036,7 @@ def _recommend(args: argparse.Namespace) -> int:
     vs = [_vs_optimum(args, c.prediction, best) if best else None for c in ranked]
     if args.json:
         rows = [
-            {"policy": c.spec, "time_to_1000x": c.time_to_1000x, "reason": c.reason}
+            {"policy": c.spec, "lr": c.lr, "time_to_1000x": c.time_to_1000x, "reason": c.reason}
             | ({"vs_optimal": r} if best else {})
             for c, r in zip(ranked, vs, strict=True)
         ]
@@ -1014,12 +1047,14 @@ def _recommend(args: argparse.Namespace) -> int:
         )
         print(json.dumps(json_safe({"curvature": h, "ranking": rows} | extra)))
         return 0
+    at = f"lr {args.lr:g}" if args.lr is not None else "each policy at its own best lr"
     t = Table(
-        title=f"W = {args.workers}, {args.compute}, lr {args.lr:g}, curvature {h:.4g}"
+        title=f"W = {args.workers}, {args.compute}, {at}, curvature {h:.4g}"
         + (f", noise scale {noise:.4g}" if noise is not None else "")
     )
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("policy", overflow="fold")
+    t.add_column("lr", justify="right", no_wrap=True)
     t.add_column("time", justify="right", no_wrap=True)
     if best:
         t.add_column("vs opt", justify="right", no_wrap=True)
@@ -1031,7 +1066,7 @@ def _recommend(args: argparse.Namespace) -> int:
             else ("-" if math.isinf(c.time_to_1000x) else f"{c.time_to_1000x:.4g}")
         )
         ratio = [f"{r:.3g}x" if r else "-"] if best else []
-        t.add_row(str(i), c.spec, when, *ratio, c.reason)
+        t.add_row(str(i), c.spec, f"{c.lr:.3g}" if c.lr else "-", when, *ratio, c.reason)
     console = _console()
     console.print(t)
     console.print(
@@ -1056,7 +1091,50 @@ def _recommend(args: argparse.Namespace) -> int:
     # the answer on a line of its own, never wrapped or cut: it is meant to be copied
     console.print(f"recommended: --policy {ranked[0].spec}", markup=False, soft_wrap=True,
                   highlight=False)  # fmt: skip
+    if not args.check:
+        console.print(
+            "how far to trust it: its #1 was within 20% of the tuned best in 3 of 6 held-out "
+            "cases (docs/analysis.md); --check N tunes the top N in the simulator",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    if args.check:
+        _check(args, cfg, ranked, console)
     return 0
+
+
+def _check(args: argparse.Namespace, cfg, ranked, console) -> None:
+    """``recommend --check N``: the top N tuned in the simulator, against the prediction."""
+    import math
+
+    from hybridsgd.tune import check_ranking
+
+    top = [c for c in ranked if math.isfinite(c.time_to_1000x)][: args.check]
+    task = args.task or (None if _is_number(args.curvature) else args.curvature)
+    if task is None:
+        raise ConfigError("--task", "--check trains a task: name it (e.g. --task mlp-digits)")
+    base = cfg.replace(
+        f"task.name={task}", f"run.time={args.check_time}", "run.updates=3000",
+        f"run.target_accuracy={args.target}", f"run.seed={args.seed}",
+    )  # fmt: skip
+    with _sweep_bar(Console(stderr=True), "checking") as bar:
+        table = check_ranking(base, [c.spec for c in top], [c.time_to_1000x for c in top],
+                              Path(args.check_out), progress=bar)  # fmt: skip
+    t = Table(title=f"--check: the top {len(top)} tuned in the simulator ({args.check_out})")
+    for col in ("policy", "predicted #", "predicted time", "simulated #", "tuned lr",
+                f"time to {args.target:g}"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "policy" else "right", overflow="fold")
+    for r in table.itertuples():
+        t.add_row(r.policy, str(r.predicted_rank), f"{r.predicted_time:.4g}",
+                  str(r.simulated_rank), f"{r.tuned_lr:g}",
+                  f"{r.tuned_time:.4g}" if math.isfinite(r.tuned_time) else "never")  # fmt: skip
+    console.print(t)
+    within = table.attrs["first_within_20"]
+    console.print(
+        f"agreement: Spearman rank correlation {table.attrs['spearman']:.2f}; the predicted "
+        f"#1 is {'within' if within else 'NOT within'} 20% of the tuned best"
+        + ("" if within else ": trust the simulated ranking, not the predicted one"),
+        markup=False, highlight=False,
+    )  # fmt: skip
 
 
 def _noise_scale(args: argparse.Namespace) -> int:

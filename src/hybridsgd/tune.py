@@ -602,3 +602,43 @@ def tune(
     }
     (out / "tune.json").write_text(json.dumps(record, indent=2, default=str))
     return Tuned(out, chosen, warnings, table)
+
+
+def check_ranking(
+    base: Config,
+    specs: Sequence[str],
+    predicted: Sequence[float],
+    out: str | Path,
+    *,
+    jobs: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> pd.DataFrame:
+    """``recommend --check N``: tune ``specs`` (a prediction's top N, best first, their
+    predicted times in ``predicted``) in the simulator on ``base`` (time to its
+    ``run.target_accuracy`` on a validation split, the default lr grid, one seed) into
+    ``out``, and compare: a row per policy with its predicted and simulated rank, its tuned
+    lr and time. ``table.attrs`` holds ``spearman`` (rank correlation of the predicted
+    order with the tuned times) and ``first_within_20`` (whether the predicted #1's tuned
+    time is within 20% of the best tuned time)."""
+    from scipy.stats import rankdata, spearmanr
+
+    p = plan(base, list(specs), objective="time-to-target", final_seeds=1)
+    result = tune(p, out, jobs=jobs, progress=progress, force=True)
+    tuned = [result.chosen[label_of(s)] for s in specs]
+    times = [c["objective"] for c in tuned]
+    ranks = rankdata(times, method="min")
+    table = pd.DataFrame(
+        {
+            "policy": list(specs),
+            "predicted_rank": range(1, len(specs) + 1),
+            "predicted_time": list(predicted),
+            "simulated_rank": [int(r) for r in ranks],
+            "tuned_lr": [c["settings"].get("optimizer.lr") for c in tuned],
+            "tuned_time": times,
+        }
+    )
+    rho = spearmanr(range(len(specs)), times).statistic if len(specs) > 1 else math.nan
+    best = min(times)
+    table.attrs["spearman"] = float(rho)
+    table.attrs["first_within_20"] = bool(math.isfinite(best) and times[0] <= 1.2 * best)
+    return table

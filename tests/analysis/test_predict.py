@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import hybridsgd as h
@@ -406,3 +407,57 @@ def test_predict_json_says_stable_as_a_boolean(capsys):
     assert main([*args, "--lr", "0.05", "--curvature", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["stability"]["continuous"]["stable"] is True
+
+
+def test_recommend_ranks_each_policy_at_its_own_best_lr():
+    """sync under constant times, against its closed form in float64: |1 - x|^n falls
+    below 1/sqrt(1000) after n updates at x = lr h, each of time 1, and the noise model
+    multiplies them by (1 - x/2) / (1 - x/2 (1 + B_noise/B)) (McCandlish et al. 2018); the
+    own lr is the x of the grid with the least time, over h."""
+    from hybridsgd.analysis.recommend import ETA_H, recommend
+
+    W, h_, noise, batch = 4, 2.0, 64.0, 32
+    ranked = recommend(W, h.parse_model("constant:value=1"), None, h_, batch_size=batch,
+                       noise_scale=noise)  # fmt: skip
+    sync = next(c for c in ranked if c.spec == "sync")
+
+    def closed_form(x: float) -> float:
+        n, level = 1, abs(1.0 - x)
+        if level >= 1.0:  # x = 2: the edge of stability
+            return math.inf
+        while level > 1 / math.sqrt(1000):
+            n, level = n + 1, level * abs(1.0 - x)
+        noisy = 1.0 - x / 2.0 * (1.0 + noise / (W * batch))
+        return math.inf if noisy <= 0 else n * (1.0 - x / 2.0) / noisy
+
+    times = [closed_form(float(x)) for x in ETA_H]
+    best = int(np.argmin(times))
+    assert sync.lr == pytest.approx(ETA_H[best] / h_)
+    assert sync.time_to_1000x == pytest.approx(times[best])
+    # policies are not all ranked at one lr: a stale policy's own lr is smaller
+    lrs = {c.spec: c.lr for c in ranked if math.isfinite(c.time_to_1000x)}
+    assert lrs["async"] < lrs["sync"]
+
+
+def test_recommend_at_its_own_lr_needs_the_noise_scale(capsys):
+    from hybridsgd.analysis.recommend import recommend
+    from hybridsgd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="noise-scale"):
+        recommend(4, h.parse_model("constant:value=1"), None, 2.0)
+    args = ["recommend", "--workers", "4", "--compute", "exp:mu=1", "--curvature", "2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--noise-scale" in err and len(err.splitlines()) == 1
+    assert main([*args, "--noise-scale", "64", "--check", "2"]) == 2  # no task to train
+    assert "--task" in capsys.readouterr().err
+
+
+def test_recommend_check_tunes_the_top_policies_and_prints_the_agreement(tmp_path, capsys):
+    args = ["recommend", "--workers", "4", "--compute", "exp:mu=1", "--curvature", "mlp-digits",
+            "--check", "2", "--check-time", "40", "--check-out", str(tmp_path / "c")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "--check: the top 2 tuned in the simulator" in out and "agreement: Spearman" in out
+    tuned = pd.read_csv(tmp_path / "c" / "tune.csv")
+    assert tuned.policy.nunique() == 2 and len(tuned) == 14  # 7 lrs each

@@ -34,7 +34,7 @@ from hybridsgd.analysis.predict import (
     regime,
     stability_pmf,
 )
-from hybridsgd.analysis.stability import steps_to_reduce
+from hybridsgd.analysis.stability import discrete_max_stable, discrete_radius, steps_to_reduce
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies.registry import REGISTRY, PolicyConfig
 from hybridsgd.policies.thresholds import parse_threshold
@@ -47,6 +47,11 @@ class Candidate:
     prediction: Prediction | None
     time_to_1000x: float  # predicted time for a thousand-fold loss reduction (inf: diverges)
     reason: str
+    lr: float | None = None  # the lr it is ranked at (its own best, or the one given)
+
+
+#: the lr x curvature values each candidate's own best lr is searched over
+ETA_H = np.geomspace(1e-3, 2.0, 34)
 
 
 def candidates(workers: int) -> list[tuple[str, str, dict]]:
@@ -106,7 +111,18 @@ def _updates_needed(p: Prediction, eta_h: float, radius: float) -> int | None:
 def _hybrid(
     W, compute, comm, speeds, batch_size, eta_h, shape, cache, cap, noise_scale=None
 ) -> Candidate:
-    """Step the linearised delay model update by update through the threshold's regimes.
+    """The hybrid ``shape`` at ``eta_h``: :func:`_hybrid_model` stepped once."""
+    return _hybrid_model(W, compute, comm, speeds, batch_size, shape, cache, cap, noise_scale)(
+        eta_h
+    )
+
+
+def _hybrid_model(
+    W, compute, comm, speeds, batch_size, shape, cache, cap, noise_scale=None
+) -> Callable[[float], Candidate]:
+    """Step the linearised delay model update by update through the threshold's regimes
+    (the regimes and the transient's Monte Carlo are computed once; the returned function
+    steps the model at a given lr x curvature).
 
     The asynchronous phase starts from rest and its staleness right after each change of K
     is not the new regime's steady state (gradients read under the old one are still
@@ -133,6 +149,15 @@ def _hybrid(
     def pmf_of(t: int) -> np.ndarray:
         return pmfs[t] if t < head else stability_pmf(cache[key_of(t)])
 
+    def at(eta_h: float) -> Candidate:
+        return _hybrid_at(eta_h, spec, pmf_of, key_of, cap, head, times, ks, cache, W,
+                          batch_size, noise_scale)  # fmt: skip
+
+    return at
+
+
+def _hybrid_at(eta_h, spec, pmf_of, key_of, cap, head, times, ks, cache, W, batch_size,
+               noise_scale) -> Candidate:  # fmt: skip
     n = steps_to_reduce(eta_h, pmf_of, FACTOR, cap)
     if n is None:
         why = f"no thousand-fold reduction within {cap} updates (a regime it uses diverges)"
@@ -152,7 +177,7 @@ def _hybrid(
         steps = np.diff(times[: min(n, head)], prepend=0.0)
         time = sum(
             float(dt) * updates_factor(noise_scale, k * batch_size, eta_h)
-            for dt, k in zip(steps, ks, strict=False)
+            for dt, k in zip(steps, ks[: len(steps)], strict=True)
         ) + sum(
             cache[key_of(t)].mean_update_time
             * updates_factor(noise_scale, cache[key_of(t)].quorum * batch_size, eta_h)
@@ -170,7 +195,7 @@ _PREDICT_KEYS = ("backups", "k", "staleness_bound", "sample")
 def recommend(
     workers: int,
     compute: TimingModel,
-    lr: float,
+    lr: float | None,
     curvature: float,
     comm: TimingModel | None = None,
     speeds=None,
@@ -181,18 +206,34 @@ def recommend(
     """Every candidate, best first. ``progress(done, total)`` hears of each candidate
     predicted (the hybrid shapes, tried last, count as one).
 
+    ``lr`` None (needs ``noise_scale``): each candidate at its own best lr, the one of
+    :data:`ETA_H` / curvature with the least predicted time. Without noise the model's
+    best lr would sit at each policy's stability edge (a noiseless quadratic converges in
+    one synchronous step at lr = 1 / h); the noise model is what makes a large lr costly.
+    With ``lr`` every candidate is ranked at that one lr (the practice the README warns
+    against, kept to study a given lr).
+
     With ``noise_scale`` (the task's gradient noise scale B_noise, in samples), each
     candidate's time is multiplied by :func:`updates_factor` at ``lr x curvature`` for the
     samples its updates apply: the second-order model of McCandlish et al. 2018, in which
     noise eats ``lr h / 2 x B_noise / B`` of a step's progress. A candidate whose updates
-    make no progress at this lr ranks last."""
-    if not (lr > 0 and curvature > 0):
+    make no progress at this lr ranks last. Hybrid thresholds span at least the updates
+    the slower of ``async`` and ``sync`` needs, so a hybrid's switch is not over before
+    the target could be reached."""
+    if lr is None and noise_scale is None:
+        raise ConfigError(
+            "--noise-scale",
+            "ranking each policy at its own lr needs the gradient noise scale (a number, or "
+            "a task name); or give --lr to rank every policy at one lr",
+        )
+    if not ((lr is None or lr > 0) and curvature > 0):
         raise ConfigError("--lr", "recommend needs a positive --lr and --curvature")
     if noise_scale is not None and not noise_scale >= 0:
         raise ConfigError("--noise-scale", f"must be >= 0 samples (got {noise_scale})")
     finite_mean(compute, "--compute")
     if comm is not None:
         finite_mean(comm, "--comm")
+    xs = [lr * curvature] if lr is not None else list(ETA_H)
     ranked = []
     todo = candidates(workers)
     for i, (spec, policy, params) in enumerate(todo):
@@ -211,8 +252,6 @@ def recommend(
                 comm,
                 speeds=speeds,
                 batch_size=batch_size,
-                lr=lr,
-                curvature=curvature,
                 continuous=False,  # ranking uses the discrete model alone
                 sweep=False,
                 quorum=quorum,
@@ -221,65 +260,77 @@ def recommend(
         except ConfigError as exc:
             ranked.append(Candidate(spec, None, math.inf, f"no model: {exc.message}"))
             continue
-        st = p.stability
-        assert st is not None  # lr and curvature were given
-        if not st.stable:
-            reason = f"diverges: staleness {p.mean_staleness:.1f} needs lr < {st.max_stable_lr:.3g}"
-            ranked.append(Candidate(spec, p, math.inf, reason))
-            continue
-        radius = math.exp(-st.convergence_rate * p.mean_update_time)
-        if p.lockstep:
-            t = _lockstep_time(p, lr * curvature, compute, comm, speeds)
-        else:
-            n = _updates_needed(p, lr * curvature, radius)
-            t = math.inf if n is None else n * p.mean_update_time
-        if noise_scale is not None:
-            factor = updates_factor(noise_scale, p.quorum * batch_size, lr * curvature)
-            if math.isinf(factor):
-                reason = (
-                    f"noise-dominated: updates of {p.quorum * batch_size:g} samples make no "
-                    f"progress at lr {lr:g} (noise scale {noise_scale:.3g})"
-                )
-                ranked.append(Candidate(spec, p, math.inf, reason))
-                continue
-            t *= factor
-        if p.mean_staleness == 0:
-            reason = (
-                f"{p.quorum:g} gradients per update every {p.mean_update_time:.3g}; "
-                f"{p.wasted_fraction:.0%} of started work wasted"
-            )
-        else:
-            reason = (
-                f"an update every {p.mean_update_time:.3g} with staleness "
-                f"{p.mean_staleness:.1f} (stable below lr {st.max_stable_lr:.3g})"
-            )
-        ranked.append(Candidate(spec, p, t, reason))
+        best = min(
+            (_at(p, x, spec, compute, comm, speeds, batch_size, noise_scale) for x in xs),
+            key=lambda c: c.time_to_1000x,
+        )
+        best.lr = best.lr / curvature if best.lr is not None else None
+        if lr is None and not math.isfinite(best.time_to_1000x):
+            lo, hi = ETA_H[0] / curvature, ETA_H[-1] / curvature
+            best.reason = f"no lr of {lo:.3g}-{hi:.3g} works: {best.reason}"
+        ranked.append(best)
     if progress is not None:
         progress(len(todo), len(todo) + 1)
-    # hybrid shapes, scaled to the updates the faster of async and sync needs
+    # hybrid shapes, scaled to the updates the slower of async and sync needs
     ends = [
         round(c.time_to_1000x / c.prediction.mean_update_time)  # type: ignore[union-attr]
         for c in ranked
         if c.spec in ("async", "sync") and math.isfinite(c.time_to_1000x)
     ]
     if ends:
-        horizon = min(ends)
+        horizon = max(ends)
         cache: dict[str, Prediction] = {}
         for shape in hybrid_shapes(horizon):
-            ranked.append(
-                _hybrid(
-                    workers,
-                    compute,
-                    comm,
-                    speeds,
-                    batch_size,
-                    lr * curvature,
-                    shape,
-                    cache,
-                    cap=10 * horizon,
-                    noise_scale=noise_scale,
-                )
-            )
+            model = _hybrid_model(
+                workers, compute, comm, speeds, batch_size, shape, cache,
+                cap=10 * horizon, noise_scale=noise_scale,
+            )  # fmt: skip
+            tried = []
+            for x in xs:
+                c = model(x)
+                c.lr = x / curvature
+                tried.append(c)
+            ranked.append(min(tried, key=lambda c: c.time_to_1000x))
     if progress is not None:
         progress(len(todo) + 1, len(todo) + 1)
     return sorted(ranked, key=lambda c: c.time_to_1000x)
+
+
+def _at(p: Prediction, x: float, spec, compute, comm, speeds, batch_size, noise_scale) -> Candidate:
+    """The candidate of prediction ``p`` at lr x curvature = ``x`` (its ``lr`` field holds
+    ``x`` until the caller divides it by the curvature)."""
+    pmf = stability_pmf(p)
+    if p.lockstep:
+        stable, x_max = abs(1.0 - p.lockstep * x) < 1.0, 2.0 / p.lockstep
+    else:
+        x_max = discrete_max_stable(pmf)
+        stable = x < x_max
+    if not stable:
+        why = f"diverges: staleness {p.mean_staleness:.1f} needs lr x curvature < {x_max:.3g}"
+        return Candidate(spec, p, math.inf, why, x)
+    if p.lockstep:
+        t = _lockstep_time(p, x, compute, comm, speeds)
+    else:
+        radius = discrete_radius(x, pmf)
+        n = _updates_needed(p, x, min(radius, 1.0 - 1e-12))
+        t = math.inf if n is None else n * p.mean_update_time
+    if noise_scale is not None:
+        factor = updates_factor(noise_scale, p.quorum * batch_size, x)
+        if math.isinf(factor):
+            reason = (
+                f"noise-dominated: updates of {p.quorum * batch_size:g} samples make no "
+                f"progress at lr x curvature {x:.3g} (noise scale {noise_scale:.3g})"
+            )
+            return Candidate(spec, p, math.inf, reason, x)
+        t *= factor
+    if p.mean_staleness == 0:
+        reason = (
+            f"{p.quorum:g} gradients per update every {p.mean_update_time:.3g}; "
+            f"{p.wasted_fraction:.0%} of started work wasted"
+        )
+    else:
+        reason = (
+            f"an update every {p.mean_update_time:.3g} with staleness "
+            f"{p.mean_staleness:.1f} (stable below lr x curvature {x_max:.3g})"
+        )
+    return Candidate(spec, p, t, reason, x)
