@@ -5,9 +5,10 @@ curvature h: the number of updates the linearised delay model x_{t+1} = x_t - et
 sum_k p_k x_{t-k} (p the candidate's predicted staleness distribution; staleness 0 for the
 synchronous family, so |1 - eta h| per update; exact rounds for ssp with s = 0) needs to
 bring |x| below 1 / sqrt(1000) from the initial point (loss ~ x^2), times the predicted time
-per update. ``hybrid`` candidates, threshold shapes over updates scaled to the number of
-updates the faster of ``async`` and ``sync`` needs, step the same model with each update's
-regime and add up their regimes' times. Unstable candidates rank last. Without a noise
+per update, each candidate at its own best lr (or at one given lr). ``hybrid`` candidates,
+threshold shapes over updates scaled to the number of updates the slower of ``async`` and
+``sync`` needs, step the same model with each update's regime and add up their regimes'
+times. Unstable candidates rank last. Without a noise
 scale the model sees curvature, delays and staleness, not gradient noise; given the task's
 gradient noise scale B_noise, an update of B samples at lr makes 1 - lr h / 2 (1 + B_noise /
 B) of the progress of a noiseless step, relative to 1 - lr h / 2 (McCandlish et al. 2018's
@@ -106,15 +107,6 @@ def _updates_needed(p: Prediction, eta_h: float, radius: float) -> int | None:
     cap = min(10**6, max(1000, math.ceil(20 * math.log(FACTOR) / -math.log(radius))))
     pmf = stability_pmf(p)
     return steps_to_reduce(eta_h, lambda t: pmf, FACTOR, cap)
-
-
-def _hybrid(
-    W, compute, comm, speeds, batch_size, eta_h, shape, cache, cap, noise_scale=None
-) -> Candidate:
-    """The hybrid ``shape`` at ``eta_h``: :func:`_hybrid_model` stepped once."""
-    return _hybrid_model(W, compute, comm, speeds, batch_size, shape, cache, cap, noise_scale)(
-        eta_h
-    )
 
 
 def _hybrid_model(
