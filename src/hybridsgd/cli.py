@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     pf = sub.add_parser(
-        "profile",
+        "perf-profile",
         help="performance profiles and geometric-mean speed-ups across tunings (workloads)",
         description="Reads each DIR's tune.json (hybridsgd tune) as one workload: each "
         "policy's tuned objective (lower is better; infinity when it diverged or never "
@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args, err)
         if args.command == "tune":
             return _tune(args, err)
-        if args.command == "profile":
-            return _profile(args)
+        if args.command == "perf-profile":
+            return _perf_profile(args)
         if args.command == "report":
             if args.tensorboard:
                 return _export(Path(args.dir), Path(args.tensorboard))
@@ -831,8 +831,8 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
     return _report(out, choices)
 
 
-def _profile(args: argparse.Namespace) -> int:
-    """``profile DIR...``: performance profiles across tunings, one workload each."""
+def _perf_profile(args: argparse.Namespace) -> int:
+    """``perf-profile DIR...``: performance profiles across tunings, one workload each."""
     import json
 
     import pandas as pd
@@ -847,12 +847,12 @@ def _profile(args: argparse.Namespace) -> int:
             rows[str(d)] = {p: float(c["objective"]) for p, c in record["chosen"].items()}
         except FileNotFoundError:
             raise ConfigError(
-                "profile",
+                "perf-profile",
                 f"{d} holds no tuning ({path} is missing): give directories of hybridsgd tune",
             ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
-                "profile", f"{path} cannot be read ({exc}): rerun hybridsgd tune"
+                "perf-profile", f"{path} cannot be read ({exc}): rerun hybridsgd tune"
             ) from None
     scores = pd.DataFrame.from_dict(rows, orient="index")
     if scores.isna().any().any():
@@ -860,7 +860,7 @@ def _profile(args: argparse.Namespace) -> int:
             f"{p} in {w}" for w in scores.index for p in scores.columns if pd.isna(scores.at[w, p])
         ]
         raise ConfigError(
-            "profile", f"every tuning needs the same policies; missing: {', '.join(missing)}"
+            "perf-profile", f"every tuning needs the same policies; missing: {', '.join(missing)}"
         )
     base = args.baseline or str(scores.columns[0])
     if base not in scores.columns:
