@@ -347,7 +347,9 @@ def test_profile_across_tunings_prints_speed_ups_and_draws(tmp_path, capsys):
         chosen = {p: {"objective": t, "settings": {}} for p, t in times.items()}
         (tmp_path / name / "tune.json").write_text(json.dumps({"chosen": chosen}))
     out = tmp_path / "profile.png"
-    assert main(["perf-profile", str(tmp_path / "w1"), str(tmp_path / "w2"), "--out", str(out)]) == 0
+    assert (
+        main(["perf-profile", str(tmp_path / "w1"), str(tmp_path / "w2"), "--out", str(out)]) == 0
+    )
     said = capsys.readouterr().out
     assert "1.41x" in said and out.is_file()  # async: sqrt(10/5 * 8/8)
     assert main(["perf-profile", str(tmp_path), "--out", str(out)]) == 2

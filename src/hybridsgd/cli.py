@@ -161,6 +161,31 @@ def _parser() -> argparse.ArgumentParser:
         "(default: lr log-uniform, SGD momentum in [0, 0.95], a hybrid's async_lr)",
     )  # fmt: skip
 
+    pr = sub.add_parser(
+        "profile",
+        help="measure real workers (or read a real run) and fit a timing model to them",
+        description="Runs CONFIG's task on a real backend with every worker computing back "
+        "to back (async, no injected delay) for --minibatches jobs each, or reads a real "
+        "run's gradients.csv (--from), writes OUT/profile.csv and prints each worker's job "
+        "times; --fit fits speeds, slow episodes and the family (docs/fidelity.md).",
+    )
+    pr.add_argument("config", nargs="?", help="TOML config file (its task, model, workers)")
+    pr.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set policy.workers=4 (repeatable)",
+    )  # fmt: skip
+    pr.add_argument("--backend", help="local or ray (default: the config's run.backend)")
+    pr.add_argument(
+        "--minibatches", type=int, default=200, help="jobs per worker to measure (default 200)"
+    )
+    pr.add_argument("--from", dest="source", metavar="RUN_DIR",
+                    help="read a real run's gradients.csv instead of measuring")  # fmt: skip
+    pr.add_argument("--fit", action="store_true", help="fit a timing model to the profile")
+    pr.add_argument(
+        "--out", default="profile",
+        help="directory for profile.csv, timing.toml and fit.png (default profile)",
+    )  # fmt: skip
+
     pf = sub.add_parser(
         "perf-profile",
         help="performance profiles and geometric-mean speed-ups across tunings (workloads)",
@@ -398,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args, err)
         if args.command == "tune":
             return _tune(args, err)
+        if args.command == "profile":
+            return _profile(args)
         if args.command == "perf-profile":
             return _perf_profile(args)
         if args.command == "report":
@@ -829,6 +856,45 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
 
     return _report(out, choices)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    """``profile``: measure real workers or read a real run; ``--fit`` a timing model."""
+    from hybridsgd import profiling
+    from hybridsgd.config import Config
+    from hybridsgd.timing.fit import fit_timing
+
+    out = Path(args.out)
+    if args.source and args.config:
+        raise ConfigError("--from", "give a config to measure, or --from RUN_DIR, not both")
+    if args.source:
+        table = profiling.read_run(args.source)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "profile.csv", index=False)
+    elif args.config:
+        overrides = list(args.overrides) + ([f"run.backend={args.backend}"] if args.backend else [])
+        cfg = Config.load(args.config, overrides)
+        table = profiling.measure(cfg, args.minibatches, out)
+    else:
+        raise ConfigError("config", "give a TOML config file to measure, or --from RUN_DIR")
+    stats = profiling.per_worker(table)
+    t = Table(title=f"job times per worker, seconds ({out / 'profile.csv'})")
+    for col in ("worker", "jobs", "mean", "p50", "p90", "p99"):
+        t.add_column(col, justify="right")
+    for w, r in stats.iterrows():
+        t.add_row(str(w), str(int(r.jobs)), *(f"{r[c]:.4g}" for c in ("mean", "p50", "p90", "p99")))
+    console = _console()
+    console.print(t)
+    if args.fit:
+        fit = fit_timing(table, str(out / "profile.csv"))
+        for line in profiling.describe(fit):
+            console.print(line, markup=False, highlight=False)
+        (out / "timing.toml").write_text(fit.toml())
+        profiling.plot_fit(table, fit, out / "fit.png")
+        console.print(fit.toml(), markup=False, highlight=False)
+        console.print(f"wrote {out / 'timing.toml'} and {out / 'fit.png'}", markup=False,
+                      highlight=False)  # fmt: skip
+    return 0
 
 
 def _perf_profile(args: argparse.Namespace) -> int:

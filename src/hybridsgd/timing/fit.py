@@ -180,7 +180,7 @@ def fit_timing(
         pooled = np.concatenate([times[w] / s for w, s in zip(workers, speeds, strict=True)])
         cands[0] = _fit_family(cands[0].family, pooled)
     best = cands[0]
-    ks = stats.kstest(pooled, _frozen(best).cdf)
+    ks = stats.kstest(pooled, distribution(best).cdf)
     return TimingFit(
         workers=workers,
         speeds=speeds,
@@ -278,14 +278,14 @@ def _fit_family(family: str, x: np.ndarray) -> Candidate:
     else:
         raise ValueError(family)
     cand = Candidate(family, params, 0.0, 0.0)
-    ll = float(np.sum(_frozen(cand).logpdf(x)))
+    ll = float(np.sum(distribution(cand).logpdf(x)))
     if not math.isfinite(ll):
         ll = -math.inf
     cand.loglik, cand.bic = ll, k * math.log(n) - 2 * ll
     return cand
 
 
-def _frozen(c: Candidate):
+def distribution(c: Candidate):  # noqa: ANN201 - a scipy frozen distribution
     """The scipy distribution of a candidate."""
     p = c.params
     if c.family == "exp":

@@ -1,0 +1,185 @@
+"""Measure the workers of a real backend, and the profile a timing fit reads (issue 31;
+docs/fidelity.md).
+
+``hybridsgd profile CONFIG --backend local|ray --minibatches N`` runs the config's task and
+model on that backend with every worker computing back to back (``async``, no injected
+delay: ``run.time_unit = 0``) until each has done about N minibatches, and keeps the run in
+``OUT/run``. Its profile, ``OUT/profile.csv``, has one row per job: the worker, when the
+job started and how long it took until its gradient was in (``compute``, in seconds). That
+time includes the backend's own per-job cost (sending the parameters, the job message,
+the gradient back), so a timing model fitted to it predicts the real clock, not only the
+schedule; the pull and push are not timed apart. ``--from RUN_DIR`` reads any earlier
+real run's ``gradients.csv`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from hybridsgd.config import Config
+from hybridsgd.errors import ConfigError
+from hybridsgd.timing.fit import TimingFit, distribution, job_times
+
+
+def measure(
+    cfg: Config, minibatches: int, out: str | Path, *, progress: object = "auto"
+) -> pd.DataFrame:
+    """Run ``cfg``'s task on its (real) backend, every worker back to back for about
+    ``minibatches`` jobs, into ``out/run``; write and return the profile."""
+    from hybridsgd.runner import run
+
+    if cfg.run.backend == "sim":
+        raise ConfigError(
+            "--backend", "profile measures real workers: give --backend local (or ray)"
+        )
+    if minibatches < 20:
+        raise ConfigError(
+            "--minibatches", f"a fit needs at least 20 per worker (got {minibatches})"
+        )
+    W = cfg.policy.workers
+    d = cfg.to_dict()
+    d["policy"] = {"name": "async", "workers": W}
+    updates = minibatches * W
+    d["run"] |= {"time_unit": 0.0, "updates": updates, "time": None, "eval_every": updates,
+                 "target_accuracy": None, "checkpoint_every": 0}  # fmt: skip
+    out = Path(out)
+    result = run(Config.from_dict(d), out=out / "run", progress=progress, force=True)
+    table = profile_of(result.trace.gradients, f"{out / 'run'}")
+    table.to_csv(out / "profile.csv", index=False)
+    return table
+
+
+def profile_of(gradients: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A run's gradients table as a profile: worker, start_time, compute (jobs that ran to
+    their end: a cancelled job's time is not a job's)."""
+    times = job_times(gradients, source)  # checks the columns
+    rows = gradients[gradients.fate != "cancelled"] if "fate" in gradients else gradients
+    rows = rows.sort_values(["worker", "start_time"], kind="stable")
+    table = pd.DataFrame(
+        {
+            "worker": rows.worker.to_numpy(),
+            "start_time": rows.start_time.to_numpy(),
+            "compute": (rows.end_time - rows.start_time).to_numpy(),
+        }
+    )
+    assert sum(len(v) for v in times.values()) == len(table)
+    return table
+
+
+def read_run(run_dir: str | Path) -> pd.DataFrame:
+    """``--from RUN_DIR``: the profile of an earlier real run."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        raise ConfigError("--from", f"{run_dir} holds no run (no summary.json)")
+    try:
+        backend = json.loads(summary.read_text()).get("backend")
+    except ValueError as exc:
+        raise ConfigError("--from", f"{summary} cannot be read ({exc})") from None
+    if backend == "sim":
+        raise ConfigError(
+            "--from",
+            f"{run_dir} is a simulated run: its times are the timing model's, not measured; "
+            "give a run of the local or ray backend",
+        )
+    try:
+        gradients = pd.read_csv(run_dir / "gradients.csv")
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--from", f"{run_dir / 'gradients.csv'} cannot be read ({exc})") from None
+    return profile_of(gradients, str(run_dir / "gradients.csv"))
+
+
+def read_profile(path: str | Path) -> pd.DataFrame:
+    """A ``profile.csv`` (or any CSV with worker and compute, or start_time and end_time)."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("profile", f"{path} cannot be read ({exc})") from None
+    job_times(table, str(path))  # one line if a column is missing
+    return table
+
+
+def per_worker(table: pd.DataFrame) -> pd.DataFrame:
+    """Per worker: jobs, mean and p50 / p90 / p99 of the job time."""
+    g = table.groupby("worker").compute
+    return pd.DataFrame(
+        {
+            "jobs": g.size(),
+            "mean": g.mean(),
+            "p50": g.quantile(0.5),
+            "p90": g.quantile(0.9),
+            "p99": g.quantile(0.99),
+        }
+    )
+
+
+def plot_fit(table: pd.DataFrame, fit: TimingFit, path: str | Path) -> Path:
+    """Measured against fitted: the pooled quantile-quantile plot of the residuals (times
+    over their worker's speed) against the fitted family, and each worker's measured
+    distribution against the fitted one at its speed."""
+    dist = distribution(fit.compute)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    qq, cdf = fig.subplots(1, 2)
+    r = np.sort(fit.residuals)
+    p = (np.arange(len(r)) + 0.5) / len(r)
+    q = dist.ppf(p)
+    qq.plot(q, r, ".", ms=3, alpha=0.6)
+    top = float(np.nanmax([r[-1], q[np.isfinite(q)][-1]]))
+    qq.plot([0, top], [0, top], color="0.4", lw=1, ls="--", label="measured = fitted")
+    qq.set_xlabel(f"fitted quantile ({fit.compute.spec})")
+    qq.set_ylabel("measured quantile (time / worker's speed)")
+    qq.set_title(f"pooled Q-Q, KS distance {fit.ks:.3f}", fontsize=10)
+    qq.legend(fontsize=8, frameon=False)
+    qq.grid(alpha=0.3)
+    times = job_times(table)
+    for i, (w, speed) in enumerate(zip(fit.workers, fit.speeds, strict=True)):
+        x = np.sort(times[w])
+        line = cdf.step(x, (np.arange(len(x)) + 1) / len(x), where="post", lw=1.2,
+                        label=f"worker {w} (speed {speed:.3g})" if i < 12 else None)[0]  # fmt: skip
+        grid = np.linspace(0, float(x[-1]), 200)
+        cdf.plot(grid, dist.cdf(grid / speed), ls="--", lw=1, color=line.get_color())
+    cdf.set_xlabel("job time (s)")
+    cdf.set_ylabel("fraction of jobs")
+    cdf.set_title("per worker: measured (solid) and fitted (dashed)", fontsize=10)
+    cdf.grid(alpha=0.3)
+    cdf.legend(fontsize=7, frameon=False, loc="lower right")
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def describe(fit: TimingFit) -> list[str]:
+    """The fit in a few lines for the terminal."""
+    lines = [
+        f"family: {fit.compute.spec} (least BIC of {len(fit.candidates)}; next: "
+        + ", ".join(f"{c.family} +{c.bic - fit.compute.bic:.1f}" for c in fit.candidates[1:3])
+        + f"); KS distance {fit.ks:.3f}, p {fit.ks_p:.2g}",
+        "speeds (95% interval): "
+        + ", ".join(
+            f"{w}: {s:.3g} [{lo:.3g}, {hi:.3g}]"
+            for w, s, lo, hi in zip(
+                fit.workers, fit.speeds, fit.speed_low, fit.speed_high, strict=True
+            )  # fmt: skip
+        ),
+        f"lag-1 autocorrelation of the residuals {fit.autocorrelation:.3f}: "
+        + (
+            f"slow episodes (rate {fit.transient.rate:.3g} per s, {fit.transient.duration:.3g} s, "
+            f"x{fit.transient.factor:.3g})"
+            if fit.transient is not None
+            else "no slow episodes"
+        ),
+    ]
+    if not fit.explained:
+        lines.append(
+            "no family explains these times (KS p < 0.001 and distance > 0.05): replay them "
+            'instead, timing.compute = "empirical:path=..." of the measured times'
+        )
+    if not math.isfinite(fit.compute.loglik):
+        lines.append("the best family's likelihood is not finite: the fit is not to be trusted")
+    return lines

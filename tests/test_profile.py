@@ -1,0 +1,63 @@
+"""hybridsgd profile (issue 31): measure real workers or read a real run, and fit a timing
+model to the measured job times."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pandas as pd
+
+import hybridsgd as h
+from hybridsgd.cli import main
+
+
+def config() -> h.Config:
+    return h.Config.from_dict(
+        {
+            "task": {"name": "mlp-digits", "batch_size": 16},
+            "policy": {"name": "async", "workers": 2},
+            "run": {"backend": "local", "updates": 80, "eval_every": 40},
+        }
+    )
+
+
+def test_measured_workers_give_a_profile_and_a_fit_the_simulator_takes(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[task]\nname = "mlp-digits"\nbatch_size = 16\n[policy]\nworkers = 2\n')
+    out = tmp_path / "p"
+    args = ["profile", str(cfg), "--backend", "local", "--minibatches", "40", "--out", str(out)]
+    assert main([*args, "--fit"]) == 0
+    said = capsys.readouterr().out
+    assert "job times per worker" in said and "family: " in said and "speeds (95% interval)" in said
+    table = pd.read_csv(out / "profile.csv")
+    assert list(table.columns) == ["worker", "start_time", "compute"]
+    assert len(table) >= 80 and (table.compute > 0).all() and set(table.worker) == {0, 1}
+    timing = tomllib.loads((out / "timing.toml").read_text())["timing"]
+    h.Config.from_dict({"policy": {"workers": 2}, "timing": timing})  # it validates
+    assert (out / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "run" / "summary.json").is_file()  # the measuring run is kept
+
+
+def test_an_earlier_real_run_is_a_profile(tmp_path, capsys):
+    h.run(config(), out=tmp_path / "r", progress=False)
+    assert main(["profile", "--from", str(tmp_path / "r"), "--out", str(tmp_path / "p")]) == 0
+    g = pd.read_csv(tmp_path / "r" / "gradients.csv")
+    table = pd.read_csv(tmp_path / "p" / "profile.csv")
+    done = g[g.fate != "cancelled"]
+    assert len(table) == len(done)
+    assert sorted(table.compute.round(9)) == sorted((done.end_time - done.start_time).round(9))
+
+
+def test_what_cannot_be_a_profile_is_one_line(tmp_path, capsys):
+    h.run(config().replace("run.backend=sim"), out=tmp_path / "sim", progress=False)
+    for args, says in [
+        (["--from", str(tmp_path / "sim")], "is a simulated run"),
+        (["--from", str(tmp_path / "nothing")], "holds no run"),
+        ([], "give a TOML config file to measure, or --from RUN_DIR"),
+        ([str(tmp_path / "sim" / "config.toml"), "--backend", "sim"], "--backend"),
+        ([str(tmp_path / "sim" / "config.toml"), "--backend", "local", "--minibatches", "5"],
+         "at least 20"),
+    ]:  # fmt: skip
+        assert main(["profile", *args, "--out", str(tmp_path / "p")]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err
