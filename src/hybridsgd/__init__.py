@@ -37,6 +37,7 @@ _LAZY = {
     "build_task": "hybridsgd.tasks",
     "Cluster": "hybridsgd.timing",
     "parse_model": "hybridsgd.timing",
+    "fit_timing": "hybridsgd.timing.fit",
     "Trace": "hybridsgd.trace",
 }
 
@@ -78,6 +79,7 @@ __all__ = [
     "NotSaved",
     "__version__",
     "asynchronous",
+    "fit_timing",
     "backup",
     "build_cluster",
     "build_policy",
