@@ -85,19 +85,27 @@ def sensitivity_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) ->
             ax.axvline(chosen[x_key], color="0.5", ls="--", lw=1, label="chosen")
         if all(isinstance(v, int | float) and v > 0 for v in grid[x_key]):
             ax.set_xscale("log")
-        if record["objective"] == "final-loss" and len(finite) and float(finite.min()) > 0:
-            ax.set_yscale("log")
-        ax.set_xlabel(x_key)
-        what = "final validation loss" if record["objective"] == "final-loss" else "time to target"
-        ax.set_ylabel(f"{what} (mean over seeds)")
-        ax.set_title(f"{label}: validation objective against {x_key}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                  fontsize=8, frameon=False)  # fmt: skip
-        name = f"sensitivity_{label}.png"
-        fig.savefig(out / name, dpi=100)
-        names.append(name)
+        title = f"{label}: validation objective against {x_key}"
+        names.append(
+            _save(fig, ax, out, str(label), record, finite, x_key, " (mean over seeds)", title)
+        )
     return names
+
+
+def _save(fig, ax, out: Path, label: str, record, finite, x_key: str, per: str, title: str) -> str:
+    """Axes labels, scale, legend; ``sensitivity_<label>.png`` written; its name."""
+    if record["objective"] == "final-loss" and len(finite) and float(finite.min()) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel(x_key)
+    what = "final validation loss" if record["objective"] == "final-loss" else "time to target"
+    ax.set_ylabel(what + per)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              fontsize=8, frameon=False)  # fmt: skip
+    name = f"sensitivity_{label}.png"
+    fig.savefig(out / name, dpi=100)
+    return name
 
 
 def _trial_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) -> list[str]:
@@ -119,18 +127,8 @@ def _trial_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) -> list
         if "optimizer.lr" in chosen:
             ax.axvline(chosen["optimizer.lr"], color="0.5", ls="--", lw=1, label="chosen")
         ax.set_xscale("log")
-        if record["objective"] == "final-loss" and len(finite) and float(finite.min()) > 0:
-            ax.set_yscale("log")
-        what = "final validation loss" if record["objective"] == "final-loss" else "time to target"
-        ax.set_xlabel("optimizer.lr")
-        ax.set_ylabel(what)
-        ax.set_title(f"{label}: every trial (crosses: diverged or missed)", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                  fontsize=8, frameon=False)  # fmt: skip
-        name = f"sensitivity_{label}.png"
-        fig.savefig(out / name, dpi=100)
-        names.append(name)
+        title = f"{label}: every trial (crosses: diverged or missed)"
+        names.append(_save(fig, ax, out, str(label), record, finite, "optimizer.lr", "", title))
     return names
 
 

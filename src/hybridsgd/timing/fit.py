@@ -12,11 +12,11 @@ while a slow episode (``timing.transient``) covers it. So:
    efficient as the mean); once the family is chosen (3), each worker's scale is taken
    again with that family's own estimator (the mean for exp, shifted-exp and gamma, the
    geometric mean for lognormal, the minimum for pareto, the mid-range for uniform; not
-   with slow episodes, which they are not robust to) and the family refitted. The
-   intervals are the trimmed mean's. Speeds are relative to the median worker (1.0; for an even
-   number of workers, the geometric mean of the two middle ones), each with a
-   95% percentile-bootstrap interval (all workers resampled together, the median worker
-   recomputed in each resample).
+   with slow episodes, which they are not robust to) and the family refitted. Speeds are
+   relative to the median worker (1.0; for an even number of workers, the geometric mean
+   of the two middle ones), each with a 95% percentile-bootstrap interval of the trimmed
+   mean (all workers resampled together, the median worker recomputed in each resample),
+   moved to the refined estimate.
 2. **Slow episodes.** When the residual log times (speeds divided out) are autocorrelated
    along each worker's job order (pooled lag-1 autocorrelation above 4 / sqrt(n): i.i.d.
    jobs pass this in all but about 3 in 100,000 cases), jobs in runs of two or more above
@@ -176,7 +176,10 @@ def fit_timing(
     # exp and gamma, the minimum for pareto...), and the family refitted on the residuals
     if transient is None:
         level = np.log([SCALE[cands[0].family](times[w]) for w in workers])
-        speeds = np.exp(level - np.median(level))
+        refined = np.exp(level - np.median(level))
+        # the intervals move with the estimate (on real times the two estimators can part
+        # by more than the interval's width when the family fits only roughly)
+        low, high, speeds = low * refined / speeds, high * refined / speeds, refined
         pooled = np.concatenate([times[w] / s for w, s in zip(workers, speeds, strict=True)])
         cands[0] = _fit_family(cands[0].family, pooled)
     best = cands[0]
