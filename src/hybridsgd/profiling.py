@@ -178,7 +178,7 @@ def describe(fit: TimingFit) -> list[str]:
     if not fit.explained:
         lines.append(
             "no family explains these times (KS p < 0.001 and distance > 0.05): replay them "
-            'instead, timing.compute = "empirical:path=..." of the measured times'
+            'instead, timing.compute = "trace:path=PROFILE.csv" (each worker\'s own series)'
         )
     if not math.isfinite(fit.compute.loglik):
         lines.append("the best family's likelihood is not finite: the fit is not to be trusted")

@@ -117,3 +117,71 @@ def test_times_no_family_explains_are_said_so():
     times = {w: np.where(rng.random(500) < 0.5, 1.0, 5.0) * rng.uniform(0.95, 1.05, 500)
              for w in range(4)}  # fmt: skip
     assert not fit_timing(times).explained
+
+
+def write_profile(path, series: dict[int, list[float]]) -> str:
+    rows = [(w, k, t) for w, ts in series.items() for k, t in enumerate(ts)]
+    pd.DataFrame(rows, columns=["worker", "start_time", "compute"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_a_trace_replays_each_workers_own_series_exactly_in_order(tmp_path):
+    """timing.compute = "trace:path=profile.csv": under async (every worker back to back) the
+    simulated jobs of worker w take exactly the profile's worker w's times, in order and
+    around again, and start where the previous one ended."""
+    import hybridsgd as h
+
+    rng = np.random.default_rng(3)
+    series = {0: rng.uniform(0.5, 1.5, 30).round(6).tolist(),
+              1: rng.uniform(2.0, 4.0, 25).round(6).tolist()}  # fmt: skip
+    path = write_profile(tmp_path / "profile.csv", series)
+    cfg = h.Config.from_dict(
+        {
+            "task": {"name": "quadratic"},
+            "policy": {"name": "async", "workers": 3},
+            "timing": {"compute": f"trace:path={path}"},
+            "run": {"updates": 120, "eval_every": 60},
+        }
+    )
+    g = h.run(cfg, progress=False).trace.gradients
+    for w, own in ((0, series[0]), (1, series[1]), (2, series[0])):  # 3 workers, 2 series
+        mine = g[g.worker == w].sort_values("start_time")
+        took = (mine.end_time - mine.start_time).to_numpy()
+        expect = np.resize(own, len(took))  # around again at the end
+        np.testing.assert_allclose(took, expect, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(mine.start_time.to_numpy()[1:], mine.end_time.to_numpy()[:-1])
+        assert len(took) > len(own) or w == 1  # the series wrapped round for workers 0 and 2
+    # past the cluster's first block of 512 draws the series goes on where it was
+    c = Cluster(parse_model(f"trace:path={path}"), 2, 0)
+    np.testing.assert_array_equal(
+        [c.delay(0, 0.0) for _ in range(1100)], np.resize(series[0], 1100)
+    )
+
+
+def test_a_trace_in_blocks_keeps_runs_of_consecutive_values(tmp_path):
+    from hybridsgd.timing.models import parse_model
+
+    values = list(np.arange(1.0, 41.0))  # 1, 2, ..., 40: a block is a run of +1 steps
+    path = write_profile(tmp_path / "p.csv", {0: values})
+    series = parse_model(f"trace:path={path},mode=blocks,block=8").for_worker(0)
+    x = series.draw(np.random.default_rng(0), 64, 0)
+    assert set(x) <= set(values)
+    for b in range(8):
+        assert (np.diff(x[8 * b : 8 * b + 8]) == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("trace:path=missing.csv", "trace file not found"),
+        ("trace:mode=order", "write trace:path="),
+        ("trace:path={p},mode=shuffled", "order or blocks"),
+        ("trace:path={p},block=0", "whole number >= 1"),
+    ],
+)
+def test_bad_traces_are_one_line(tmp_path, spec, says):
+    from hybridsgd.timing.models import parse_model
+
+    p = write_profile(tmp_path / "p.csv", {0: [1.0, 2.0]})
+    with pytest.raises(ConfigError, match=says):
+        parse_model(spec.format(p=p), "timing.compute")

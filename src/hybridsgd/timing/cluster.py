@@ -28,16 +28,18 @@ _BLOCK = 512  # values drawn per refill; fixed so that bulk and one-by-one draws
 class _Stream:
     """Values of one model for one worker, drawn in fixed blocks, consumed in order."""
 
-    __slots__ = ("model", "rng", "block", "items", "pos")
+    __slots__ = ("model", "rng", "block", "items", "pos", "drawn")
 
     def __init__(self, model: TimingModel, rng: np.random.Generator) -> None:
         self.model, self.rng = model, rng
         self.block = np.empty(0)
         self.items: list[float] | None = None
         self.pos = _BLOCK  # empty: the first use draws a block
+        self.drawn = 0  # values drawn so far (a series in order continues from there)
 
     def _refill(self) -> None:
-        self.block = self.model.sample(self.rng, _BLOCK).astype(np.float64)
+        self.block = self.model.draw(self.rng, _BLOCK, self.drawn).astype(np.float64)
+        self.drawn += _BLOCK
         self.items = None  # the list form, made only when values are taken one by one
         self.pos = 0
 
@@ -108,7 +110,8 @@ class Cluster:
         self._speed_list = self.speeds.tolist()
         seeds = np.random.SeedSequence(seed).spawn(3)
         self._compute = [
-            _Stream(compute, np.random.default_rng(s)) for s in seeds[0].spawn(workers)
+            _Stream(compute.for_worker(w), np.random.default_rng(s))
+            for w, s in enumerate(seeds[0].spawn(workers))
         ]
         self._comm_const = 2.0 * comm.mean() if comm.is_constant else None
         # per worker; empty when communication takes a constant time (_comm_const)

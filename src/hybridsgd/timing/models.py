@@ -14,6 +14,7 @@ lognormal      mu, sigma               exp(N(mu, sigma^2))
 uniform        low, high               U(low, high)
 gamma          shape, scale            Gamma(shape, scale)
 empirical      path                    resampled from a file of measured times
+trace          path, mode, block       each worker's own measured series (a profile.csv)
 link (comm)    latency, bandwidth      latency + model bytes / bandwidth
 =============  ======================  =====================================
 """
@@ -43,6 +44,16 @@ class TimingModel:
     @property
     def is_constant(self) -> bool:
         return False
+
+    def for_worker(self, worker: int) -> TimingModel:
+        """The model of one worker's times (every worker draws from the same model, but a
+        trace replays each worker's own series)."""
+        return self
+
+    def draw(self, rng: np.random.Generator, size: int, offset: int) -> np.ndarray:
+        """The worker's values ``offset`` to ``offset + size`` of its stream (i.i.d. models
+        ignore ``offset``; a series in order needs it)."""
+        return self.sample(rng, size)
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,88 @@ class Empirical(TimingModel):
 
 
 @dataclass(frozen=True)
+class Series(TimingModel):
+    """One worker's measured times: in ``order`` (value k for its k-th job, around again at
+    the end), or in ``blocks`` of ``block`` consecutive values starting at random places
+    (the order within a block, and so slow episodes shorter than it, survive)."""
+
+    values: tuple[float, ...]
+    mode: str = "order"
+    block: int = 20
+
+    def draw(self, rng, size, offset):
+        v = np.asarray(self.values)
+        n = len(v)
+        if self.mode == "order":
+            return v[(offset + np.arange(size)) % n]
+        b = min(self.block, n)
+        starts = rng.integers(0, n - b + 1, -(-size // b))
+        return np.concatenate([v[s : s + b] for s in starts])[:size]
+
+    def sample(self, rng, size):
+        return self.draw(rng, size, 0)
+
+    def mean(self):
+        return float(np.mean(self.values))
+
+
+@dataclass(frozen=True)
+class Trace(TimingModel):
+    """Each worker's own measured series from a profile (``hybridsgd profile``'s
+    profile.csv, or a real run's gradients.csv): simulated worker w replays the profile's
+    w-th worker (around again when there are more workers than in the profile). Pooled,
+    as the analysis sees it, it is the empirical distribution of every time."""
+
+    path: str
+    series: tuple[tuple[float, ...], ...]
+    mode: str = "order"
+    block: int = 20
+
+    def for_worker(self, worker):
+        return Series(self.series[worker % len(self.series)], self.mode, self.block)
+
+    def sample(self, rng, size):
+        pooled = np.concatenate([np.asarray(s) for s in self.series])
+        return pooled[rng.integers(0, len(pooled), size)]
+
+    def mean(self):
+        return float(np.mean(np.concatenate([np.asarray(s) for s in self.series])))
+
+
+def load_trace(spec: str, rest: str, field: str) -> Trace:
+    """``trace:path=profile.csv[,mode=order|blocks][,block=20]``."""
+    import pandas as pd
+
+    from hybridsgd.timing.fit import job_times
+
+    items = dict(part.strip().partition("=")[::2] for part in rest.split(",") if part.strip())
+    unknown = sorted(set(items) - {"path", "mode", "block"})
+    fix = "write trace:path=profile.csv[,mode=order|blocks][,block=N]"
+    if unknown or not items.get("path"):
+        raise ConfigError(field, f"{fix} (got {spec!r})")
+    mode = items.get("mode", "order")
+    if mode not in ("order", "blocks"):
+        raise ConfigError(field, f"trace mode is order or blocks (got {mode!r})")
+    try:
+        block = int(items.get("block", "20"))
+    except ValueError:
+        block = 0
+    if block < 1:
+        raise ConfigError(
+            field, f"trace block must be a whole number >= 1 (got {items.get('block')!r})"
+        )
+    path = items["path"]
+    if not Path(path).is_file():
+        raise ConfigError(field, f"trace file not found: {path}")
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(field, f"{path} cannot be read ({exc})") from None
+    times = job_times(table, f"{field} ({path})")
+    return Trace(path, tuple(tuple(times[w].tolist()) for w in sorted(times)), mode, block)
+
+
+@dataclass(frozen=True)
 class Link(TimingModel):
     """Communication over a link: ``latency + bytes / bandwidth``; bound to a model size."""
 
@@ -239,7 +332,9 @@ def parse_model(spec: str, field: str = "timing", allow_link: bool = False) -> T
         return Constant(_nonneg(number, field))
     name, _, rest = text.partition(":")
     name = _ALIASES.get(name.strip().lower(), name.strip().lower())
-    known = [n for n in _MODELS if allow_link or n != "link"] + ["empirical"]
+    known = [n for n in _MODELS if allow_link or n != "link"] + ["empirical", "trace"]
+    if name == "trace":
+        return load_trace(spec, rest, field)
     if name == "empirical":
         key, eq, path = rest.partition("=")
         if key.strip() != "path" or not eq or not path.strip():
