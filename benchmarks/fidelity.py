@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import tomllib
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 import hybridsgd as h
-from hybridsgd.profiling import describe, measure
-from hybridsgd.timing.fit import fit_timing
+from hybridsgd.profiling import describe, validate
 
 POLICIES = ["sync", "backup:backups=1", "async", "ssp:staleness_bound=2", "k_async:k=2"]
 
@@ -44,13 +41,6 @@ def base(W: int, updates: int, target: float) -> h.Config:
     )  # fmt: skip
 
 
-def one(cfg: h.Config) -> tuple[float, float]:
-    """Throughput (updates per second of the run's clock) and time to the target."""
-    s = h.run(cfg, progress=False).summary
-    t = s.get("time_to_target")
-    return s["updates"] / s["end_time"], (float(t) if t is not None else math.inf)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
@@ -62,12 +52,13 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
     for W in args.workers:
-        cfg = base(W, args.updates, args.target)
-        prof = measure(cfg, args.minibatches, Path(args.out) / f"W{W}", progress=False)
-        fit = fit_timing(prof)
+        cfg, out = base(W, args.updates, args.target), Path(args.out) / f"W{W}"
+        table, fit = validate(
+            cfg, POLICIES, seeds=args.seeds, minibatches=args.minibatches, out=out
+        )
+        assert fit is not None
         for line in describe(fit):
             console.print(f"W = {W}: {line}", markup=False, highlight=False)
-        timing = tomllib.loads(fit.toml())["timing"]
         t = Table(
             title=f"W = {W}, mlp-digits, local backend at natural timing: predicted (sim, "
             f"fitted timing) against measured, {args.seeds} seeds"
@@ -75,30 +66,19 @@ def main() -> None:
         for col in ("policy", "updates/s sim", "real", "error", "time to target sim", "real",
                     "error"):  # fmt: skip
             t.add_column(col, justify="left" if col == "policy" else "right")
-        ranks = {}
-        for spec in POLICIES:
-            _, policy = h.policies.parse_spec(spec)
-            real, sim = [], []
-            for seed in range(args.seeds):
-                c = cfg.replace(*policy, f"run.seed={seed}")
-                real.append(one(c))
-                d = c.to_dict()
-                d["run"] |= {"backend": "sim"}
-                d["timing"] = {**d["timing"], **timing}
-                sim.append(one(h.Config.from_dict(d)))
-            (tp_r, tt_r), (tp_s, tt_s) = np.mean(real, axis=0), np.mean(sim, axis=0)
-            ranks[spec] = (tt_s, tt_r)
+        for r in table.itertuples():
+            err = r.time_to_target_error
             t.add_row(
-                spec, f"{tp_s:.4g}", f"{tp_r:.4g}", f"{tp_s / tp_r - 1:+.1%}",
-                f"{tt_s:.4g}", f"{tt_r:.4g}",
-                f"{tt_s / tt_r - 1:+.1%}" if math.isfinite(tt_s * tt_r) else "-",
+                r.policy, f"{r.throughput_sim:.4g}", f"{r.throughput_real:.4g}",
+                f"{r.throughput_error:+.1%}", f"{r.time_to_target_sim:.4g}",
+                f"{r.time_to_target_real:.4g}", "-" if math.isnan(err) else f"{err:+.1%}",
             )  # fmt: skip
         console.print(t)
-        by_sim = sorted(ranks, key=lambda p: ranks[p][0])
-        by_real = sorted(ranks, key=lambda p: ranks[p][1])
-        same = sum(a == b for a, b in zip(by_sim, by_real, strict=True))
-        console.print(f"W = {W}: ranking by time to target, sim {by_sim}, real {by_real}: "
-                      f"{same} of {len(POLICIES)} places agree", markup=False)  # fmt: skip
+        console.print(
+            f"W = {W}: ranking by time to target, sim {table.attrs['ranking_sim']}, real "
+            f"{table.attrs['ranking_real']}: {table.attrs['places_agree']} of {len(table)} "
+            "places agree", markup=False,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -61,3 +61,24 @@ def test_what_cannot_be_a_profile_is_one_line(tmp_path, capsys):
         assert main(["profile", *args, "--out", str(tmp_path / "p")]) == 2, args
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_validate_sets_each_policy_simulated_against_real(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[task]\nname = "mlp-digits"\nbatch_size = 16\n[policy]\nworkers = 2\n'
+        "[optimizer]\nlr = 0.05\n[run]\nupdates = 60\neval_every = 20\ntarget_accuracy = 0.5\n"
+    )
+    args = ["validate", str(cfg), "--backend", "local", "--seeds", "1", "--minibatches", "25",
+            "--out", str(tmp_path / "v")]  # fmt: skip
+    assert main([*args, "--policy", "sync", "--policy", "async"]) == 0
+    out = capsys.readouterr().out
+    assert "simulated (fitted timing) against real" in out and "places (simulated: " in out
+    assert (tmp_path / "v" / "profile.csv").is_file()
+    for extra, says in [
+        ([], "--policy: give at least one"),
+        (["--policy", "sync", "--set", "run.target_accuracy=nan"], "target_accuracy"),
+    ]:
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err

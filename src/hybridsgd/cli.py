@@ -186,6 +186,35 @@ def _parser() -> argparse.ArgumentParser:
         help="directory for profile.csv, timing.toml and fit.png (default profile)",
     )  # fmt: skip
 
+    va = sub.add_parser(
+        "validate",
+        help="each policy simulated with a fitted timing against the same runs for real",
+        description="Profiles CONFIG's workers on the real backend and fits a timing model "
+        "(or takes --timing), then runs each --policy on seeds 0..S-1 both for real at "
+        "natural timing and in the simulator, and prints throughput and time to "
+        "run.target_accuracy, simulated against real, and whether the rankings agree "
+        "(docs/fidelity.md).",
+    )
+    va.add_argument("config", help="TOML config file (task, workers, run.target_accuracy)")
+    va.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set run.target_accuracy=0.9 (repeatable)",
+    )  # fmt: skip
+    va.add_argument(
+        "--policy", dest="policies", action="append", default=[], metavar="SPEC",
+        help="a policy to validate, e.g. sync, backup:backups=1 (repeatable)",
+    )  # fmt: skip
+    va.add_argument("--backend", help="local or ray (default: the config's run.backend)")
+    va.add_argument("--seeds", type=int, default=3, help="seeds per policy (default 3)")
+    va.add_argument(
+        "--minibatches", type=int, default=200, help="profiled jobs per worker (default 200)"
+    )
+    va.add_argument("--timing", metavar="TOML",
+                    help="a [timing] section to simulate with, instead of profiling")  # fmt: skip
+    va.add_argument(
+        "--out", default="validate", help="directory for the profile (default validate)"
+    )
+
     pf = sub.add_parser(
         "perf-profile",
         help="performance profiles and geometric-mean speed-ups across tunings (workloads)",
@@ -425,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(args, err)
         if args.command == "profile":
             return _profile(args)
+        if args.command == "validate":
+            return _validate(args)
         if args.command == "perf-profile":
             return _perf_profile(args)
         if args.command == "report":
@@ -894,6 +925,57 @@ def _profile(args: argparse.Namespace) -> int:
         console.print(fit.toml(), markup=False, highlight=False)
         console.print(f"wrote {out / 'timing.toml'} and {out / 'fit.png'}", markup=False,
                       highlight=False)  # fmt: skip
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """``validate``: the simulator with a fitted timing against real runs, per policy."""
+    import math
+    import tomllib
+
+    from hybridsgd import profiling
+    from hybridsgd.config import Config
+
+    if not args.policies:
+        raise ConfigError("--policy", "give at least one, e.g. --policy sync --policy async")
+    if args.seeds < 1:
+        raise ConfigError("--seeds", f"must be >= 1 (got {args.seeds})")
+    overrides = list(args.overrides) + ([f"run.backend={args.backend}"] if args.backend else [])
+    cfg = Config.load(args.config, overrides)
+    timing = None
+    if args.timing:
+        try:
+            timing = tomllib.loads(Path(args.timing).read_text())["timing"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                "--timing", f"{args.timing}: no [timing] section read ({exc})"
+            ) from None
+    with _sweep_bar(Console(stderr=True), "validating", unit="policies") as bar:
+        bar(0, len(args.policies))
+        table, fit = profiling.validate(cfg, list(args.policies), seeds=args.seeds,
+                                        minibatches=args.minibatches, out=Path(args.out),
+                                        timing=timing)  # fmt: skip
+        bar(len(args.policies), len(args.policies))
+    console = _console()
+    if fit is not None:
+        for line in profiling.describe(fit):
+            console.print(line, markup=False, highlight=False)
+    t = Table(title=f"simulated (fitted timing) against real, {args.seeds} seed(s), means")
+    for col in ("policy", "updates/s sim", "real", "error", "time to target sim", "real", "error"):
+        t.add_column(col, justify="left" if col == "policy" else "right", overflow="fold")
+    for r in table.itertuples():
+        err = "-" if math.isnan(r.time_to_target_error) else f"{r.time_to_target_error:+.1%}"
+        t.add_row(r.policy, f"{r.throughput_sim:.4g}", f"{r.throughput_real:.4g}",
+                  f"{r.throughput_error:+.1%}", f"{r.time_to_target_sim:.4g}",
+                  f"{r.time_to_target_real:.4g}", err)  # fmt: skip
+    console.print(t)
+    agree = table.attrs["places_agree"]
+    console.print(
+        f"rankings by time to target agree in {agree} of {len(table)} places "
+        f"(simulated: {', '.join(table.attrs['ranking_sim'])}; real: "
+        f"{', '.join(table.attrs['ranking_real'])})",
+        markup=False, highlight=False,
+    )  # fmt: skip
     return 0
 
 

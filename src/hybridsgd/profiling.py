@@ -183,3 +183,69 @@ def describe(fit: TimingFit) -> list[str]:
     if not math.isfinite(fit.compute.loglik):
         lines.append("the best family's likelihood is not finite: the fit is not to be trusted")
     return lines
+
+
+def validate(
+    cfg: Config,
+    specs: list[str],
+    *,
+    seeds: int = 3,
+    minibatches: int = 200,
+    out: str | Path = "validate",
+    timing: dict | None = None,
+    progress: object = False,
+) -> tuple[pd.DataFrame, TimingFit | None]:
+    """Each policy of ``specs`` on ``cfg``'s real backend at natural timing
+    (``run.time_unit = 0``) and in the simulator with a fitted timing (``timing``, a
+    ``[timing]`` table; else :func:`measure` then :func:`fit_timing` into ``out``), on
+    seeds 0..seeds-1. A row per policy: throughput (updates per second of each run's
+    clock) and time to ``run.target_accuracy``, simulated and real (means over the seeds;
+    infinity when a seed missed), and the errors (simulated / real - 1)."""
+    from hybridsgd.policies import parse_spec
+    from hybridsgd.runner import run
+    from hybridsgd.timing.fit import fit_timing
+
+    if cfg.run.backend == "sim":
+        raise ConfigError(
+            "--backend", "validate compares with real runs: give --backend local (or ray)"
+        )
+    if cfg.run.target_accuracy is None:
+        raise ConfigError(
+            "run.target_accuracy", "validate compares times to a target: set it (e.g. 0.9)"
+        )
+    fit = None
+    if timing is None:
+        fit = fit_timing(
+            measure(cfg, minibatches, out, progress=progress), str(Path(out) / "profile.csv")
+        )
+        import tomllib
+
+        timing = tomllib.loads(fit.toml())["timing"]
+    rows = []
+    for spec in specs:
+        _, policy = parse_spec(spec)
+        got: dict[str, list[tuple[float, float]]] = {"sim": [], "real": []}
+        for seed in range(seeds):
+            real = cfg.replace(*policy, f"run.seed={seed}", "run.time_unit=0")
+            d = real.to_dict()
+            d["run"]["backend"] = "sim"
+            d["timing"] = {**d["timing"], **timing}
+            for kind, c in (("real", real), ("sim", Config.from_dict(d))):
+                s = run(c, progress=progress).summary
+                t = s.get("time_to_target")
+                got[kind].append(
+                    (s["updates"] / s["end_time"], float(t) if t is not None else math.inf)
+                )
+        (tp_s, tt_s), (tp_r, tt_r) = np.mean(got["sim"], axis=0), np.mean(got["real"], axis=0)
+        rows.append({
+            "policy": spec, "throughput_sim": tp_s, "throughput_real": tp_r,
+            "throughput_error": tp_s / tp_r - 1,
+            "time_to_target_sim": tt_s, "time_to_target_real": tt_r,
+            "time_to_target_error": tt_s / tt_r - 1 if math.isfinite(tt_s * tt_r) else math.nan,
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    by_sim = table.sort_values("time_to_target_sim", kind="stable").policy.tolist()
+    by_real = table.sort_values("time_to_target_real", kind="stable").policy.tolist()
+    table.attrs["ranking_sim"], table.attrs["ranking_real"] = by_sim, by_real
+    table.attrs["places_agree"] = sum(a == b for a, b in zip(by_sim, by_real, strict=True))
+    return table, fit
