@@ -82,3 +82,19 @@ def test_validate_sets_each_policy_simulated_against_real(tmp_path, capsys):
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_validate_simulates_with_the_timing_it_is_given(tmp_path):
+    """The simulated side runs on the timing given: two workers back to back at a constant
+    0.01 s make exactly 200 updates per second; the real side is measured."""
+    import pytest
+
+    from hybridsgd import profiling
+
+    cfg = config().replace("run.updates=60", "run.target_accuracy=0.5")
+    table, fit = profiling.validate(
+        cfg, ["async"], seeds=1, timing={"compute": "constant:value=0.01"}, out=tmp_path
+    )
+    assert fit is None  # nothing profiled
+    assert table.throughput_sim[0] == pytest.approx(200.0)
+    assert table.throughput_real[0] > 0 and table.attrs["places_agree"] == 1

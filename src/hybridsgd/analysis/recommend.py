@@ -252,10 +252,14 @@ def recommend(
         except ConfigError as exc:
             ranked.append(Candidate(spec, None, math.inf, f"no model: {exc.message}"))
             continue
+        # its staleness and stability limit do not depend on the lr: once per candidate
+        pmf = stability_pmf(p)
+        x_max = 2.0 / p.lockstep if p.lockstep else discrete_max_stable(pmf)
         best = min(
-            (_at(p, x, spec, compute, comm, speeds, batch_size, noise_scale) for x in xs),
+            (_at(p, pmf, x_max, x, spec, compute, comm, speeds, batch_size, noise_scale)
+             for x in xs),
             key=lambda c: c.time_to_1000x,
-        )
+        )  # fmt: skip
         best.lr = best.lr / curvature if best.lr is not None else None
         if lr is None and not math.isfinite(best.time_to_1000x):
             lo, hi = ETA_H[0] / curvature, ETA_H[-1] / curvature
@@ -288,15 +292,13 @@ def recommend(
     return sorted(ranked, key=lambda c: c.time_to_1000x)
 
 
-def _at(p: Prediction, x: float, spec, compute, comm, speeds, batch_size, noise_scale) -> Candidate:
-    """The candidate of prediction ``p`` at lr x curvature = ``x`` (its ``lr`` field holds
-    ``x`` until the caller divides it by the curvature)."""
-    pmf = stability_pmf(p)
-    if p.lockstep:
-        stable, x_max = abs(1.0 - p.lockstep * x) < 1.0, 2.0 / p.lockstep
-    else:
-        x_max = discrete_max_stable(pmf)
-        stable = x < x_max
+def _at(
+    p: Prediction, pmf, x_max: float, x: float, spec, compute, comm, speeds, batch_size, noise_scale
+) -> Candidate:
+    """The candidate of prediction ``p`` (staleness ``pmf``, stable below ``x_max``) at
+    lr x curvature = ``x`` (its ``lr`` field holds ``x`` until the caller divides it by
+    the curvature)."""
+    stable = abs(1.0 - p.lockstep * x) < 1.0 if p.lockstep else x < x_max
     if not stable:
         why = f"diverges: staleness {p.mean_staleness:.1f} needs lr x curvature < {x_max:.3g}"
         return Candidate(spec, p, math.inf, why, x)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import NullFormatter
 
 
 def ratios(scores: pd.DataFrame) -> pd.DataFrame:
@@ -72,7 +72,9 @@ def plot(scores: pd.DataFrame, path: str | Path, *, title: str, problems: str) -
         ax.step(taus, rho[policy], where="post", lw=2, ls=styles[(i // 10) % 4], label=str(policy))
     ax.set_xscale("log")
     ax.set_xlim(1.0, top)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    # labelled ratios (a log axis within one decade has one major tick, at 1)
+    ticks = [t for t in (1, 1.25, 1.5, 2, 3, 4, 5, 7, 10, 20, 50, 100, 1000) if t <= top]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("tau: score within tau times the best on the problem")

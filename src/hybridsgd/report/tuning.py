@@ -164,51 +164,46 @@ def profile_plot(out: Path, record: dict[str, Any]) -> tuple[str, str]:
 
 def section(record: dict[str, Any], images: str) -> str:
     """The report's tuning section: protocol, choices, warnings, sensitivity plots."""
-    if record.get("studies"):
-        return _studies_section(record, images)
-    rows = "".join(
-        f"<tr><th>{html.escape(p)}</th><td>"
-        + html.escape(", ".join(f"{k} = {v}" for k, v in c["settings"].items()))
-        + f"</td><td>{_fmt(c['objective'])}</td></tr>"
-        for p, c in record["chosen"].items()
-    )
+    studies = bool(record.get("studies"))
+    if studies:
+        protocol = (
+            "Each policy tuned on its own, in AlgoPerf's external-tuning shape: "
+            f"{record['studies']} independent studies of {record['trials']} trials, each "
+            "trial a point of the policy's search space drawn from a scrambled Sobol "
+            "sequence, each study on its own seed; objective "
+            f"{html.escape(record['objective'])} on a validation split of "
+            f"{record['validation']:g} of the training set. A policy's score is the median "
+            "over studies of its best trial (a trial that diverged, missed the target or "
+            "learned nothing scores infinity). The best trial of the median study is rerun"
+        )
+        heads = ["policy", "chosen", "median of best", "best per study"]
+    else:
+        protocol = (
+            f"Each policy tuned on its own: {record['seeds']} seed(s) per grid point, "
+            f"objective {html.escape(record['objective'])} on a validation split of "
+            f"{record['validation']:g} of the training set; the winners rerun"
+        )
+        heads = ["policy", "chosen", "objective"]
+
+    def row(policy: str, c: dict[str, Any]) -> str:
+        chosen = ", ".join(f"{k} = {v}" for k, v in c["settings"].items())
+        cells = [chosen + (f" (study {c['study']})" if studies else ""), _fmt(c["objective"])]
+        if studies:
+            cells.append(", ".join(_fmt(v) for v in c["best_per_study"]))
+        return (
+            f"<tr><th>{html.escape(policy)}</th>"
+            + "".join(f"<td>{html.escape(x)}</td>" for x in cells)
+            + "</tr>"
+        )
+
+    rows = "".join(row(p, c) for p, c in record["chosen"].items())
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in record["warnings"])
     return (
-        "<h2>Tuning</h2>"
-        f"<p>Each policy tuned on its own: {record['seeds']} seed(s) per grid point, "
-        f"objective {html.escape(record['objective'])} on a validation split of "
-        f"{record['validation']:g} of the training set; the winners rerun on "
-        f"{record['final_seeds']} fresh seed(s) on the whole training set, evaluated on the "
-        "test set (the curves and tables above).</p>"
-        f"<table><tr><th>policy</th><th>chosen</th><th>objective</th></tr>{rows}</table>"
-        + (f"<p><b>Warnings</b></p><ul>{warn}</ul>" if warn else "")
-        + images
-    )
-
-
-def _studies_section(record: dict[str, Any], images: str) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(p)}</th><td>"
-        + html.escape(", ".join(f"{k} = {v}" for k, v in c["settings"].items()))
-        + f" (study {c['study']})</td><td>{_fmt(c['objective'])}</td><td>"
-        + ", ".join(_fmt(v) for v in c["best_per_study"])
-        + "</td></tr>"
-        for p, c in record["chosen"].items()
-    )
-    warn = "".join(f"<li>{html.escape(w)}</li>" for w in record["warnings"])
-    return (
-        "<h2>Tuning</h2>"
-        f"<p>Each policy tuned on its own, in AlgoPerf's external-tuning shape: "
-        f"{record['studies']} independent studies of {record['trials']} trials, each trial "
-        "a point of the policy's search space drawn from a scrambled Sobol sequence, each "
-        f"study on its own seed; objective {html.escape(record['objective'])} on a "
-        f"validation split of {record['validation']:g} of the training set. A policy's score "
-        "is the median over studies of its best trial (a trial that diverged, missed the "
-        "target or learned nothing scores infinity). The best trial of the median study is "
-        f"rerun on {record['final_seeds']} fresh seed(s) on the whole training set, evaluated "
-        "on the test set (the curves and tables above).</p>"
-        "<table><tr><th>policy</th><th>chosen</th><th>median of best</th>"
-        f"<th>best per study</th></tr>{rows}</table>"
+        f"<h2>Tuning</h2><p>{protocol} on {record['final_seeds']} fresh seed(s) on the whole "
+        "training set, evaluated on the test set (the curves and tables above).</p>"
+        "<table><tr>"
+        + "".join(f"<th>{h}</th>" for h in heads)
+        + f"</tr>{rows}</table>"
         + (f"<p><b>Warnings</b></p><ul>{warn}</ul>" if warn else "")
         + images
     )
