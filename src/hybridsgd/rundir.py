@@ -249,6 +249,7 @@ def checkpointer(cfg: Config, out: Path, server: ParameterServer, fingerprint: l
             "fingerprint": fingerprint,
             "server": server.state_dict(),
             "replay": st,
+            "rng": torch.get_rng_state(),  # a model's dropout goes on as it would have
         }
         # the state is serialised first; its SHA-256 heads the file, which resume checks
         buf = io.BytesIO()

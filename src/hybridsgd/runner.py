@@ -470,7 +470,8 @@ def _train(
             resumed = state["replay"]
             extra["resumed_from"] = resumed.version
         device = server.params.device
-        with torch_threads(cfg.run.threads), on_device(task, device):
+        rng = state.get("rng") if state is not None else None
+        with torch_threads(cfg.run.threads), on_device(task, device), seeded(cfg.run.seed, rng):
             extra["torch_threads"] = torch.get_num_threads()
             extra["device"] = str(device)
             evals, failed = _replay_or_failure(
@@ -613,7 +614,7 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
             [c.optimizer.momentum for c in configs],
             cfg.optimizer.weight_decay,
         )
-    with torch_threads(cfg.run.threads):
+    with torch_threads(cfg.run.threads), seeded(cfg.run.seed):
         threads = torch.get_num_threads()
         evals = replay_grid(
             schedule,
@@ -641,6 +642,18 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
         params = server.params.detach().clone()
         out.append(RunResult(c, Trace.from_schedule(s, ev, summary), params, s))
     return out
+
+
+@contextlib.contextmanager
+def seeded(seed: int, state: torch.Tensor | None = None) -> Iterator[None]:
+    """torch's random state for a simulated run (a model's dropout, ...): from ``run.seed``,
+    or the ``state`` a checkpoint saved; the caller's own state is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        if state is not None:
+            torch.set_rng_state(state)
+        else:
+            torch.manual_seed(seed)
+        yield
 
 
 def _record_hyper(schedule: Schedule, server: ParameterServer, cfg: Config) -> None:

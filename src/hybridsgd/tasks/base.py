@@ -401,7 +401,11 @@ class Task:
         for m in self._norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
-        self.model(self.x_train[: self.CALIBRATION_SAMPLES])
+        # a dropout layer is active in this pass: its own random state, so that the
+        # statistics depend on the parameters alone (and the run's random state is untouched)
+        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+            torch.manual_seed(0)
+            self.model(self.x_train[: self.CALIBRATION_SAMPLES])
         for m, mom in zip(self._norms, momenta, strict=True):
             m.momentum = mom
 

@@ -53,10 +53,14 @@ def split(
 class WorkerSampler:
     """Minibatch k of one worker's stream (see module doc)."""
 
-    def __init__(self, shard: np.ndarray, batch_size: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self, shard: np.ndarray, batch_size: int, rng: np.random.Generator, torch_seed: int = 0
+    ) -> None:
         if not len(shard):
             raise ValueError("a worker's shard is empty: it has no samples to draw")
         self.shard, self.batch_size, self.rng = shard, batch_size, rng
+        #: a real worker's torch random state starts here (a model's dropout, ...)
+        self.torch_seed = torch_seed
         self._stream = np.empty(0, dtype=np.int64)
 
     def batch(self, k: int) -> np.ndarray:
@@ -74,6 +78,6 @@ def samplers(
     shard_seed, *worker_seeds = root.spawn(workers + 1)
     shards = split(labels, workers, kind, alpha, np.random.default_rng(shard_seed))
     return [
-        WorkerSampler(s, batch_size, np.random.default_rng(ws))
+        WorkerSampler(s, batch_size, np.random.default_rng(ws), int(ws.generate_state(1)[0]))
         for s, ws in zip(shards, worker_seeds, strict=True)
     ]

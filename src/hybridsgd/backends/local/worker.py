@@ -53,6 +53,7 @@ def worker_main(
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     torch.set_num_threads(threads)
+    torch.manual_seed(getattr(sampler, "torch_seed", 0))  # a model's dropout, from the seed
     classes = int(task.y_train.max()) + 1 if flip_labels else 0
     mirror = DeviceMirror(task, device)  # moves the task to its GPU, if it has one
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):

@@ -43,6 +43,7 @@ class Worker:
         device: str = "cpu",
     ):
         torch.set_num_threads(threads)
+        torch.manual_seed(getattr(sampler, "torch_seed", 0))  # a model's dropout, from the seed
         self.task, self.sampler = task, sampler
         self.mirror = DeviceMirror(task, device)  # on cuda, the GPU Ray gave this actor
         self.classes = int(task.y_train.max()) + 1 if flip_labels else 0
