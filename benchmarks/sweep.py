@@ -34,7 +34,7 @@ from rich.table import Table
 
 import hybridsgd as h
 from hybridsgd.sweep import run_many
-from hybridsgd.tune import plan
+from hybridsgd.tuning import plan
 
 POLICIES = ["sync", "async", "backup:backups=2"]
 LRS = [float(x) for x in np.geomspace(0.001, 1.0, 8)]

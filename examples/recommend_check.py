@@ -21,7 +21,7 @@ from hybridsgd import Config
 from hybridsgd.analysis.recommend import recommend
 from hybridsgd.forecast import curvature_of, noise_scale_of
 from hybridsgd.runner import build_cluster
-from hybridsgd.tune import check_ranking
+from hybridsgd.tuning import check_ranking
 
 #: (name, workers, compute, comm, speed, task), none of them the issue's own case
 CASES = [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hybridsgd as h
 from hybridsgd.report import build_report, compare
-from hybridsgd.tune import plan, tune
+from hybridsgd.tuning import plan, tune
 
 #: each policy's own lr and momentum come from this grid (docs/tuning.md)
 GRID = {"optimizer.lr": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "optimizer.momentum": [0.0, 0.9]}

@@ -13,7 +13,7 @@ import pytest
 
 import hybridsgd as h
 from hybridsgd.errors import ConfigError
-from hybridsgd.tune import choose, parse_grid, plan, tune
+from hybridsgd.tuning import choose, parse_grid, plan, tune
 
 H_MIN, H_MAX = 0.1, 1.0
 BEST = 2 / (H_MIN + H_MAX)  # full-batch gradient descent on a quadratic: the fastest lr
@@ -221,7 +221,7 @@ def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkey
     needed --force and recomputed everything. 6 grid runs (two grids of 3, each replayed
     in one pass when grouped) and 4 final runs: stopped after the first grid, after all
     the grid, after two final runs."""
-    from hybridsgd.tune import resumed_plan
+    from hybridsgd.tuning import resumed_plan
 
     cfg = h.Config.from_dict(
         {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 20}}
@@ -303,7 +303,7 @@ def test_studies_of_quasi_random_trials_score_the_median_of_each_studys_best(tmp
         median_study = runs[runs.study == c["study"]]
         assert c["objective"] == median_study.objective.min()
         assert c["settings"]["optimizer.lr"] in set(median_study["optimizer.lr"])
-    from hybridsgd.tune import resumed_plan
+    from hybridsgd.tuning import resumed_plan
 
     again = resumed_plan(tmp_path)  # what tune --resume plans from the directory
     assert [c.to_dict() for *_, c in again.trials] == [c.to_dict() for *_, c in p.trials]
@@ -315,7 +315,7 @@ def test_studies_of_quasi_random_trials_score_the_median_of_each_studys_best(tmp
 def test_sobol_draws_are_stratified_in_each_dimension():
     """8 trials (a power of two): one lr in each eighth of the log range and one momentum
     in each eighth of its range, as a Sobol sequence's first 2^m points are."""
-    from hybridsgd.tune import default_space, sobol_points
+    from hybridsgd.tuning import default_space, sobol_points
 
     cfg = h.Config.from_dict({"task": {"name": "mlp-digits"}})
     dims = default_space(cfg, "hybrid:threshold=linear:start=0,end=10")
@@ -355,3 +355,21 @@ def test_profile_across_tunings_prints_speed_ups_and_draws(tmp_path, capsys):
     assert main(["perf-profile", str(tmp_path), "--out", str(out)]) == 2
     assert "holds no tuning" in capsys.readouterr().err
     assert main(["perf-profile", str(tmp_path / "w1"), "--baseline", "x", "--out", str(out)]) == 2
+
+
+def test_a_sweep_error_is_one_line_with_nothing_before_it(tmp_path, capfd):
+    """Issue 34: compare's errors began with a blank line (its progress bar had started),
+    and a grid list without brackets said only "must be a number"."""
+    from hybridsgd.cli import main
+
+    cfg = "examples/digits-stragglers.toml"
+    assert main(["compare", cfg, "--policy", "nosuch", "--out", str(tmp_path / "c")]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("hybridsgd: error: --policy") and err.count("\n") == 1, repr(err)
+    args = ["tune", cfg, "--policy", "sync", "--grid", "optimizer.lr=0.1,0.3"]
+    assert main([*args, "--out", str(tmp_path / "t")]) == 2
+    err = capfd.readouterr().err
+    assert err == (
+        "hybridsgd: error: --grid: optimizer.lr: write several values as a list in brackets: "
+        "--grid optimizer.lr=[0.1,0.3]\n"
+    )

@@ -39,6 +39,9 @@ _LAZY = {
     "parse_model": "hybridsgd.timing",
     "fit_timing": "hybridsgd.timing.fit",
     "Trace": "hybridsgd.trace",
+    "SweepResult": "hybridsgd.api",
+    "compare": "hybridsgd.api",
+    "tune": "hybridsgd.api",
 }
 
 
@@ -72,6 +75,7 @@ __all__ = [
     "QuorumPolicy",
     "RunResult",
     "Schedule",
+    "SweepResult",
     "Task",
     "Trace",
     "WorkerLost",
@@ -84,10 +88,12 @@ __all__ = [
     "build_cluster",
     "build_policy",
     "build_task",
+    "compare",
     "parse_model",
     "resume",
     "run",
     "samplers_for",
     "simulate_schedule",
     "sync",
+    "tune",
 ]

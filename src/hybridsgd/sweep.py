@@ -17,12 +17,13 @@ its features. A task per run is the whole of what is needed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import multiprocessing
 import queue
 import signal
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ from hybridsgd.trace import Trace
 
 #: seconds a Ray sweep waits for one more run to finish before it says the cluster is stuck
 RAY_STALL_S = 3600.0
+
+#: a user's own Task every run of the sweep trains (``run_many(task=...)``), in this
+#: process and, pickled once, in each pool worker; None: each run builds its config's task
+_TASK: Any = None
 
 
 @dataclass
@@ -84,6 +89,7 @@ def run_many(
     skip: Collection[int] = (),
     on_outcome: Callable[[int, Outcome], None] | None = None,
     grouped: bool = False,
+    task: Any = None,
 ) -> list[Outcome]:
     """Run every config; return their outcomes in the order given.
 
@@ -102,6 +108,10 @@ def run_many(
     outcomes without a trace or an error; a job with some runs left runs whole, so every
     run is computed in the same company as in an uninterrupted sweep.
     ``on_outcome(i, outcome)`` is called here as each run ends.
+
+    ``task``: a user's own :class:`~hybridsgd.tasks.Task` that every run trains instead of
+    its config's task (``h.run(cfg, task=...)`` for each); it is pickled once to each pool
+    worker or Ray task. Such runs are never grouped.
     """
     configs = [sweep_config(c) for c in configs]
     outs = list(outs) if outs is not None else [None] * len(configs)
@@ -134,7 +144,8 @@ def run_many(
     from hybridsgd.backends.sim.grid import grid_jobs
 
     jobs_list = []
-    for job in grid_jobs(configs) if grouped else [[i] for i in range(len(configs))]:
+    together = grouped and task is None
+    for job in grid_jobs(configs) if together else [[i] for i in range(len(configs))]:
         if all(i in skip for i in job):
             for i in job:
                 results[i] = Outcome(configs[i], None, None)
@@ -157,24 +168,39 @@ def run_many(
                 "runs on Ray do not stream logs: drop run.log, or export the traces "
                 "afterwards with hybridsgd report DIR --tensorboard OUT",
             )
-        _on_ray(dicts, jobs_list, ray_address, finish)
+        _on_ray(dicts, jobs_list, ray_address, finish, task)
     else:
-        if n_jobs == 1 or len(jobs_list) <= 1:
-            for job in jobs_list:
-                answers = one_job([dicts[i] for i in job], [dirs[i] for i in job])
-                for i, answer in zip(job, answers, strict=True):
-                    finish(i, _outcome(dicts[i], answer))
-        else:
-            _in_pool(dicts, dirs, jobs_list, min(n_jobs, len(jobs_list)), finish)
+        with _sweep_task(task):
+            if n_jobs == 1 or len(jobs_list) <= 1:
+                for job in jobs_list:
+                    answers = one_job([dicts[i] for i in job], [dirs[i] for i in job])
+                    for i, answer in zip(job, answers, strict=True):
+                        finish(i, _outcome(dicts[i], answer))
+            else:
+                _in_pool(dicts, dirs, jobs_list, min(n_jobs, len(jobs_list)), finish, task)
     return [r for r in results if r is not None]
 
 
-def _pool_worker(names: Sequence[str]) -> None:
+@contextlib.contextmanager
+def _sweep_task(task: Any) -> Iterator[None]:
+    """``task`` as the task of every run in this process, for the sweep's duration."""
+    global _TASK
+    before, _TASK = _TASK, task
+    try:
+        yield
+    finally:
+        _TASK = before
+
+
+def _pool_worker(names: Sequence[str], task: Any = None) -> None:
     """A sweep's worker process: Ctrl-C is its parent's to handle (the parent stops the
     workers), so the terminal's SIGINT to the whole group prints nothing here (a worker
-    started later than the first ones ignores it from here on)."""
+    started later than the first ones ignores it from here on). ``task``: the sweep's own
+    task, if any (:data:`_TASK`)."""
+    global _TASK
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     load_policies(names)
+    _TASK = task
 
 
 def _main_thread() -> bool:
@@ -204,7 +230,7 @@ def one_run(
 
     load_policies(policies)
     try:
-        result = run(Config.from_dict(config), out=out, force=True, progress=False)
+        result = run(Config.from_dict(config), out=out, force=True, progress=False, task=_TASK)
     except (ConfigError, WorkerLost, HybridSGDError) as exc:
         return None, None, str(exc)
     if result.summary.get("interrupted"):  # a signal stopped it: it stops the sweep too
@@ -213,15 +239,22 @@ def one_run(
 
 
 def one_job(
-    configs: list[dict[str, Any]], outs: list[str | None], policies: Sequence[str] = ()
+    configs: list[dict[str, Any]],
+    outs: list[str | None],
+    policies: Sequence[str] = (),
+    task: Any = None,
 ) -> list[tuple[Trace | None, torch.Tensor | None, str]]:
     """Run configs that share a schedule in one pass (:func:`run_grid`), or one config
     alone (:func:`one_run`); an answer each, in order. A grid that cannot run together
-    (a config error) runs its configs one by one, so each gets its own answer."""
+    (a config error) runs its configs one by one, so each gets its own answer. ``task``:
+    the sweep's own task (a Ray task receives it here), else :data:`_TASK`."""
     from hybridsgd.errors import HybridSGDError, WorkerLost
     from hybridsgd.rundir import claimed, completed, to_toml
     from hybridsgd.runner import run_grid
 
+    if task is not None:
+        with _sweep_task(task):
+            return [one_run(c, o, policies) for c, o in zip(configs, outs, strict=True)]
     if len(configs) == 1:
         return [one_run(configs[0], outs[0], policies)]
     load_policies(policies)
@@ -266,6 +299,7 @@ def _in_pool(
     jobs: list[list[int]],
     n: int,
     finish: Callable[[int, Outcome], None],
+    task: Any = None,
 ) -> None:
     """``n`` jobs side by side: this process and ``n - 1`` worker processes take the next
     job (one run, or a grid of runs sharing a schedule) in turn. This process starts at
@@ -287,7 +321,7 @@ def _in_pool(
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=n - 1, mp_context=context, initializer=_pool_worker, initargs=(modules(),)
+        max_workers=n - 1, mp_context=context, initializer=_pool_worker, initargs=(modules(), task)
     ) as pool:
 
         def feed() -> None:
@@ -367,6 +401,7 @@ def _on_ray(
     jobs: list[list[int]],
     address: str,
     finish: Callable[[int, Outcome], None],
+    task: Any = None,
 ) -> None:
     try:
         import ray
@@ -389,8 +424,9 @@ def _on_ray(
 
         remote = ray.remote(num_cpus=1, max_retries=0)(one_job)
         policies = modules()
+        shared = ray.put(task) if task is not None else None  # one copy for every run
         refs = {
-            remote.remote([dicts[j] for j in job], [None] * len(job), policies): n
+            remote.remote([dicts[j] for j in job], [None] * len(job), policies, shared): n
             for n, job in enumerate(jobs)
         }
         pending = list(refs)

@@ -7,6 +7,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError, WorkerLost
@@ -75,6 +76,7 @@ def compare(
     ray_address: str = "",
     force: bool = False,
     resume: bool = False,
+    task: Any = None,
 ) -> Path:
     """Run ``specs`` x ``seeds`` (run.seed, run.seed + 1, ...) into ``out/runs/<label>-s<seed>``.
 
@@ -118,7 +120,7 @@ def compare(
     tick = (lambda done, total: progress(done, total, "")) if progress else None
     outcomes = run_many(
         [c for _, c in configs], jobs=jobs, ray_address=ray_address, progress=tick, outs=dirs,
-        skip=have,
+        skip=have, task=task,
     )  # fmt: skip
     failed = [(spec, o) for (spec, _), o in zip(configs, outcomes, strict=True) if o.error]
     if failed:

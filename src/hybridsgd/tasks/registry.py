@@ -21,5 +21,10 @@ TASKS: dict[str, Callable[..., Task]] = {
 
 
 def build_task(cfg, seed: int) -> Task:
-    """The built-in task a ``[task]`` section names; model initialised from ``seed``."""
+    """The task a ``[task]`` section names, built-in or a user's own
+    (``"FILE.py:build"``, :mod:`hybridsgd.tasks.user`); model initialised from ``seed``."""
+    from hybridsgd.tasks import user
+
+    if user.is_user_spec(cfg.name):
+        return user.build(cfg, seed)
     return TASKS[cfg.name](cfg, seed)

@@ -136,6 +136,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
                 f"expected section.key=[values], got {item!r} (e.g. optimizer.lr=[0.01,0.1])",
             )
         value = parse_value(raw.strip())
+        if isinstance(value, str) and "," in value:  # 0.1,0.3: a list without its brackets
+            raise ConfigError(
+                "--grid", f"{key}: write several values as a list in brackets: "
+                f"--grid {key}=[{raw.strip()}]",
+            )  # fmt: skip
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ConfigError("--grid", f"{key} has an empty list of values; give at least one")
@@ -195,6 +200,7 @@ def plan(
     studies: int = 0,
     trials: int = 0,
     space: Sequence[str] = (),
+    task: Any = None,
 ) -> Plan:
     """The tuning's runs, each config validated (a bad key, value or spec is a ConfigError
     naming it, before anything runs). With ``studies`` and ``trials``: ``studies`` studies
@@ -233,7 +239,7 @@ def plan(
     for key, values in grid.items():
         if not values:
             raise ConfigError("--grid", f"{key} has an empty list of values; give at least one")
-    _check_split(base, validation)
+    _check_split(base, validation, task)
     if objective == "time-to-target":
         _check_target(base)
     p = Plan(base, list(specs), grid, seeds, final_seeds, objective, validation, grouped=grouped)
@@ -264,7 +270,8 @@ def plan(
     return p
 
 
-def _check_split(base: Config, validation: float) -> None:
+def _check_split(base: Config, validation: float, task: Any = None) -> None:
+    """``task``: a user's own Task the tuning trains (else the config's)."""
     from hybridsgd.tasks import build_task
 
     if not 0 <= validation <= 0.5:
@@ -272,7 +279,7 @@ def _check_split(base: Config, validation: float) -> None:
             "--validation", f"is a fraction of the training set, 0 to 0.5 (got {validation})"
         )
     if validation == 0:
-        task = build_task(base.task, base.run.seed)
+        task = task if task is not None else build_task(base.task, base.run.seed)
         if task.x_test is not task.x_train:
             raise ConfigError(
                 "--validation",
@@ -530,6 +537,7 @@ def tune(
     progress: Callable[[int, int, str], None] | None = None,
     force: bool = False,
     resume: bool = False,
+    task: Any = None,
 ) -> Tuned:
     """Run a :func:`plan`: the grid on the validation split, then each policy's winner on
     fresh seeds into ``out/runs/<label>-s<seed>`` (the report's runs). Writes
@@ -564,7 +572,7 @@ def tune(
 
         run_many(
             [c for _, _, c in p.trials], jobs=jobs, ray_address=ray_address, progress=tick,
-            skip=set(rows), on_outcome=keep, grouped=p.grouped,
+            skip=set(rows), on_outcome=keep, grouped=p.grouped, task=task,
         )  # fmt: skip
     table = pd.DataFrame([rows[i] for i in range(len(p.trials))])
     table.to_csv(out / "tune.csv", index=False)
@@ -586,8 +594,9 @@ def tune(
         i for i, (c, d) in enumerate(zip(finals, dirs, strict=True)) if holds(d, sweep_config(c))
     }
     ends = run_many(
-        finals, jobs=jobs, ray_address=ray_address, progress=tick2, outs=dirs, skip=have
-    )
+        finals, jobs=jobs, ray_address=ray_address, progress=tick2, outs=dirs, skip=have,
+        task=task,
+    )  # fmt: skip
     failed = [o for o in ends if o.error]
     warnings += [f"{o.config.policy.name} seed {o.config.run.seed}: {o.error}" for o in failed]
     record = {
