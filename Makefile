@@ -34,19 +34,18 @@ test-ray: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu -rs
 
-# build the wheel and sdist, install the wheel into a fresh venv that already has torch, and
-# run the demo config with it: a broken package fails here (CI runs this)
-PKG_VENV ?= /tmp/hybridsgd-package-check
+# build the wheel and sdist, install the wheel into a fresh venv (in a temporary directory of
+# its own) that already has torch, and run every snippet of the README's usage sections with
+# it from outside the checkout (.ci/readme_snippets.py): a broken package fails here (CI runs
+# this)
 package-check: $(STAMP)
-	rm -rf dist $(PKG_VENV)
+	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist . >/dev/null
-	$(PY) -m venv $(PKG_VENV)
-	$(PKG_VENV)/bin/pip install -q torch==2.13.0
-	$(PKG_VENV)/bin/pip install -q dist/hybridsgd-*.whl
-	cd $(PKG_VENV) && bin/hybridsgd run $(CURDIR)/examples/digits-stragglers.toml --quiet \
-		--set run.updates=20 --out $(PKG_VENV)/run --force
-	$(PKG_VENV)/bin/python -c "import json; s = json.load(open('$(PKG_VENV)/run/summary.json')); \
-		assert s['updates'] == 20, s; print('package-check: the wheel ran the demo config')"
+	set -e; tmp=$$(mktemp -d -t hybridsgd-package-check.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PY) -m venv $$tmp/venv; \
+	$$tmp/venv/bin/pip install -q torch==2.13.0; \
+	$$tmp/venv/bin/pip install -q dist/hybridsgd-*.whl; \
+	$$tmp/venv/bin/python .ci/readme_snippets.py README.md --bin $$tmp/venv/bin
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -1,0 +1,1 @@
+../src/hybridsgd/examples/own_model.py
