@@ -75,6 +75,21 @@ def test_compare_writes_every_file_and_a_self_contained_report(comparison):
     assert len(runs) == 8 and "hybrid_linear_start-5_end-15-s1" in runs
 
 
+def test_report_tables_scroll_within_the_page_under_one_header_row(comparison):
+    """Issue 34: the tables ran off a 1400-px window, and the summary had an empty header
+    row above its columns (the policy index)."""
+    import re
+
+    page = (comparison / "report.html").read_text()
+    tables = re.findall(r"<table.*?</table>", page, flags=re.S)
+    assert len(tables) == 2
+    assert page.count('<div class="scroll"><table') == 2 and ".scroll{overflow-x:auto" in page
+    for table in tables:
+        head = re.search(r"<thead>(.*?)</thead>", table, flags=re.S).group(1)
+        assert head.count("<tr") == 1, head
+        assert re.search(r"<th>\s*policy\s*</th>", head) or "policy</th>" in head
+
+
 def test_report_rebuilds_the_same_summary_from_traces_alone(comparison):
     before = (comparison / "summary.csv").read_text()
     for name in (*PLOTS, "summary.csv", "report.html"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -31,16 +32,17 @@ TWELVE = [
 
 @pytest.fixture(scope="module", params=[2, 12], ids=["2-policies", "12-policies"])
 def figures(request, tmp_path_factory):
+    # two policies: sync and async (issue 34's case); twelve: all of TWELVE
     base = Config.from_dict(
         {
             "task": {"name": "mlp-digits", "batch_size": 16},
-            "policy": {"workers": 8},
+            "policy": {"workers": 16},  # as the demo: asynchronous timelines were walls there
             "timing": {"compute": "pareto:alpha=1.8,scale=1"},
             "run": {"time": 100.0, "eval_every": 10, "target_accuracy": 0.5},
         }
     )
     out = tmp_path_factory.mktemp("plots")
-    compare(base, TWELVE[: request.param], 1, out, jobs=1)
+    compare(base, ["sync", "async"] if request.param == 2 else TWELVE, 1, out, jobs=1)
     groups = _runs(out)
     figs = plots(groups, summary_rows(groups))
     for fig in figs.values():
@@ -108,3 +110,57 @@ def test_arrival_order_shows_only_policies_that_run_in_rounds(figures):
     shown = {t.get_text() for t in legend.get_texts()} if legend else set()
     assert "sync" in shown
     assert not shown & {"async", "ssp_s-2", "psp_beta-3_s-2", "k_async_k-4"}
+
+
+def one_colour_share(fig) -> list[tuple[str, float]]:
+    """For each panel drawn mostly in filled areas (painted pixels, those not near-white,
+    cover at least 30% of it: bars, not lines), the share of its painted pixels within a
+    small distance of its most common colour (antialiased edges count with their colour)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3]
+    height = pixels.shape[0]
+    out = []
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        panel = pixels[
+            int(height - box.y1) + 2 : int(height - box.y0) - 2,
+            int(box.x0) + 2 : int(box.x1) - 2,
+        ].reshape(-1, 3)
+        painted = panel[(panel < 230).any(axis=1)].astype(int)
+        if len(painted) < 0.3 * len(panel):
+            continue
+        colours, counts = np.unique(painted // 8, axis=0, return_counts=True)
+        mode = colours[counts.argmax()] * 8 + 4
+        share = float((np.linalg.norm(painted - mode, axis=1) < 80).mean())
+        out.append((ax.get_title(loc="left") or ax.get_title(), share))
+    return out
+
+
+def test_no_panel_is_a_wall_of_one_colour(figures):
+    """Issue 34: the timelines of asynchronous policies were solid green walls (97% of
+    their painted pixels one green on the demo's runs). No filled panel of any plot is more
+    than 90% one colour now. time_to_target.png is left out: one bar per policy is one
+    colour by design, and a long one may fill most of the panel."""
+    groups, figs = figures
+    if "async" in groups:  # the async panel is one of those checked
+        assert any(t.startswith("async") for t, _ in one_colour_share(figs["timeline.png"]))
+    for name, fig in figs.items():
+        if name == "time_to_target.png":
+            continue
+        for title, share in one_colour_share(fig):
+            assert share <= 0.9, f"{name}, {title}: {share:.0%} one colour"
+
+
+def test_accuracy_zooms_to_where_the_curves_end():
+    from hybridsgd.report.build import _zoom
+
+    rise = np.linspace(0, 1, 50)
+    curves = {  # both rise from 0.1 and end near 0.97: the full range would squeeze them
+        "a": [(rise, 0.1 + 0.87 * np.sqrt(rise))],
+        "b": [(rise, 0.1 + 0.86 * rise**0.3)],
+    }
+    low, high = _zoom(curves)
+    assert 0.9 < low < 0.96 and 0.97 <= high < 1.0
+    apart = {"a": curves["a"], "c": [(rise, 0.1 + 0.5 * rise)]}  # they differ widely: no zoom
+    assert _zoom(apart) is None

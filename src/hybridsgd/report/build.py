@@ -182,11 +182,14 @@ def _curves(groups, metric: str, axis: str) -> Figure:
         if label in data:
             _band(ax, data[label], label, style[label], 2.0 + order.index(label))
     x_name = "simulated time" if axis == "time" else "updates"
+    zoom = _zoom(data) if metric == "accuracy" else None
+    if zoom is not None:  # the curves' ends differ by little near 1: zoom to them
+        ax.set_ylim(*zoom)
     log = axis == "version" and data and max(extent.values()) > 8 * max(min(extent.values()), 1)
     if log:  # a policy that made 20 updates beside one that made 2,000 is still a line
         ax.set_xscale("symlog", linthresh=10.0)
     ax.set_xlabel(x_name + (" (log scale beyond 10)" if log else ""))
-    ax.set_ylabel(f"test {metric}")
+    ax.set_ylabel(f"test {metric}" + (" (zoomed: lower values leave the axes)" if zoom else ""))
     band = f"mean over {seeds} seeds, band min to max" if seeds > 1 else "one seed"
     ax.set_title(f"Test {metric} against {x_name} ({band})", fontsize=10)
     if metric == "loss":
@@ -197,6 +200,22 @@ def _curves(groups, metric: str, axis: str) -> Figure:
         ax.text(0.5, 0.5, f"no {metric} in these runs", ha="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
     return fig
+
+
+def _zoom(data: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> tuple[float, float] | None:
+    """A y range for accuracy curves that shows where they differ: from a little below the
+    lowest of the policies' final values to the highest value any reached. ``None`` when the
+    data's own range is not much wider (nothing to gain)."""
+    ends = [float(np.nanmean([y[np.isfinite(y)][-1] for _, y in c])) for c in data.values()]
+    values = np.concatenate([y[np.isfinite(y)] for c in data.values() for _, y in c])
+    if not ends or not len(values):
+        return None
+    top = float(values.max())
+    spread = max(top - min(ends), 0.02)
+    low = max(min(ends) - 1.5 * spread, float(values.min()))
+    if low - float(values.min()) < 0.5 * (top - float(values.min())):
+        return None  # the zoom would keep more than half the range: leave the axes alone
+    return low, top + 0.1 * spread
 
 
 def _time_to_target(groups, summary: pd.DataFrame) -> Figure:
@@ -299,42 +318,59 @@ def _arrival_order(groups) -> Figure:
 TIMELINE_WORKERS = 16  # workers drawn per policy
 
 
+#: jobs per worker each timeline panel shows (its window ends when the median worker starts
+#: its next one)
+TIMELINE_JOBS = 4
+
+
 def _timeline(groups) -> Figure:
-    """What each worker did early in the first run of each policy: computing work that was
-    applied (green) or wasted (red); gaps are waiting."""
+    """What each worker did early in the first run of each policy, on the policy's own time
+    window (its first :data:`TIMELINE_JOBS` jobs per worker): applied work in two greens
+    that alternate job by job (an asynchronous worker's back-to-back jobs stay apart), work
+    cancelled or dropped in red; gaps are waiting. Thin lines mark the updates."""
     from matplotlib.patches import Patch
 
     n = len(groups)
     fig = Figure(figsize=(9, 1.2 + 1.25 * n), layout="constrained")
-    axes = fig.subplots(n, 1, squeeze=False, sharex=True)
-    # one window for all: long enough for the slowest policy to make a few updates
-    window = max(
-        float(t.updates.time.iloc[min(len(t.updates), 6) - 1]) if len(t.updates) else 1.0
-        for t in (runs[0][1] for runs in groups.values())
-    )
-    colours = {"applied": "tab:green", "dropped": "tab:red", "cancelled": "tab:red",
-               "pending": "tab:gray"}  # fmt: skip
+    axes = fig.subplots(n, 1, squeeze=False)
+    colours = {"dropped": "tab:red", "cancelled": "tab:red", "pending": "tab:gray"}
+    greens = ("#2ca02c", "#98df8a")
     for ax, (label, runs) in zip(axes[:, 0], groups.items(), strict=True):
         t = runs[0][1]
         shown = min(int(t.summary["workers"]), TIMELINE_WORKERS)
-        g = t.gradients[(t.gradients.start_time < window) & (t.gradients.worker < shown)]
-        for fate, colour in colours.items():
+        g = t.gradients[t.gradients.worker < shown].sort_values(["worker", "start_time"])
+        nth = g.groupby("worker").start_time.nth(TIMELINE_JOBS)
+        window = float(nth.median()) if len(nth) else float(g.end_time.max() if len(g) else 1)
+        if not window > 0:
+            window = float(g.end_time.max()) if len(g) and g.end_time.max() > 0 else 1.0
+        g = g[g.start_time < window]
+        job = g.groupby("worker").cumcount()  # each worker's jobs in order: 0, 1, 2, ...
+        for fate in ("applied", *colours):
             part = g[g.fate == fate]
+            colour = (
+                [greens[k % 2] for k in job[g.fate == fate]] if fate == "applied"
+                else colours[fate]
+            )  # fmt: skip
             ax.barh(part.worker, (part.end_time.clip(upper=window) - part.start_time),
                     left=part.start_time, color=colour, height=0.7, edgecolor="white",
-                    linewidth=0.3)  # fmt: skip
+                    linewidth=0.6)  # fmt: skip
+        times = t.updates.time[t.updates.time < window].to_numpy(float)
+        ax.vlines(times, -0.6, shown - 0.4, colors="0.25", linewidth=0.4, alpha=0.5, zorder=3)
         ax.set_xlim(0, window)
         ax.set_ylim(-0.6, shown - 0.4)
         ax.set_yticks([0, shown - 1])
-        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="both", labelsize=7)
         ax.set_ylabel("worker", fontsize=8)
-        of = f" (workers 0-{shown - 1} of {t.summary['workers']})" if shown < t.summary[
+        of = f", workers 0-{shown - 1} of {t.summary['workers']}" if shown < t.summary[
             "workers"] else ""  # fmt: skip
-        ax.set_title(f"{label}{of}", fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("simulated time")
-    fig.suptitle("What each worker did early in the run (gaps: waiting)", fontsize=10)
+        ax.set_title(f"{label} ({len(times)} updates{of})", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("simulated time (each panel its own window)")
+    fig.suptitle(
+        f"What each worker did in its first {TIMELINE_JOBS} jobs (gaps: waiting; "
+        "lines: updates)", fontsize=10,
+    )  # fmt: skip
     fig.legend(
-        handles=[Patch(color="tab:green", label="applied"),
+        handles=[Patch(color=greens[0], label="applied (job by job: dark, light)"),
                  Patch(color="tab:red", label="cancelled or dropped"),
                  Patch(color="tab:gray", label="still running at the end")],
         loc="outside lower center", ncols=3, fontsize=8, frameon=False,
@@ -356,8 +392,9 @@ CAPTIONS = {
     "bound s counts clock ticks between workers, not versions, so staleness can exceed it.",
     "arrival_order.png": "Mean time from the start of a round until its k-th gradient "
     "arrives (Chen et al. 2016), for policies whose workers start rounds together.",
-    "timeline.png": "The first updates of each policy, worker by worker: green work was "
-    "applied, red was cancelled or dropped; gaps are waiting.",
+    "timeline.png": "Each policy's first jobs, worker by worker, each panel on its own time "
+    "window: green work was applied (alternating shades mark one job from the next), red "
+    "was cancelled or dropped; gaps are waiting, and thin lines mark the updates.",
 }
 
 
@@ -450,16 +487,20 @@ def _html(out: Path, groups, summary: pd.DataFrame, extra: str = "", answer: str
         f"{len(next(iter(groups.values())))} seed(s) per policy"
     )
     images = _figures(out, PLOTS, CAPTIONS)
+    number = lambda v: f"{v:.4g}"  # noqa: E731
+    # the policy is a column of its own: an index would head the table with an empty row
+    means = mean_table(summary).reset_index().to_html(index=False, float_format=number)
+    every = summary.to_html(index=False, float_format=number)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hybridsgd comparison</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
-img{{max-width:100%}}</style></head>
+img{{max-width:100%}} .scroll{{overflow-x:auto;max-width:100%}}</style></head>
 <body><h1>hybridsgd comparison</h1><p class="verdict"><b>{html.escape(answer)}</b></p>
 <p>{html.escape(desc)}</p>
-<h2>Summary (mean over seeds)</h2>{mean_table(summary).to_html(float_format=lambda v: f"{v:.4g}")}
+<h2>Summary (mean over seeds)</h2><div class="scroll">{means}</div>
 {images}
 {extra}
-<h2>Every run</h2>{summary.to_html(index=False, float_format=lambda v: f"{v:.4g}")}
+<h2>Every run</h2><div class="scroll">{every}</div>
 </body></html>"""
     (out / "report.html").write_text(page)
