@@ -224,3 +224,19 @@ def test_a_sweep_on_ray_gives_the_bits_of_each_config_run_alone():
     for cfg, o in zip(cnn_grid(), outcomes, strict=True):
         alone = run(cfg.replace("run.threads=1"), progress=False)
         assert o.error == "" and torch.equal(o.params, alone.params)
+
+
+def test_a_model_file_named_in_the_config_trains_on_actors(tmp_path):
+    """Issue 34: task.name = "FILE.py:build" on Ray: each actor unpickles the task, whose
+    model class lives in the user's file (imported again there by hybridsgd.userfiles), and
+    sync ends where the simulator ends for the same seed."""
+    from tests.tasks.test_user_specs import MODEL
+
+    (tmp_path / "mymodel.py").write_text(MODEL.replace("nn.Dropout(0.2)", "nn.Dropout(0.0)"))
+    cfg = config("sync", updates=6).replace(
+        f"task.name={tmp_path / 'mymodel.py'}:build", "task.width=3", "run.eval_every=3"
+    )
+    real = run(cfg)
+    assert real.summary["updates"] == 6 and not real.summary["lost_workers"]
+    sim = run(cfg.replace("run.backend=sim"))
+    assert torch.allclose(real.params, sim.params, atol=1e-5)
