@@ -59,12 +59,12 @@ def test_a_sweep_gives_each_config_the_bits_of_its_own_run_whatever_the_jobs():
 
 
 def test_a_plain_run_records_its_thread_count_in_its_config(tmp_path):
-    """run.threads = 0 (torch's default, one per core) is resolved and written into the
-    run's config.toml, which then repeats the run bit for bit on any machine."""
+    """run.threads = 0 (chosen by measurement, hybridsgd.threads) is resolved and written
+    into the run's config.toml, which then repeats the run bit for bit on any machine."""
     cfg = configs()[0]
     assert cfg.run.threads == 0
     r = h.run(cfg, out=tmp_path / "a", progress=False)
-    assert r.config.run.threads == r.summary["torch_threads"] == torch.get_num_threads()
+    assert r.config.run.threads == r.summary["torch_threads"] in (1, torch.get_num_threads())
     again = h.run(h.Config.load(tmp_path / "a" / "config.toml"), progress=False)
     assert torch.equal(r.params, again.params)
 

@@ -56,6 +56,7 @@ from hybridsgd.rundir import (
 from hybridsgd.summary import summarize
 from hybridsgd.target import TargetSearch, reached
 from hybridsgd.tasks import StreamTask, Task, build_task, samplers
+from hybridsgd.threads import choose as choose_threads
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
 from hybridsgd.trace import Trace
 
@@ -284,11 +285,6 @@ def resume(
 def _execute(
     cfg, task, out, progress, state: dict | None, force: bool = False, attack=None
 ) -> RunResult:
-    if state is None and cfg.run.backend == "sim" and cfg.run.threads == 0:
-        # the simulator's numerics depend on the number of torch threads (a reduction sums
-        # in an order that follows it): the run says how many it used in its config, so
-        # that its config.toml repeats it bit for bit on any machine
-        cfg = cfg.replace(f"run.threads={torch.get_num_threads()}")
     # the simulator's replay asks between updates; a real run's loop is interrupted
     signals = Interrupts(cooperative=cfg.run.backend == "sim")
     with progress_of(progress) as progress, signals.deferred():
@@ -342,6 +338,19 @@ def _run(
         raise ConfigError(
             "task.split", f"dirichlet (label skew) needs a classification task, not {task.name}"
         )
+    threads_choice = None
+    if state is None and cfg.run.backend == "sim" and cfg.run.threads == 0:
+        # chosen by measurement (hybridsgd.threads). The simulator's numerics depend on the
+        # number of torch threads (a reduction sums in an order that follows it): the run
+        # says how many it used in its config, so that its config.toml repeats it bit for
+        # bit on any machine
+        if simulator_device(cfg.run.device, cfg.run.devices).type == "cpu":
+            n, threads_choice = choose_threads(
+                task, cfg.policy.workers, cfg.task.batch_size, torch.get_num_threads()
+            )
+        else:
+            n, threads_choice = torch.get_num_threads(), "gradients on a GPU: torch's default"
+        cfg = cfg.replace(f"run.threads={n}")
     faults = Faults.from_config(cfg.faults, cfg.policy.workers, cfg.run.seed)
     if (attack is not None) != (faults.attack == "custom"):
         raise ConfigError(
@@ -382,6 +391,7 @@ def _run(
             feeds=feeds,
             stream=stream,
             wall0=wall0,
+            threads_choice=threads_choice,
         )
     finally:
         if stream is not None:
@@ -412,11 +422,12 @@ def _train(
     feeds: list,
     stream: Stream | None,
     wall0: float,
+    threads_choice: str | None = None,
 ) -> RunResult:
     """Train (simulated or real), then write the trace: the second half of :func:`_run`."""
     aggregator = build_aggregator(cfg.policy.aggregator)
     staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"threads_choice": threads_choice} if threads_choice else {}
     final = None
     if cfg.run.backend in ("local", "ray"):
         attack = faults.attack_update if faults.omniscient else None
