@@ -60,3 +60,19 @@ def test_the_python_api_shows_progress_when_asked(capfd):
     assert capfd.readouterr().err == ""
     with pytest.raises(h.ConfigError, match="^progress: expected True, False, 'auto'"):
         h.run(cfg, progress="yes")
+
+
+def test_help_does_not_import_torch():
+    """`hybridsgd --help` lists the policies without loading torch (issue 35): the core's
+    package imports its server on first use only."""
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hybridsgd", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0 and "sync" in p.stdout
+    modules = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line]
+    assert "hybridsgd.policies" in modules
+    assert not [m for m in modules if m == "torch" or m.startswith("torch.")]

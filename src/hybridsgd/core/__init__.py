@@ -7,14 +7,32 @@ cancel is made by a :class:`~hybridsgd.policies.Policy`, and
 a :class:`ParameterServer`.
 """
 
-from hybridsgd.core.aggregators import AGGREGATORS, Aggregator, Mean, build_aggregator
-from hybridsgd.core.server import ParameterServer, build_optimizer
-from hybridsgd.core.staleness import (
-    STALENESS_RULES,
-    NoStalenessRule,
-    StalenessRule,
-    build_staleness,
-)
+import importlib
+from typing import Any
+
+# imported on first use (PEP 562): the policies import the staleness rules, and
+# `hybridsgd --help` (which lists the policies) need not load torch for the server
+_LAZY = {
+    "AGGREGATORS": "hybridsgd.core.aggregators",
+    "Aggregator": "hybridsgd.core.aggregators",
+    "Mean": "hybridsgd.core.aggregators",
+    "build_aggregator": "hybridsgd.core.aggregators",
+    "ParameterServer": "hybridsgd.core.server",
+    "build_optimizer": "hybridsgd.core.server",
+    "STALENESS_RULES": "hybridsgd.core.staleness",
+    "NoStalenessRule": "hybridsgd.core.staleness",
+    "StalenessRule": "hybridsgd.core.staleness",
+    "build_staleness": "hybridsgd.core.staleness",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hybridsgd.core' has no attribute {name!r}")
+
 
 __all__ = [
     "AGGREGATORS",
