@@ -98,3 +98,27 @@ def test_validate_simulates_with_the_timing_it_is_given(tmp_path):
     assert fit is None  # nothing profiled
     assert table.throughput_sim[0] == pytest.approx(200.0)
     assert table.throughput_real[0] > 0 and table.attrs["places_agree"] == 1
+
+
+def test_tune_and_compare_validate_their_policies_on_a_real_backend(tmp_path, capsys):
+    """Issue 31: --validate after a sweep runs each policy, a tuning's with its chosen lr,
+    real and simulated, and prints the table; without a target it is refused first."""
+    import pandas as pd
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[task]\nname = "mlp-digits"\nbatch_size = 16\n[policy]\nworkers = 2\n'
+        "[optimizer]\nlr = 0.05\n[run]\nupdates = 30\neval_every = 10\ntarget_accuracy = 0.3\n"
+    )
+    tune = ["tune", str(cfg), "--policy", "sync", "--policy", "async", "--grid",
+            "optimizer.lr=[0.05,0.2]", "--final-seeds", "1", "--jobs", "1"]  # fmt: skip
+    assert main([*tune, "--out", str(tmp_path / "t"), "--validate", "local"]) == 0
+    out = capsys.readouterr().out
+    assert "simulated (fitted timing) against real" in out
+    table = pd.read_csv(tmp_path / "t" / "validate" / "validate.csv")
+    assert list(table.policy) == ["sync", "async"] and (table.throughput_real > 0).all()
+    assert (tmp_path / "t" / "validate" / "profile.csv").is_file()
+    no_target = ["--set", "run.target_accuracy=none", "--out", str(tmp_path / "c")]
+    assert main(["compare", str(cfg), "--policy", "sync", *no_target, "--validate", "local"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hybridsgd: error: --validate: compares times to a target")

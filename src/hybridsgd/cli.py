@@ -422,6 +422,12 @@ def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.Argu
         "--ray-address", default="", metavar="ADDRESS",
         help='run each run as a Ray task on this cluster ("auto", "host:port")',
     )  # fmt: skip
+    p.add_argument(
+        "--validate", choices=("local", "ray"), metavar="BACKEND",
+        help="then run each policy (a tuning: with its chosen settings) on this real backend "
+        "and in the simulator with a timing fitted to it, and print predicted against "
+        "measured (as `hybridsgd validate`; needs run.target_accuracy)",
+    )  # fmt: skip
     return p
 
 
@@ -787,6 +793,7 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
     base = Config.load(args.config, overrides)
     if args.log:
         base = Config.load(args.config, _with_logs(overrides, args.log, base.run.log))
+    _check_validate(args, base)
     with _sweep_bar(err, "comparing") as progress:
         result = compare(
             base,
@@ -798,7 +805,10 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
             force=args.force,
             progress=progress,
         )
-    return _report(result.out, built=result)
+    code = _report(result.out, built=result)
+    if args.validate:
+        _validate_sweep(base, args.policies, {}, args.validate, args.seeds, result.out)
+    return code
 
 
 def _ray_address(args: argparse.Namespace, base) -> str:
@@ -863,8 +873,10 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             )  # fmt: skip
         out, chosen, warnings = resume, tuned.chosen, tuned.warnings
         studies, objective = p.studies, p.objective
+        validate_base, specs, final_seeds = p.base, p.specs, p.final_seeds
     else:
         base = Config.load(args.config, list(args.overrides))
+        _check_validate(args, base)
         with _sweep_bar(err, "tuning") as progress:
             built = api.tune(
                 base,
@@ -886,6 +898,8 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
             )
         out, chosen, warnings = built.out, built.chosen, built.warnings
         studies, objective = args.studies, args.objective
+        validate_base, specs = base, list(args.policies)
+        final_seeds = args.final_seeds if args.final_seeds is not None else args.seeds
     t = Table(title=f"each policy tuned on its own ({objective} on the validation split)")
     t.add_column("policy", overflow="fold")
     t.add_column("chosen", overflow="fold")
@@ -909,7 +923,40 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
         for warning in warnings:
             err.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)
 
-    return _report(out, choices, built=built)
+    code = _report(out, choices, built=built)
+    if args.validate:
+        from hybridsgd.report.compare import label_of
+        from hybridsgd.tuning import _override
+
+        per_spec = {
+            s: [_override(k, v) for k, v in chosen[label_of(s)]["settings"].items()] for s in specs
+        }
+        _validate_sweep(validate_base, specs, per_spec, args.validate, final_seeds, out)
+    return code
+
+
+def _check_validate(args: argparse.Namespace, base) -> None:
+    """--validate needs a target (validate compares times to it): said before anything runs."""
+    if getattr(args, "validate", None) and base.run.target_accuracy is None:
+        raise ConfigError(
+            "--validate", "compares times to a target: set run.target_accuracy (e.g. 0.9)"
+        )
+
+
+def _validate_sweep(base, specs, settings, backend: str, seeds: int, out: Path) -> None:
+    """``--validate BACKEND`` after a comparison or a tuning: each policy (with its
+    settings) real and simulated, as ``hybridsgd validate``; written to out/validate/."""
+    from hybridsgd import profiling
+
+    cfg = base.replace(f"run.backend={backend}")
+    with _sweep_bar(Console(stderr=True), "validating", unit="policies") as bar:
+        bar(0, len(specs))
+        table, fit = profiling.validate(
+            cfg, list(specs), seeds=seeds, out=out / "validate", settings=settings
+        )
+        bar(len(specs), len(specs))
+    table.to_csv(out / "validate" / "validate.csv", index=False)
+    _print_validation(table, fit, seeds)
 
 
 def _examples(args: argparse.Namespace) -> int:
@@ -968,7 +1015,6 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     """``validate``: the simulator with a fitted timing against real runs, per policy."""
-    import math
     import tomllib
 
     from hybridsgd import profiling
@@ -994,11 +1040,21 @@ def _validate(args: argparse.Namespace) -> int:
                                         minibatches=args.minibatches, out=Path(args.out),
                                         timing=timing)  # fmt: skip
         bar(len(args.policies), len(args.policies))
+    _print_validation(table, fit, args.seeds)
+    return 0
+
+
+def _print_validation(table, fit, seeds: int) -> None:
+    """The table of ``validate`` (and ``--validate``): simulated against real per policy."""
+    import math
+
+    from hybridsgd import profiling
+
     console = _console()
     if fit is not None:
         for line in profiling.describe(fit):
             console.print(line, markup=False, highlight=False)
-    t = Table(title=f"simulated (fitted timing) against real, {args.seeds} seed(s), means")
+    t = Table(title=f"simulated (fitted timing) against real, {seeds} seed(s), means")
     for col in ("policy", "updates/s sim", "real", "error", "time to target sim", "real", "error"):
         t.add_column(col, justify="left" if col == "policy" else "right", overflow="fold")
     for r in table.itertuples():
@@ -1014,7 +1070,6 @@ def _validate(args: argparse.Namespace) -> int:
         f"{', '.join(table.attrs['ranking_real'])})",
         markup=False, highlight=False,
     )  # fmt: skip
-    return 0
 
 
 def _perf_profile(args: argparse.Namespace) -> int:

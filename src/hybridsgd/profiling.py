@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -193,13 +194,15 @@ def validate(
     out: str | Path = "validate",
     timing: dict | None = None,
     progress: object = False,
+    settings: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[pd.DataFrame, TimingFit | None]:
     """Each policy of ``specs`` on ``cfg``'s real backend at natural timing
     (``run.time_unit = 0``) and in the simulator with a fitted timing (``timing``, a
     ``[timing]`` table; else :func:`measure` then :func:`fit_timing` into ``out``), on
     seeds 0..seeds-1. A row per policy: throughput (updates per second of each run's
     clock) and time to ``run.target_accuracy``, simulated and real (means over the seeds;
-    infinity when a seed missed), and the errors (simulated / real - 1)."""
+    infinity when a seed missed), and the errors (simulated / real - 1). ``settings``: more
+    overrides per spec (a tuning's chosen lr and momentum, for ``tune --validate``)."""
     from hybridsgd.policies import parse_spec
     from hybridsgd.runner import run
     from hybridsgd.timing.fit import fit_timing
@@ -223,9 +226,10 @@ def validate(
     rows = []
     for spec in specs:
         _, policy = parse_spec(spec)
+        own = list((settings or {}).get(spec, ()))
         got: dict[str, list[tuple[float, float]]] = {"sim": [], "real": []}
         for seed in range(seeds):
-            real = cfg.replace(*policy, f"run.seed={seed}", "run.time_unit=0")
+            real = cfg.replace(*policy, *own, f"run.seed={seed}", "run.time_unit=0")
             d = real.to_dict()
             d["run"]["backend"] = "sim"
             d["timing"] = {**d["timing"], **timing}
