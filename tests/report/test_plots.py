@@ -164,3 +164,4 @@ def test_accuracy_zooms_to_where_the_curves_end():
     assert 0.9 < low < 0.96 and 0.97 <= high < 1.0
     apart = {"a": curves["a"], "c": [(rise, 0.1 + 0.5 * rise)]}  # they differ widely: no zoom
     assert _zoom(apart) is None
+    assert _zoom({}) is None  # a task without accuracy

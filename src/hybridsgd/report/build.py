@@ -206,10 +206,10 @@ def _zoom(data: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> tuple[float, 
     """A y range for accuracy curves that shows where they differ: from a little below the
     lowest of the policies' final values to the highest value any reached. ``None`` when the
     data's own range is not much wider (nothing to gain)."""
+    if not data:  # a task without accuracy (quadratic): nothing to zoom to
+        return None
     ends = [float(np.nanmean([y[np.isfinite(y)][-1] for _, y in c])) for c in data.values()]
     values = np.concatenate([y[np.isfinite(y)] for c in data.values() for _, y in c])
-    if not ends or not len(values):
-        return None
     top = float(values.max())
     spread = max(top - min(ends), 0.02)
     low = max(min(ends) - 1.5 * spread, float(values.min()))
