@@ -61,7 +61,7 @@ def test_the_choice_is_made_once_per_model_and_shape(monkeypatch):
     def no_more(*_):
         raise AssertionError("timed again")
 
-    monkeypatch.setattr(threads, "_best", no_more)
+    monkeypatch.setattr(threads, "_medians", no_more)
     assert threads.choose(h.build_task(cfg.task, 1), 4, 32, 2) == first
     assert threads.choose(task, 4, 32, 1) == (1, "one core")
 
@@ -75,3 +75,32 @@ def test_a_run_records_the_choice_and_its_config_repeats_it(tmp_path):
     again = h.run(h.Config.load(tmp_path / "a" / "config.toml"))
     assert "threads_choice" not in again.summary  # a fixed count is not probed
     assert torch.equal(again.params, r.params)
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(threads._running_others() is None, reason="needs /proc (Linux)")
+def test_a_core_kept_busy_by_another_process_is_left_to_it():
+    """Another process spinning on one core while the run starts: the run takes the cores
+    left free (on 2 cores, one thread), and says so."""
+    import multiprocessing
+
+    cfg = h.Config.from_dict({"policy": {"workers": 4}})
+    task = h.build_task(cfg.task, 0)
+    cores = 2
+    other = multiprocessing.get_context("spawn").Process(target=spin, args=(3.0,))
+    other.start()
+    try:
+        time.sleep(1.0)  # the interpreter has started and spins
+        load = threads.Load()
+        spin(0.3)  # this process's own work while the task is built
+        chosen, why = threads.choose(task, 4, 32, cores, load)
+    finally:
+        other.terminate()
+        other.join()
+    assert chosen == 1, why
+    assert why.startswith("measured: other processes had") and "so 1 thread" in why

@@ -56,6 +56,7 @@ from hybridsgd.rundir import (
 from hybridsgd.summary import summarize
 from hybridsgd.target import TargetSearch, reached
 from hybridsgd.tasks import StreamTask, Task, build_task, samplers
+from hybridsgd.threads import Load
 from hybridsgd.threads import choose as choose_threads
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
 from hybridsgd.trace import Trace
@@ -91,7 +92,7 @@ def build_cluster(cfg: Config, nbytes: int = 0) -> Cluster:
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """Run the block on ``threads`` torch threads, then restore; 0 leaves torch's own
-    default, one per core (the simulator's default: docs/performance.md measures it)."""
+    default, one per core (a simulated run resolves 0 first: hybridsgd.threads)."""
     before = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
@@ -316,6 +317,7 @@ def _run(
     attack: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RunResult:
     wall0 = time.perf_counter()
+    load = Load()  # how busy the other processes keep the cores while the task is built
     if cfg.run.backend == "local":  # its workers' server starts while the task is built
         from hybridsgd.backends.local import warm_up
 
@@ -346,7 +348,7 @@ def _run(
         # bit on any machine
         if simulator_device(cfg.run.device, cfg.run.devices).type == "cpu":
             n, threads_choice = choose_threads(
-                task, cfg.policy.workers, cfg.task.batch_size, torch.get_num_threads()
+                task, cfg.policy.workers, cfg.task.batch_size, torch.get_num_threads(), load
             )
         else:
             n, threads_choice = torch.get_num_threads(), "gradients on a GPU: torch's default"
