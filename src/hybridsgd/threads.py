@@ -10,7 +10,8 @@ against 0.48 on one thread, lm 19.7 against 12.7; 11.5 against 1.1 s in the repo
 opened the issue). So :class:`Load` counts the *other* processes' running threads when the run
 starts and again when its task is built (``/proc/loadavg`` less this process's own, a few
 samples a millisecond apart: about 10 ms), and the run takes the cores they leave free, at
-least 1: every core on a quiet machine.
+least 1: every core on a quiet machine. The first simulated run of a process measures; the
+later ones reuse its choice (:data:`_CACHE`), so that runs of one session compute alike.
 
 Where ``/proc/loadavg`` cannot be read (not Linux), :func:`probe` times the run's own typical
 gradient on 1 thread and on every core, alternately, and takes every core only if its
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-#: (parameter shapes, probe input shape, cores) -> (threads, why)
+#: ("load", cores), or (parameter shapes, probe input shape, cores) -> (threads, why)
 _CACHE: dict[tuple, tuple[int, str]] = {}
 
 #: one thread wins unless every core is faster by more than this factor (medians)
@@ -126,14 +127,18 @@ def choose(
         return 1, "one core"
     if task.device.type != "cpu":
         return cores, f"gradients on {task.device}: torch's default"
+    if ("load", cores) in _CACHE:  # measured by an earlier run of this process
+        return _CACHE["load", cores]
     others = load.others() if load is not None else None
-    if others is not None:
-        threads = max(1, min(cores, round(cores - others)))
-        return threads, (
-            f"measured: other processes had {others:.2g} running threads on the {cores} "
-            f"cores as the run started, so {threads} thread{'s' if threads > 1 else ''}"
-        )
-    return probe(task, workers, batch_size, cores)
+    if others is None:
+        return probe(task, workers, batch_size, cores)
+    threads = max(1, min(cores, round(cores - others)))
+    _CACHE["load", cores] = threads, (
+        f"measured: other processes had {others:.2g} running threads on the {cores} "
+        f"cores as this process's first run started, so {threads} "
+        f"thread{'s' if threads > 1 else ''}"
+    )
+    return _CACHE["load", cores]
 
 
 def probe(task: Any, workers: int, batch_size: int, cores: int) -> tuple[int, str]:
