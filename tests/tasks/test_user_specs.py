@@ -215,3 +215,12 @@ def test_the_local_backend_imports_the_model_file_in_its_workers(own, tmp_path):
     assert r.summary["updates"] == 8 and not r.summary["lost_workers"]
     assert r.summary["error"] is None
     assert torch.isfinite(r.params).all()
+    short = ["--set", "run.backend=local", "--set", "run.updates=6", "--set", "run.eval_every=3"]
+    assert main(["compare", str(own), "--policy", "sync", "--policy", "async", *short,
+                 "--out", str(tmp_path / "cmp")]) == 0  # fmt: skip
+    summary = pd.read_csv(tmp_path / "cmp" / "summary.csv")
+    assert len(summary) == 2 and summary["final_loss"].notna().all()
+    assert main(["tune", str(own), "--policy", "async", "--grid", "optimizer.lr=[0.05,0.1]",
+                 "--final-seeds", "1", *short, "--out", str(tmp_path / "tune")]) == 0  # fmt: skip
+    tuned = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert tuned["chosen"]["async"]["settings"]["optimizer.lr"] in (0.05, 0.1)
