@@ -133,10 +133,13 @@ def choose(
     if others is None:
         return probe(task, workers, batch_size, cores)
     threads = max(1, min(cores, round(cores - others)))
-    _CACHE["load", cores] = threads, (
-        f"measured: other processes had {others:.2g} running threads on the {cores} "
-        f"cores as this process's first run started, so {threads} "
-        f"thread{'s' if threads > 1 else ''}"
+    _CACHE["load", cores] = (
+        threads,
+        (
+            f"measured: other processes had {others:.2g} running threads on the {cores} "
+            f"cores as this process's first run started, so {threads} "
+            f"thread{'s' if threads > 1 else ''}"
+        ),
     )
     return _CACHE["load", cores]
 
