@@ -170,10 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         "times; --fit fits speeds, slow episodes and the family (docs/fidelity.md).",
     )
     pr.add_argument("config", nargs="?", help="TOML config file (its task, model, workers)")
-    pr.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. --set policy.workers=4 (repeatable)",
-    )  # fmt: skip
+    _set_option(pr, "policy.workers=4")
     pr.add_argument("--backend", help="local or ray (default: the config's run.backend)")
     pr.add_argument(
         "--minibatches", type=int, default=200, help="jobs per worker to measure (default 200)"
@@ -196,10 +193,7 @@ def _parser() -> argparse.ArgumentParser:
         "(docs/fidelity.md).",
     )
     va.add_argument("config", help="TOML config file (task, workers, run.target_accuracy)")
-    va.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. --set run.target_accuracy=0.9 (repeatable)",
-    )  # fmt: skip
+    _set_option(va, "run.target_accuracy=0.9")
     va.add_argument(
         "--policy", dest="policies", action="append", default=[], metavar="SPEC",
         help="a policy to validate, e.g. sync, backup:backups=1 (repeatable)",
@@ -254,10 +248,7 @@ def _parser() -> argparse.ArgumentParser:
         "2018 at the start and along a short simulated run of the config (docs/tasks.md).",
     )
     n.add_argument("config", help="TOML config file (its task, and the run to follow)")
-    n.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. --set task.name=teacher (repeatable)",
-    )  # fmt: skip
+    _set_option(n, "task.name=teacher")
     n.add_argument(
         "--updates", type=int, default=100, help="length of the run followed (default 100)"
     )
@@ -388,6 +379,14 @@ def _bound_flags(p: argparse.ArgumentParser, whose: str) -> None:
     )  # fmt: skip
 
 
+def _set_option(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--set SECTION.KEY=VALUE``, repeatable: an override of the config's values."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
+    )  # fmt: skip
+
+
 def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.ArgumentParser:
     """A command that runs a sweep of policies (compare, tune): the options they share."""
     p = sub.add_parser(
@@ -404,10 +403,7 @@ def _sweep_command(sub, name: str, what: str, policy_help: str) -> argparse.Argu
         "--policy", dest="policies", action="append", default=[], metavar="SPEC",
         help=f"{policy_help} (policies: {_policy_names()})",
     )  # fmt: skip
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a value of the base config, e.g. --set run.time=300 (repeatable)",
-    )  # fmt: skip
+    _set_option(p, "run.time=300")
     p.add_argument("--out", help="directory for the runs and the report")
     p.add_argument("--force", action="store_true", help="replace the comparison a directory holds")
     p.add_argument(
@@ -937,7 +933,7 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
 
 def _check_validate(args: argparse.Namespace, base) -> None:
     """--validate needs a target (validate compares times to it): said before anything runs."""
-    if getattr(args, "validate", None) and base.run.target_accuracy is None:
+    if args.validate and base.run.target_accuracy is None:
         raise ConfigError(
             "--validate", "compares times to a target: set run.target_accuracy (e.g. 0.9)"
         )

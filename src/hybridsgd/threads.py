@@ -125,8 +125,6 @@ def choose(
     ``load`` started when the run did (see the module doc)."""
     if cores <= 1:
         return 1, "one core"
-    if task.device.type != "cpu":
-        return cores, f"gradients on {task.device}: torch's default"
     if ("load", cores) in _CACHE:  # measured by an earlier run of this process
         return _CACHE["load", cores]
     others = load.others() if load is not None else None
