@@ -250,22 +250,25 @@ def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkey
 
 def test_ctrl_c_twice_during_a_parallel_tune_prints_no_traceback(tmp_path):
     """A second Ctrl-C while a tune with worker processes stopped printed tracebacks from
-    the workers (in one of three tries), and leaked semaphores."""
-    import os
+    the workers (in one of three tries), and leaked semaphores. The Ctrl-Cs come once the
+    first grid run is in the journal, with eleven to go (a fixed sleep let a fast CI
+    machine finish the whole tune first)."""
     import signal
-    import time
 
-    from tests.helpers import as_in_a_terminal
+    from tests.helpers import as_in_a_terminal, signal_when
 
+    out = tmp_path / "t"
     cli = [sys.executable, "-m", "hybridsgd", "tune", "examples/digits-stragglers.toml",
-           "--policy", "sync", "--policy", "async", "--grid", "optimizer.lr=[0.01,0.03,0.1,0.3]",
-           "--set", "run.time=300", "--jobs", "2", "--out", str(tmp_path / "t")]  # fmt: skip
+           "--policy", "sync", "--policy", "async",
+           "--grid", "optimizer.lr=[0.003,0.01,0.03,0.1,0.3,1.0]",
+           "--set", "run.time=300", "--jobs", "2", "--out", str(out)]  # fmt: skip
     proc = as_in_a_terminal(cli)
-    time.sleep(4.0)  # the workers are running grid runs
-    os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
+
+    def grid_runs_going() -> bool:
+        journal = out / "tune-trials.jsonl"
+        return journal.exists() and journal.stat().st_size > 0
+
+    err = signal_when(proc, grid_runs_going, [signal.SIGINT, signal.SIGINT], poll=0.05)
     assert proc.returncode == 130
     assert "Traceback" not in err and "leaked" not in err, err
     assert err.strip().splitlines()[-1] == "hybridsgd: interrupted"
