@@ -95,21 +95,21 @@ def test_auto_without_a_gpu_is_the_cpu_bit_for_bit():
      ("auto", 0, 4, 0.0), ("auto", 4, 4, 1.0)],
 )  # fmt: skip
 def test_ray_workers_ask_for_a_share_of_the_gpus(device, cluster_gpus, workers, per_worker):
-    from hybridsgd.backends.ray import RayBackend
+    from hybridsgd.backends.ray import RayDriver
 
     class FakeRay:
         def cluster_resources(self):
             return {"CPU": 16.0, "GPU": float(cluster_gpus)}
 
-    backend = RayBackend.__new__(RayBackend)  # only what _gpus_per_worker reads
+    backend = RayDriver.__new__(RayDriver)  # only what _gpus_per_worker reads
     backend.ray, backend.device, backend.W = FakeRay(), device, workers
     assert backend._gpus_per_worker() == per_worker
 
 
 def test_ray_refuses_cuda_on_a_cluster_without_gpus():
-    from hybridsgd.backends.ray import RayBackend
+    from hybridsgd.backends.ray import RayDriver
 
-    backend = RayBackend.__new__(RayBackend)
+    backend = RayDriver.__new__(RayDriver)
     backend.ray = type("FakeRay", (), {"cluster_resources": lambda self: {"CPU": 4.0}})()
     backend.device, backend.W = "cuda", 2
     with pytest.raises(ConfigError, match="run.device: 'cuda' needs GPUs, but the Ray cluster"):

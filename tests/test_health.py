@@ -49,8 +49,10 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypa
     """--out /dev/null/x used to train fully, then fail while writing with a traceback."""
     import pytest
 
+    from hybridsgd.backends.sim import backend as sim_backend
+
     trained = []
-    monkeypatch.setattr(h.runner, "replay", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(sim_backend, "replay", lambda *a, **k: trained.append(1))
     afile = tmp_path / "file"
     afile.write_text("")
     for out in ("/dev/null/x", str(afile)):

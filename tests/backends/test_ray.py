@@ -86,14 +86,14 @@ def test_a_run_mixing_sockets_and_the_object_store_equals_the_simulator(monkeypa
     object store) while 0 and 2 run job loops on sockets: the driver waits on both kinds.
     Under backup (b = 1) worker 3 is 20x slower than the rest, far beyond any transport's
     overhead, so it is the straggler cancelled every round, as in the simulator."""
-    from hybridsgd.backends.ray import RayBackend
+    from hybridsgd.backends.ray import RayDriver
 
-    attach = RayBackend._attach
+    attach = RayDriver._attach
 
     def half(self, workers):
         return [ok and w % 2 == 0 for w, ok in zip(workers, attach(self, workers), strict=True)]
 
-    monkeypatch.setattr(RayBackend, "_attach", half)
+    monkeypatch.setattr(RayDriver, "_attach", half)
     for name, extra in (("sync", {}), ("backup", {"backups": 1})):
         cfg = config(name, workers=4, updates=25, **extra).replace(
             "timing.compute=constant:value=1", "timing.speed=[1, 1, 1, 20]", "run.time_unit=0.01"
@@ -195,16 +195,16 @@ def test_a_restarted_worker_slow_to_start_is_not_declared_lost(monkeypatch, name
     takes 3 s more to start, no worker is lost. The jobs the driver starts after the
     restart (the restarted worker's, and async's next jobs for the answers it reads in the
     same look) used to be timed from before it, and were declared lost at the next look."""
-    from hybridsgd.backends.ray import RayBackend
+    from hybridsgd.backends.ray import RayDriver
 
-    new_actor = RayBackend._new_actor
+    new_actor = RayDriver._new_actor
 
     def slow_to_restart(self, w: int):
         if self.restarts[w]:  # the replacement: the driver waits 3 s more for it
             time.sleep(3.0)
         return new_actor(self, w)
 
-    monkeypatch.setattr(RayBackend, "_new_actor", slow_to_restart)
+    monkeypatch.setattr(RayDriver, "_new_actor", slow_to_restart)
     progress, killed = kill_actor_at(10, settle=0.3)
     cfg = config(name, workers=4, updates=60).replace(
         "run.max_worker_restarts=1", "run.worker_timeout=2"
