@@ -1,0 +1,3 @@
+from hybridsgd.cli import entry
+
+entry()
