@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-ray test-gpu package-check lint format bench clean
+.PHONY: demo test test-slow test-ray test-gpu package-check lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not ray"
+
+# the tests marked slow (whole tunings, subprocesses, local workers, long closed-form checks):
+# CI runs them after `make test`
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow and not ray"
 
 # the Ray tests (marked ray): installs the ray extra into .venv first
 test-ray: $(STAMP)

@@ -30,6 +30,7 @@ def test_a_directory_given_as_the_config_is_named_as_one(tmp_path, capsys):
     assert err == f"hybridsgd: error: config: {tmp_path} is a directory; give a TOML config file"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json", [True, False])
 def test_a_reader_that_goes_away_is_no_traceback(json):
     """`hybridsgd predict --json | head`: the pipe is closed before the command writes

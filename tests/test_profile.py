@@ -6,6 +6,7 @@ from __future__ import annotations
 import tomllib
 
 import pandas as pd
+import pytest
 
 import hybridsgd as h
 from hybridsgd.cli import main
@@ -100,6 +101,7 @@ def test_validate_simulates_with_the_timing_it_is_given(tmp_path):
     assert table.throughput_real[0] > 0 and table.attrs["places_agree"] == 1
 
 
+@pytest.mark.slow
 def test_tune_and_compare_validate_their_policies_on_a_real_backend(tmp_path, capsys):
     """Issue 31: --validate after a sweep runs each policy, a tuning's with its chosen lr,
     real and simulated, and prints the table; without a target it is refused first."""

@@ -21,6 +21,7 @@ def configs() -> list[h.Config]:
     ]
 
 
+@pytest.mark.slow
 def test_parallel_runs_equal_sequential_runs_bit_for_bit():
     seq = run_many(configs(), jobs=1)
     par = run_many(configs(), jobs=2)
@@ -47,6 +48,7 @@ def cnn_grid() -> list[h.Config]:
     return [base.replace(f"optimizer.lr={lr}") for lr in (0.3, 1.0)]
 
 
+@pytest.mark.slow
 def test_a_sweep_gives_each_config_the_bits_of_its_own_run_whatever_the_jobs():
     """Sequential, parallel (the Ray sweep: tests/backends/test_ray.py) and a plain run of
     each config on the sweep's thread count: the same final parameters, bit for bit."""
@@ -74,6 +76,7 @@ def test_a_sweep_run_takes_one_thread_unless_told():
     assert o.trace.summary["torch_threads"] == 1 and o.config.run.threads == 1
 
 
+@pytest.mark.slow
 def test_progress_counts_every_run():
     seen = []
     run_many(configs()[:3], jobs=2, progress=lambda d, t: seen.append((d, t)))

@@ -72,6 +72,7 @@ def test_a_grid_replay_finds_each_runs_crossing_exactly():
         assert g.summary["updates_to_target"] is not None
 
 
+@pytest.mark.slow
 def test_a_run_resumed_between_evaluations_finds_the_same_crossing(tmp_path):
     # evaluations every 25 and a checkpoint at 30: it holds versions 26-30, which the search
     # for the crossing after it (at 39) evaluates after the resume

@@ -27,6 +27,7 @@ def op_time(task, x, y, batch: int, n: int) -> float:
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, workers",
     [

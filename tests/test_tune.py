@@ -55,6 +55,7 @@ def test_validation_zero_is_refused_where_it_would_be_the_test_set():
         plan(cfg, ["sync"], validation=0.0)
 
 
+@pytest.mark.slow
 def test_grid_runs_score_the_validation_split_and_winners_the_test_set(tmp_path):
     cfg = h.Config.from_dict(
         {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 30}}
@@ -155,6 +156,7 @@ def test_parse_grid():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -215,6 +217,7 @@ def _stop_after(n: int):
     return progress
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [3, 6, 8], ids=["30%", "60%", "80%"])
 def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkeypatch):
     """An interrupted tune used to leave tune.csv and runs/ without a report, and the rerun
@@ -248,6 +251,7 @@ def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkey
         assert (cut / name).read_text() == (whole / name).read_text(), name
 
 
+@pytest.mark.slow
 def test_ctrl_c_twice_during_a_parallel_tune_prints_no_traceback(tmp_path):
     """A second Ctrl-C while a tune with worker processes stopped printed tracebacks from
     the workers (in one of three tries), and leaked semaphores. The Ctrl-Cs come once the
@@ -274,6 +278,7 @@ def test_ctrl_c_twice_during_a_parallel_tune_prints_no_traceback(tmp_path):
     assert err.strip().splitlines()[-1] == "hybridsgd: interrupted"
 
 
+@pytest.mark.slow
 def test_studies_of_quasi_random_trials_score_the_median_of_each_studys_best(tmp_path):
     """AlgoPerf's shape (issue 32): ``--studies 3 --trials 5``. Each study draws the same
     points for every policy, on its own seed; a policy scores the median over studies of

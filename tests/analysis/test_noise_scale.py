@@ -35,6 +35,7 @@ def exact_b_simple(task, params: torch.Tensor) -> float:
     return float(((g - mean) ** 2).sum(1).mean() / (mean @ mean))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["quadratic", "mlp-digits"])
 def test_the_estimate_and_its_interval_match_the_definition(name):
     task = build_task(h.Config.from_dict({"task": {"name": name}}).task, 0)
@@ -51,6 +52,7 @@ def test_the_estimate_and_its_interval_match_the_definition(name):
     )
 
 
+@pytest.mark.slow
 def test_b_noise_matches_the_definition_on_the_quadratic():
     """B_noise = tr(H Sigma) / G'HG with the quadratic's exact Hessian A'A / n, in float64."""
     task = build_task(h.Config.from_dict({"task": {"name": "quadratic"}}).task, 0)
@@ -82,6 +84,7 @@ def test_updates_factor_is_mccandlish_eq_2_11():
     assert updates_factor(0.0, 8) == 1.0
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_critical_batch_size_and_writes_json(tmp_path):
     cfg = tmp_path / "q.toml"
     cfg.write_text('[task]\nname = "quadratic"\n[optimizer]\nlr = 0.5\n[policy]\nname = "sync"\n')
@@ -98,6 +101,7 @@ def test_the_command_prints_the_critical_batch_size_and_writes_json(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--points" in bad.stderr
 
 
+@pytest.mark.slow
 def test_recommend_weighs_the_noise_scale():
     """No noise: the ranking without a noise scale. A noise scale far above a worker's
     minibatch: a policy applying many samples per update wins, and async, whose updates of 32

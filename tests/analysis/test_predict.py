@@ -63,6 +63,7 @@ def simulated(policy: str, W: int, model: str, kw: dict, updates: int):
     return m["mean_update_time"], m["mean_staleness"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy, kw, model, W", CELLS)
 def test_prediction_matches_the_simulator(policy, kw, model, W):
     updates = {
@@ -143,6 +144,7 @@ def _pmfs():
     return {k: v / v.sum() for k, v in shapes.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(_pmfs()))
 def test_the_stability_boundary_is_where_the_roots_cross_the_unit_circle(name):
     """The D-decomposition against numpy's polynomial roots in float64: just inside the
@@ -293,6 +295,7 @@ def measured_time(spec: str, W: int, compute: str, lr: float, curvature: float) 
     return sum(times) / len(times)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "W, compute, lr",
     [(16, "lognormal:mu=0,sigma=0.5", 0.05), (8, "shifted-exp:delta=1,mu=2", 0.3)],
@@ -409,6 +412,7 @@ def test_predict_json_says_stable_as_a_boolean(capsys):
     assert out["stability"]["continuous"]["stable"] is True
 
 
+@pytest.mark.slow
 def test_recommend_ranks_each_policy_at_its_own_best_lr():
     """sync under constant times, against its closed form in float64: |1 - x|^n falls
     below 1/sqrt(1000) after n updates at x = lr h, each of time 1, and the noise model
@@ -439,6 +443,7 @@ def test_recommend_ranks_each_policy_at_its_own_best_lr():
     assert lrs["async"] < lrs["sync"]
 
 
+@pytest.mark.slow
 def test_recommend_at_its_own_lr_needs_the_noise_scale(capsys):
     from hybridsgd.analysis.recommend import recommend
     from hybridsgd.errors import ConfigError
@@ -453,6 +458,7 @@ def test_recommend_at_its_own_lr_needs_the_noise_scale(capsys):
     assert "--task" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_recommend_check_tunes_the_top_policies_and_prints_the_agreement(tmp_path, capsys):
     args = ["recommend", "--workers", "4", "--compute", "exp:mu=1", "--curvature", "mlp-digits",
             "--check", "2", "--check-time", "40", "--check-out", str(tmp_path / "c")]  # fmt: skip

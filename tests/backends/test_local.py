@@ -166,6 +166,7 @@ def test_sync_fails_clearly_when_told_to(tmp_path):
     assert_no_workers_left(s)
 
 
+@pytest.mark.slow
 def test_a_silent_worker_is_lost_after_the_timeout():
     progress, stopped = kill_a_worker_at(10, signal.SIGSTOP)  # alive but never answers
     cfg = local_config("async", workers=3, updates=600).replace(
@@ -180,6 +181,7 @@ def test_a_silent_worker_is_lost_after_the_timeout():
     assert_no_workers_left(s)
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
     config = tmp_path / "long.toml"
     config.write_text(
@@ -211,6 +213,7 @@ def test_ctrl_c_leaves_a_partial_trace_and_no_process(tmp_path):
     assert s["interrupted"] and s["updates"] == len(updates)
 
 
+@pytest.mark.slow
 def test_compare_and_report_work_unchanged_on_local_runs(tmp_path):
     from hybridsgd.cli import main
 
@@ -256,6 +259,7 @@ def test_a_task_that_cannot_be_pickled_is_refused_with_one_clear_line():
         run(cfg, task=task)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signals, code",
     [([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)],
@@ -289,6 +293,7 @@ def test_a_second_ctrl_c_or_a_sigterm_still_leaves_the_partial_trace(tmp_path, s
     assert len(pd.read_csv(out / "updates.csv")) == s["updates"] > 0
 
 
+@pytest.mark.slow
 def test_a_worker_hung_past_the_end_of_the_run_is_flagged():
     """A worker that never stops when the run ends is killed, and the summary says so (it
     was flagged nowhere)."""

@@ -56,6 +56,7 @@ def test_a_signal_stops_the_replay_after_a_whole_update_and_keeps_its_trace(tmp_
     assert h.Trace.read(tmp_path / "r").summary["interrupted"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signals, code",
     [([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)],

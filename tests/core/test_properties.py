@@ -101,6 +101,7 @@ entries = st.tuples(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(entries, max_size=6))
 def test_fuzzed_configs_load_or_fail_with_one_config_error(items):

@@ -93,6 +93,7 @@ def test_recommend_ranks_it_among_the_others(majority):
     assert ours.time_to_1000x == same.time_to_1000x
 
 
+@pytest.mark.slow
 def test_it_runs_from_the_cli(majority, tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(
@@ -118,6 +119,7 @@ def test_the_built_in_policies_all_declare_themselves():
             h.Config.from_dict({}, overrides)  # every example validates
 
 
+@pytest.mark.slow
 def test_no_import_cycle_and_imports_run_one_way():
     """Every module imports on its own in a fresh interpreter, and imports run one way:
     core <- policies <- coordinator <- record <- backends <- runner <- cli."""

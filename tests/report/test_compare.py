@@ -176,6 +176,7 @@ def test_report_on_a_damaged_trace_names_the_file_in_one_line(
     assert err.startswith(f"hybridsgd: error: {run_dir / name}:") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_an_interrupted_comparison_resumes_from_the_command_line(tmp_path, capsys):
     from hybridsgd import Config
     from hybridsgd.report import compare

@@ -30,7 +30,14 @@ TWELVE = [
 ]
 
 
-@pytest.fixture(scope="module", params=[2, 12], ids=["2-policies", "12-policies"])
+# the 12-policy comparison takes seconds: its tests are marked slow (CI runs them)
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(2, id="2-policies"),
+        pytest.param(12, id="12-policies", marks=pytest.mark.slow),
+    ],
+)
 def figures(request, tmp_path_factory):
     # two policies: sync and async (issue 34's case); twelve: all of TWELVE
     base = Config.from_dict(

@@ -61,6 +61,7 @@ def test_reaching_the_target_on_more_seeds_wins_time_to_target():
     assert lead(t).startswith("No policy reached the target accuracy on any seed.")
 
 
+@pytest.mark.slow
 def test_the_report_says_tie_for_two_identical_policies_under_different_names(tmp_path, capsys):
     # backup with b = 0 is sync (DESIGN.md section 3): the same runs under two names
     (tmp_path / "c.toml").write_text(

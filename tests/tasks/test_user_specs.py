@@ -133,6 +133,7 @@ def test_a_checkpointed_run_with_dropout_resumes_bit_for_bit(own, tmp_path):
     assert torch.equal(resumed.params, whole.params)
 
 
+@pytest.mark.slow
 def test_every_command_takes_the_model_file(own, tmp_path, capsys):
     assert main(["run", str(own), "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert main(["compare", str(own), "--policy", "sync", "--policy", "async", "--seeds", "2",
@@ -150,6 +151,7 @@ def test_every_command_takes_the_model_file(own, tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["curvature"] > 0
 
 
+@pytest.mark.slow
 def test_the_python_tune_chooses_what_the_command_chooses(own, tmp_path):
     args = ["--policy", "sync", "--policy", "async", "--grid", "optimizer.lr=[0.03,0.3]",
             "--final-seeds", "1", "--jobs", "1"]  # fmt: skip
@@ -163,6 +165,7 @@ def test_the_python_tune_chooses_what_the_command_chooses(own, tmp_path):
     assert r.verdict.startswith("Objective:")
 
 
+@pytest.mark.slow
 def test_the_python_compare_takes_a_task_object(own, tmp_path):
     from hybridsgd.tasks.user import build
 
@@ -209,6 +212,7 @@ def test_options_belong_to_a_users_task_only():
         h.Config.from_dict({"task": {"name": "mlp-digits", "options": {"width": 3}}})
 
 
+@pytest.mark.slow
 def test_the_local_backend_imports_the_model_file_in_its_workers(own, tmp_path):
     cfg = h.Config.load(own, ["run.backend=local", "run.updates=8", "run.eval_every=4"])
     r = h.run(cfg, out=tmp_path / "local")

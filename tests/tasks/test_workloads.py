@@ -45,6 +45,7 @@ def config(name: str, task: dict, opt: dict, updates: int, workers: int = 4) -> 
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "task", "opt", "updates", "factor"),
     TRAINS,
@@ -204,6 +205,7 @@ def test_mf_gradients_touch_only_their_own_rows_and_rmse_reaches_the_noise_floor
     assert rmse < 0.2  # the ratings themselves have RMSE about 1
 
 
+@pytest.mark.slow
 # -- bad settings ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("setting", "field"),
