@@ -48,7 +48,6 @@ def tables(d) -> list[pd.DataFrame]:
     return [pd.read_csv(d / f"{n}.csv") for n in ("gradients", "updates", "evals")]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_a_resumed_run_ends_bit_for_bit_like_the_uninterrupted_one(tmp_path, case):
     whole = run(config(case), out=tmp_path / "whole")

@@ -63,7 +63,6 @@ def simulated(policy: str, W: int, model: str, kw: dict, updates: int):
     return m["mean_update_time"], m["mean_staleness"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("policy, kw, model, W", CELLS)
 def test_prediction_matches_the_simulator(policy, kw, model, W):
     updates = {
@@ -144,7 +143,6 @@ def _pmfs():
     return {k: v / v.sum() for k, v in shapes.items()}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(_pmfs()))
 def test_the_stability_boundary_is_where_the_roots_cross_the_unit_circle(name):
     """The D-decomposition against numpy's polynomial roots in float64: just inside the
