@@ -18,7 +18,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from hybridsgd.errors import ConfigError, one_line
+from hybridsgd.errors import ConfigError
+from hybridsgd.tasks import inputs
 from hybridsgd.tasks.mlp import BatchedMLP
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,9 +57,9 @@ class Task:
             )
         self.name = name
         self.model = model
-        self.x_train, self.y_train = _tensors(train, "train")
+        self.x_train, self.y_train = inputs.tensors(train, "train")
         self.x_test, self.y_test = (
-            _tensors(test, "test") if test is not None else (self.x_train, self.y_train)
+            inputs.tensors(test, "test") if test is not None else (self.x_train, self.y_train)
         )
         self.loss_fn = loss
         self.metric = metric
@@ -107,117 +108,16 @@ class Task:
         self._initial = self._own.clone()
         self._bound = self._own
         self._bind(self._own)
+        self._activations = 0  # every module's output per sample (inputs.probe measures it)
+        self._classes = 0  # the model's output width when it classifies (inputs.probe)
         self._check_finite()
         self._probe()
 
-    @torch.no_grad()
     def _probe(self) -> None:
-        """Run the model and the loss on two training and two test samples, in eval mode and
-        without touching the random state: a model, data or loss that cannot work together is
-        one line now, not a traceback from a worker minutes later."""
-        model, was = self.model, self.model.training
-        model.eval()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                for what, x, y in (
-                    ("training", self.x_train[:2], self.y_train[:2]),
-                    ("test", self.x_test[:2], self.y_test[:2]),
-                ):
-                    self._probe_one(what, x, y)
-        finally:
-            model.train(was)
-
-    def _datasets(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        same = self.x_test is self.x_train
-        test = [] if same else [("test", self.x_test, self.y_test)]
-        return [("training", self.x_train, self.y_train), *test]
+        inputs.probe(self)
 
     def _check_finite(self) -> None:
-        """Refuse inputs or float targets that are NaN or infinite, in one line naming the
-        first bad sample. Such data used to surface as divergence at update 0 ("lower
-        optimizer.lr"), or as a quarter of the gradients rejected without a word."""
-        for what, x, y in self._datasets():
-            for part, t in (("input", x), ("target", y)):
-                if not t.is_floating_point() or not len(t):
-                    continue
-                bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
-                if bool(bad.any()):
-                    i = int(torch.nonzero(bad)[0])
-                    kind = "NaN" if bool(torch.isnan(t[i]).any()) else "an infinite value"
-                    raise ConfigError(
-                        f"{what} data",
-                        f"{what} {part} {i} holds {kind} ({int(bad.sum())} of {len(t)} "
-                        f"{what} samples do): drop or repair them before training",
-                    )
-
-    def _check_classes(self) -> None:
-        """Refuse class targets outside the model's output width (known when the task
-        measures accuracy: outputs [batch, classes]), in one line naming the first bad
-        sample: they used to be torch's "IndexError: Target 10 is out of bounds" from a
-        worker, after a 38-line traceback."""
-        for what, _, y in self._datasets():
-            if self.metric == "accuracy" and self._classes and not y.is_floating_point():
-                out = (y < 0) | (y >= self._classes)
-                if bool(out.any()):
-                    i = int(torch.nonzero(out)[0])
-                    raise ConfigError(
-                        f"{what} data",
-                        f"{what} target {i} is class {int(y[i])}, but the model has "
-                        f"{self._classes} outputs (classes 0-{self._classes - 1}; "
-                        f"{int(out.sum())} of {len(y)} {what} targets are outside): fix the "
-                        "labels or widen the model's last layer",
-                    )
-
-    def _probe_one(self, what: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        sizes: list[int] = []
-        hooks = [
-            m.register_forward_hook(
-                lambda _m, _i, o: sizes.append(o.numel() if isinstance(o, torch.Tensor) else 0)
-            )
-            for m in self.model.modules()
-        ]
-        try:
-            out = self.model(x)
-        except Exception as exc:
-            raise ConfigError(
-                "model",
-                f"calling it on a batch of {len(x)} {what} inputs, shape {_shape(x)}, raised "
-                f"{one_line(exc)}; give inputs the model accepts",
-            ) from exc
-        finally:
-            for hook in hooks:
-                hook.remove()
-        if what == "training":  # every module's output, per sample (see stack_limit)
-            self._activations = sum(sizes) // max(1, len(x))
-        if not isinstance(out, torch.Tensor):
-            raise ConfigError(
-                "model", f"must return one tensor of outputs (got {type(out).__name__})"
-            )
-        try:
-            value = self.loss_fn(out, y)
-        except Exception as exc:
-            raise ConfigError(
-                "loss",
-                f"loss(outputs {_shape(out)}, targets {_shape(y)} {y.dtype}) raised "
-                f"{one_line(exc)}",
-            ) from exc
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            got = _shape(value) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ConfigError(
-                "loss",
-                f"must return one number, the mean over the minibatch (got {got}); "
-                "use reduction='mean'",
-            )
-        self._classes = int(out.shape[1]) if out.ndim == 2 else 0
-        if what == "training":  # before the loss meets a target it cannot take
-            self._check_classes()
-        if self.metric == "accuracy" and (out.ndim != 2 or y.ndim != 1 or y.is_floating_point()):
-            raise ConfigError(
-                "metric",
-                f"accuracy needs outputs [batch, classes] and integer class targets [batch] "
-                f"(got outputs {_shape(out)}, {what} targets {_shape(y)} {y.dtype}); "
-                "pass metric=None for a task without classes",
-            )
+        inputs.check_finite(self)
 
     def _bind(self, flat: torch.Tensor) -> None:
         with torch.no_grad():
@@ -280,9 +180,9 @@ class Task:
         ``Dataset`` of ``(input, target)`` pairs (loaded into memory once)."""
         return cls(
             model,
-            _as_pair(train, "train"),
+            inputs.as_pair(train, "train"),
             loss,
-            _as_pair(test, "test") if test is not None else None,
+            inputs.as_pair(test, "test") if test is not None else None,
             metric,
             name,
         )
@@ -582,64 +482,3 @@ class Task:
         if self.metric == "accuracy":
             return loss, float((out.argmax(dim=1) == self.y_test).float().mean())
         return loss, math.nan
-
-
-def _shape(t: torch.Tensor) -> str:
-    return f"[{', '.join(str(n) for n in t.shape)}]"
-
-
-_PAIR = "an (inputs, targets) pair of tensors or numpy arrays, or a Dataset of such pairs"
-
-
-def _tensors(pair, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        x, y = pair
-        x, y = torch.as_tensor(x), torch.as_tensor(y)
-    except (TypeError, ValueError, RuntimeError):
-        raise ConfigError(what, f"expected {_PAIR} (got {type(pair).__name__})") from None
-    if x.ndim == 0 or y.ndim == 0:
-        raise ConfigError(what, f"inputs and targets need one row per sample; expected {_PAIR}")
-    if len(x) == 0:
-        raise ConfigError(what, "holds no samples; give at least one (input, target) pair")
-    if len(x) != len(y):
-        raise ConfigError(what, f"{len(x)} inputs but {len(y)} targets; give one target per input")
-    # float64 inputs (numpy's default) meet float32 parameters: cast them once, here
-    return (x.float() if x.is_floating_point() else x), (y.float() if y.is_floating_point() else y)
-
-
-def _as_pair(data: Any, what: str) -> tuple[Any, Any]:
-    """``(inputs, targets)`` from a pair of tensors or arrays, or from a map-style Dataset of
-    ``(input, target)`` pairs (stacked into memory once)."""
-    if (
-        isinstance(data, tuple | list)
-        and len(data) == 2
-        and all(isinstance(d, torch.Tensor | np.ndarray) for d in data)
-    ):
-        return data[0], data[1]
-    try:
-        n = len(data)
-        items = [data[i] for i in range(n)]
-    except Exception:
-        raise ConfigError(what, f"expected {_PAIR} (got {type(data).__name__})") from None
-    if n == 0:
-        raise ConfigError(what, "the Dataset is empty; give at least one (input, target) pair")
-    for i, item in enumerate(items):
-        if not (isinstance(item, tuple | list) and len(item) == 2):
-            kind = (
-                f"a dict with keys {', '.join(map(repr, item))}"
-                if isinstance(item, dict)
-                else f"a {type(item).__name__}"
-            )
-            raise ConfigError(
-                what, f"a Dataset must give (input, target) pairs; item {i} is {kind}"
-            )
-    try:
-        xs = torch.stack([torch.as_tensor(x) for x, _ in items])
-        ys = torch.stack([torch.as_tensor(y) for _, y in items])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ConfigError(
-            what,
-            f"its items do not stack into one batch ({one_line(exc)}); every input needs "
-            "one shape and every target a number or a tensor of one shape",
-        ) from None
-    return xs, ys
