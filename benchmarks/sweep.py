@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridsgd as h
-from hybridsgd.sweep import run_many
-from hybridsgd.tuning import plan
+from hybridsgd.app.sweep import run_many
+from hybridsgd.app.tuning import plan
 
 POLICIES = ["sync", "async", "backup:backups=2"]
 LRS = [float(x) for x in np.geomspace(0.001, 1.0, 8)]

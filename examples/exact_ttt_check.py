@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import hybridsgd as h
-from hybridsgd.sweep import run_many
+from hybridsgd.app.sweep import run_many
 
 
 def main() -> int:

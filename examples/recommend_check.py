@@ -19,9 +19,9 @@ from rich.table import Table
 
 from hybridsgd import Config
 from hybridsgd.analysis.recommend import recommend
+from hybridsgd.app.tuning import check_ranking
 from hybridsgd.forecast import curvature_of, noise_scale_of
 from hybridsgd.runner import build_cluster
-from hybridsgd.tuning import check_ranking
 
 #: (name, workers, compute, comm, speed, task), none of them the issue's own case
 CASES = [

@@ -17,8 +17,9 @@ import argparse
 from pathlib import Path
 
 import hybridsgd as h
-from hybridsgd.report import build_report, compare
-from hybridsgd.tuning import plan, tune
+from hybridsgd.app.compare import compare
+from hybridsgd.app.tuning import plan, tune
+from hybridsgd.report import build_report
 
 #: each policy's own lr and momentum come from this grid (docs/tuning.md)
 GRID = {"optimizer.lr": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], "optimizer.momentum": [0.0, 0.9]}

@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 import hybridsgd as h
+from hybridsgd.app.tuning import plan, tune
 from hybridsgd.forecast import noise_scale_along_run
 from hybridsgd.report.verdict import verdict
-from hybridsgd.tuning import plan, tune
 
 #: mild straggling: 1 + an exponential of mean 0.2 (E[slowest of 16] = 1.68)
 COMPUTE = "shifted-exp:delta=1,mu=5"

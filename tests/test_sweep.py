@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import hybridsgd as h
+from hybridsgd.app.sweep import check_jobs, run_many
 from hybridsgd.errors import ConfigError
-from hybridsgd.sweep import check_jobs, run_many
 
 
 def configs() -> list[h.Config]:

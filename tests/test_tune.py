@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import hybridsgd as h
+from hybridsgd.app.tuning import choose, parse_grid, plan, tune
 from hybridsgd.errors import ConfigError
-from hybridsgd.tuning import choose, parse_grid, plan, tune
 
 H_MIN, H_MAX = 0.1, 1.0
 BEST = 2 / (H_MIN + H_MAX)  # full-batch gradient descent on a quadratic: the fastest lr
@@ -224,7 +224,7 @@ def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkey
     needed --force and recomputed everything. 6 grid runs (two grids of 3, each replayed
     in one pass when grouped) and 4 final runs: stopped after the first grid, after all
     the grid, after two final runs."""
-    from hybridsgd.tuning import resumed_plan
+    from hybridsgd.app.tuning import resumed_plan
 
     cfg = h.Config.from_dict(
         {"task": {"name": "mlp-digits"}, "policy": {"workers": 4}, "run": {"updates": 20}}
@@ -238,7 +238,7 @@ def test_an_interrupted_tuning_resumes_to_the_same_tables(tmp_path, stop, monkey
     with pytest.raises(KeyboardInterrupt):
         tune(p, cut, jobs=1, progress=_stop_after(stop))
     assert not (cut / "tune.csv").exists() or stop > 6
-    from hybridsgd import sweep
+    from hybridsgd.app import sweep
 
     ran: list[int] = []
     real = sweep.one_job
@@ -311,7 +311,7 @@ def test_studies_of_quasi_random_trials_score_the_median_of_each_studys_best(tmp
         median_study = runs[runs.study == c["study"]]
         assert c["objective"] == median_study.objective.min()
         assert c["settings"]["optimizer.lr"] in set(median_study["optimizer.lr"])
-    from hybridsgd.tuning import resumed_plan
+    from hybridsgd.app.tuning import resumed_plan
 
     again = resumed_plan(tmp_path)  # what tune --resume plans from the directory
     assert [c.to_dict() for *_, c in again.trials] == [c.to_dict() for *_, c in p.trials]
@@ -323,7 +323,7 @@ def test_studies_of_quasi_random_trials_score_the_median_of_each_studys_best(tmp
 def test_sobol_draws_are_stratified_in_each_dimension():
     """8 trials (a power of two): one lr in each eighth of the log range and one momentum
     in each eighth of its range, as a Sobol sequence's first 2^m points are."""
-    from hybridsgd.tuning import default_space, sobol_points
+    from hybridsgd.app.tuning import default_space, sobol_points
 
     cfg = h.Config.from_dict({"task": {"name": "mlp-digits"}})
     dims = default_space(cfg, "hybrid:threshold=linear:start=0,end=10")

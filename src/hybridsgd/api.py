@@ -91,8 +91,8 @@ def compare(
     """Run every policy spec (``"backup:backups=2"``, as ``--policy``) on the same task,
     data, timing model and ``seeds`` seeds into ``out``, build its report, and return its
     tables (:class:`SweepResult`). ``hybridsgd compare`` runs exactly this."""
+    from hybridsgd.app.compare import compare as run_comparison
     from hybridsgd.report import build_report
-    from hybridsgd.report import compare as run_comparison
 
     base, own = _base(cfg, task, overrides)
     out = Path(out)
@@ -129,9 +129,9 @@ def tune(
     ``validation`` split of the training set, rerun each winner on ``final_seeds`` fresh
     seeds on the test set, build the report, and return its tables: ``chosen`` holds each
     policy's settings. ``hybridsgd tune`` runs exactly this (docs/tuning.md)."""
+    from hybridsgd.app.tuning import plan
+    from hybridsgd.app.tuning import tune as run_tuning
     from hybridsgd.report import build_report
-    from hybridsgd.tuning import plan
-    from hybridsgd.tuning import tune as run_tuning
 
     base, own = _base(cfg, task, overrides)
     p = plan(

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hybridsgd import Config, run
+from hybridsgd.app.sweep import run_many
 from hybridsgd.backends.sim.grid import BatchedSGD, grid_jobs, grid_key
 from hybridsgd.runner import run_grid
-from hybridsgd.sweep import run_many
 
 POLICIES = {
     "sync": {"name": "sync"},

@@ -217,7 +217,7 @@ def test_a_restarted_worker_slow_to_start_is_not_declared_lost(monkeypatch, name
 def test_a_sweep_on_ray_gives_the_bits_of_each_config_run_alone():
     """Issue 32's case (tests/test_sweep.py): each run of a sweep sent as a Ray task ends
     with the final parameters of a plain run of its config on one thread, bit for bit."""
-    from hybridsgd.sweep import run_many
+    from hybridsgd.app.sweep import run_many
     from tests.test_sweep import cnn_grid
 
     outcomes = run_many(cnn_grid(), ray_address="auto")

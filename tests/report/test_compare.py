@@ -179,7 +179,7 @@ def test_report_on_a_damaged_trace_names_the_file_in_one_line(
 @pytest.mark.slow
 def test_an_interrupted_comparison_resumes_from_the_command_line(tmp_path, capsys):
     from hybridsgd import Config
-    from hybridsgd.report import compare
+    from hybridsgd.app.compare import compare
 
     (tmp_path / "c.toml").write_text(CONFIG)
     base = Config.load(tmp_path / "c.toml")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from hybridsgd.app.compare import compare
 from hybridsgd.config import Config
 from hybridsgd.report import PLOTS
 from hybridsgd.report.build import _runs, plots, styles, summary_rows
-from hybridsgd.report.compare import compare
 
 TWELVE = [
     "sync",

@@ -163,7 +163,7 @@ def _check(args: argparse.Namespace, cfg, ranked, console) -> None:
     """``recommend --check N``: the top N tuned in the simulator, against the prediction."""
     import math
 
-    from hybridsgd.tuning import check_ranking
+    from hybridsgd.app.tuning import check_ranking
 
     top = [c for c in ranked if math.isfinite(c.time_to_1000x)][: args.check]
     task = args.task or (None if _is_number(args.curvature) else args.curvature)

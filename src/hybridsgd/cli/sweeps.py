@@ -146,8 +146,8 @@ def _sweep_args(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> Path |
 
 def _compare(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd.api import compare
+    from hybridsgd.app.compare import resume_compare
     from hybridsgd.config import Config
-    from hybridsgd.report.compare import resume_compare
 
     resume = _sweep_args(args, ("backend", "log"))
     if resume is not None:
@@ -186,8 +186,8 @@ def _ray_address(args: argparse.Namespace, base) -> str:
 
 def _tune(args: argparse.Namespace, err: Console) -> int:
     from hybridsgd import api
+    from hybridsgd.app.tuning import parse_grid, resumed_plan, tune
     from hybridsgd.config import Config
-    from hybridsgd.tuning import parse_grid, resumed_plan, tune
 
     resume = _sweep_args(args, ("grid", "final_seeds", "grouped", "studies", "trials", "space"))
     built = None
@@ -252,8 +252,8 @@ def _tune(args: argparse.Namespace, err: Console) -> int:
 
     code = _report(out, choices, built=built)
     if args.validate:
-        from hybridsgd.report.compare import label_of
-        from hybridsgd.tuning import _override
+        from hybridsgd.app.inputs import label_of
+        from hybridsgd.app.tuning import _override
 
         per_spec = {
             s: [_override(k, v) for k, v in chosen[label_of(s)]["settings"].items()] for s in specs

@@ -1,7 +1,6 @@
-"""Compare policies side by side: run a sweep, then build plots and an HTML report from the
-traces alone (``hybridsgd compare``, ``hybridsgd report``)."""
+"""Plots and an HTML report built from a comparison's traces alone (``hybridsgd report``);
+the comparison itself is :mod:`hybridsgd.app.compare` (``h.compare``)."""
 
 from hybridsgd.report.build import PLOTS, build_report, summary_rows
-from hybridsgd.report.compare import compare, label_of
 
-__all__ = ["PLOTS", "build_report", "compare", "label_of", "summary_rows"]
+__all__ = ["PLOTS", "build_report", "summary_rows"]

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hybridsgd.app.inputs import check_sweep, label_of
+from hybridsgd.app.sweep import check_jobs, run_many, sweep_config
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError, WorkerLost
 from hybridsgd.policies import parse_spec
 from hybridsgd.rundir import holds, writable_dir
-from hybridsgd.sweep import check_jobs, run_many, sweep_config
-
-
-def label_of(spec: str) -> str:
-    """A directory-safe label: ``backup:backups=2`` -> ``backup_backups-2``;
-    ``hybrid:threshold=linear:start=0,end=9`` -> ``hybrid_linear_start-0_end-9``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.replace("threshold=", "").replace("=", "-")).strip(
-        "_"
-    )
-
 
 #: what a comparison or a tuning writes at the top of its directory (besides runs/ and plots)
 OWN_FILES = (
@@ -86,19 +77,13 @@ def compare(
     Each run's directory is written as the run ends; with ``resume`` (the same plan, see
     :func:`resume_compare`) the runs whose directories hold them are not run again.
     """
-    if seeds < 1:
-        raise ConfigError("--seeds", f"must be >= 1 (got {seeds})")
-    if not specs:
-        raise ConfigError("--policy", "give at least one, e.g. --policy sync --policy async")
+    labels = check_sweep(specs, seeds)
     configs = []
     for spec in specs:
         _, overrides = parse_spec(spec)
         for i in range(seeds):
             cfg = base.replace(*overrides, f"run.seed={base.run.seed + i}")
             configs.append((spec, cfg))
-    labels = [label_of(s) for s in specs]
-    if len(set(labels)) != len(labels):
-        raise ConfigError("--policy", "the same policy is given twice")
     check_jobs(jobs, [c for _, c in configs])
     record = {"base": base.to_dict(), "specs": list(specs), "seeds": seeds}
     if resume:
