@@ -238,10 +238,11 @@ class RunConfig:
 
         r, p = self, policy
         _choice("run.backend", r.backend, BACKENDS)
-        if r.backend != "sim" and p.name == "hybrid" and p.reading == "partition":
+        only = _sim_only(p)
+        if r.backend != "sim" and only:
+            key, value, instead = only
             raise ConfigError(
-                "policy.reading",
-                f"partition runs only on the sim backend (use quorum on {r.backend})",
+                key, f"{value} runs only on the sim backend (use {instead} on {r.backend})"
             )
         if r.updates is not None:
             _positive("run.updates", r.updates)
@@ -259,9 +260,9 @@ class RunConfig:
                 "run.checkpoint_every",
                 f"checkpoints are written by the sim backend only, not {r.backend}",
             )
-        if r.checkpoint_every and p.name == "hybrid" and p.reading == "partition":
+        if r.checkpoint_every and only:
             raise ConfigError(
-                "run.checkpoint_every", "the hybrid partition reading has no checkpoints"
+                "run.checkpoint_every", f"{p.name} with {only[0]} = {only[1]} has no checkpoints"
             )
         if r.max_worker_restarts < 0:
             raise ConfigError(
@@ -454,6 +455,14 @@ class Config:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _sim_only(p: Any) -> tuple[str, str, str] | None:
+    """Why the policy of ``p`` runs only on the simulator (its registry entry says)."""
+    from hybridsgd.policies import REGISTRY
+
+    entry = REGISTRY.get(p.name)
+    return entry.sim_only(p) if entry is not None else None
 
 
 def _choice(name: str, value: str, allowed) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from hybridsgd.analysis import Prediction, largest_eigenvalue, measure, predict
+from hybridsgd.analysis.predict import PREDICT_KEYS
 from hybridsgd.backends.sim import simulate_schedule
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies import REGISTRY, PolicyConfig, build_policy, parse_threshold
+from hybridsgd.policies.registry import SYNC
 from hybridsgd.runner import build_cluster
 from hybridsgd.tasks import build_task
 
@@ -37,8 +39,9 @@ def curvature_of(spec: str, seed: int = 0) -> float:
 
 
 def hybrid_inputs(p: PolicyConfig, batch_size: int, train_samples: int | None) -> tuple[Any, float]:
-    """hybrid's threshold and gradients per epoch (``None, 1.0`` for other policies)."""
-    if p.name != "hybrid":
+    """A policy predicted regime by regime (the hybrid): its threshold and gradients per
+    epoch; ``None, 1.0`` for other policies."""
+    if REGISTRY[p.name].model != "per-regime":
         return None, 1.0
     if p.reading != "quorum":
         raise ConfigError(
@@ -68,6 +71,11 @@ def predict_config(
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
     threshold, gpe = hybrid_inputs(p, cfg.task.batch_size, train_samples)
     entry = REGISTRY[p.name]
+    # the policy's own keys that predict() takes by name (PREDICT_KEYS); a synchronous
+    # policy's quorum from its registry entry
+    own = {key: getattr(p, key) for key in entry.keys if key in PREDICT_KEYS}
+    if "stops" in own:
+        own["stops"] = bool(own["stops"])
     return predict(
         p.name,
         p.workers,
@@ -75,21 +83,14 @@ def predict_config(
         cluster.comm,
         speeds=speeds,
         batch_size=cfg.task.batch_size,
-        backups=p.backups,
-        k=p.k,
-        staleness_bound=p.staleness_bound,
-        sample=p.sample,
         threshold=threshold,
-        progress=p.progress,
         updates=updates,
         gradients_per_epoch=gpe,
         lr=lr,
         curvature=curvature,
         seed=cfg.run.seed,
-        quorum=entry.min_gradients(p) if entry.family == "sync" else None,
-        delay_threshold=p.delay_threshold if p.name == "ringmaster" else None,
-        stops=bool(p.stops) if p.name == "ringmaster" else False,
-        late=p.late if p.name == "rennala" else "cancel",
+        quorum=entry.min_gradients(p) if entry.family == SYNC else None,
+        **own,
     )
 
 

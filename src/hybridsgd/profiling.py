@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
+from hybridsgd.policies.asynchronous import NAME as ASYNC
 from hybridsgd.timing.fit import TimingFit, distribution, job_times
 
 
@@ -45,7 +46,7 @@ def measure(
         )
     W = cfg.policy.workers
     d = cfg.to_dict()
-    d["policy"] = {"name": "async", "workers": W}
+    d["policy"] = {"name": ASYNC, "workers": W}  # every worker back to back
     updates = minibatches * W
     d["run"] |= {"time_unit": 0.0, "updates": updates, "time": None, "eval_every": updates,
                  "target_accuracy": None, "checkpoint_every": 0}  # fmt: skip

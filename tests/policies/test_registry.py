@@ -156,3 +156,36 @@ def test_the_help_lists_each_policy_with_its_own_keys(majority, capsys):
     assert "  majority: the first ceil(fraction x W) gradients of each version" in out
     assert "      fraction (or f): share of the W workers an update waits for" in out
     assert "      k (or K): K: gradients per update, 1 <= K <= W, required" in out
+
+
+def test_no_module_outside_the_policies_names_a_policy():
+    """The registry is the single source of policy knowledge: no string in src/ outside
+    policies/ names a registered policy (nor a spec of one, "k_async:k=2"). Docstrings and
+    comments may; the package's own __init__ lists the policy constructors it exports
+    (h.sync, h.backup), and the shipped examples are a user's files."""
+    import io
+    import re
+    import tokenize
+
+    from hybridsgd.policies import REGISTRY
+
+    src = Path(__file__).parents[2] / "src" / "hybridsgd"
+    spec = re.compile(rf"^({'|'.join(map(re.escape, REGISTRY))})([:(]|$)")
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        if rel.parts[0] in ("policies", "examples") or str(rel) == "__init__.py":
+            continue
+        tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text()).readline))
+        for i, tok in enumerate(tokens):
+            if tok.type != tokenize.STRING:
+                continue
+            before = tokens[i - 1].type if i else tokenize.NEWLINE
+            after = tokens[i + 1].type
+            alone = before in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE, tokenize.NL)
+            if alone and after == tokenize.NEWLINE:  # a docstring
+                continue
+            body = re.sub(r"^[rbuf]*(\"\"\"|'''|\"|')", "", tok.string, flags=re.I)
+            if spec.match(body):
+                found.append(f"{rel}:{tok.start[0]}: {tok.string}")
+    assert not found, "policy names outside src/hybridsgd/policies/:\n" + "\n".join(found)

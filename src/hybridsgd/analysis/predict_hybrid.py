@@ -17,7 +17,7 @@ from hybridsgd.analysis.stability import (
     largest_stable,
 )
 from hybridsgd.errors import ConfigError
-from hybridsgd.policies.hybrid import PROGRESS, quorum, synchrony
+from hybridsgd.policies.hybrid import PROGRESS, regime_spec
 from hybridsgd.timing.models import TimingModel
 
 
@@ -70,9 +70,7 @@ def regime(
     [0, 1]; NaN is 0) and its prediction, kept in ``cache``."""
     from hybridsgd.analysis.predict import predict  # it calls back per regime / W
 
-    level = synchrony(level)
-    K = quorum(level, W)
-    key = "sync" if level >= 1.0 else ("async" if K == 1 else f"k_async:k={K}")
+    key, K = regime_spec(level, W)
     if key not in cache:
         cache[key] = predict(
             key.split(":")[0],

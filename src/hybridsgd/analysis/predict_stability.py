@@ -20,7 +20,7 @@ from hybridsgd.analysis.stability import (
     rightmost_root,
 )
 from hybridsgd.errors import ConfigError
-from hybridsgd.policies.registry import family
+from hybridsgd.policies.registry import ASYNC, family
 
 SWEEP_BUDGET = 0.05  # Monte Carlo size per worker count in a sweep (k_async, ssp, psp)
 
@@ -43,9 +43,9 @@ def stability_pmf(pred: Prediction) -> np.ndarray:
 
 
 def regime_radius(pred: Prediction, eta_h: float) -> float:
-    """Per-update contraction of the discrete model along curvature h in one regime: the
-    synchronous regime is gradient descent on a fresh mean (|1 - eta h|)."""
-    if pred.policy == "sync":
+    """Per-update contraction of the discrete model along curvature h in one regime: a
+    synchronous regime (no staleness) is gradient descent on a fresh mean (|1 - eta h|)."""
+    if pred.mean_staleness == 0 and not pred.lockstep:
         return abs(1.0 - eta_h)
     return discrete_radius(eta_h, stability_pmf(pred))
 
@@ -84,13 +84,13 @@ def stability_of(
     conv = -math.log(radius) * rate_updates if radius > 0 else math.inf
     # continuous model (Yu, Chen & Poor) for comparison: delay = read-to-apply time
     cont: dict[str, Any] = {}
-    if continuous and policy in family("async"):
+    if continuous and policy in family(ASYNC):
         try:
             cont = continuous_model(pred, lr, h, compute, comm, speeds, rate_updates)
         except ArithmeticError as exc:  # reported beside the verdict: never fatal
             cont = {"error": str(exc)}
     best = stop = unstable = None
-    if sweep and policy in family("async"):  # the synchronous family needs a noise model
+    if sweep and policy in family(ASYNC):  # the synchronous family needs a noise model
         best, stop, unstable = worker_sweep(
             policy,
             pred.workers,

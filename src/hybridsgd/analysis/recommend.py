@@ -37,7 +37,8 @@ from hybridsgd.analysis.predict import (
 )
 from hybridsgd.analysis.stability import discrete_max_stable, discrete_radius, steps_to_reduce
 from hybridsgd.errors import ConfigError
-from hybridsgd.policies.registry import REGISTRY, PolicyConfig
+from hybridsgd.policies.hybrid import FULLY_ASYNC, FULLY_SYNC
+from hybridsgd.policies.registry import REGISTRY, SYNC, PolicyConfig
 from hybridsgd.policies.thresholds import parse_threshold
 from hybridsgd.timing.models import Constant, TimingModel
 
@@ -122,13 +123,13 @@ def _hybrid_model(
     Monte Carlo of that very sequence of windows (:func:`dynamics.k_async_transient`); later
     updates, and every synchronous one, use their regime's steady-state prediction."""
     threshold = parse_threshold(shape)
-    spec = f"hybrid:threshold={shape}"
+    spec = f"{_per_regime()}:threshold={shape}"
     keys: list[str] = []
-    while len(keys) < cap and (not keys or keys[-1] != "sync"):
+    while len(keys) < cap and (not keys or keys[-1] != FULLY_SYNC):
         key, _ = regime(W, threshold(float(len(keys))), compute, comm, speeds, batch_size, cache)
         keys.append(key)
-    head = min(len(keys) - (keys[-1] == "sync"), max(1, cap // 5))  # asynchronous updates
-    ks = [1 if k == "async" else int(k.split("=")[1]) for k in keys[:head]]
+    head = min(len(keys) - (keys[-1] == FULLY_SYNC), max(1, cap // 5))  # asynchronous updates
+    ks = [1 if k == FULLY_ASYNC else int(k.split("=")[1]) for k in keys[:head]]
     times, pmfs = np.zeros(0), np.zeros((0, 1))
     if head:
         times, pmfs = k_async_transient(compute, comm or Constant(0.0), W, ks, speeds, reps=100)
@@ -178,6 +179,12 @@ def _hybrid_at(eta_h, spec, pmf_of, key_of, cap, head, times, ks, cache, W, batc
     pred = hybrid_prediction(W, cache, [(k, m) for k, m in runs], batch_size)
     path = " -> ".join(f"{k} x{m}" for k, m in runs[:3]) + (" ..." if len(runs) > 3 else "")
     return Candidate(spec, pred, time, f"{n} updates: {path}")
+
+
+def _per_regime() -> str:
+    """The registered policy predicted regime by regime (the hybrid), whose threshold
+    shapes recommend tries."""
+    return next(n for n, e in REGISTRY.items() if e.model == "per-regime")
 
 
 #: the policy keys predict() takes by name (others reach it through ``quorum``)
@@ -234,7 +241,7 @@ def recommend(
         entry = REGISTRY[policy]
         known = {k: v for k, v in params.items() if k in _PREDICT_KEYS}
         quorum = None
-        if entry.family == "sync":
+        if entry.family == SYNC:
             quorum = entry.min_gradients(PolicyConfig(name=policy, workers=workers, **params))
         try:
             p = predict(
@@ -271,7 +278,7 @@ def recommend(
     ends = [
         round(c.time_to_1000x / c.prediction.mean_update_time)  # type: ignore[union-attr]
         for c in ranked
-        if c.spec in ("async", "sync") and math.isfinite(c.time_to_1000x)
+        if c.spec in (FULLY_ASYNC, FULLY_SYNC) and math.isfinite(c.time_to_1000x)
     ]
     if ends:
         horizon = max(ends)

@@ -13,13 +13,13 @@ from typing import Any
 
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
-from hybridsgd.policies import parse_spec
+from hybridsgd.policies import REGISTRY, parse_spec
 from hybridsgd.values import parse_value
 
 #: the default grid: 7 learning rates, log-spaced over the optimizer's usual range
 DEFAULT_LRS = {
     "sgd": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
-    "adaptive": [1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1],  # adam, rmsprop, adagrad, ...
+    "adaptive-lr": [1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1],  # adam, rmsprop, adagrad, ...
 }
 #: the default search space's momentum range (SGD)
 MOMENTUM_RANGE = (0.0, 0.95)
@@ -77,14 +77,15 @@ def parse_space(items: Sequence[str]) -> list[Dim]:
 
 def default_space(cfg: Config, spec: str) -> list[Dim]:
     """With no ``--space``: the lr log-uniform over the default grid's range; for SGD the
-    momentum in [0, 0.95]; for a hybrid also its asynchronous phase's lr (``async_lr``)."""
-    kind = "sgd" if cfg.optimizer.name.lower() == "sgd" else "adaptive"
+    momentum in [0, 0.95]; and the keys the policy's registry entry names (``tuned_keys``:
+    a hybrid's asynchronous lr, ``async_lr``), over the lr's range."""
+    kind = "sgd" if cfg.optimizer.name.lower() == "sgd" else "adaptive-lr"
     low, high = DEFAULT_LRS[kind][0], DEFAULT_LRS[kind][-1]
     dims = [Dim("optimizer.lr", "log", low, high)]
     if kind == "sgd":
         dims.append(Dim("optimizer.momentum", "lin", *MOMENTUM_RANGE))
-    if parse_spec(spec)[0] == "hybrid":
-        dims.append(Dim("optimizer.async_lr", "log", low, high))
+    for key in REGISTRY[parse_spec(spec)[0]].tuned_keys:
+        dims.append(Dim(key, "log", low, high))
     return dims
 
 
@@ -130,7 +131,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def default_grid(cfg: Config) -> dict[str, list[Any]]:
     """With no ``--grid``: a log grid of learning rates for the configured optimizer."""
-    kind = "sgd" if cfg.optimizer.name.lower() == "sgd" else "adaptive"
+    kind = "sgd" if cfg.optimizer.name.lower() == "sgd" else "adaptive-lr"
     return {"optimizer.lr": list(DEFAULT_LRS[kind])}
 
 

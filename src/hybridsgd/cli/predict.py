@@ -211,6 +211,7 @@ def _noise_scale(args: argparse.Namespace) -> int:
     from hybridsgd.config import Config
     from hybridsgd.forecast import check_along_run, noise_scale_along_run
     from hybridsgd.policies import REGISTRY
+    from hybridsgd.policies.registry import SYNC
 
     cfg = Config.load(args.config, args.overrides)
     check_along_run(args.updates, args.points, args.minibatches)
@@ -220,7 +221,7 @@ def _noise_scale(args: argparse.Namespace) -> int:
         )
     entry = REGISTRY[cfg.policy.name]
     per_update = cfg.task.batch_size * (
-        entry.min_gradients(cfg.policy) if entry.family == "sync" else 1
+        entry.min_gradients(cfg.policy) if entry.family == SYNC else 1
     )
     if args.json:
         from hybridsgd.trace import json_safe

@@ -11,10 +11,20 @@ from rich.table import Table
 from hybridsgd.cli.common import _console
 
 
+def _in_ticks() -> tuple[tuple[str, ...], str]:
+    """The policies whose staleness bound counts clock ticks (the registry's
+    ``bound_in_ticks``), and how a note names them: "ssp's and psp's"."""
+    from hybridsgd.policies import REGISTRY
+
+    names = tuple(n for n, e in REGISTRY.items() if e.bound_in_ticks)
+    return names, " and ".join(f"{n}'s" for n in names)
+
+
 def _print_summary(s: dict, out: Path) -> None:
     import math
 
-    stale_policy = s["policy"].split(":")[0].split("(")[0] in ("ssp", "psp")
+    ticks, whose = _in_ticks()
+    stale_policy = s["policy"].split(":")[0].split("(")[0] in ticks
     table = Table(
         title=f"{s['policy']} on {s['task']} ({s['backend']}, seed {s['seed']})",
         show_header=False,
@@ -46,9 +56,7 @@ def _print_summary(s: dict, out: Path) -> None:
         table.add_row(k, v)
     _console().print(table)
     if stale_policy:
-        print(
-            "staleness counts versions; ssp's and psp's bound s counts clock ticks between workers"
-        )
+        print(f"staleness counts versions; {whose} bound s counts clock ticks between workers")
     print(f"wrote {out}/ (summary.json, gradients.csv, updates.csv, evals.csv, config.toml)")
 
 
@@ -81,9 +89,10 @@ def report_table(summary, out: Path) -> tuple[Table, str]:
     words = dict(COLUMNS)
     if not math.isnan(target):
         words["reached"] = f"seeds that reached {target:.0%} test accuracy"
-    if any(str(p).startswith(("ssp", "psp")) for p in table.index):
+    ticks, whose = _in_ticks()
+    if ticks and any(str(p).startswith(ticks) for p in table.index):
         words["stale"] += (
-            " (ssp's and psp's bound s counts clock ticks between workers, not versions, "
+            f" ({whose} bound s counts clock ticks between workers, not versions, "
             "so staleness may exceed it)"
         )
     caption = "; ".join(f"{c}: {words[c]}" for c in cols)

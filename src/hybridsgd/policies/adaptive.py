@@ -111,5 +111,6 @@ register(
         build=lambda c, ctx: adaptive(c.workers, c.explore_every),
         params=AdaptiveParams,
         examples=("adaptive",),
+        colour="#7f7f7f",
     )
 )

@@ -64,5 +64,7 @@ register(
         candidates=lambda W: [
             {"backups": b} for b in sorted({1, 2, max(1, W // 8), max(1, W // 4)}) if b < W
         ],
+        colour="#ff7f0e",
+        predictor="first-k-distinct",
     )
 )

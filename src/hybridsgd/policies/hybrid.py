@@ -25,9 +25,11 @@ import math
 from dataclasses import dataclass
 
 from hybridsgd.core.staleness import StalenessRule
+from hybridsgd.policies.asynchronous import NAME as ASYNC_NAME
 from hybridsgd.policies.base import Decision, Fate, Update
 from hybridsgd.policies.quorum import ASYNCHRONOUS, SYNCHRONOUS, QuorumPolicy
 from hybridsgd.policies.registry import Registered, one_of, param, register, stale_rule
+from hybridsgd.policies.sync import NAME as SYNC_NAME
 from hybridsgd.policies.thresholds import Threshold, parse_threshold
 
 PROGRESS = ("updates", "time", "epochs")
@@ -42,6 +44,20 @@ def quorum(level: float, workers: int) -> int:
     """Gradients per update at a degree of synchrony: K = 1 + floor(level (W - 1)) from
     distinct workers while ``level < 1`` (asynchronous), all W at 1 (synchronous)."""
     return workers if level >= 1.0 else 1 + math.floor(level * (workers - 1))
+
+
+#: the policies a hybrid starts as (level 0) and ends as (level 1)
+FULLY_ASYNC, FULLY_SYNC = ASYNC_NAME, SYNC_NAME
+
+
+def regime_spec(level: float, workers: int) -> tuple[str, int]:
+    """The policy a hybrid acts as at a degree of synchrony, as a spec, and its K:
+    asynchronous (K = 1), K-async from K distinct workers, synchronous at level 1."""
+    level = synchrony(level)
+    K = quorum(level, workers)
+    if level >= 1.0:
+        return FULLY_SYNC, K
+    return (FULLY_ASYNC, K) if K == 1 else (f"k_async:k={K}", K)
 
 
 class _Scheduled:
@@ -251,5 +267,11 @@ register(
         required=("threshold",),
         stale=True,
         examples=("hybrid:threshold=linear:start=0,end=40",),
+        colour="#17becf",
+        sim_only=lambda c: (
+            ("policy.reading", "partition", "quorum") if c.reading == "partition" else None
+        ),
+        tuned_keys=("optimizer.async_lr",),
+        predictor="per-regime",
     )
 )

@@ -78,15 +78,17 @@ def _async_ks(W: int) -> list[dict]:
     return [{"k": k} for k in sorted({2, 4, max(2, W // 4)}) if k < W]
 
 
-for _name, _summary, _build, _family, _stale in (
+for _name, _summary, _build, _family, _stale, _colour, _predictor in (
     ("k_sync", "first K gradients of the current version from distinct workers; cancel the rest",
-     lambda c, ctx: k_sync(c.workers, c.k), "sync", False),
+     lambda c, ctx: k_sync(c.workers, c.k), "sync", False, "#2ca02c", "first-k-distinct"),
     ("k_batch_sync", "any K minibatches of the current version; cancel the rest",
-     lambda c, ctx: k_batch_sync(c.workers, c.k), "sync", False),
+     lambda c, ctx: k_batch_sync(c.workers, c.k), "sync", False, "#98df8a", "first-k-any"),
     ("k_async", "K gradients from distinct workers, stale ones accepted; nobody waits",
-     lambda c, ctx: k_async(c.workers, c.k, stale_rule(c)), "async", True),
+     lambda c, ctx: k_async(c.workers, c.k, stale_rule(c)), "async", True, "#9467bd",
+     "k-distinct-arrivals"),
     ("k_batch_async", "any K gradients, stale ones accepted; nobody waits",
-     lambda c, ctx: k_batch_async(c.workers, c.k, stale_rule(c)), "async", True),
+     lambda c, ctx: k_batch_async(c.workers, c.k, stale_rule(c)), "async", True, "#c5b0d5",
+     "any-k-arrivals"),
 ):  # fmt: skip
     register(
         Registered(
@@ -103,5 +105,7 @@ for _name, _summary, _build, _family, _stale in (
             candidates={"k_sync": _sync_ks, "k_batch_async": _async_ks, "k_async": _async_ks}.get(
                 _name
             ),
+            colour=_colour,
+            predictor=_predictor,
         )
     )

@@ -182,6 +182,8 @@ register(
         min_gradients=lambda c: c.batch or 1,
         family="sync",
         examples=("rennala:batch=3", "rennala:batch=7,late=drop"),
+        colour="#393b79",
+        predictor="first-b-fresh",
     )
 )
 register(
@@ -195,6 +197,8 @@ register(
         family=None,
         stale=True,
         examples=("ringmaster:R=2", "ringmaster:R=2,stops=true"),
+        colour="#bcbd22",
+        predictor="delay-threshold",
     )
 )
 register(
@@ -208,5 +212,7 @@ register(
         min_gradients=lambda c: c.m or 1,
         family="sync",
         examples=("m_sync:m=2",),
+        colour="#637939",
+        predictor="first-k-distinct",
     )
 )

@@ -7,8 +7,10 @@ A :class:`Registered` entry holds what the rest of hybridsgd needs to know of a 
 * the keys it cannot do without, and short aliases for command lines (``backup:b=2``);
 * how to build it from a validated ``[policy]`` section;
 * the fewest gradients one of its updates may combine, for robust aggregators;
-* what ``predict`` knows of it: ``family = "sync"`` or ``"async"`` for the closed forms of
-  docs/analysis.md, or ``None`` for a policy ``predict`` covers in its own way, or not at all;
+* what ``predict`` knows of it: its ``predictor`` (the model docs/analysis.md derives for
+  it), and its ``family``, ``"sync"`` or ``"async"``, for what holds across a family;
+* its colour in plots, whether its bound counts clock ticks, what runs only on the
+  simulator, and what a tuning by studies searches besides the lr;
 * example specs, which the conformance tests and the docs run.
 
 Config validation, ``parse_spec``, the CLI's help, ``recommend``'s candidates and the
@@ -66,11 +68,31 @@ class Registered:
     # "sync": predicted as the first K = min_gradients(config) gradients of each version from
     # distinct workers (k_sync's order statistics); "async": the renewal model; None: none
     family: str | None = None
+    #: how ``predict`` models it: one of hybridsgd.analysis.predict.PREDICTORS
+    #: ("first-k-distinct", "every-arrival", "per-regime", ...), or "" for no model
+    predictor: str = ""
     examples: tuple[str, ...] = ()  # specs, e.g. "backup:backups=1", run by the tests
     stale: bool = False  # applies stale gradients: policy.staleness and max_staleness apply
     #: recommend: the settings of its own keys worth comparing at W workers (None: not one
     #: of recommend's candidates)
     candidates: Callable[[int], list[dict[str, Any]]] | None = None
+    #: its colour in every plot and report (a policy of your own without one gets a spare)
+    colour: str = ""
+    #: its staleness bound counts clock ticks between workers, not versions (ssp, psp): a
+    #: report says so next to its staleness
+    bound_in_ticks: bool = False
+    #: whether this configuration of it runs only on the simulator, without checkpoints:
+    #: ``(key, value, what to use elsewhere)`` (a hybrid's partition reading), or None
+    sim_only: Callable[[PolicyConfig], tuple[str, str, str] | None] = lambda c: None
+    #: keys a tuning by studies searches besides the lr (and SGD's momentum), log-uniformly
+    #: over the lr's range: a hybrid's asynchronous lr
+    tuned_keys: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> str:
+        """``predict``'s model of it: its own predictor, else its family's (the first K
+        gradients from distinct workers for ``sync``, every arrival for ``async``)."""
+        return self.predictor or FAMILY_MODELS.get(self.family or "", "")
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -81,6 +103,11 @@ class Registered:
     def reads(self) -> tuple[str, ...]:
         """Every key it reads beyond name, workers, aggregator and on_worker_loss."""
         return self.keys + (("staleness", "max_staleness") if self.stale else ())
+
+
+#: the predict families (``Registered.family``) and each one's default model
+SYNC, ASYNC = "sync", "async"
+FAMILY_MODELS = {SYNC: "first-k-distinct", ASYNC: "every-arrival"}
 
 
 def stale_rule(c: PolicyConfig):

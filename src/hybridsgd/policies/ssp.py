@@ -84,6 +84,9 @@ register(
         stale=True,
         examples=("ssp:staleness_bound=1",),
         candidates=lambda W: [{"staleness_bound": s} for s in (0, 1, 2, 4)],
+        colour="#8c564b",
+        bound_in_ticks=True,
+        predictor="clock-barrier",
     )
 )
 register(
@@ -100,5 +103,8 @@ register(
         candidates=lambda W: (
             [{"sample": max(2, W // 4), "staleness_bound": 1}] if max(2, W // 4) < W else []
         ),
+        colour="#e377c2",
+        bound_in_ticks=True,
+        predictor="sampled-clock-barrier",
     )
 )

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
 
 from hybridsgd.errors import ConfigError
+from hybridsgd.policies import REGISTRY
 from hybridsgd.report import tuning
 from hybridsgd.report.verdict import lead
 from hybridsgd.trace import Trace
@@ -81,23 +82,6 @@ def summary_rows(groups: dict[str, list[tuple[int, Trace]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: a stable colour per policy family: a policy keeps its colour in every plot and report
-FAMILY_COLOURS = {
-    "sync": "#1f77b4",
-    "backup": "#ff7f0e",
-    "async": "#d62728",
-    "k_sync": "#2ca02c",
-    "k_batch_sync": "#98df8a",
-    "k_async": "#9467bd",
-    "k_batch_async": "#c5b0d5",
-    "ssp": "#8c564b",
-    "psp": "#e377c2",
-    "hybrid": "#17becf",
-    "adaptive": "#7f7f7f",
-    "rennala": "#393b79",
-    "ringmaster": "#bcbd22",
-    "m_sync": "#637939",
-}
 _SPARE = ("#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e7969c", "#6b6ecf", "#b5cf6b")
 _DASHES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -105,21 +89,25 @@ _HATCHES = ("", "//", "..", "xx")
 
 
 def styles(groups) -> dict[str, dict[str, Any]]:
-    """Per label: colour by policy family (:data:`FAMILY_COLOURS`; a policy of your own gets
-    a spare colour), then line style and marker by its rank within the family, so twelve
-    policies with three backup variants are still twelve distinct lines."""
+    """Per label: colour by policy (each declares its own in the registry; a policy of your
+    own without one gets a spare colour), then line style and marker by its rank among the
+    labels of that policy, so twelve policies with three backup variants are still twelve
+    distinct lines."""
     out: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}
     spare = iter(_SPARE * 4)
     extra: dict[str, str] = {}
     for label, runs in groups.items():
         fam = _family(runs[0][1])
-        if fam not in FAMILY_COLOURS and fam not in extra:
+        own = REGISTRY[fam].colour if fam in REGISTRY else ""
+        if own:
+            extra[fam] = own
+        elif fam not in extra:
             extra[fam] = next(spare)
         rank = seen.get(fam, 0)
         seen[fam] = rank + 1
         out[label] = {
-            "color": FAMILY_COLOURS.get(fam, extra.get(fam)),
+            "color": extra[fam],
             "linestyle": _DASHES[rank % len(_DASHES)],
             "marker": _MARKERS[(rank // len(_DASHES)) % len(_MARKERS)],
             "hatch": _HATCHES[rank % len(_HATCHES)],  # bars
