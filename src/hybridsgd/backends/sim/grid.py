@@ -34,7 +34,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from hybridsgd.backends.sim.replay import Groups
+from hybridsgd.backends.sim.engine import Groups
 from hybridsgd.backends.sim.versions import Plan, batch_limit
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import Aggregator, build_aggregator

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hybridsgd.backends.sim import versions
+from hybridsgd.backends.sim.engine import Engine, Groups
 from hybridsgd.core.aggregators import Aggregator
 from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
@@ -28,33 +29,6 @@ from hybridsgd.record import APPLIED, Evals, Schedule
 from hybridsgd.target import TargetSearch, evaluate_apart
 from hybridsgd.tasks.base import Task
 from hybridsgd.tasks.data import WorkerSampler
-
-
-class Groups:
-    """A schedule's applied gradients in (read version, update) groups, the unit the
-    replays compute together: ``gids`` sorted by read version, then update, then gid;
-    group g is ``gids[starts[g]:ends[g]]``, read at ``read[g]`` for ``update[g]``. Plain
-    lists (the replays read them one scalar at a time), with each member's worker and
-    minibatch."""
-
-    def __init__(self, schedule: Schedule) -> None:
-        applied = np.flatnonzero(schedule.fate == APPLIED)
-        r_all, u_all = schedule.read_version[applied], schedule.update[applied]
-        order = np.lexsort((applied, u_all, r_all))
-        self.gids = applied[order]
-        r_sorted, u_sorted = r_all[order], u_all[order]
-        cut = np.flatnonzero((np.diff(r_sorted) != 0) | (np.diff(u_sorted) != 0)) + 1
-        starts = np.concatenate([[0], cut]).astype(np.int64)
-        ends = np.concatenate([cut, [len(self.gids)]]).astype(np.int64)
-        if not len(self.gids):
-            starts = ends = np.empty(0, np.int64)
-        self.read: list[int] = r_sorted[starts].tolist()
-        self.update: list[int] = u_sorted[starts].tolist()
-        self.sizes = ends - starts
-        self.starts: list[int] = starts.tolist()
-        self.ends: list[int] = ends.tolist()
-        self.worker: list[int] = schedule.worker[self.gids].tolist()
-        self.minibatch: list[int] = schedule.minibatch[self.gids].tolist()
 
 
 @dataclass
@@ -116,108 +90,169 @@ def replay(
     if schedule.partitioned:
         if resume is not None or checkpoint is not None:
             raise ValueError("the partition reading has no checkpoints")
-        return _replay_partition(
-            schedule,
-            task,
-            samplers,
-            server,
-            aggregator,
-            staleness,
-            eval_every,
-            on_update,
-            on_eval,
-            target,
-            target_search,
-            stop,
-        )
-    U = schedule.n_updates
-    # rows apart: a robust rule or the gradient check needs each gradient; and a BatchNorm
-    # model's gradient depends on its own minibatch as a whole, so several workers'
-    # minibatches never go through one forward pass (one vmapped call instead)
-    # (an omniscient attack needs every row of the update it joins, too)
-    apart = not aggregator.linear or check.per_gradient or faults.omniscient
-    gs = Groups(schedule)
-    gids, group_r, group_u = gs.gids, gs.read, gs.update
-    members_w, members_k, starts, ends = gs.worker, gs.minibatch, gs.starts, gs.ends
-    members = (gids, members_w, faults, check, schedule)
+        part = _Partition(
+            schedule, task, samplers, server, aggregator, staleness, eval_every, on_update,
+            on_eval, target, target_search, stop,
+        )  # fmt: skip
+        return part.replay()
+    one = _Replay(schedule, task, samplers, server, aggregator, staleness, eval_every, faults,
+                  check, resume)  # fmt: skip
+    one.hooks(on_update, on_eval, checkpoint, checkpoint_every, stop, target, target_search)
+    one.plan_versions(batch_versions)
+    try:
+        with task.bound_to(server.params):
+            if resume is None:
+                one.doing = 0
+                one.appeared(0, 0.0, True)
+            one.run(one.first)
+    except HybridSGDError:  # said already (a full disk at a checkpoint, ...)
+        raise
+    except Exception as exc:  # the model, its loss or its data raised: one line, with where
+        said = _failure(exc, one.doing, one.gs, samplers)
+        raise UserCodeFailed(said, server.version, one.evals) from exc
+    return one.evals
 
-    # an update fed by one group gets that group's gradient as is (per-tensor parts, no
-    # flat copy); updates fed by several groups stack flat rows from a reused pool
-    groups_per_update = np.bincount(group_u, minlength=U).tolist() if group_u else [0] * U
-    pending: dict[int, list[Part]] = {}
-    pool: list[torch.Tensor] = []  # reused flat buffers: fresh pages cost a copy's time
-    # the update from its parts, as the coordinator builds it (the parts are scratch here)
-    attack = faults.attack_update if faults.omniscient else None
-    builder = UpdateBuilder(aggregator, attack, owned=True)
-    evals = Evals()
-    first = 0
-    if resume is not None:
-        first, evals = resume.version, resume.evals
-        pending = {u: [_as_part(c) for c in cs] for u, cs in resume.pending.items()}
-        for gid, why in resume.reasons.items():
-            schedule.reject(gid, why)
-        faults.load_state(resume.faults)
-    kept = resume.kept if resume is not None else None
-    search = TargetSearch(target, evaluate_apart(task), evals, kept, target_search)
-    g = bisect.bisect_left(group_r, first)  # next group: those read before were computed
-    n_groups = len(group_r)
-    per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if n_groups else 1
-    lazy = None
-    smallest = versions.min_batch(task.closed_form)
-    if (versions.ENABLED if batch_versions is None else batch_versions) and n_groups:
-        per_gradient = len(samplers[members_w[0]].batch(members_k[0]))
-        lazy = versions.Plan.make(
-            group_r,
-            group_u,
+
+class _Replay(Engine):
+    """One run's replay (see :func:`replay`)."""
+
+    def __init__(
+        self, schedule, task, samplers, server, aggregator, staleness, eval_every, faults,
+        check, resume,
+    ) -> None:  # fmt: skip
+        super().__init__(schedule, eval_every)
+        self.task, self.samplers, self.server = task, samplers, server
+        self.staleness, self.faults, self.check = staleness, faults, check
+        # rows apart: a robust rule or the gradient check needs each gradient; and a
+        # BatchNorm model's gradient depends on its own minibatch as a whole, so several
+        # workers' minibatches never go through one forward pass (one vmapped call instead)
+        # (an omniscient attack needs every row of the update it joins, too)
+        self.apart = not aggregator.linear or check.per_gradient or faults.omniscient
+        self.gs = gs = Groups(schedule)
+        self.members = (gs.gids, gs.worker, faults, check, schedule)
+        # an update fed by one group gets that group's gradient as is (per-tensor parts, no
+        # flat copy); updates fed by several groups stack flat rows from a reused pool
+        U = self.U
+        self.groups_per_update = (
+            np.bincount(gs.update, minlength=U).tolist() if gs.update else [0] * U
+        )
+        self.pending: dict[int, list[Part]] = {}
+        self.pool: list[torch.Tensor] = []  # reused flat buffers: fresh pages cost a copy
+        # the update from its parts, as the coordinator builds it (parts are scratch here)
+        attack = faults.attack_update if faults.omniscient else None
+        self.builder = UpdateBuilder(aggregator, attack, owned=True)
+        self.evals = Evals()
+        self.first = 0
+        if resume is not None:
+            self.first, self.evals = resume.version, resume.evals
+            self.pending = {u: [_as_part(c) for c in cs] for u, cs in resume.pending.items()}
+            for gid, why in resume.reasons.items():
+                schedule.reject(gid, why)
+            faults.load_state(resume.faults)
+        self.resumed = resume
+        self.verified: set[int] = set()  # updates of one lone gradient already checked finite
+        self.doing: object = None  # what the replay computes now (see _failure)
+        self.lazy: versions.Plan | None = None
+        # next group: those read before ``first`` were computed
+        self.g = bisect.bisect_left(gs.read, self.first)
+
+    def hooks(
+        self, on_update, on_eval, checkpoint, checkpoint_every, stop, target, target_search
+    ) -> None:
+        self.on_update, self.on_eval, self.stop = on_update, on_eval, stop
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.target, self.target_search = target, target_search
+
+    def plan_versions(self, batch_versions: bool | None) -> None:
+        """The plan for lone gradients read at different versions, computed together
+        (:mod:`hybridsgd.backends.sim.versions`), and the target's search."""
+        task, gs = self.task, self.gs
+        kept = self.resumed.kept if self.resumed is not None else None
+        self.search = TargetSearch(
+            self.target, evaluate_apart(task), self.evals, kept, self.target_search
+        )
+        self.smallest = versions.min_batch(task.closed_form)
+        if not (versions.ENABLED if batch_versions is None else batch_versions) or not gs.read:
+            return
+        per_gradient = len(self.samplers[gs.worker[0]].batch(gs.minibatch[0]))
+        self.lazy = versions.Plan.make(
+            gs.read,
+            gs.update,
             gs.sizes,
-            U,
+            self.U,
             limit=versions.batch_limit(
                 task.numel, per_gradient, task.stack_limit, task.closed_form
             ),
             row_floats=task.numel,
-            min_batch=smallest,
-            first=first,
-            checkpoint_every=checkpoint_every if checkpoint is not None else 0,
-            device=server.params.device,
+            min_batch=self.smallest,
+            first=self.first,
+            checkpoint_every=self.checkpoint_every if self.checkpoint is not None else 0,
+            device=self.server.params.device,
         )
 
-    verified: set[int] = set()  # updates of one lone gradient already checked finite
+    # -- what was read at v ------------------------------------------------------------------
+    def read_at(self, v: int) -> None:
+        gs, lazy = self.gs, self.lazy
+        if lazy is not None:
+            lazy.ring.keep(v, self.server.params)
+        n_groups = len(gs.read)
+        while self.g < n_groups and gs.read[self.g] == v:
+            if lazy is None or not lazy.lone[self.g]:
+                self.compute_group(self.g, v)
+            self.g += 1
+        if lazy is not None:
+            for chosen in lazy.due(v):
+                self.compute_lone(chosen)
 
-    def settle(parts: list[torch.Tensor], a: int, u: int, scale: float, finite: bool) -> None:
-        """A lone gradient computed by ``lazy`` (one tensor per model tensor), taken as the
-        one-at-a-time path takes it. ``finite``: its batch showed it finite already."""
-        gid, w = int(gids[a]), members_w[a]
-        if not apart and not faults.touches([w]) and groups_per_update[u] == 1:
-            # alone in its update: per-tensor parts, as grad_parts gives them; a gradient
-            # that is not finite is rejected when the update is built, below (unless its
-            # batch already showed it finite, and the update leaves it as it is)
-            pending[u] = [Part(list(parts), 1, scale)]
-            if finite and scale == 1.0:
-                verified.add(u)
-            return
-        row = torch.cat([p.reshape(-1) for p in parts])
-        if apart or faults.touches([w]):
-            faults.corrupt_one(w, row)
-            why = check.row(row)
-            if why:
-                schedule.reject(gid, why)
-            elif builder.per_row:
-                pending.setdefault(u, []).append(Part(row[None], 1, scale, [w], rows=True))
-            else:
-                pending.setdefault(u, []).append(Part(row, 1, scale))
-        elif not check.finite(row):
-            schedule.reject(gid, check.row(row))
+    def compute_group(self, g: int, v: int) -> None:
+        """The gradients of group ``g`` (read at ``v``), at the server's parameters."""
+        task, gs, params, pending = self.task, self.gs, self.server.params, self.pending
+        a, b, u = gs.starts[g], gs.ends[g], gs.update[g]
+        self.doing = (a, b)
+        n = b - a
+        if n == 1:
+            idx = self.samplers[gs.worker[a]].batch(gs.minibatch[a])
         else:
-            pending.setdefault(u, []).append(Part(row, 1, scale))
+            pairs = zip(gs.worker[a:b], gs.minibatch[a:b], strict=True)
+            idx = np.concatenate([self.samplers[w].batch(k) for w, k in pairs])
+        x, y = task.batch(idx)
+        scale = self.staleness.scale(u - v)
+        coupled = n > 1 and task.batch_coupled
+        if self.apart or coupled or self.faults.touches(gs.worker[a:b]):
+            rows, kept = _rows(task, params, x, y, gs.gids[a:b], gs.worker[a:b], self.faults,
+                               self.check, self.schedule)  # fmt: skip
+            if len(rows) and self.builder.per_row:
+                pending.setdefault(u, []).append(Part(rows, 1, scale, kept, rows=True))
+            elif len(rows):
+                pending.setdefault(u, []).append(Part(rows.mean(dim=0), len(rows), scale))
+        elif self.groups_per_update[u] == 1:
+            parts, _ = task.grad_parts(params, x, y, len(x) // n)
+            if n > 1 and not self.check.finite(parts):
+                _reject_apart(task, params, x, y, a, b, u, scale, pending, *self.members)
+            else:
+                pending[u] = [Part(parts, n, scale)]
+        else:
+            pool = self.pool
+            mean, _ = task.grad(
+                params, x, y, out=pool.pop() if pool else None, minibatch=len(x) // n
+            )
+            if not self.check.finite(mean):
+                pool.append(mean)
+                _reject_apart(task, params, x, y, a, b, u, scale, pending, *self.members)
+            else:
+                pending.setdefault(u, []).append(Part(mean, n, scale))
 
-    def compute(chosen: list[int]) -> None:
+    def compute_lone(self, chosen: list[int]) -> None:
         """Gradients of the lone groups ``chosen`` in one call, on their own versions."""
+        lazy, gs, task, faults = self.lazy, self.gs, self.task, self.faults
         assert lazy is not None
-        first_members = [starts[c] for c in chosen]
-        doing[0] = first_members
-        ws = [members_w[a] for a in first_members]
+        first_members = [gs.starts[c] for c in chosen]
+        self.doing = first_members
+        ws = [gs.worker[a] for a in first_members]
         pairs = zip(ws, first_members, strict=True)
-        x, y = task.batch(np.concatenate([samplers[w].batch(members_k[a]) for w, a in pairs]))
+        x, y = task.batch(
+            np.concatenate([self.samplers[w].batch(gs.minibatch[a]) for w, a in pairs])
+        )
         m = len(chosen)
         xs, ys = x.view(m, -1, *x.shape[1:]), y.view(m, -1, *y.shape[1:])
         if any(faults.flips_labels(w) for w in ws):
@@ -226,10 +261,10 @@ def replay(
             for i, w in enumerate(ws):
                 if faults.flips_labels(w):
                     ys[i] = flip_labels(ys[i], classes)
-        rows = lazy.ring.gather([group_r[c] for c in chosen])
-        grads = []
+        rows = lazy.ring.gather([gs.read[c] for c in chosen])
+        grads: list = []
         finite = [False] * m
-        if m >= smallest and lazy.vmap_ok:
+        if m >= self.smallest and lazy.vmap_ok:
             try:
                 batched = task.grads_at(rows, xs, ys, flat=False)
                 grads = [[p[i] for p in batched] for i in range(m)]
@@ -241,108 +276,78 @@ def replay(
                 with task.bound_to(rows[i]):  # (loading would write the server's storage)
                     grads.append(task.grad_parts(rows[i], xs[i], ys[i])[0])
         for i, c in enumerate(chosen):
-            scale = staleness.scale(group_u[c] - group_r[c])
-            settle(grads[i], first_members[i], group_u[c], scale, finite[i])
+            scale = self.staleness.scale(gs.update[c] - gs.read[c])
+            self.settle(grads[i], first_members[i], gs.update[c], scale, finite[i])
 
-    doing: list = [None]  # what the replay computes now (see _failure)
-    try:
-        with task.bound_to(server.params):
-            if resume is None:
-                doing[0] = 0
-                loss, acc = task.evaluate(server.params)
-                evals.add(0, 0.0, loss, acc)
-                search.evaluated(evals)
-                if on_eval is not None:
-                    on_eval(evals)
-            for v in range(first, U):
-                params = server.params
-                if lazy is not None:
-                    lazy.ring.keep(v, params)
-                while g < n_groups and group_r[g] == v:
-                    if lazy is not None and lazy.lone[g]:
-                        g += 1
-                        continue
-                    a, b, u = starts[g], ends[g], group_u[g]
-                    doing[0] = (a, b)
-                    n = b - a
-                    if n == 1:
-                        idx = samplers[members_w[a]].batch(members_k[a])
-                    else:
-                        pairs = zip(members_w[a:b], members_k[a:b], strict=True)
-                        idx = np.concatenate([samplers[w].batch(k) for w, k in pairs])
-                    x, y = task.batch(idx)
-                    scale = staleness.scale(u - v)
-                    coupled = n > 1 and task.batch_coupled
-                    if apart or coupled or faults.touches(members_w[a:b]):
-                        rows, kept = _rows(
-                            task, params, x, y, gids[a:b], members_w[a:b], faults, check, schedule
-                        )
-                        if len(rows) and builder.per_row:
-                            pending.setdefault(u, []).append(Part(rows, 1, scale, kept, rows=True))
-                        elif len(rows):
-                            pending.setdefault(u, []).append(
-                                Part(rows.mean(dim=0), len(rows), scale)
-                            )
-                    elif groups_per_update[u] == 1:
-                        parts, _ = task.grad_parts(params, x, y, len(x) // n)
-                        if n > 1 and not check.finite(parts):
-                            _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
-                        else:
-                            pending[u] = [Part(parts, n, scale)]
-                    else:
-                        mean, _ = task.grad(
-                            params, x, y, out=pool.pop() if pool else None, minibatch=len(x) // n
-                        )
-                        if not check.finite(mean):
-                            pool.append(mean)
-                            _reject_apart(task, params, x, y, a, b, u, scale, pending, *members)
-                        else:
-                            pending.setdefault(u, []).append(Part(mean, n, scale))
-                    g += 1
-                if lazy is not None:
-                    for chosen in lazy.due(v):
-                        compute(chosen)
-                contributions = pending.pop(v, [])
-                grad = builder.build(contributions) if contributions else None
-                if len(contributions) > 1 and not builder.per_row:  # flat means: scratch again
-                    pool.extend(c.grad for c in contributions)  # type: ignore[misc]
-                # a gradient that is not finite is rejected alone, as the Coordinator does: a
-                # batched group whose mean is not finite was recomputed row by row above; what
-                # is left is an update made of one gradient, or one that overflowed combining
-                checked = v in verified and len(contributions) == 1
-                verified.discard(v)
-                if grad is not None and not checked and not check.finite(grad):
-                    for bad in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
-                        schedule.reject(int(bad), "non-finite")
-                    grad = None
-                if grad is None:
-                    server.skip()  # nothing acceptable: a new version, the same parameters
-                elif server.hyper is None:
-                    server.apply(grad)
-                else:  # this update's lr and momentum follow its gradients, time and regime
-                    n = sum(len(c.workers) if c.rows else c.count for c in contributions)
-                    t, level = float(schedule.update_time[v]), _level(schedule, v)
-                    server.apply(grad, n=n, time=t, level=level)
-                version = v + 1
-                due = version % eval_every == 0 or version == U
-                if due:
-                    doing[0] = version
-                t = float(schedule.update_time[v])
-                _appeared(task, server, evals, search, version, t, due, on_eval)
-                if checkpoint is not None and version % checkpoint_every == 0 and version < U:
-                    reasons = dict(schedule.reasons)
-                    st = ReplayState(version, pending, evals, reasons, faults.state(), search.kept)
-                    checkpoint(st)
-                if on_update is not None:
-                    on_update(version)
-                if stop is not None and stop():
-                    break
-    except HybridSGDError:  # said already (a full disk at a checkpoint, ...)
-        raise
-    except Exception as exc:  # the model, its loss or its data raised: one line, with where
-        said = _failure(exc, doing[0], gs, samplers)
-        raise UserCodeFailed(said, server.version, evals) from exc
-    return evals
+    def settle(self, parts: list[torch.Tensor], a: int, u: int, scale: float, finite: bool) -> None:
+        """A lone gradient computed by ``lazy`` (one tensor per model tensor), taken as the
+        one-at-a-time path takes it. ``finite``: its batch showed it finite already."""
+        gs, faults, check, pending = self.gs, self.faults, self.check, self.pending
+        gid, w = int(gs.gids[a]), gs.worker[a]
+        if not self.apart and not faults.touches([w]) and self.groups_per_update[u] == 1:
+            # alone in its update: per-tensor parts, as grad_parts gives them; a gradient
+            # that is not finite is rejected when the update is built, below (unless its
+            # batch already showed it finite, and the update leaves it as it is)
+            pending[u] = [Part(list(parts), 1, scale)]
+            if finite and scale == 1.0:
+                self.verified.add(u)
+            return
+        row = torch.cat([p.reshape(-1) for p in parts])
+        if self.apart or faults.touches([w]):
+            faults.corrupt_one(w, row)
+            why = check.row(row)
+            if why:
+                self.schedule.reject(gid, why)
+            elif self.builder.per_row:
+                pending.setdefault(u, []).append(Part(row[None], 1, scale, [w], rows=True))
+            else:
+                pending.setdefault(u, []).append(Part(row, 1, scale))
+        elif not check.finite(row):
+            self.schedule.reject(gid, check.row(row))
+        else:
+            pending.setdefault(u, []).append(Part(row, 1, scale))
+
+    # -- update v ----------------------------------------------------------------------------
+    def update(self, v: int) -> None:
+        schedule, server, check = self.schedule, self.server, self.check
+        contributions = self.pending.pop(v, [])
+        grad = self.builder.build(contributions) if contributions else None
+        if len(contributions) > 1 and not self.builder.per_row:  # flat means: scratch again
+            self.pool.extend(c.grad for c in contributions)  # type: ignore[misc]
+        # a gradient that is not finite is rejected alone, as the Coordinator does: a
+        # batched group whose mean is not finite was recomputed row by row above; what is
+        # left is an update made of one gradient, or one that overflowed combining
+        checked = v in self.verified and len(contributions) == 1
+        self.verified.discard(v)
+        if grad is not None and not checked and not check.finite(grad):
+            for bad in np.flatnonzero((schedule.update == v) & (schedule.fate == APPLIED)):
+                schedule.reject(int(bad), "non-finite")
+            grad = None
+        if grad is None:
+            server.skip()  # nothing acceptable: a new version, the same parameters
+        elif server.hyper is None:
+            server.apply(grad)
+        else:  # this update's lr and momentum follow its gradients, time and regime
+            n = sum(len(c.workers) if c.rows else c.count for c in contributions)
+            t, level = float(schedule.update_time[v]), _level(schedule, v)
+            server.apply(grad, n=n, time=t, level=level)
+
+    def appeared(self, version: int, t: float, due: bool) -> None:
+        if due:
+            self.doing = version
+        _appeared(self.task, self.server, self.evals, self.search, version, t, due,
+                  self.on_eval)  # fmt: skip
+
+    def after(self, version: int) -> bool:
+        every = self.checkpoint_every
+        if self.checkpoint is not None and version % every == 0 and version < self.U:
+            reasons = dict(self.schedule.reasons)
+            st = ReplayState(version, self.pending, self.evals, reasons, self.faults.state(),
+                             self.search.kept)  # fmt: skip
+            self.checkpoint(st)
+        if self.on_update is not None:
+            self.on_update(version)
+        return self.stop is not None and self.stop()
 
 
 def _appeared(task, server, evals, search, version, t, due, on_eval) -> None:
@@ -388,77 +393,92 @@ def _rows_finite(parts: list[torch.Tensor], m: int) -> list[bool]:
     return torch.isfinite(total).tolist()
 
 
-def _replay_partition(
-    schedule: Schedule,
-    task: Task,
-    samplers: Sequence[WorkerSampler],
-    server: ParameterServer,
-    aggregator: Aggregator,
-    staleness: StalenessRule,
-    eval_every: int,
-    on_update: Callable[[int], None] | None,
-    on_eval: Callable[[Evals], None] | None = None,
-    target: float | None = None,
-    target_search: str = "exact",
-    stop: Callable[[], bool] | None = None,
-) -> Evals:
+class _Partition(Engine):
     """The hybrid partition reading: an update sets the tensors past the first
     ``sync_tensors`` from its (asynchronous) member, and, when a synchronous round ends
     there, the first ``sync_tensors`` from the mean of the round's gradients; tensors it does
     not touch get no gradient (the optimizer leaves them and their state alone)."""
-    if not aggregator.linear:
-        raise ValueError(f"the partition reading needs a linear aggregator, not {aggregator.name}")
-    U, n_tensors = schedule.n_updates, len(task.shapes)
-    s = schedule
-    assert s.sync_update is not None and s.update_sync_tensors is not None  # a partition run
-    used = (s.fate == APPLIED) | (s.sync_update >= 0)
-    gids = np.flatnonzero(used)
-    last_use = np.maximum(np.where(s.fate == APPLIED, s.update, -1), s.sync_update)
-    by_read: dict[int, list[int]] = {}
-    for gid in gids[np.argsort(s.read_version[gids], kind="stable")].tolist():
-        by_read.setdefault(int(s.read_version[gid]), []).append(gid)
-    async_of = {int(s.update[g]): g for g in np.flatnonzero(s.fate == APPLIED).tolist()}
-    sync_of: dict[int, list[int]] = {}
-    for g in np.flatnonzero(s.sync_update >= 0).tolist():
-        sync_of.setdefault(int(s.sync_update[g]), []).append(g)
-    held: dict[int, list[torch.Tensor]] = {}
-    evals = Evals()
-    with task.bound_to(server.params):
-        loss, acc = task.evaluate(server.params)
-        evals.add(0, 0.0, loss, acc)
-        if on_eval is not None:
-            on_eval(evals)
-        search = TargetSearch(target, evaluate_apart(task), evals, search=target_search)
-        for v in range(U):
-            for gid in by_read.get(v, ()):
-                x, y = task.batch(samplers[int(s.worker[gid])].batch(int(s.minibatch[gid])))
-                held[gid] = task.grad_parts(server.params, x, y)[0]  # type: ignore[assignment]
-            m = int(s.update_sync_tensors[v])
-            grad: list[torch.Tensor | None] = [None] * n_tensors
-            if v in async_of:
-                gid = async_of[v]
-                w = aggregator.weights([1.0], [staleness.scale(v - int(s.read_version[gid]))])[0]
-                for i in range(m, n_tensors):
-                    grad[i] = held[gid][i] * w if w != 1.0 else held[gid][i]
-            if v in sync_of:
-                members = sync_of[v]
-                weights = aggregator.weights([1.0] * len(members), [1.0] * len(members))
-                for i in range(m):
-                    parts = [held[g][i] for g in members]
-                    grad[i] = sum(wt * t for wt, t in zip(weights, parts, strict=True))  # type: ignore[assignment]
-            for gid in [async_of.get(v), *sync_of.get(v, ())]:
-                if gid is not None and last_use[gid] <= v:
-                    held.pop(gid, None)
-            n = int(v in async_of) + len(sync_of.get(v, ()))
-            server.apply(grad, n=n, time=float(s.update_time[v]), level=_level(s, v))
-            version = v + 1
-            due = version % eval_every == 0 or version == U
-            _appeared(task, server, evals, search, version, float(s.update_time[v]), due, on_eval)
-            if on_update is not None:
-                on_update(version)
-            if stop is not None and stop():
-                break
-    return evals
+
+    def __init__(
+        self, schedule, task, samplers, server, aggregator, staleness, eval_every, on_update,
+        on_eval, target, target_search, stop,
+    ) -> None:  # fmt: skip
+        if not aggregator.linear:
+            raise ValueError(
+                f"the partition reading needs a linear aggregator, not {aggregator.name}"
+            )
+        super().__init__(schedule, eval_every)
+        s = schedule
+        assert s.sync_update is not None and s.update_sync_tensors is not None  # a partition
+        self.task, self.samplers, self.server = task, samplers, server
+        self.aggregator, self.staleness = aggregator, staleness
+        self.on_update, self.on_eval, self.stop = on_update, on_eval, stop
+        self.n_tensors = len(task.shapes)
+        used = (s.fate == APPLIED) | (s.sync_update >= 0)
+        gids = np.flatnonzero(used)
+        self.last_use = np.maximum(np.where(s.fate == APPLIED, s.update, -1), s.sync_update)
+        self.by_read: dict[int, list[int]] = {}
+        for gid in gids[np.argsort(s.read_version[gids], kind="stable")].tolist():
+            self.by_read.setdefault(int(s.read_version[gid]), []).append(gid)
+        self.async_of = {int(s.update[g]): g for g in np.flatnonzero(s.fate == APPLIED).tolist()}
+        self.sync_of: dict[int, list[int]] = {}
+        for g in np.flatnonzero(s.sync_update >= 0).tolist():
+            self.sync_of.setdefault(int(s.sync_update[g]), []).append(g)
+        self.held: dict[int, list[torch.Tensor]] = {}
+        self.evals = Evals()
+        self.target, self.target_search = target, target_search
+
+    def replay(self) -> Evals:
+        task, evals = self.task, self.evals
+        with task.bound_to(self.server.params):
+            loss, acc = task.evaluate(self.server.params)
+            evals.add(0, 0.0, loss, acc)
+            if self.on_eval is not None:
+                self.on_eval(evals)
+            search = TargetSearch(
+                self.target, evaluate_apart(task), evals, search=self.target_search
+            )
+            self.search = search
+            self.run()
+        return evals
+
+    def read_at(self, v: int) -> None:
+        s, task = self.schedule, self.task
+        for gid in self.by_read.get(v, ()):
+            x, y = task.batch(self.samplers[int(s.worker[gid])].batch(int(s.minibatch[gid])))
+            self.held[gid] = task.grad_parts(self.server.params, x, y)[0]  # type: ignore[assignment]
+
+    def update(self, v: int) -> None:
+        s, held = self.schedule, self.held
+        m = int(s.update_sync_tensors[v])  # type: ignore[index]
+        grad: list[torch.Tensor | None] = [None] * self.n_tensors
+        if v in self.async_of:
+            gid = self.async_of[v]
+            w = self.aggregator.weights(
+                [1.0], [self.staleness.scale(v - int(s.read_version[gid]))]
+            )[0]
+            for i in range(m, self.n_tensors):
+                grad[i] = held[gid][i] * w if w != 1.0 else held[gid][i]
+        if v in self.sync_of:
+            members = self.sync_of[v]
+            weights = self.aggregator.weights([1.0] * len(members), [1.0] * len(members))
+            for i in range(m):
+                parts = [held[g][i] for g in members]
+                grad[i] = sum(wt * t for wt, t in zip(weights, parts, strict=True))  # type: ignore[assignment]
+        for gid in [self.async_of.get(v), *self.sync_of.get(v, ())]:
+            if gid is not None and self.last_use[gid] <= v:
+                held.pop(gid, None)
+        n = int(v in self.async_of) + len(self.sync_of.get(v, ()))
+        self.server.apply(grad, n=n, time=float(s.update_time[v]), level=_level(s, v))
+
+    def appeared(self, version: int, t: float, due: bool) -> None:
+        _appeared(self.task, self.server, self.evals, self.search, version, t, due,
+                  self.on_eval)  # fmt: skip
+
+    def after(self, version: int) -> bool:
+        if self.on_update is not None:
+            self.on_update(version)
+        return self.stop is not None and self.stop()
 
 
 def _level(schedule: Schedule, v: int) -> float:
