@@ -34,7 +34,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from hybridsgd.backends.sim.engine import Groups
+from hybridsgd.backends.sim.engine import Engine, Groups
 from hybridsgd.backends.sim.versions import Plan, batch_limit
 from hybridsgd.config import Config
 from hybridsgd.core.aggregators import Aggregator, build_aggregator
@@ -181,134 +181,163 @@ def replay_grid(
     exactly, as :func:`~hybridsgd.backends.sim.replay.replay` finds it."""
     if not aggregator.linear:
         raise ValueError(f"a grid replay needs a linear aggregator, not {aggregator.name}")
-    G, U = len(servers), schedule.n_updates
-    gs = Groups(schedule)
-    gids, group_r, group_u = gs.gids, gs.read, gs.update
-    members_w, members_k, starts_l, ends_l = gs.worker, gs.minibatch, gs.starts, gs.ends
-    # lone gradients of several versions, for every configuration at once (G rows a
-    # version), when a call can hold enough versions
-    per_gradient = len(samplers[members_w[0]].batch(members_k[0])) if len(gids) else 1
-    limit = batch_limit(G * task.numel, G * per_gradient, task.stack_limit)
-    plan = None
-    if limit >= GRID_MIN_VERSIONS:  # else G rows a version already fill a call (mlp-mnist)
-        plan = Plan.make(
-            group_r, group_u, gs.sizes, U, limit=limit, row_floats=G * task.numel, min_batch=2
-        )
-    lone = plan.lone if plan is not None else [False] * len(group_r)
-    ring = plan.ring if plan is not None else None
-    builders = [UpdateBuilder(aggregator, owned=True) for _ in servers]
-    pending: list[dict[int, list[Part]]] = [{} for _ in servers]
-    evals = [Evals() for _ in servers]
-    alive = list(range(G))
-    gone: set[int] = set()
-    stacked = torch.empty(G, task.numel)
+    grid = _Grid(schedule, task, samplers, servers, aggregator, staleness, eval_every, sgd)
+    grid.searches = [
+        TargetSearch(target, task.evaluate, grid.evals[c], None, target_search)
+        for c in range(grid.G)
+    ]
+    grid.evaluate(0, 0.0)
+    grid.run()
+    if sgd is not None:
+        with torch.no_grad():
+            for c in grid.alive:
+                servers[c].params.copy_(sgd.params[c])
+                servers[c].version = grid.U
+    return [None if c in grid.gone else grid.evals[c] for c in range(grid.G)]
 
-    def params_of(c: int) -> torch.Tensor:
-        return sgd.params[c] if sgd is not None else servers[c].params
 
-    def rows_of(chunk: list[int]) -> torch.Tensor:
-        if sgd is not None:
-            return sgd.params if len(chunk) == G else sgd.params[chunk]
-        rows = stacked[: len(chunk)]
-        torch.stack([servers[c].params for c in chunk], out=rows)
+class _Grid(Engine):
+    """G runs' replay in one pass (see :func:`replay_grid`)."""
+
+    def __init__(
+        self, schedule, task, samplers, servers, aggregator, staleness, eval_every, sgd
+    ) -> None:
+        super().__init__(schedule, eval_every)
+        self.task, self.samplers, self.servers = task, samplers, servers
+        self.staleness, self.sgd = staleness, sgd
+        self.G = G = len(servers)
+        self.gs = gs = Groups(schedule)
+        # lone gradients of several versions, for every configuration at once (G rows a
+        # version), when a call can hold enough versions
+        per_gradient = len(samplers[gs.worker[0]].batch(gs.minibatch[0])) if len(gs.gids) else 1
+        limit = batch_limit(G * task.numel, G * per_gradient, task.stack_limit)
+        self.plan = None
+        if limit >= GRID_MIN_VERSIONS:  # else G rows a version already fill a call
+            self.plan = Plan.make(
+                gs.read, gs.update, gs.sizes, self.U, limit=limit, row_floats=G * task.numel,
+                min_batch=2,
+            )  # fmt: skip
+        self.lone = self.plan.lone if self.plan is not None else [False] * len(gs.read)
+        self.ring = self.plan.ring if self.plan is not None else None
+        self.builders = [UpdateBuilder(aggregator, owned=True) for _ in servers]
+        self.pending: list[dict[int, list[Part]]] = [{} for _ in servers]
+        self.evals = [Evals() for _ in servers]
+        self.alive = list(range(G))
+        self.gone: set[int] = set()
+        self.stacked = torch.empty(G, task.numel)
+        self.searches: list[TargetSearch] = []
+        self.g = 0
+
+    def params_of(self, c: int) -> torch.Tensor:
+        return self.sgd.params[c] if self.sgd is not None else self.servers[c].params
+
+    def rows_of(self, chunk: list[int]) -> torch.Tensor:
+        if self.sgd is not None:
+            return self.sgd.params if len(chunk) == self.G else self.sgd.params[chunk]
+        rows = self.stacked[: len(chunk)]
+        torch.stack([self.servers[c].params for c in chunk], out=rows)
         return rows
 
-    searches = [
-        TargetSearch(target, task.evaluate, evals[c], None, target_search) for c in range(G)
-    ]
+    def every_row(self) -> torch.Tensor:
+        if self.sgd is not None:
+            return self.sgd.params.reshape(-1)
+        torch.stack([s.params for s in self.servers], out=self.stacked)
+        return self.stacked.reshape(-1)
 
-    def evaluate(version: int, t: float) -> None:
-        for c in alive:
-            loss, acc = task.evaluate(params_of(c))
-            evals[c].add(version, t, loss, acc)
-            searches[c].evaluated(evals[c])
+    def evaluate(self, version: int, t: float) -> None:
+        for c in self.alive:
+            loss, acc = self.task.evaluate(self.params_of(c))
+            self.evals[c].add(version, t, loss, acc)
+            self.searches[c].evaluated(self.evals[c])
 
-    def compute_lone(chosen: list[int]) -> None:
+    # -- what was read at v ------------------------------------------------------------------
+    def read_at(self, v: int) -> None:
+        gs = self.gs
+        if self.ring is not None:
+            self.ring.keep(v, self.every_row())
+        n_groups = len(gs.read)
+        while self.g < n_groups and gs.read[self.g] == v:
+            if not self.lone[self.g]:
+                self.compute_group(self.g, v)
+            self.g += 1
+        for chosen in self.plan.due(v) if self.plan is not None else ():
+            self.compute_lone(chosen)
+
+    def compute_group(self, g: int, v: int) -> None:
+        """Group ``g``'s gradients for every live run, its minibatch shared."""
+        gs, task = self.gs, self.task
+        a, b, u = gs.starts[g], gs.ends[g], gs.update[g]
+        n = b - a
+        pairs = zip(gs.worker[a:b], gs.minibatch[a:b], strict=True)
+        x, y = task.batch(np.concatenate([self.samplers[w].batch(k) for w, k in pairs]))
+        scale = self.staleness.scale(u - v)
+        per_call = task.stack_limit // len(x)
+        alive = self.alive
+        step = len(alive) if per_call >= len(alive) else max(1, per_call)
+        for s in range(0, len(alive), step):
+            chunk = alive[s : s + step]
+            if per_call >= 2:
+                grads = task.grads_at(self.rows_of(chunk), x, y, shared=True)
+            else:  # too many samples for one pass with several parameter vectors
+                grads = []
+                for c in chunk:
+                    own = self.params_of(c).clone()
+                    with task.bound_to(own):
+                        grads.append(task.grad(own, x, y, minibatch=len(x) // n)[0])
+            for i, c in enumerate(chunk):
+                self.pending[c].setdefault(u, []).append(Part(grads[i], n, scale))
+
+    def compute_lone(self, chosen: list[int]) -> None:
         """Lone gradients of several versions, for every configuration, in one call: the
         ring's rows are [versions, G x numel], each version's minibatch repeated G times."""
-        assert ring is not None
+        assert self.ring is not None
+        gs, task, G = self.gs, self.task, self.G
         m = len(chosen)
-        firsts = [starts_l[c] for c in chosen]
-        pairs = [(members_w[a], members_k[a]) for a in firsts]
-        x, y = task.batch(np.concatenate([samplers[w].batch(k) for w, k in pairs]))
+        firsts = [gs.starts[c] for c in chosen]
+        pairs = [(gs.worker[a], gs.minibatch[a]) for a in firsts]
+        x, y = task.batch(np.concatenate([self.samplers[w].batch(k) for w, k in pairs]))
         b = len(x) // m
         xs = x.view(m, 1, b, *x.shape[1:]).expand(m, G, b, *x.shape[1:])
         ys = y.view(m, 1, b, *y.shape[1:]).expand(m, G, b, *y.shape[1:])
-        rows = ring.gather([group_r[c] for c in chosen]).view(m * G, task.numel)
+        rows = self.ring.gather([gs.read[c] for c in chosen]).view(m * G, task.numel)
         grads = task.grads_at(rows, xs.reshape(m * G, b, *x.shape[1:]), ys.reshape(m * G, b))
         for i, c in enumerate(chosen):
-            u = group_u[c]
-            scale = staleness.scale(u - group_r[c])
-            for k in alive:
-                pending[k].setdefault(u, []).append(Part(grads[i * G + k], 1, scale))
+            u = gs.update[c]
+            scale = self.staleness.scale(u - gs.read[c])
+            for k in self.alive:
+                self.pending[k].setdefault(u, []).append(Part(grads[i * G + k], 1, scale))
 
-    def every_row() -> torch.Tensor:
-        if sgd is not None:
-            return sgd.params.reshape(-1)
-        torch.stack([s.params for s in servers], out=stacked)
-        return stacked.reshape(-1)
-
-    evaluate(0, 0.0)
-    g, n_groups = 0, len(group_r)
-    for v in range(U):
-        if ring is not None:
-            ring.keep(v, every_row())
-        while g < n_groups and group_r[g] == v:
-            if lone[g]:
-                g += 1
-                continue
-            a, b, u = starts_l[g], ends_l[g], group_u[g]
-            n = b - a
-            pairs = zip(members_w[a:b], members_k[a:b], strict=True)
-            x, y = task.batch(np.concatenate([samplers[w].batch(k) for w, k in pairs]))
-            scale = staleness.scale(u - v)
-            per_call = task.stack_limit // len(x)
-            step = len(alive) if per_call >= len(alive) else max(1, per_call)
-            for s in range(0, len(alive), step):
-                chunk = alive[s : s + step]
-                if per_call >= 2:
-                    grads = task.grads_at(rows_of(chunk), x, y, shared=True)
-                else:  # too many samples for one pass with several parameter vectors
-                    grads = []
-                    for c in chunk:
-                        own = params_of(c).clone()
-                        with task.bound_to(own):
-                            grads.append(task.grad(own, x, y, minibatch=len(x) // n)[0])
-                for i, c in enumerate(chunk):
-                    pending[c].setdefault(u, []).append(Part(grads[i], n, scale))
-            g += 1
-        for chosen in plan.due(v) if plan is not None else ():
-            compute_lone(chosen)
+    # -- update v ----------------------------------------------------------------------------
+    def update(self, v: int) -> None:
         built = []
-        for c in alive:
-            contributions = pending[c].pop(v, [])
-            built.append(builders[c].build(contributions) if contributions else None)
+        for c in self.alive:
+            contributions = self.pending[c].pop(v, [])
+            built.append(self.builders[c].build(contributions) if contributions else None)
         if built and built[0] is not None:  # one schedule: every run has this update or none
-            flat = torch.stack([cast(torch.Tensor, d) for d in built])
-            ok = torch.isfinite(flat).all(dim=1).tolist()
-            gone.update(c for c, fine in zip(alive, ok, strict=True) if not fine)
-            if gone:
-                keep = [i for i, fine in enumerate(ok) if fine]
-                alive = [alive[i] for i in keep]
-                flat = flat[keep]
-            if sgd is not None:
-                if alive:
-                    sgd.step(alive, flat)
-            else:
-                for i, c in enumerate(alive):
-                    servers[c].apply(flat[i])
-        elif sgd is None:
-            for c in alive:
-                servers[c].skip()
-        version = v + 1
-        if version % eval_every == 0 or version == U:
-            evaluate(version, float(schedule.update_time[v]))
-        elif any(searches[c].active for c in alive):
-            for c in alive:
-                searches[c].keep(version, float(schedule.update_time[v]), params_of(c))
-    if sgd is not None:
-        with torch.no_grad():
-            for c in alive:
-                servers[c].params.copy_(sgd.params[c])
-                servers[c].version = U
-    return [None if c in gone else evals[c] for c in range(G)]
+            self.apply([cast(torch.Tensor, d) for d in built])
+        elif self.sgd is None:
+            for c in self.alive:
+                self.servers[c].skip()
+
+    def apply(self, built: list[torch.Tensor]) -> None:
+        """The live runs' update; a run whose update is not finite leaves the pass."""
+        flat = torch.stack(built)
+        ok = torch.isfinite(flat).all(dim=1).tolist()
+        self.gone.update(c for c, fine in zip(self.alive, ok, strict=True) if not fine)
+        if self.gone:
+            keep = [i for i, fine in enumerate(ok) if fine]
+            self.alive = [self.alive[i] for i in keep]
+            flat = flat[keep]
+        if self.sgd is not None:
+            if self.alive:
+                self.sgd.step(self.alive, flat)
+        else:
+            for i, c in enumerate(self.alive):
+                self.servers[c].apply(flat[i])
+
+    def appeared(self, version: int, t: float, due: bool) -> None:
+        if due:
+            self.evaluate(version, t)
+        elif any(self.searches[c].active for c in self.alive):
+            for c in self.alive:
+                self.searches[c].keep(version, t, self.params_of(c))
