@@ -110,9 +110,9 @@ def mnist_5k_path() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    # every value is a whole number 0..255: parsed as uint8 it loads 30x faster than as
-    # float (0.07 s against 2.3 s here: every process of a sweep loads it once), and the
-    # floats are the same
+    # every value is a whole number 0..255: parsed as uint8 it loads much faster than as
+    # float (every process of a sweep loads it once; docs/performance.md), and the floats
+    # are the same
     data = np.loadtxt(mnist_5k_path(), delimiter=",", dtype=np.uint8)
     return data[:, :-1].astype(np.float32) / 255.0, data[:, -1].astype(np.int64)
 

@@ -49,14 +49,11 @@ from hybridsgd.tasks.base import Task
 VARIES = ("optimizer.lr", "optimizer.momentum")
 #: the most configurations replayed together (their parameter vectors are stacked)
 MAX_GRID = 16
-#: the largest model (parameters) whose grids replay together. An 8-point lr grid of async
-#: W = 16 in one pass, against 8 runs, on one torch thread as sweeps run: logistic (102)
-#: 6.0x, mf (4,500) 4.7x, teacher (7,818) 4.1x, cnn-digits (7,382) 1.7x, and slower for
-#: lm (141,312) 0.87x and mlp-mnist (203,530) 0.65x, whose gradients are compute-bound
+#: the largest model (parameters) whose grids replay together: larger ones, whose gradients
+#: are compute-bound, lose by it (docs/performance.md, "Batching across configurations")
 GRID_MAX_NUMEL = 50_000
-#: the fewest versions a call must be able to hold for a grid to batch across versions:
-#: measured on an 8-point grid of async W = 16, mlp-digits (64 versions a call) went from
-#: 2.2x to 4.4x separate runs, and mlp-mnist (2 a call) from 1.3x to 0.9x
+#: the fewest versions a call must be able to hold for a grid to batch across versions
+#: (fewer lose by it: docs/performance.md, "Batching across configurations")
 GRID_MIN_VERSIONS = 4
 
 

@@ -38,23 +38,17 @@ import torch
 #: whether replays batch across versions unless told (``replay(batch_versions=...)``);
 #: False computes every gradient at its read version, one at a time
 ENABLED = True
-#: parameter floats one batched call may hold (its rows): measured on mlp-mnist (203,530
-#: parameters, batch 32, 2 cores), gradients per second peaked at 16 versions a call and
-#: fell by half at 64, when the rows no longer stay in the caches
+#: parameter floats one batched call may hold (its rows): past it the rows leave the caches
+#: (docs/performance.md, "Batching across versions")
 VERSION_FLOATS = 4_000_000
 #: the same for a plain MLP's closed-form gradient, whose cost per gradient does not fall
-#: with more versions a call: fewer versions gather fewer bytes. Async on mlp-mnist, best
-#: of 3 interleaved runs, gradients/s at W = 16 and 256: 1,931 and 1,750 at 4M floats (19
-#: versions), 1,906 and 1,984 at 1.7M (8), 2,103-2,259 and 2,115-2,132 at 850K (4), 2,065
-#: and 2,111 at 1.25M (6), 1,994 and 1,995 at 425K (2)
+#: with more versions a call: fewer versions gather fewer bytes (docs/performance.md)
 VERSION_FLOATS_CLOSED_FORM = 850_000
 #: the fewest versions worth one batched call: below it, a batch's gradients are computed
-#: one at a time on the ring's rows (measured: async at W = 16 on mlp-mnist forms batches of
-#: 4.7 on average, and batching them was 20% slower than one at a time)
+#: one at a time on the ring's rows (smaller batches lost: docs/performance.md)
 MIN_BATCH = 8
 #: the same for a plain MLP, whose batched gradient is its closed-form backward pass
-#: (:mod:`hybridsgd.tasks.mlp`): on mlp-mnist 0.25 ms a gradient at 4 versions a call,
-#: against 0.48 ms one at a time, so pairs already gain
+#: (:mod:`hybridsgd.tasks.mlp`): pairs already gain (docs/performance.md)
 MIN_BATCH_CLOSED_FORM = 2
 
 
