@@ -9,6 +9,10 @@
 3. Schedule events per second with no numerics, against like-for-like simpy models of
    async, sync, ssp (s = 2) and k_async (K = 4). Bars: >= 10x simpy on the fast paths of
    sync and async, >= 3x on the others and on the general event loop.
+4. The bars against this machine's limit (issue 38): the fraction of its float32
+   matrix-product peak (a 2048^3 product, measured here) that `sync`'s stacked gradient
+   (16 minibatches in one pass) and a gradient batched across 16 versions reach on
+   `mlp-mnist`, and the schedule's share of a run's wall time. Bars: >= 75% and >= 50%.
 
     python benchmarks/sim_speed.py [--quick]
 """
@@ -227,6 +231,76 @@ def ours(build, per_update: int, workers: int, events: int, fast: bool) -> float
     return s.n_gradients / (time.perf_counter() - t0)
 
 
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matrix-product rate (FLOP/s) at torch's current threads: the
+    best of ``repeats`` products of two n x n matrices."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def gradient_flops(task: h.Task, batch: int) -> float:
+    """Floating-point operations of one minibatch gradient of a stack of Linear layers:
+    the forward products, the weight gradients, and the input gradients of every layer
+    but the first (26.2M for mlp-mnist at batch 32). Biases and activations are left out."""
+    sizes = [m.in_features * m.out_features for m in task.model.modules()
+             if isinstance(m, torch.nn.Linear)]  # fmt: skip
+    return 2 * batch * (2 * sum(sizes) + sum(sizes[1:]))
+
+
+def per_call(fn, repeats: int) -> float:
+    """The best time of ``fn()`` over ``repeats`` calls, after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_fractions(task: h.Task, reps: int) -> list[tuple[str, float, float]]:
+    """(what, seconds per gradient, fraction of the matrix-product peak) for sync's
+    stacked gradient and a gradient batched across 16 versions, on ``task`` at batch 32."""
+    peak = max(matmul_peak() for _ in range(reps))
+    flops = gradient_flops(task, 32)
+    rng = np.random.default_rng(0)
+    x, y = task.batch(rng.integers(0, task.n_train, 16 * 32))
+    params = task.initial_params()
+    stacked = per_call(lambda: task.grad(params, x, y, minibatch=32), 10 * reps) / 16
+    rows = params.repeat(16, 1) + 0.01 * torch.randn(16, task.numel)
+    xs, ys = x.view(16, 32, -1), y.view(16, 32)
+    across = per_call(lambda: task.grads_at(rows, xs, ys), 10 * reps) / 16
+    return [
+        ("sync: 16 minibatches stacked in one pass", stacked, flops / stacked / peak),
+        ("16 versions in one batched call", across, flops / across / peak),
+    ]
+
+
+def schedule_share(policy: str, workers: int, updates: int) -> float:
+    """The share of a simulated run's wall time spent drawing its schedule."""
+    cfg = h.Config.from_dict(
+        {
+            "task": {"name": "mlp-mnist", "batch_size": 32},
+            "policy": {"name": policy, "workers": workers},
+            "run": {"updates": updates, "eval_every": updates},
+        }
+    )
+    policy_obj = h.build_policy(cfg.policy, 0)
+    cluster = h.build_cluster(cfg)
+    t0 = time.perf_counter()
+    h.simulate_schedule(policy_obj, cluster, updates)
+    schedule = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    h.run(cfg, progress=False)
+    return schedule / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer gradients (noisier)")
@@ -301,6 +375,23 @@ def main() -> None:
                     f">= {bar}x {ok}",
                 )
     console.print(e)
+
+    p = Table(title=f"against this machine's limit: float32 matrix-product peak, "
+                    f"{torch.get_num_threads()} threads, mlp-mnist at batch 32")  # fmt: skip
+    for col in ("gradient", "ms per gradient", "of peak", "bar"):
+        p.add_column(col)
+    bars = (0.75, 0.50)
+    for (what, seconds, fraction), bar in zip(peak_fractions(task, reps), bars, strict=True):
+        ok = "ok" if fraction >= bar else "MISSED"
+        p.add_row(what, f"{seconds * 1e3:.3f}", f"{fraction:.0%}", f">= {bar:.0%} {ok}")
+    console.print(p)
+    s = Table(title="the schedule's share of a simulated run's wall time (mlp-mnist)")
+    for col in ("run", "share"):
+        s.add_column(col)
+    for policy, workers, updates in (("async", 16, n), ("sync", 16, n // 16), ("async", 256, n)):
+        share = schedule_share(policy, workers, updates)
+        s.add_row(f"{policy} W={workers}, {updates} updates", f"{share:.1%}")
+    console.print(s)
 
 
 if __name__ == "__main__":
