@@ -10,6 +10,7 @@ import numpy as np
 from hybridsgd import __version__
 from hybridsgd.config import Config
 from hybridsgd.policies import POLICY_KEYS
+from hybridsgd.policies.registry import PARAMS, SHARED_KEYS
 from hybridsgd.record import Evals, Schedule
 from hybridsgd.tasks import Task
 
@@ -19,10 +20,16 @@ def notes_for(cfg: Config) -> list[str]:
     p = cfg.policy
     defaults = type(p)()
     used = POLICY_KEYS[p.name]
+
+    def changed(key: str) -> bool:  # a shared key, or another policy's key that was set
+        if key in SHARED_KEYS:
+            return getattr(p, key) != getattr(defaults, key)
+        return key in p.options and p.options[key] != PARAMS[key].default
+
     return [
         f"policy.{key} is not used by {p.name}"
         for key in sorted({k for keys in POLICY_KEYS.values() for k in keys})
-        if key not in used and getattr(p, key) != getattr(defaults, key)
+        if key not in used and changed(key)
     ]
 
 

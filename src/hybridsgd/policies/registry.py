@@ -204,8 +204,9 @@ SHARED_KEYS = ("name", "workers", "aggregator", "staleness", "max_staleness", "o
 class PolicyConfig:
     """How updates are synchronised (README, Policies; docs/policies.md): the keys every
     policy shares, and in ``options`` the keys of the chosen policy (and any other
-    registered policy's keys that were set). ``PolicyConfig(name="k_sync", k=4).k`` reads
-    an option; an option that was not set reads as its declared default.
+    registered policy's keys that were set). The chosen policy's own keys are attributes:
+    ``PolicyConfig(name="k_sync", k=4).k`` is 4, and a key that was not set is its
+    declared default; another policy's key is in ``options`` only, if it was set.
     """
 
     name: str = "sync"  # a registered policy: sync, backup, async, k_sync, ..., hybrid
@@ -238,16 +239,19 @@ class PolicyConfig:
         if unknown:
             raise ConfigError(f"policy.{unknown[0]}", unknown_key_message(name, unknown[0]))
         self.options = merged
+        # the chosen policy's own keys are attributes: set, or their declared default
+        entry = REGISTRY.get(name)
+        for key in entry.keys if entry is not None else ():
+            setattr(self, key, merged.get(key, PARAMS[key].default))
 
     def __getattr__(self, key: str) -> Any:  # only for names that are not attributes
-        if key.startswith("__") or key == "options":
+        # (no fallback: another policy's key is not this config's, and reads as an error)
+        if key.startswith("__"):
             raise AttributeError(key)
-        options = self.__dict__.get("options", {})
-        if key in options:
-            return options[key]
-        if key in PARAMS:
-            return PARAMS[key].default
-        raise AttributeError(f"PolicyConfig has no key {key!r}")
+        raise AttributeError(
+            f"policy.{key} is not a key of {self.__dict__.get('name')!r}; "
+            "another policy's keys are in PolicyConfig.options when set"
+        )
 
     def own_keys(self) -> tuple[str, ...]:
         """The chosen policy's own keys."""
@@ -324,7 +328,7 @@ def validate(p: PolicyConfig) -> None:
     for key in PARAMS:  # set or not: a default is in bounds, and checks see the whole section
         check = PARAMS[key].metadata["check"]
         if check is not None and (key in p.options or key in entry.keys):
-            check(getattr(p, key), p)
+            check(p.options[key] if key in p.options else getattr(p, key), p)
     for key in entry.required:
         if getattr(p, key) is None or getattr(p, key) == "":
             example = PARAMS[key].metadata["example"]
