@@ -46,7 +46,15 @@ FAMILY = [
 # (tests/analysis/test_dynamics.py), and the prediction's standard error is below 1%.
 NOISY = {("ssp", 2, MODELS[1]), ("psp", 1, MODELS[1])}
 CELLS = [
-    pytest.param(policy, kw, model, W, id=f"{policy}-{'-'.join(map(str, kw.values()))}-{model}-{W}")
+    pytest.param(
+        policy,
+        kw,
+        model,
+        W,
+        id=f"{policy}-{'-'.join(map(str, kw.values()))}-{model}-{W}",
+        # the hybrid at W = 64 takes seconds a cell: CI runs it (make test-slow)
+        marks=[pytest.mark.slow] if (policy, W) == ("hybrid", 64) else [],
+    )  # fmt: skip
     for policy, kw in FAMILY
     for model in MODELS
     for W in (8, 64)
@@ -143,7 +151,10 @@ def _pmfs():
     return {k: v / v.sum() for k, v in shapes.items()}
 
 
-@pytest.mark.parametrize("name", list(_pmfs()))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=[pytest.mark.slow] if "1,024" in n else []) for n in _pmfs()],
+)
 def test_the_stability_boundary_is_where_the_roots_cross_the_unit_circle(name):
     """The D-decomposition against numpy's polynomial roots in float64: just inside the
     boundary every root is inside the unit circle, just outside one is not."""

@@ -119,6 +119,7 @@ def test_the_built_in_policies_all_declare_themselves():
             h.Config.from_dict({}, overrides)  # every example validates
 
 
+@pytest.mark.slow
 def test_no_import_cycle_and_imports_run_one_way():
     """Every module imports on its own in a fresh interpreter, and imports run one way:
     core <- policies <- coordinator <- record <- backends <- runner <- app <- cli."""
