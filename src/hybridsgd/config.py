@@ -16,7 +16,7 @@ import importlib.util
 import math
 import tomllib
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,29 @@ from hybridsgd.values import coerce as _coerce
 from hybridsgd.values import parse_value as _parse_value
 
 
+def _apart(default: Any, when: Callable[[Any], bool] | None = None) -> Any:
+    """A key that keeps a run out of a grid replay (hybridsgd.backends.sim.grid: runs that
+    share one schedule, replayed in one pass) when it is set: to any value but its default
+    (a list default is given as ``list``), or to the values ``when`` names."""
+    factory = {"default_factory": default} if default is list else {"default": default}
+    return field(**factory, metadata={"grid": "apart", "when": when})  # type: ignore[call-overload]
+
+
+def _varies(default: Any) -> Any:
+    """A key in which the runs of one grid replay may differ (an lr or momentum grid)."""
+    return field(default=default, metadata={"grid": "varies"})
+
+
+def grid_rules(section: Any) -> list[tuple[str, str, Callable[[Any], bool] | None]]:
+    """``(key, "apart" or "varies", when)`` for each key of a section that declares how it
+    bears on a grid replay."""
+    return [
+        (f.name, f.metadata["grid"], f.metadata.get("when"))
+        for f in dataclasses.fields(section)
+        if "grid" in f.metadata
+    ]
+
+
 @dataclass
 class TaskConfig:
     """What is trained: a built-in task by name, its data split and its minibatch size."""
@@ -37,7 +60,7 @@ class TaskConfig:
     name: str = "mlp-digits"
     batch_size: int = 32  # per worker, per gradient
     hidden: list[int] = field(default_factory=list)  # MLP hidden widths; [] = task default
-    split: str = "iid"  # iid | dirichlet (label skew)
+    split: str = _apart("iid", when=lambda v: v == "dirichlet")  # iid | dirichlet (label skew)
     alpha: float = 0.5  # Dirichlet concentration for split = "dirichlet"; small = skewed
     dim: int = 50  # quadratic / logistic: number of parameters (features)
     samples: int = 4000  # quadratic / logistic: training samples generated
@@ -45,7 +68,8 @@ class TaskConfig:
     curvature_max: float = 1.0  # quadratic: largest Hessian eigenvalue (spectrum is geometric)
     noise: float = 0.1  # quadratic / logistic: label noise
     data_seed: int = 0  # seed of the data set and the train/test split (not of the run)
-    norm: str = "none"  # cnn-*, teacher: normalisation layers, none | batch | group
+    # cnn-*, teacher: normalisation layers, none | batch | group
+    norm: str = _apart("none", when=lambda v: v == "batch")
     channels: list[int] = field(default_factory=list)  # cnn-*: conv widths; [] = [6, 16]
     classes: int = 10  # teacher: number of classes
     teacher_hidden: list[int] = field(default_factory=list)  # teacher: its widths; [] = [64]
@@ -60,7 +84,7 @@ class TaskConfig:
     d_model: int = 64  # lm: width
     heads: int = 4  # lm: attention heads
     validation: float = 0.0  # fraction of the training set held out and evaluated (tuning)
-    custom: str = ""  # set by a run on a user's own Task: what it was (not built from config)
+    custom: str = _apart("")  # set by a run on a user's own Task: what it was (not from config)
     # a user's task (name = "FILE.py:build"): every other key of [task], for build(cfg)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -123,11 +147,11 @@ class OptimizerConfig:
     """The server's optimizer: any ``torch.optim`` class by name."""
 
     name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0  # passed only to optimizers that take it (SGD, RMSprop)
+    lr: float = _varies(0.1)
+    momentum: float = _varies(0.0)  # passed only to optimizers that take it (SGD, RMSprop)
     weight_decay: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
-    max_grad_norm: float | None = None  # gradients with a larger norm are clipped or rejected
+    max_grad_norm: float | None = _apart(None)  # larger gradients are clipped or rejected
     large_gradients: str = "clip"  # clip | reject (gradients above max_grad_norm)
     # each update's lr and momentum (docs/tuning.md): lr = base(level) x schedule x scale
     schedule: str = "constant"  # e.g. "cosine:warmup=20", "step:every=100,gamma=0.5"
@@ -195,19 +219,19 @@ class TimingConfig:
 class FaultsConfig:
     """Faulty workers for experiments (docs/design.md section 7; hybridsgd.core.faults)."""
 
-    byzantine: float = 0.0  # fraction of workers that attack, chosen by run.seed ...
-    byzantine_workers: list[int] = field(default_factory=list)  # ... or exactly these
+    byzantine: float = _apart(0.0)  # fraction of workers that attack, chosen by run.seed ...
+    byzantine_workers: list[int] = _apart(list)  # ... or exactly these
     attack: str = "sign-flip"  # sign-flip | scale:factor=F | gaussian:std=S | zero | ...
-    nan_workers: list[int] = field(default_factory=list)  # every gradient they send is NaN
-    crash_rate: float = 0.0  # per worker and time unit: each dies at an exponential time
-    crashes: list[dict[str, Any]] = field(default_factory=list)  # [{worker = 2, time = 50}]
+    nan_workers: list[int] = _apart(list)  # every gradient they send is NaN
+    crash_rate: float = _apart(0.0)  # per worker and time unit: each dies at an exponential time
+    crashes: list[dict[str, Any]] = _apart(list)  # [{worker = 2, time = 50}]
 
 
 @dataclass
 class RunConfig:
     """How long, where, and what to record."""
 
-    backend: str = "sim"  # sim (virtual time) | local (processes here) | ray (Ray actors)
+    backend: str = _apart("sim")  # sim (virtual time) | local (processes here) | ray (Ray actors)
     updates: int | None = None  # stop after this many updates ...
     time: float | None = (
         None  # ... or at this time (virtual; seconds on local); default 200 updates
@@ -222,14 +246,15 @@ class RunConfig:
     time_unit: float = 0.0  # local: seconds per timing-model unit of injected delay; 0 = none
     threads: int = 0  # torch threads: per worker (local, ray) or of the simulator; 0 picks
     worker_timeout: float = 60.0  # local: seconds of silence on one job before a worker is lost
-    checkpoint_every: int = 0  # sim: updates between checkpoints in the run directory; 0 = none
+    checkpoint_every: int = _apart(0)  # sim: updates between checkpoints in the run directory
     ray_address: str = ""  # ray: "" starts a local instance; "auto" or "host:port" joins one
     max_worker_restarts: int = 0  # ray: times a dead worker actor is restarted before it is lost
     ps_shards: int = 1  # ray: parameter-server actors sharing the parameters; 1 = the driver
     ray_transport: str = "auto"  # ray: "auto" (shared memory on the driver's node) | "object-store"
-    device: str = "cpu"  # cpu | cuda | cuda:N | auto: where gradients are computed (docs/gpu.md)
-    devices: list[str] = field(default_factory=list)  # local: GPUs the workers take in turn
-    log: list[str] = field(default_factory=list)  # "tensorboard[:DIR]", "mlflow[:URI]"
+    # cpu | cuda | cuda:N | auto: where gradients are computed (docs/gpu.md)
+    device: str = _apart("cpu", when=lambda v: v not in ("cpu", ""))
+    devices: list[str] = _apart(list)  # local: GPUs the workers take in turn
+    log: list[str] = _apart(list)  # "tensorboard[:DIR]", "mlflow[:URI]"
 
     def validate(self, policy: Any) -> None:
         """Each [run] key in range, and those the backend and ``policy`` rule out."""
@@ -366,6 +391,10 @@ class Config:
             # a user's file named in a config file is relative to that file
             task["name"] = absolute(task["name"], p.resolve().parent)
         return cls.from_dict(data, overrides)
+
+    def sections(self) -> list[tuple[str, Any]]:
+        """``(name, section)`` for each section, in order."""
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
 
     def to_dict(self) -> dict[str, Any]:
         """Every section as a plain table; ``[policy]`` holds the shared keys and the chosen

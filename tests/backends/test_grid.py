@@ -128,3 +128,43 @@ def test_a_grouped_sweep_replays_its_grid_together_and_keeps_order():
     assert [o.trace.summary.get("replayed_with") for o in outcomes] == [3, None, 3, 3]
     alone = run(cfgs[1], progress=False).params
     torch.testing.assert_close(outcomes[2].params, alone, atol=2e-5, rtol=1e-4)
+
+
+def test_each_key_a_section_declares_apart_keeps_a_run_out_of_a_grid():
+    """grid_key reads the sections' declarations (hybridsgd.config: _apart, _varies), not a
+    list of its own: every key declared apart, set, makes a run alone; the keys declared
+    varying may differ within a pass, and nothing else may."""
+    from hybridsgd.config import grid_rules
+
+    a = configs({"name": "async"})[0]
+    examples = {
+        "task.split": "task.split=dirichlet",
+        "task.norm": "task.norm=batch",
+        "task.custom": "task.custom=mine",
+        "optimizer.max_grad_norm": "optimizer.max_grad_norm=1",
+        "faults.byzantine": "faults.byzantine=0.25",
+        "faults.byzantine_workers": "faults.byzantine_workers=[1]",
+        "faults.nan_workers": "faults.nan_workers=[1]",
+        "faults.crash_rate": "faults.crash_rate=0.01",
+        "faults.crashes": "faults.crashes=[{worker=1,time=5}]",
+        "run.backend": "run.backend=local",
+        "run.checkpoint_every": "run.checkpoint_every=5",
+        "run.device": "run.device=cuda",
+        "run.devices": "run.devices=['cuda:0']",
+        "run.log": "run.log=['tensorboard']",
+    }
+    declared = {f"{name}.{key}": rule for name, s in a.sections() for key, rule, _ in grid_rules(s)}
+    assert {k for k, r in declared.items() if r == "apart"} == set(examples)
+    assert {k for k, r in declared.items() if r == "varies"} == {
+        "optimizer.lr",
+        "optimizer.momentum",
+    }
+    for key, change in examples.items():
+        cfg = a.replace(change) if key not in ("run.device", "run.devices") else None
+        if cfg is None:  # no GPU here: the config refuses the value; the section decides
+            section, name = key.split(".")
+            cfg = a.replace()
+            setattr(getattr(cfg, section), name, ["cuda:0"] if name == "devices" else "cuda")
+        assert grid_key(cfg) is None, key
+    assert grid_key(a.replace("task.norm=group")) is not None  # only batch norm couples rows
+    assert grid_key(a.replace("optimizer.lr=0.7", "optimizer.momentum=0.5")) == grid_key(a)

@@ -28,6 +28,7 @@ parameter vectors, and one call computes several versions for every configuratio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -36,7 +37,7 @@ import torch
 
 from hybridsgd.backends.sim.engine import Engine, Groups
 from hybridsgd.backends.sim.versions import Plan, batch_limit
-from hybridsgd.config import Config
+from hybridsgd.config import Config, grid_rules
 from hybridsgd.core.aggregators import Aggregator, build_aggregator
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
@@ -45,8 +46,6 @@ from hybridsgd.record import Evals, Schedule
 from hybridsgd.target import TargetSearch
 from hybridsgd.tasks.base import Task
 
-#: the keys in which the configs of one grid may differ
-VARIES = ("optimizer.lr", "optimizer.momentum")
 #: the most configurations replayed together (their parameter vectors are stacked)
 MAX_GRID = 16
 #: the largest model (parameters) whose grids replay together: larger ones, whose gradients
@@ -59,31 +58,26 @@ GRID_MIN_VERSIONS = 4
 
 def grid_key(cfg: Config) -> str | None:
     """What the configs that can share ``cfg``'s pass have in common (a string), or None
-    when ``cfg`` must run on its own (see the module doc)."""
-    r, o, f = cfg.run, cfg.optimizer, cfg.faults
-    if (
-        r.backend != "sim"
-        or r.device not in ("cpu", "")
-        or r.devices
-        or r.log
-        or r.checkpoint_every
-        or cfg.task.custom
-        or cfg.task.norm == "batch"
-        or cfg.task.split == "dirichlet"
-        or f.byzantine
-        or f.byzantine_workers
-        or f.nan_workers
-        or f.crash_rate
-        or f.crashes
-        or o.max_grad_norm is not None
-        or not build_aggregator(cfg.policy.aggregator).linear
-    ):
+    when ``cfg`` must run on its own. Each config section declares how its keys bear on
+    a grid (hybridsgd.config: ``_apart``, ``_varies``): a key declared apart and set keeps
+    the run apart; keys declared varying may differ within a grid; every other key must
+    match. And the aggregator must be linear (a robust rule needs each gradient's row)."""
+    if not build_aggregator(cfg.policy.aggregator).linear:
         return None
     d = cfg.to_dict()
-    for key in VARIES:
-        section, name = key.split(".")
-        d[section].pop(name, None)
+    for name, section in cfg.sections():
+        for key, rule, when in grid_rules(section):
+            value = getattr(section, key)
+            if rule == "varies":
+                d[name].pop(key, None)
+            elif when(value) if when is not None else value != _default(section, key):
+                return None
     return repr(sorted((k, sorted(v.items()) if isinstance(v, dict) else v) for k, v in d.items()))
+
+
+def _default(section: Any, key: str) -> Any:
+    f = next(f for f in dataclasses.fields(section) if f.name == key)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def grid_jobs(configs: Sequence[Config]) -> list[list[int]]:
