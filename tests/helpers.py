@@ -57,11 +57,18 @@ def const_cluster(speeds: list[float], seed: int = 0) -> Cluster:
     return Cluster(parse_model("constant:value=1"), len(speeds), seed=seed, speeds=speeds)
 
 
-def small_config(**sections) -> Config:
-    base = {"run": {"updates": 40, "eval_every": 10}, "task": {"batch_size": 16}}
+def make_config(base: dict, **sections: dict) -> Config:
+    """The one config factory of the tests: a module's ``base`` tables, each section in
+    ``sections`` merged over its table (keys replaced, others kept)."""
+    tables = {name: dict(values) for name, values in base.items()}
     for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
-    return Config.from_dict(base)
+        tables[name] = {**tables.get(name, {}), **values}
+    return Config.from_dict(tables)
+
+
+def small_config(**sections) -> Config:
+    return make_config({"run": {"updates": 40, "eval_every": 10}, "task": {"batch_size": 16}},
+                       **sections)  # fmt: skip
 
 
 def assert_consistent(trace: Trace) -> None:

@@ -11,6 +11,7 @@ import torch
 from hybridsgd import Config
 from hybridsgd.cli import main
 from hybridsgd.runner import CHECKPOINT, resume, run
+from tests.helpers import make_config
 
 CASES = {
     # stale gradients pending across the checkpoint, momentum, a robust rule, a noise attack
@@ -33,7 +34,7 @@ def config(case: str) -> Config:
         "task": {"name": "mlp-digits", "batch_size": 16},
         "run": {"updates": 90, "eval_every": 10, "checkpoint_every": 20},
     }
-    return Config.from_dict(base | CASES[case])
+    return make_config(base, **CASES[case])
 
 
 def stop_at(version: int):

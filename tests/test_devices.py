@@ -16,20 +16,22 @@ from hybridsgd.cli import main
 from hybridsgd.devices import DeviceMirror, resolve, worker_devices
 from hybridsgd.errors import ConfigError
 from hybridsgd.tasks import build_task
+from tests.helpers import make_config
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA (make test-gpu)")
 
 
+BASE = {
+    "task": {"name": "mlp-digits", "batch_size": 16},
+    "policy": {"name": "async", "workers": 4},
+    "run": {"updates": 30, "eval_every": 10},
+}
+
+
 def config(backend: str = "sim", **run) -> h.Config:
-    return h.Config.from_dict(
-        {
-            "task": {"name": "mlp-digits", "batch_size": 16},
-            "policy": {"name": "async", "workers": 4},
-            "run": {"backend": backend, "updates": 30, "eval_every": 10, **run},
-        }
-    )
+    return make_config(BASE, run={"backend": backend, **run})
 
 
 # -- everywhere --------------------------------------------------------------------------------

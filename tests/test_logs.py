@@ -11,6 +11,7 @@ import hybridsgd as h
 from hybridsgd.cli import main
 from hybridsgd.errors import ConfigError
 from hybridsgd.logs import update_metrics
+from tests.helpers import make_config
 
 pytest.importorskip("tensorboard")
 
@@ -23,15 +24,16 @@ def events(directory) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+BASE = {
+    "task": {"name": "mlp-digits", "batch_size": 16},
+    "policy": {"name": "backup", "workers": 4, "backups": 1},
+    "timing": {"compute": "exp:mu=1"},
+    "run": {"updates": 40, "eval_every": 10},
+}
+
+
 def config(**run) -> h.Config:
-    return h.Config.from_dict(
-        {
-            "task": {"name": "mlp-digits", "batch_size": 16},
-            "policy": {"name": "backup", "workers": 4, "backups": 1},
-            "timing": {"compute": "exp:mu=1"},
-            "run": {"updates": 40, "eval_every": 10, **run},
-        }
-    )
+    return make_config(BASE, run=run)
 
 
 def test_idle_fraction_and_throughput_against_a_hand_count():

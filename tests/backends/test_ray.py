@@ -11,7 +11,7 @@ import torch
 
 from hybridsgd import Config
 from hybridsgd.runner import run
-from tests.helpers import assert_consistent
+from tests.helpers import assert_consistent, make_config
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -25,13 +25,15 @@ def ray_instance():
     ray.shutdown()
 
 
+BASE = {
+    "task": {"name": "mlp-digits", "batch_size": 16},
+    "run": {"backend": "ray", "eval_every": 20, "time_unit": 0.002},
+}
+
+
 def config(name: str = "sync", workers: int = 3, updates: int = 40, **policy) -> Config:
-    return Config.from_dict(
-        {
-            "task": {"name": "mlp-digits", "batch_size": 16},
-            "policy": {"name": name, "workers": workers, **policy},
-            "run": {"backend": "ray", "updates": updates, "eval_every": 20, "time_unit": 0.002},
-        }
+    return make_config(
+        BASE, policy={"name": name, "workers": workers, **policy}, run={"updates": updates}
     )
 
 

@@ -14,18 +14,18 @@ import pandas as pd
 import pytest
 
 import hybridsgd as h
-from tests.helpers import as_in_a_terminal, signal_when
+from tests.helpers import as_in_a_terminal, make_config, signal_when
+
+BASE = {
+    "task": {"name": "mlp-digits", "batch_size": 16},
+    "policy": {"name": "k_async", "workers": 6, "k": 3},
+    "timing": {"compute": "exp:mu=1"},
+    "run": {"updates": 80, "eval_every": 10, "target_accuracy": 0.99},
+}
 
 
 def config(**run) -> h.Config:
-    return h.Config.from_dict(
-        {
-            "task": {"name": "mlp-digits", "batch_size": 16},
-            "policy": {"name": "k_async", "workers": 6, "k": 3},
-            "timing": {"compute": "exp:mu=1"},
-            "run": {"updates": 80, "eval_every": 10, "target_accuracy": 0.99} | run,
-        }
-    )
+    return make_config(BASE, run=run)
 
 
 def test_a_signal_stops_the_replay_after_a_whole_update_and_keeps_its_trace(tmp_path):

@@ -11,6 +11,7 @@ import torch
 from hybridsgd import Config, run
 from hybridsgd.backends.sim import versions
 from hybridsgd.tasks.base import Task
+from tests.helpers import make_config
 
 CASES = {
     "async": {"policy": {"name": "async"}},
@@ -60,9 +61,7 @@ def config(case: str, workers: int = 12, updates: int = 120) -> Config:
         "timing": {"compute": "exp:mu=1", "speed": "1x6,3x6" if workers == 12 else ""},
         "run": {"updates": updates, "eval_every": 40, "seed": 3},
     }
-    for section, values in CASES[case].items():
-        base.setdefault(section, {}).update(values)
-    return Config.from_dict(base)
+    return make_config(base, **CASES[case])
 
 
 @pytest.fixture

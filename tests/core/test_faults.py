@@ -11,18 +11,17 @@ from hybridsgd.core.faults import Faults, GradientCheck
 from hybridsgd.errors import WorkerLost
 from hybridsgd.runner import run
 from hybridsgd.tasks import build_task
-from tests.helpers import assert_consistent
+from tests.helpers import assert_consistent, make_config
+
+BASE = {
+    "task": {"name": "mlp-digits", "batch_size": 16},
+    "policy": {"name": "async", "workers": 4},
+    "run": {"updates": 60, "eval_every": 20},
+}
 
 
 def cfg(**sections) -> Config:
-    base = {
-        "task": {"name": "mlp-digits", "batch_size": 16},
-        "policy": {"name": "async", "workers": 4},
-        "run": {"updates": 60, "eval_every": 20},
-    }
-    for name, values in sections.items():
-        base[name] = base.get(name, {}) | values
-    return Config.from_dict(base)
+    return make_config(BASE, **sections)
 
 
 def test_attacks_corrupt_exactly_the_faulty_rows():

@@ -15,6 +15,7 @@ import hybridsgd as h
 from hybridsgd.cli import main
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies import POLICIES, REGISTRY, parse_spec, unregister
+from tests.helpers import make_config
 
 
 @pytest.fixture
@@ -26,14 +27,15 @@ def majority():
     sys.modules.pop("tests.policies.example_policy")
 
 
+BASE = {
+    "task": {"name": "mlp-digits", "batch_size": 16},
+    "policy": {"workers": 4},
+    "run": {"updates": 20, "eval_every": 10},
+}
+
+
 def config(**policy) -> h.Config:
-    return h.Config.from_dict(
-        {
-            "task": {"name": "mlp-digits", "batch_size": 16},
-            "policy": {"workers": 4, **policy},
-            "run": {"updates": 20, "eval_every": 10},
-        }
-    )
+    return make_config(BASE, policy=policy)
 
 
 def test_a_policy_in_one_file_works_in_config_sim_and_local(majority):

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 import hybridsgd as h
 from hybridsgd.core.aggregators import AGGREGATORS
+from tests.helpers import make_config
 
 
 def bn_cnn() -> nn.Module:
@@ -41,15 +42,16 @@ def bn_task() -> h.Task:
     return h.Task.from_module(bn_cnn(), train, nn.functional.cross_entropy, test=test)
 
 
+BASE = {
+    "policy": {"name": "sync", "workers": 4},
+    "task": {"batch_size": 16},
+    "optimizer": {"lr": 0.05},
+    "run": {"updates": 12, "eval_every": 6, "time_unit": 0.002},
+}
+
+
 def config(**policy) -> h.Config:
-    return h.Config.from_dict(
-        {
-            "policy": {"name": "sync", "workers": 4, **policy},
-            "task": {"batch_size": 16},
-            "optimizer": {"lr": 0.05},
-            "run": {"updates": 12, "eval_every": 6, "time_unit": 0.002},
-        }
-    )
+    return make_config(BASE, policy=policy)
 
 
 def reference_sync_bn(task: h.Task, cfg: h.Config, updates: int) -> torch.Tensor:

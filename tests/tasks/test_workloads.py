@@ -20,6 +20,7 @@ from hybridsgd.errors import ConfigError
 from hybridsgd.runner import samplers_for
 from hybridsgd.tasks import StreamTask, build_task
 from hybridsgd.tasks.stream import TEST_BASE, VALIDATION_BASE, normal, uniform
+from tests.helpers import make_config
 
 #: name, task settings, optimizer, updates, the factor the test loss must fall by under sync
 TRAINS = [
@@ -35,13 +36,12 @@ TRAINS = [
 
 
 def config(name: str, task: dict, opt: dict, updates: int, workers: int = 4) -> h.Config:
-    return h.Config.from_dict(
-        {
-            "task": {"name": name, "batch_size": 16, **task},
-            "policy": {"name": "sync", "workers": workers},
-            "optimizer": opt,
-            "run": {"updates": updates, "eval_every": updates},
-        }
+    return make_config(
+        {"task": {"batch_size": 16}, "policy": {"name": "sync"}},
+        task={"name": name, **task},
+        policy={"workers": workers},
+        optimizer=opt,
+        run={"updates": updates, "eval_every": updates},
     )
 
 
