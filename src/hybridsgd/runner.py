@@ -345,25 +345,23 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
     wall0 = time.perf_counter()
     cfg = configs[0]
     task = training_task(cfg)
-    # one policy: the configs share it (grid_key), and so its schedule and its name
-    policy = build_policy(
-        cfg.policy, cfg.run.seed, task.n_train / cfg.task.batch_size, len(task.shapes)
-    )
+    # the first config's run, as run builds it; the configs share its policy (grid_key),
+    # and so its schedule and its name, and differ only in their servers' lr and momentum
+    ctx = build_run(cfg, task, backend_for("sim"))
+    policy = ctx.policy
     if policy.partial_updates:
         return [run(c, progress=False) for c in configs]
     initial = task.initial_params()
-    servers = [build_server(c, initial, task.shapes) for c in configs]
+    servers = [ctx.server, *(build_server(c, initial, task.shapes) for c in configs[1:])]
     if any(s.hyper is not None for s in servers):  # an lr that changes along the run
         return [run(c, progress=False) for c in configs]
     schedule = simulate_schedule(
         policy,
-        build_cluster(cfg, nbytes=4 * task.numel),
+        ctx.cluster,
         cfg.run.updates,
         cfg.run.time,
         shrink=cfg.policy.on_worker_loss == "shrink",
     )
-    aggregator = build_aggregator(cfg.policy.aggregator)
-    staleness = build_staleness(cfg.policy.staleness, cfg.policy.max_staleness)
     sgd = None
     if all(BatchedSGD.fits(c) for c in configs):
         sgd = BatchedSGD(
@@ -377,10 +375,10 @@ def run_grid(configs: Sequence[Config]) -> list[RunResult]:
         evals = replay_grid(
             schedule,
             task,
-            samplers_for(cfg, task),
+            ctx.feeds,
             servers,
-            aggregator,
-            staleness,
+            ctx.aggregator,
+            ctx.staleness,
             eval_every=cfg.run.eval_every,
             sgd=sgd,
             target=cfg.run.target_accuracy,
