@@ -52,8 +52,8 @@ CELLS = [
         model,
         W,
         id=f"{policy}-{'-'.join(map(str, kw.values()))}-{model}-{W}",
-        # the hybrid at W = 64 takes seconds a cell: CI runs it (make test-slow)
-        marks=[pytest.mark.slow] if (policy, W) == ("hybrid", 64) else [],
+        # the hybrid and psp at W = 64 take seconds a cell: CI runs them (make test-slow)
+        marks=[pytest.mark.slow] if policy in ("hybrid", "psp") and W == 64 else [],
     )  # fmt: skip
     for policy, kw in FAMILY
     for model in MODELS

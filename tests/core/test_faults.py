@@ -113,6 +113,7 @@ def test_a_crash_at_a_time_on_the_local_backend():
     assert_consistent(r.trace)
 
 
+@pytest.mark.slow
 def test_robust_aggregators_withstand_20_percent_sign_flipping_workers():
     """mlp-digits, sync, W = 20, 4 workers send -4 g. Quoted in docs/robustness.md."""
 

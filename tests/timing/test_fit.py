@@ -40,7 +40,13 @@ def draw(spec: str, jobs: int, seed: int, transient: Transient | None = None) ->
     return out
 
 
-@pytest.mark.parametrize("family", list(MODELS))
+@pytest.mark.parametrize(
+    "family",  # two families by default; all six in make test-slow (2 s each)
+    [
+        pytest.param(f, marks=[] if f in ("exp", "lognormal") else [pytest.mark.slow])
+        for f in MODELS
+    ],
+)
 def test_the_fit_recovers_family_and_speeds_in_10_draws(family):
     """2,000 jobs per worker, 10 draws: the family is the true one in at least 9, the speeds
     lie within 5% (7% for the exponential, whose spread equals its mean: 2,000 jobs pin a
