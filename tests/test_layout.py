@@ -18,8 +18,9 @@ def test_no_module_in_src_is_longer_than_600_lines():
     assert not long, f"split these modules where their parts are: {long}"
 
 
-def test_no_package_keeps_its_code_in_its_init():
-    """A package's __init__ says what it holds and re-exports; its code lives in modules."""
+def test_no_package_init_grows_past_200_lines():
+    """A package's __init__ says what it holds and re-exports; its code lives in modules.
+    (A loose guard: the backends' __init__ files held 242 and 501 lines of code before.)"""
     src = Path(__file__).parents[1] / "src" / "hybridsgd"
     heavy = {
         str(p.relative_to(src)): n

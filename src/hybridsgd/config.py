@@ -262,6 +262,8 @@ class RunConfig:
         from hybridsgd.logs import parse as parse_logs
 
         r, p = self, policy
+        from hybridsgd.backends.base import BACKENDS  # the backends there are
+
         _choice("run.backend", r.backend, BACKENDS)
         only = _sim_only(p)
         if r.backend != "sim" and only:
@@ -332,7 +334,6 @@ SECTIONS: dict[str, type] = {
     "faults": FaultsConfig,
     "run": RunConfig,
 }
-BACKENDS = ("sim", "local", "ray")
 RAY_TRANSPORTS = ("auto", "object-store")
 
 

@@ -162,13 +162,14 @@ def resume(
 def _execute(
     cfg, task, out, progress, state: dict | None, force: bool = False, attack=None
 ) -> RunResult:
+    backend = backend_for(cfg.run.backend)
     # the simulator's replay asks between updates; a real run's loop is interrupted
-    signals = Interrupts(cooperative=backend_for(cfg.run.backend).cooperative)
+    signals = Interrupts(cooperative=backend.cooperative)
     with progress_of(progress) as progress, signals.deferred():
         if out is None:
-            return _run(cfg, task, None, progress, state, signals, attack)
+            return _run(backend, cfg, task, None, progress, state, signals, attack)
         with claimed(Path(out), force=force, resuming=state is not None) as out:
-            return _run(cfg, task, out, progress, state, signals, attack)
+            return _run(backend, cfg, task, out, progress, state, signals, attack)
 
 
 def custom_task_marker(task: Task) -> str:
@@ -184,6 +185,7 @@ def custom_task_marker(task: Task) -> str:
 
 
 def _run(
+    backend: Backend,
     cfg: Config,
     task: Task | None,
     out,
@@ -194,7 +196,6 @@ def _run(
 ) -> RunResult:
     wall0 = time.perf_counter()
     load = Load()  # how busy the other processes keep the cores while the task is built
-    backend = backend_for(cfg.run.backend)
     backend.warm_up()
     if task is not None:
         cfg = cfg.replace(f"task.custom={custom_task_marker(task)}")

@@ -476,3 +476,17 @@ def test_recommend_check_tunes_the_top_policies_and_prints_the_agreement(tmp_pat
     assert "--check: the top 2 tuned in the simulator" in out and "agreement: Spearman" in out
     tuned = pd.read_csv(tmp_path / "c" / "tune.csv")
     assert tuned.policy.nunique() == 2 and len(tuned) == 14  # 7 lrs each
+
+
+def test_a_policy_whose_quorum_is_a_key_of_its_own_needs_it_given():
+    """sync's and backup's quorum follow from W (and b); rennala's B, m_sync's m and K are
+    keys of their own: without them predict refuses, it does not assume a quorum of 1."""
+    from hybridsgd.errors import ConfigError
+
+    m = h.parse_model("exp:mu=1")
+    assert predict("sync", 6, m).quorum == 6
+    assert predict("backup", 6, m, backups=2).quorum == 4
+    for policy in ("rennala", "m_sync", "k_sync"):
+        with pytest.raises(ConfigError, match=f"{policy} needs a quorum"):
+            predict(policy, 6, m)
+    assert predict("rennala", 6, m, quorum=9).quorum == 9  # B may exceed W

@@ -170,11 +170,14 @@ def predict(
     entry = REGISTRY.get(policy)
     how = PREDICTORS.get(entry.model) if entry is not None else None
     if entry is None or how is None:
-        known = [n for n, e in REGISTRY.items() if e.model in PREDICTORS]
+        # the synchronous family, the asynchronous one, then the others with a model
+        rank = {SYNC: 0, ASYNC: 1}
+        modelled = [(n, e) for n, e in REGISTRY.items() if e.model in PREDICTORS]
+        known = [n for n, e in sorted(modelled, key=lambda ne: rank.get(ne[1].family or "", 2))]
         raise ConfigError(
             "policy", f"no analytical model for {policy!r}; use one of: " + ", ".join(known)
         )
-    if quorum is None and entry.family == SYNC and "k" not in entry.keys:
+    if quorum is None and entry.family == SYNC and not entry.required:
         quorum = _quorum_of(entry, workers, backups)
     x = Inputs(
         policy, workers, compute, comm, speeds, batch_size, backups, k, staleness_bound,
@@ -184,14 +187,12 @@ def predict(
     return how(x)
 
 
-def _quorum_of(entry, workers: int, backups: int) -> int | None:
-    """A synchronous policy's quorum from its registry entry (min_gradients), when its keys
-    given here fix it (all W, or W - backups); None when they do not (a batch B, m)."""
+def _quorum_of(entry, workers: int, backups: int) -> int:
+    """The quorum of a synchronous policy that requires no key of its own, from its registry
+    entry (min_gradients: all W, or W - backups); one that requires a key (K, B, m) gets
+    its quorum as ``quorum`` or ``k``."""
     own: dict[str, Any] = {"backups": backups} if "backups" in entry.keys else {}
-    try:
-        return entry.min_gradients(PolicyConfig(name=entry.name, workers=workers, options=own))
-    except (TypeError, ValueError, ConfigError):
-        return None
+    return entry.min_gradients(PolicyConfig(name=entry.name, workers=workers, options=own))
 
 
 def _ringmaster(x: Inputs) -> Prediction:

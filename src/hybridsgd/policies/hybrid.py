@@ -25,11 +25,9 @@ import math
 from dataclasses import dataclass
 
 from hybridsgd.core.staleness import StalenessRule
-from hybridsgd.policies.asynchronous import NAME as ASYNC_NAME
 from hybridsgd.policies.base import Decision, Fate, Update
 from hybridsgd.policies.quorum import ASYNCHRONOUS, SYNCHRONOUS, QuorumPolicy
 from hybridsgd.policies.registry import Registered, one_of, param, register, stale_rule
-from hybridsgd.policies.sync import NAME as SYNC_NAME
 from hybridsgd.policies.thresholds import Threshold, parse_threshold
 
 PROGRESS = ("updates", "time", "epochs")
@@ -46,8 +44,10 @@ def quorum(level: float, workers: int) -> int:
     return workers if level >= 1.0 else 1 + math.floor(level * (workers - 1))
 
 
-#: the policies a hybrid starts as (level 0) and ends as (level 1)
-FULLY_ASYNC, FULLY_SYNC = ASYNC_NAME, SYNC_NAME
+#: the policies a hybrid starts as (level 0) and ends as (level 1). Named, not imported:
+#: importing policies.sync here would register it before the hybrid, and the registry's
+#: order is the order of --help and of recommend's candidates
+FULLY_ASYNC, FULLY_SYNC = "async", "sync"
 
 
 def regime_spec(level: float, workers: int) -> tuple[str, int]:

@@ -92,28 +92,26 @@ class SimBackend(Backend):
         with torch_threads(cfg.run.threads), on_device(task, device), seeded(cfg.run.seed, rng):
             extra["torch_threads"] = torch.get_num_threads()
             extra["device"] = str(device)
+            failed = ""
             try:
-                evals, failed = (
-                    replay(
-                        schedule,
-                        task,
-                        ctx.feeds,
-                        server,
-                        ctx.aggregator,
-                        ctx.staleness,
-                        eval_every=cfg.run.eval_every,
-                        on_update=on_update,
-                        faults=ctx.faults,
-                        check=ctx.check,
-                        resume=resumed,
-                        checkpoint=saver,
-                        checkpoint_every=cfg.run.checkpoint_every,
-                        on_eval=on_eval,
-                        target=cfg.run.target_accuracy,
-                        target_search=cfg.run.target_search,
-                        stop=lambda: ctx.signals.stopped,
-                    ),
-                    "",
+                evals = replay(
+                    schedule,
+                    task,
+                    ctx.feeds,
+                    server,
+                    ctx.aggregator,
+                    ctx.staleness,
+                    eval_every=cfg.run.eval_every,
+                    on_update=on_update,
+                    faults=ctx.faults,
+                    check=ctx.check,
+                    resume=resumed,
+                    checkpoint=saver,
+                    checkpoint_every=cfg.run.checkpoint_every,
+                    on_eval=on_eval,
+                    target=cfg.run.target_accuracy,
+                    target_search=cfg.run.target_search,
+                    stop=lambda: ctx.signals.stopped,
                 )
             except UserCodeFailed as exc:  # the user's model, loss or data raised
                 evals, failed = exc.evals, str(exc)

@@ -28,7 +28,6 @@ parameter vectors, and one call computes several versions for every configuratio
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -70,14 +69,9 @@ def grid_key(cfg: Config) -> str | None:
             value = getattr(section, key)
             if rule == "varies":
                 d[name].pop(key, None)
-            elif when(value) if when is not None else value != _default(section, key):
+            elif when(value) if when is not None else value != getattr(type(section)(), key):
                 return None
     return repr(sorted((k, sorted(v.items()) if isinstance(v, dict) else v) for k, v in d.items()))
-
-
-def _default(section: Any, key: str) -> Any:
-    f = next(f for f in dataclasses.fields(section) if f.name == key)
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def grid_jobs(configs: Sequence[Config]) -> list[list[int]]:
@@ -174,8 +168,7 @@ def replay_grid(
         raise ValueError(f"a grid replay needs a linear aggregator, not {aggregator.name}")
     grid = _Grid(schedule, task, samplers, servers, aggregator, staleness, eval_every, sgd)
     grid.searches = [
-        TargetSearch(target, task.evaluate, grid.evals[c], None, target_search)
-        for c in range(grid.G)
+        TargetSearch(target, task.evaluate, ev, None, target_search) for ev in grid.evals
     ]
     grid.evaluate(0, 0.0)
     grid.run()
@@ -216,7 +209,7 @@ class _Grid(Engine):
         self.alive = list(range(G))
         self.gone: set[int] = set()
         self.stacked = torch.empty(G, task.numel)
-        self.searches: list[TargetSearch] = []
+        self.searches: list[TargetSearch] = []  # set by replay_grid: each run's target
         self.g = 0
 
     def params_of(self, c: int) -> torch.Tensor:

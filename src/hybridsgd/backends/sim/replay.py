@@ -102,7 +102,6 @@ def replay(
     try:
         with task.bound_to(server.params):
             if resume is None:
-                one.doing = 0
                 one.appeared(0, 0.0, True)
             one.run(one.first)
     except HybridSGDError:  # said already (a full disk at a checkpoint, ...)
@@ -431,14 +430,15 @@ class _Partition(Engine):
     def replay(self) -> Evals:
         task, evals = self.task, self.evals
         with task.bound_to(self.server.params):
+            # version 0 is evaluated before the search starts (it has always been: the
+            # search never sees the initial evaluation of this reading)
             loss, acc = task.evaluate(self.server.params)
             evals.add(0, 0.0, loss, acc)
             if self.on_eval is not None:
                 self.on_eval(evals)
-            search = TargetSearch(
+            self.search = TargetSearch(
                 self.target, evaluate_apart(task), evals, search=self.target_search
             )
-            self.search = search
             self.run()
         return evals
 
