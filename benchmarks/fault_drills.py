@@ -420,7 +420,7 @@ def ray_worker_kill(policy: str, extra: list[str], restarts: int) -> Row:
     cfg = h.Config.load(
         CONFIG,
         [f"policy.name={policy}", "policy.workers=4", "run.backend=ray", "run.updates=60",
-         "run.time_unit=0.002", f"run.max_worker_restarts={restarts}", *extra],
+         "run.time_unit=0.002", f"run.ray.max_worker_restarts={restarts}", *extra],
     )  # fmt: skip
     try:
         s = h.run(cfg, progress=progress).summary

@@ -2,12 +2,18 @@
 
     python benchmarks/rundirs.py write DIR      # ten run directories, from this checkout
     python benchmarks/rundirs.py compare A B    # byte for byte, apart from wall times
+    python benchmarks/rundirs.py compare A B --config-as-read
 
 Write them before a change (from a worktree of the old commit: ``PYTHONPATH=WT/src``) and
 after it, then compare. The runs: one per policy family on the simulator, a learning-rate
 grid replayed in one pass (``run_grid``), and a run interrupted at update 55 and resumed
 from its checkpoint. Every run fixes ``run.threads = 1``: the default chooses threads by
 the machine's load, and the numerics follow the thread count.
+
+``--config-as-read`` compares each config.toml (and summary.json's copy of the config) as
+this version reads it rather than byte for byte: for a change of the config's layout
+(issue 35 moved keys into [run.local] and [run.ray] and lists only a task's own keys),
+whose other files must still be byte-identical.
 """
 
 from __future__ import annotations
@@ -76,31 +82,47 @@ def _strip(value):
     return value
 
 
-def compare(a: Path, b: Path) -> int:
+def _as_read(config: dict) -> dict:
+    import hybridsgd as h
+
+    return h.Config.from_dict(config).to_dict()
+
+
+def _same(x: Path, y: Path, as_read: bool) -> bool:
+    if x.name == "summary.json":
+        sx, sy = _strip(json.loads(x.read_text())), _strip(json.loads(y.read_text()))
+        if as_read:
+            sx["config"], sy["config"] = _as_read(sx["config"]), _as_read(sy["config"])
+        return sx == sy
+    if x.name == "config.toml" and as_read:
+        import hybridsgd as h
+
+        return h.Config.load(x).to_dict() == h.Config.load(y).to_dict()
+    return x.read_bytes() == y.read_bytes()
+
+
+def compare(a: Path, b: Path, as_read: bool = False) -> int:
     bad = 0
     names = sorted({p.relative_to(a) for p in a.rglob("*") if p.is_file()})
     if names != sorted({p.relative_to(b) for p in b.rglob("*") if p.is_file()}):
         print("different files:", names)
         bad += 1
     for name in names:
-        x, y = a / name, b / name
-        if not y.exists():
-            continue
-        if name.name == "summary.json":
-            same = _strip(json.loads(x.read_text())) == _strip(json.loads(y.read_text()))
-        else:
-            same = x.read_bytes() == y.read_bytes()
-        if not same:
+        if (b / name).exists() and not _same(a / name, b / name, as_read):
             print("differs:", name)
             bad += 1
-    print(f"{len(names)} files compared, {bad} differ")
+    how = "configs as read, the rest byte for byte" if as_read else "byte for byte"
+    print(f"{len(names)} files compared ({how}), {bad} differ")
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "write":
         write(Path(sys.argv[2]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "compare":
-        sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "compare":
+        as_read = sys.argv[4:] == ["--config-as-read"]
+        if len(sys.argv) == 5 and not as_read:
+            sys.exit(__doc__)
+        sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3]), as_read))
     else:
         sys.exit(__doc__)

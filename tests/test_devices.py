@@ -40,8 +40,11 @@ def config(backend: str = "sim", **run) -> h.Config:
     [
         ("run.device", '"gpu"', 'run.device: must be "cpu", "cuda", "cuda:N" or "auto"'),
         ("run.device", '"cuda:x"', 'run.device: must be "cpu", "cuda", "cuda:N" or "auto"'),
-        ("run.devices", '["cpu"]', 'run.devices[0]: lists GPUs: "cuda:N"'),
-        ("run.devices", '["cuda:0"]', "run.devices: spreads local workers over GPUs; on sim"),
+        ("run.local.devices", '["cpu"]', 'run.local.devices[0]: lists GPUs: "cuda:N"'),
+        ("run.local.devices", '["cuda:0"]', "run.local.devices: spreads local workers over"),
+        # the key's old name (it moved to [run.local], issue 35) is read; the message names
+        # where it lives now
+        ("run.devices", '["cpu"]', 'run.local.devices[0]: lists GPUs: "cuda:N"'),
     ],
 )
 def test_bad_device_names_are_refused_before_anything_runs(key, value, says):
@@ -74,7 +77,9 @@ def test_workers_take_the_gpus_in_turn(monkeypatch):
     assert names(worker_devices("cuda:2", [], 3)) == ["cuda:2"] * 3
     assert names(worker_devices("cpu", ["cuda:2", "cuda:0"], 3)) == ["cuda:2", "cuda:0", "cuda:2"]
     assert names(worker_devices("auto", [], 2)) == ["cuda:0", "cuda:1"]
-    with pytest.raises(ConfigError, match=r"run.devices\[1\]: 'cuda:3' is out of range: torch"):
+    with pytest.raises(
+        ConfigError, match=r"run.local.devices\[1\]: 'cuda:3' is out of range: torch"
+    ):
         worker_devices("cpu", ["cuda:0", "cuda:3"], 2)
     with pytest.raises(ConfigError, match="run.device: 'cuda:7' is out of range"):
         resolve("cuda:7")

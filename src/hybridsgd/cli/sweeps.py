@@ -177,11 +177,11 @@ def _compare(args: argparse.Namespace, err: Console) -> int:
 
 
 def _ray_address(args: argparse.Namespace, base) -> str:
-    """--ray-address, or run.ray_address for simulated runs (a Ray backend's runs use it
+    """--ray-address, or run.ray.address for simulated runs (a Ray backend's runs use it
     themselves)."""
     if args.ray_address:
         return args.ray_address
-    return base.run.ray_address if base.run.backend == "sim" else ""
+    return base.run.ray.address if base.run.backend == "sim" else ""
 
 
 def _tune(args: argparse.Namespace, err: Console) -> int:

@@ -20,5 +20,5 @@ class LocalBackend(RealBackend):
 
     def options(self, ctx: RunContext) -> dict[str, Any]:
         run = ctx.cfg.run
-        devices = worker_devices(run.device, run.devices, ctx.cfg.policy.workers)
+        devices = worker_devices(run.device, run.local.devices, ctx.cfg.policy.workers)
         return {"threads": run.threads, "devices": devices}

@@ -8,7 +8,7 @@ The driver is the parameter server and asks the same
 :class:`~hybridsgd.core.Coordinator` as every backend for every decision. Parameters travel
 through the object store once per version: one ``ray.put`` after each update, whose
 reference every worker that starts on that version receives (Ray resolves it to a
-zero-copy array on the worker's node). With ``run.ps_shards = S > 1`` the parameters and the
+zero-copy array on the worker's node). With ``run.ray.shards = S > 1`` the parameters and the
 optimizer state live in S parameter-server actors instead, each owning a slice: the driver
 sends each shard its slice of the aggregated gradient, and workers receive the S references
 the shards' ``apply`` calls return, so the steps run in parallel and a worker starts as soon
@@ -20,12 +20,12 @@ and run the local backend's job loop in one long actor call, on a Unix socket to
 (a job is four numbers in, a token and a loss out). Ray places, starts, restarts and kills
 them. Workers on other nodes get one actor call per job and use the object store as above;
 the driver waits on those calls with ``ray.wait``, and a run may mix both. With
-``run.ps_shards > 1`` every worker uses the object store (the shards' results live there).
+``run.ray.shards > 1`` every worker uses the object store (the shards' results live there).
 
 Cancellation: the driver ignores a cancelled job's result and tells the worker, which stops
 at its next safe point (on the socket, the next job's message cancels the one in progress).
 A worker actor that dies (its call raises, or its socket closes) is restarted up to
-``run.max_worker_restarts`` times, then lost: the policy decides, as on the local backend.
+``run.ray.max_worker_restarts`` times, then lost: the policy decides, as on the local backend.
 Every wait has a timeout. Ctrl-C or the end of the run kill every actor; a Ray instance the
 run started is shut down, a cluster it joined is left (the driver detaches).
 

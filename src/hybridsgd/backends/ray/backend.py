@@ -19,11 +19,11 @@ class RayBackend(RealBackend):
     def options(self, ctx: RunContext) -> dict[str, Any]:
         run = ctx.cfg.run
         return {
-            "address": run.ray_address,
-            "max_restarts": run.max_worker_restarts,
+            "address": run.ray.address,
+            "max_restarts": run.ray.max_worker_restarts,
             "threads": ray_threads(run.threads),
-            "shards": run.ps_shards,
-            "share_memory": run.ray_transport == "auto",
+            "shards": run.ray.shards,
+            "share_memory": run.ray.transport == "auto",
             "optimizer": optimizer_settings(ctx.cfg),
             "device": run.device,
         }
@@ -31,6 +31,6 @@ class RayBackend(RealBackend):
     def extras(self, ctx: RunContext, result: RealResult) -> dict[str, Any]:
         return {
             "worker_restarts": result.restarts,
-            "ps_shards": ctx.cfg.run.ps_shards,
+            "ps_shards": ctx.cfg.run.ray.shards,
             "shared_memory_workers": result.shared,
         }

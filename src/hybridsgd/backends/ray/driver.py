@@ -60,7 +60,7 @@ class ShardedServer:
         self.actors = [remote.remote(flat[s], name, lr, options) for s in self.slices]
         self.refs = [ray.put(flat[s]) for s in self.slices]
 
-    hyper = None  # per-update lr and momentum need run.ps_shards = 1 (config refuses them)
+    hyper = None  # per-update lr and momentum need run.ray.shards = 1 (config refuses them)
 
     def apply(
         self, gradient: torch.Tensor, *, n: int = 1, time: float = 0.0, level: float = 1.0

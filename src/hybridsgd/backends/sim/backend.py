@@ -29,7 +29,7 @@ class SimBackend(Backend):
     streams = True
 
     def device(self, cfg: Config) -> torch.device:
-        return simulator_device(cfg.run.device, cfg.run.devices)
+        return simulator_device(cfg.run.device, cfg.run.local.devices)
 
     def settle(self, cfg: Config, task: Task, load: Load, resuming: bool) -> tuple[Config, dict]:
         if resuming or cfg.run.threads != 0:

@@ -29,6 +29,7 @@ parameter vectors, and one call computes several versions for every configuratio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, cast
 
 import numpy as np
@@ -65,11 +66,12 @@ def grid_key(cfg: Config) -> str | None:
         return None
     d = cfg.to_dict()
     for name, section in cfg.sections():
+        default = type(section)()
         for key, rule, when in grid_rules(section):
-            value = getattr(section, key)
+            value, unset = attrgetter(key)(section), attrgetter(key)(default)
             if rule == "varies":
                 d[name].pop(key, None)
-            elif when(value) if when is not None else value != getattr(type(section)(), key):
+            elif when(value) if when is not None else value != unset:
                 return None
     return repr(sorted((k, sorted(v.items()) if isinstance(v, dict) else v) for k, v in d.items()))
 
