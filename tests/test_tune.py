@@ -79,6 +79,35 @@ def test_grid_runs_score_the_validation_split_and_winners_the_test_set(tmp_path)
     assert "optimizer.lr" in summary and (tmp_path / "sensitivity_async.png").is_file()
 
 
+def test_grid_runs_skip_the_target_search_and_choose_exactly_as_with_it(tmp_path, monkeypatch):
+    """Scored on the final loss, a grid run does not search for the first update at the
+    target (issue 38: the search was a fifth of an mlp-digits tune): the tables and the
+    choices are those of grid runs that search, including a point that diverges."""
+    from hybridsgd.app import tuning
+
+    cfg = h.Config.from_dict(
+        {
+            "task": {"name": "mlp-digits"},
+            "policy": {"workers": 4},
+            "run": {"updates": 30, "eval_every": 10, "target_accuracy": 0.5},
+        }
+    )
+    grid = {"optimizer.lr": [0.03, 0.3, 30.0]}
+    specs = ["sync", "backup:backups=1", "async"]
+    lean = plan(cfg, specs, grid)
+    assert all(c.run.target_accuracy is None for _, _, c in lean.trials)
+    monkeypatch.setattr(tuning, "LEAN_GRID", False)
+    full = plan(cfg, specs, grid)
+    assert all(c.run.target_accuracy == 0.5 for _, _, c in full.trials)
+    a, b = tune(lean, tmp_path / "lean", jobs=1), tune(full, tmp_path / "full", jobs=1)
+    pd.testing.assert_frame_equal(a.trials, b.trials)
+    assert a.trials.diverged.any() and not a.trials.diverged.all()
+    assert a.chosen == b.chosen and a.warnings == b.warnings
+    # the winners' runs on the test set still find their time to target
+    s = json.loads((tmp_path / "lean" / "runs" / "sync-s1000" / "summary.json").read_text())
+    assert s["target_accuracy"] == 0.5 and s["time_to_target"] is not None
+
+
 def test_a_diverged_point_is_ranked_last_not_a_crash(tmp_path):
     cfg = quadratic()
     grid = {"optimizer.lr": [BEST, 50.0]}  # 50: |1 - 50 h| > 1, the loss explodes

@@ -123,6 +123,7 @@ def plan(
         _check_target(base)
     p = Plan(base, list(specs), grid, seeds, final_seeds, objective, validation, grouped=grouped)
     p.studies, p.trials_per_study, p.space = studies, trials, list(space)
+    lean = unneeded(base, objective)
     for spec in specs if studies else ():
         _, policy = parse_spec(spec)
         own = dims or default_space(base, spec)
@@ -132,7 +133,7 @@ def plan(
                 settings = [_override(k, v) for k, v in point.items()]
                 cfg = base.replace(
                     *policy, *settings, f"task.validation={validation}",
-                    f"run.seed={base.run.seed + s}", "run.log=[]",
+                    f"run.seed={base.run.seed + s}", "run.log=[]", *lean,
                 )  # fmt: skip
                 p.trials.append((spec, {"study": s, **point}, cfg))
     for spec in specs if not studies else ():
@@ -143,10 +144,29 @@ def plan(
                 # grid runs keep no logs: only the winners' test runs are worth a dashboard
                 cfg = base.replace(
                     *policy, *settings, f"task.validation={validation}",
-                    f"run.seed={base.run.seed + s}", "run.log=[]",
+                    f"run.seed={base.run.seed + s}", "run.log=[]", *lean,
                 )  # fmt: skip
                 p.trials.append((spec, point, cfg))
     return p
+
+
+#: whether grid runs skip the work their score does not read (:func:`unneeded`); False
+#: only to measure what that saves (benchmarks/answer.py)
+LEAN_GRID = True
+
+
+def unneeded(base: Config, objective: str) -> list[str]:
+    """Overrides that spare a grid run work its score does not read: scored on its final
+    loss, it does not search for the first update at ``run.target_accuracy`` (the search
+    evaluates every version until the target, and a grid run's row reads only its first
+    and last evaluations and whether it diverged). Its evaluations every
+    ``run.eval_every`` stay: they decide whether it diverged. The search would add the
+    evaluations of the interval where the accuracy first reaches the target, which could
+    change that only with a loss 100 times the initial one just before the target is
+    reached; tests/test_tune.py checks that the tables and choices are the same."""
+    if LEAN_GRID and objective == "final-loss" and base.run.target_accuracy is not None:
+        return ["run.target_accuracy=none"]
+    return []
 
 
 def _check_split(base: Config, validation: float, task: Any = None) -> None:
