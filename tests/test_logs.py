@@ -131,3 +131,20 @@ def test_a_logger_that_is_not_installed_is_one_line_and_exit_2(tmp_path, capsys,
         "hybridsgd: error: run.log[0]: mlflow is not installed: pip install 'hybridsgd[mlflow]'"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_a_sections_table_logs_as_parameters_of_their_own():
+    """[run.ray] is run.ray.address, ... (issue 35 moved the backends' keys into tables);
+    an options table stays one parameter, and empty values are left out."""
+    from hybridsgd.logs import flat_params
+
+    cfg = h.Config.from_dict(
+        {
+            "run": {"ray": {"address": "auto", "shards": 2}},
+            "optimizer": {"momentum": 0.9, "options": {"nesterov": True}},
+        }
+    )
+    params = flat_params(cfg.to_dict())
+    assert params["run.ray.address"] == "auto" and params["run.ray.shards"] == "2"
+    assert params["optimizer.options"] == "{'nesterov': True}"
+    assert "run.ray" not in params and "run.log" not in params

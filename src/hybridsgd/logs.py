@@ -50,13 +50,20 @@ def parse(entries: list[str], field: str = "run.log") -> list[tuple[str, str]]:
 
 
 def flat_params(config: dict[str, Any]) -> dict[str, str]:
-    """A config dict as ``section.key -> text`` (what both loggers take as parameters)."""
+    """A config dict as ``section.key -> text`` (what both loggers take as parameters); a
+    section's table (``[run.ray]``) as ``run.ray.key``, its ``options`` as one text."""
     flat = {}
+
+    def add(prefix: str, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and key != "options":
+                add(f"{prefix}{key}.", value)
+            elif value not in (None, "", [], {}):
+                flat[f"{prefix}{key}"] = str(value)
+
     for section, values in config.items():
         if isinstance(values, dict):
-            for key, value in values.items():
-                if value not in (None, "", [], {}):
-                    flat[f"{section}.{key}"] = str(value)
+            add(f"{section}.", values)
     return flat
 
 
