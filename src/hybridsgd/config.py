@@ -33,6 +33,7 @@ from hybridsgd.sections import (
     RunConfig,
     TaskConfig,
     TimingConfig,
+    WorkerConfig,
     _choice,
     grid_rules,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "RunConfig",
     "TaskConfig",
     "TimingConfig",
+    "WorkerConfig",
     "grid_rules",
 ]
 
@@ -59,6 +61,7 @@ SECTIONS: dict[str, type] = {
     "task": TaskConfig,
     "policy": PolicyConfig,
     "optimizer": OptimizerConfig,
+    "worker": WorkerConfig,
     "timing": TimingConfig,
     "faults": FaultsConfig,
     "run": RunConfig,
@@ -70,6 +73,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -137,7 +141,9 @@ class Config:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if hasattr(section, "flat"):
-                out[f.name] = copy.deepcopy(section.flat())
+                table = section.flat()
+                if table is not None:  # [worker] is not written while jobs are plain
+                    out[f.name] = copy.deepcopy(table)
             else:
                 out[f.name] = dataclasses.asdict(section)
         return out
@@ -155,10 +161,30 @@ class Config:
         self.task.validate()
         validate_policy(self.policy)
         self.optimizer.validate()
+        self.worker.validate()
         self._validate_faults()
         self.timing.validate(self.policy.workers)
         self.run.validate(self.policy)
         self._validate_hyper()
+        self._validate_local_steps()
+
+    def _validate_local_steps(self) -> None:
+        """What local steps (a [worker] other than one plain gradient) do not run with yet."""
+        if self.worker.plain:
+            return
+        if self.run.backend != "sim":
+            raise ConfigError(
+                "worker.steps",
+                f"local steps run on the sim backend so far, not {self.run.backend}",
+            )
+        if getattr(self.policy, "reading", "quorum") == "partition":
+            raise ConfigError(
+                "policy.reading", "local steps send whole pseudo-gradients: use the quorum reading"
+            )
+        if self.run.checkpoint_every:
+            raise ConfigError(
+                "run.checkpoint_every", "a run with local steps has no checkpoints yet"
+            )
 
     def run_length(self, unit: str) -> float | None:
         """How long the run is in a schedule's unit, when the config says (updates or time)."""

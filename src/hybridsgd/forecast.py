@@ -66,6 +66,11 @@ def predict_config(
     train_samples: int | None = None,
 ) -> Prediction:
     """The prediction for ``cfg``'s policy, timing and batch size (docs/analysis.md)."""
+    if not cfg.worker.plain:
+        raise ConfigError(
+            "worker.steps",
+            "predictions model jobs of one gradient; simulate local steps (hybridsgd run)",
+        )
     cluster = build_cluster(cfg)
     p = cfg.policy
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds

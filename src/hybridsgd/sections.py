@@ -21,7 +21,7 @@ def _apart(default: Any, when: Callable[[Any], bool] | None = None) -> Any:
     """A key that keeps a run out of a grid replay (hybridsgd.backends.sim.grid: runs that
     share one schedule, replayed in one pass) when it is set: to any value but its default
     (a list default is given as ``list``), or to the values ``when`` names."""
-    factory = {"default_factory": default} if default is list else {"default": default}
+    factory = {"default_factory": default} if default in (list, dict) else {"default": default}
     return field(**factory, metadata={"grid": "apart", "when": when})  # type: ignore[call-overload]
 
 
@@ -216,6 +216,67 @@ class OptimizerConfig:
             raise ConfigError(
                 "optimizer.async_momentum", f"must be in [0, 1) (got {o.async_momentum})"
             )
+
+
+@dataclass
+class WorkerConfig:
+    """``[worker]``: what a worker does with one job (docs/local-steps.md). It takes
+    ``steps`` steps of its own optimizer from the version it read, on ``steps`` minibatches
+    of its stream, and sends the pseudo-gradient: that version minus its parameters after
+    the steps. The server's ``[optimizer]`` is then the outer optimizer (DiLoCo: SGD with
+    Nesterov momentum 0.9, lr 0.7). The default, 1 step of SGD at lr 1, sends the gradient
+    itself: the run is today's, bit for bit."""
+
+    steps: int = _apart(1)  # H: inner steps a job
+    optimizer: str = _apart("sgd")  # the inner optimizer: a torch.optim name (adamw, ...)
+    lr: float = _apart(1.0)
+    momentum: float = _apart(0.0)  # passed only to optimizers that take it
+    weight_decay: float = _apart(0.0)
+    options: dict[str, Any] = _apart(dict)  # any other constructor argument (betas, ...)
+    # False (DiLoCo's choice): a worker keeps its inner optimizer's state (Adam's moments,
+    # momentum) from job to job; True starts each job afresh
+    reset_state: bool = _apart(False)
+
+    @property
+    def plain(self) -> bool:
+        """Whether a job is one plain gradient (one step of SGD at lr 1, nothing else)."""
+        return self == WorkerConfig()
+
+    def flat(self) -> dict[str, Any] | None:
+        """The section as a table, or None (not written) when a job is a plain gradient."""
+        return None if self.plain else dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Each [worker] key in range."""
+        import torch
+
+        from hybridsgd.core.server import build_optimizer
+
+        w = self
+        if not isinstance(w.steps, int) or w.steps < 1:
+            raise ConfigError("worker.steps", f"must be a whole number >= 1 (got {w.steps})")
+        if not (w.lr > 0 and math.isfinite(w.lr)):
+            raise ConfigError("worker.lr", f"must be a positive number (got {w.lr})")
+        if not 0 <= w.momentum < 1:
+            raise ConfigError("worker.momentum", f"must be in [0, 1) (got {w.momentum})")
+        if w.weight_decay < 0:
+            raise ConfigError("worker.weight_decay", f"must be >= 0 (got {w.weight_decay})")
+        build_optimizer(
+            w.optimizer, [torch.zeros(1, requires_grad=True)], w.lr, "worker", **w.inner_options()
+        )
+
+    def inner_options(self) -> dict[str, Any]:
+        """The inner optimizer's constructor arguments besides lr: ``options``, and
+        ``momentum`` and ``weight_decay`` where it takes them and they are set."""
+        from hybridsgd.core.server import optimizer_parameters
+
+        takes = optimizer_parameters(self.optimizer, "worker.optimizer")
+        out = dict(self.options)
+        if self.momentum and "momentum" in takes:
+            out.setdefault("momentum", self.momentum)
+        if self.weight_decay and "weight_decay" in takes:
+            out.setdefault("weight_decay", self.weight_decay)
+        return out
 
 
 @dataclass

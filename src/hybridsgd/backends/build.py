@@ -35,6 +35,7 @@ def build_cluster(cfg: Config, nbytes: int = 0) -> Cluster:
         slowdowns=parse_slowdowns(tm.slowdowns, W),
         transient=parse_transient(tm.transient),
         nbytes=nbytes,
+        steps=cfg.worker.steps,
     )
 
 

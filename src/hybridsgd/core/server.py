@@ -25,7 +25,7 @@ UNSUPPORTED = {
 }
 
 
-def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+def _optimizer_class(name: str, field: str = "optimizer.name") -> type[torch.optim.Optimizer]:
     by_lower = {
         n.lower(): getattr(torch.optim, n)
         for n in dir(torch.optim)
@@ -35,38 +35,40 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         and n.lower() not in UNSUPPORTED
     }
     if name.lower() in UNSUPPORTED:
-        raise ConfigError("optimizer.name", UNSUPPORTED[name.lower()])
+        raise ConfigError(field, UNSUPPORTED[name.lower()])
     try:
         return by_lower[name.lower()]
     except KeyError:
         allowed = ", ".join(sorted(by_lower))
         raise ConfigError(
-            "optimizer.name", f"unknown optimizer {name!r}; use a torch.optim name: {allowed}"
+            field, f"unknown optimizer {name!r}; use a torch.optim name: {allowed}"
         ) from None
 
 
-def optimizer_parameters(name: str) -> set[str]:
+def optimizer_parameters(name: str, field: str = "optimizer.name") -> set[str]:
     """The constructor arguments of ``torch.optim.<name>`` (``momentum``, ``fused``, ...)."""
-    return set(inspect.signature(_optimizer_class(name)).parameters)
+    return set(inspect.signature(_optimizer_class(name, field)).parameters)
 
 
 def build_optimizer(
-    name: str, params: Sequence[torch.Tensor], lr: float, **options: Any
-) -> torch.optim.Optimizer:
+    name: str, params: Sequence[torch.Tensor], lr: float, section: str = "optimizer",
+    **options: Any,
+) -> torch.optim.Optimizer:  # fmt: skip
     """Any optimizer in ``torch.optim`` by (case-insensitive) name, e.g. ``sgd``, ``adam``.
 
     ``options`` go to its constructor (``momentum``, ``weight_decay``, ``betas``, ...); an
-    option the optimizer does not take is reported as a config error on that field.
+    option the optimizer does not take is reported as a config error on that field (of
+    the config ``section`` that names the optimizer).
     """
-    cls = _optimizer_class(name)
+    cls = _optimizer_class(name, f"{section}.name" if section == "optimizer" else section)
     try:
         return cast(Any, cls)(params, lr=lr, **options)
     except TypeError as exc:
         raise ConfigError(
-            f"optimizer.{name}", f"{cls.__name__} rejects these options: {exc}"
+            f"{section}.{name}", f"{cls.__name__} rejects these options: {exc}"
         ) from None
     except ValueError as exc:
-        raise ConfigError("optimizer", f"{cls.__name__}: {exc}") from None
+        raise ConfigError(section, f"{cls.__name__}: {exc}") from None
 
 
 class ParameterServer:

@@ -99,8 +99,12 @@ class Cluster:
         slowdowns: Sequence[Slowdown] = (),
         transient: Transient | None = None,
         nbytes: int = 0,
+        steps: int = 1,
     ) -> None:
         comm = comm or Constant(0.0)
+        #: minibatches a job computes (local steps, ``worker.steps``): its compute time is
+        #: the sum of that many draws, its messages one pull and one push as ever
+        self.steps = steps
         if isinstance(comm, Link):
             comm = comm.bind(nbytes)
         self.compute, self.comm, self.workers = compute, comm, workers
@@ -132,10 +136,19 @@ class Cluster:
 
     # -- what the simulator asks -------------------------------------------------------------
     def delay(self, worker: int, start: float) -> float:
-        """Delay of the worker's next minibatch, started at ``start``."""
-        x = self._compute[worker].next() * self._speed_list[worker]
-        if self.time_dependent:
-            x *= self.slowdown(worker, start)
+        """Delay of the worker's next job (a minibatch, or ``steps`` of them back to back,
+        each slowed by the episodes covering its own start), started at ``start``."""
+        if self.steps == 1:
+            x = self._compute[worker].next() * self._speed_list[worker]
+            if self.time_dependent:
+                x *= self.slowdown(worker, start)
+        else:
+            x = 0.0
+            for _ in range(self.steps):
+                d = self._compute[worker].next() * self._speed_list[worker]
+                if self.time_dependent:
+                    d *= self.slowdown(worker, start + x)
+                x += d
         if self._comm_const is not None:
             return x + self._comm_const
         c = self._comm[worker]
@@ -145,7 +158,9 @@ class Cluster:
         """Delays of the worker's next ``n`` minibatches (only when not time dependent)."""
         if self.time_dependent:
             raise RuntimeError("bulk delays need a cluster without time-dependent slowdowns")
-        x = self._compute[worker].take(n) * self._speed_list[worker]
+        x = self._compute[worker].take(n * self.steps) * self._speed_list[worker]
+        if self.steps > 1:  # each job's steps in the order delay() draws them
+            x = np.cumsum(x.reshape(n, self.steps), axis=1)[:, -1]
         if self._comm_const is not None:
             return x + self._comm_const
         c = self._comm[worker].take(2 * n)
@@ -162,8 +177,9 @@ class Cluster:
         return f
 
     def mean_delay(self, worker: int = 0) -> float:
-        """Mean delay of a worker ignoring slowdowns (compute * speed + two messages)."""
-        return self.compute.mean() * self._speed_list[worker] + 2.0 * self.comm.mean()
+        """Mean delay of a worker's job ignoring slowdowns (steps x compute x speed + two
+        messages)."""
+        return self.steps * self.compute.mean() * self._speed_list[worker] + 2.0 * self.comm.mean()
 
     def _extend_transient(self, worker: int, t: float) -> None:
         tr, rng = self.transient, self._transient_rng[worker]

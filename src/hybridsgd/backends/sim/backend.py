@@ -11,6 +11,7 @@ import torch
 from hybridsgd.backends.base import Backend, RunContext, Trained
 from hybridsgd.backends.build import metrics_of, on_device, seeded, torch_threads
 from hybridsgd.backends.sim import simulate_schedule
+from hybridsgd.backends.sim.local_steps import InnerSteps
 from hybridsgd.backends.sim.replay import replay
 from hybridsgd.config import Config
 from hybridsgd.devices import simulator_device
@@ -91,6 +92,8 @@ class SimBackend(Backend):
         on_update, on_eval = _hooks(ctx, schedule)
         with torch_threads(cfg.run.threads), on_device(task, device), seeded(cfg.run.seed, rng):
             extra["torch_threads"] = torch.get_num_threads()
+            if not cfg.worker.plain:  # each job was this many inner steps (docs/local-steps.md)
+                extra["local_steps"] = cfg.worker.steps
             extra["device"] = str(device)
             failed = ""
             try:
@@ -112,6 +115,9 @@ class SimBackend(Backend):
                     target=cfg.run.target_accuracy,
                     target_search=cfg.run.target_search,
                     stop=lambda: ctx.signals.stopped,
+                    inner=None
+                    if cfg.worker.plain
+                    else InnerSteps(cfg.worker, task, ctx.feeds, ctx.faults),
                 )
             except UserCodeFailed as exc:  # the user's model, loss or data raised
                 evals, failed = exc.evals, str(exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ def replay(
     target: float | None = None,
     target_search: str = "exact",
     stop: Callable[[], bool] | None = None,
+    inner: Any = None,
 ) -> Evals:
     """Apply every update of ``schedule`` to ``server``; evaluate every ``eval_every``.
 
@@ -83,7 +85,9 @@ def replay(
     ``target``: an accuracy whose first crossing is found by ``target_search``
     (:mod:`hybridsgd.target`): the evaluations of the versions up to it join the returned
     evaluations. ``stop()`` is asked after each update: True ends the replay there (the
-    server then holds that version).
+    server then holds that version). ``inner``: the workers' local steps
+    (:class:`~hybridsgd.backends.sim.local_steps.InnerSteps`); each job is then that many
+    steps of the worker's own optimizer, and sends its pseudo-gradient.
     """
     faults = faults or Faults()
     check = check or GradientCheck()
@@ -95,8 +99,14 @@ def replay(
             on_eval, target, target_search, stop,
         )  # fmt: skip
         return part.replay()
-    one = _Replay(schedule, task, samplers, server, aggregator, staleness, eval_every, faults,
-                  check, resume)  # fmt: skip
+    args = (schedule, task, samplers, server, aggregator, staleness, eval_every, faults, check,
+            resume)  # fmt: skip
+    if inner is None:
+        one = _Replay(*args)
+    else:
+        from hybridsgd.backends.sim.local_steps import LocalStepsReplay
+
+        one = LocalStepsReplay(*args, inner=inner)
     one.hooks(on_update, on_eval, checkpoint, checkpoint_every, stop, target, target_search)
     one.plan_versions(batch_versions)
     try:

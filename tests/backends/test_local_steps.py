@@ -1,0 +1,194 @@
+"""Local steps (issue 36: [worker], DiLoCo, Local SGD) in the simulator, against the
+algorithms written out in float64 here, and the plain path they must leave unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hybridsgd as h
+from hybridsgd.backends.build import build_cluster, samplers_for
+from hybridsgd.errors import ConfigError
+from hybridsgd.tasks import build_task
+from tests.helpers import make_config
+
+#: a small least-squares problem whose gradient is written out below; constant compute
+#: times: in a sync round every worker's job reads the same version, round r is update r
+BASE = {
+    "task": {"name": "quadratic", "dim": 6, "samples": 64, "batch_size": 8, "noise": 0.1},
+    "policy": {"name": "sync", "workers": 2},
+    "timing": {"compute": "constant:value=1"},
+    "run": {"updates": 4, "eval_every": 4, "threads": 1},
+}
+
+
+def _data(cfg: h.Config):
+    """The problem in float64, each worker's minibatch stream, the initial point."""
+    task = build_task(cfg.task, cfg.run.seed)
+    a, b = (t.double().numpy() for t in (task.x_train, task.y_train))
+    return a, b, samplers_for(cfg, task), task.initial_params().double().numpy()
+
+
+def _grad(a, b, idx, x):
+    """The gradient of 0.5 mean((a_i x - b_i)^2) over the minibatch ``idx``."""
+    return a[idx].T @ (a[idx] @ x - b[idx]) / len(idx)
+
+
+def test_diloco_equals_its_algorithm_written_out_in_float64():
+    """DiLoCo (Douillard et al. 2023, Algorithm 1): each of 2 workers takes H = 3 AdamW
+    steps from the global parameters (its AdamW state kept from round to round); the outer
+    gradient is the mean of (global - local); the outer optimizer is SGD with Nesterov
+    momentum. 4 rounds."""
+    H, lr_in, wd, betas, eps = 3, 0.05, 0.01, (0.9, 0.95), 1e-8
+    lr_out, mu = 0.7, 0.9
+    cfg = make_config(
+        BASE,
+        worker={"steps": H, "optimizer": "adamw", "lr": lr_in, "weight_decay": wd,
+                "options": {"betas": list(betas), "eps": eps}},
+        optimizer={"name": "sgd", "lr": lr_out, "momentum": mu, "options": {"nesterov": True}},
+    )  # fmt: skip
+    a, b, feeds, theta = _data(cfg)
+    W = cfg.policy.workers
+    m, v, t = (
+        [np.zeros_like(theta) for _ in range(W)],
+        [np.zeros_like(theta) for _ in range(W)],
+        [0] * W,
+    )
+    buf = None
+    for r in range(cfg.run.updates):
+        deltas = []
+        for w in range(W):
+            x = theta.copy()
+            for i in range(H):
+                g = _grad(a, b, feeds[w].batch(r * H + i), x)
+                t[w] += 1
+                x = x * (1 - lr_in * wd)  # AdamW: decoupled weight decay
+                m[w] = betas[0] * m[w] + (1 - betas[0]) * g
+                v[w] = betas[1] * v[w] + (1 - betas[1]) * g * g
+                m_hat, v_hat = m[w] / (1 - betas[0] ** t[w]), v[w] / (1 - betas[1] ** t[w])
+                x = x - lr_in * m_hat / (np.sqrt(v_hat) + eps)
+            deltas.append(theta - x)
+        outer = np.mean(deltas, axis=0)
+        buf = outer if buf is None else mu * buf + outer
+        theta = theta - lr_out * (outer + mu * buf)
+    got = h.run(cfg, progress=False)
+    np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=2e-5, atol=2e-6)
+
+
+def test_local_sgd_with_outer_sgd_at_lr_1_averages_the_workers_parameters():
+    """Local SGD: H = 4 plain SGD steps on each worker, then the server's SGD at lr 1 on the
+    mean pseudo-gradient sets the parameters to the workers' mean."""
+    H, lr = 4, 0.1
+    cfg = make_config(
+        BASE,
+        policy={"name": "sync", "workers": 3},
+        worker={"steps": H, "lr": lr},
+        optimizer={"name": "sgd", "lr": 1.0},
+    )
+    a, b, feeds, theta = _data(cfg)
+    for r in range(cfg.run.updates):
+        ends = []
+        for w in range(3):
+            x = theta.copy()
+            for i in range(H):
+                x = x - lr * _grad(a, b, feeds[w].batch(r * H + i), x)
+            ends.append(x)
+        theta = np.mean(ends, axis=0)
+    got = h.run(cfg, progress=False)
+    np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=1e-5, atol=1e-6)
+
+
+POLICIES = {
+    "sync": {"name": "sync", "workers": 4},
+    "backup": {"name": "backup", "workers": 5, "backups": 1},
+    "async": {"name": "async", "workers": 3},
+    "k_async": {"name": "k_async", "workers": 4, "k": 2},
+    "ssp": {"name": "ssp", "workers": 3, "staleness_bound": 2},
+    "hybrid": {"name": "hybrid", "workers": 4, "threshold": "linear:start=0,end=10"},
+}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_one_sgd_step_at_lr_1_is_the_gradient_itself(policy):
+    """The default [worker] (1 step of SGD at lr 1) is no local step at all: the config
+    writes no [worker] and the run is the plain one. Taken through the local-step path
+    (reset_state makes the section other than the default, and changes nothing for SGD
+    without momentum), its pseudo-gradient read - (read - g) is g to rounding, whatever
+    the policy: the same schedule, parameters equal to float tolerance."""
+    base = {
+        "task": {"name": "mlp-digits", "batch_size": 16},
+        "optimizer": {"lr": 0.1, "momentum": 0.5},
+        "timing": {"compute": "lognormal:mu=0,sigma=0.5"},
+        "run": {"updates": 30, "eval_every": 10, "threads": 1},
+    }
+    plain_cfg = make_config(base, policy=POLICIES[policy], worker={"steps": 1, "lr": 1.0})
+    assert plain_cfg.worker.plain and "worker" not in plain_cfg.to_dict()
+    plain = h.run(plain_cfg, progress=False)
+    assert torch.equal(plain.params, h.run(make_config(base, policy=POLICIES[policy])).params)
+    local = h.run(plain_cfg.replace("worker.reset_state=true"), progress=False)
+    pd_equal = plain.trace.gradients[["worker", "read_version", "update"]].equals(
+        local.trace.gradients[["worker", "read_version", "update"]]
+    )
+    assert pd_equal
+    torch.testing.assert_close(local.params, plain.params, rtol=1e-4, atol=1e-5)
+
+
+def test_a_job_lasts_its_steps_compute_times_and_its_two_messages():
+    cfg = make_config(BASE, worker={"steps": 3}, timing={"comm": "constant:value=0.5"})
+    s = h.run(cfg, progress=False).trace.updates
+    np.testing.assert_allclose(s.time.to_numpy(), [4.0, 8.0, 12.0, 16.0])  # 3 x 1 + 2 x 0.5
+    # the bulk draws of the fast paths are the event loop's, job by job
+    rnd = cfg.replace("timing.compute=lognormal:mu=0,sigma=0.5", "timing.comm=exp:mu=4")
+    one, bulk = build_cluster(rnd), build_cluster(rnd)
+    assert one.steps == 3
+    seq = [one.delay(1, 0.0) for _ in range(5)]
+    np.testing.assert_array_equal(bulk.delays(1, 5), seq)
+
+
+@pytest.mark.parametrize(
+    ("sets", "says"),
+    [
+        (["worker.steps=0"], "worker.steps: must be a whole number >= 1"),
+        (["worker.optimizer=adamz"], "worker.optimizer: unknown optimizer 'adamz'"),
+        (["worker.lr=0"], "worker.lr: must be a positive number"),
+        (["worker.steps=2", "run.backend=local"], "worker.steps: local steps run on the sim"),
+        (["worker.steps=2", "run.checkpoint_every=2"], "run.checkpoint_every: a run with local"),
+        (
+            ["worker.steps=2", "policy.name=hybrid", "policy.threshold=step:at=3",
+             "policy.reading=partition"],
+            "policy.reading: local steps send whole pseudo-gradients",
+        ),
+    ],
+)  # fmt: skip
+def test_settings_local_steps_cannot_take_are_one_line(sets, says):
+    with pytest.raises(ConfigError) as err:
+        h.Config.from_dict(BASE, sets)
+    assert str(err.value).startswith(says) and "\n" not in str(err.value)
+
+
+def test_pseudo_gradients_go_through_the_check_the_faults_and_a_robust_rule():
+    """A NaN worker's pseudo-gradients are rejected, each one; a sign-flipping worker's
+    are corrupted, and the median outvotes them better than the mean does."""
+
+    def run(aggregator: str):
+        return h.run(
+            make_config(
+                BASE,
+                task={"name": "mlp-digits", "batch_size": 16},
+                policy={"name": "sync", "workers": 5, "aggregator": aggregator},
+                worker={"steps": 3, "lr": 0.3},
+                faults={"nan_workers": [1], "byzantine_workers": [0]},
+                optimizer={"lr": 1.0},
+                run={"updates": 15, "eval_every": 15},
+            ),
+            progress=False,
+        )
+
+    median, mean = run("median"), run("mean")
+    g = median.trace.gradients
+    rejected = g[g.fate == "rejected"]
+    assert set(rejected.worker) == {1} and len(rejected) == 15
+    assert median.summary["local_steps"] == 3
+    start = median.trace.evals.loss.iloc[0]
+    assert median.summary["final_loss"] < min(0.25 * start, mean.summary["final_loss"])
