@@ -164,18 +164,21 @@ class Config:
         self.worker.validate()
         self._validate_faults()
         self.timing.validate(self.policy.workers)
+        self._validate_local_steps()  # (before [run]'s: a Ray that is not installed)
         self.run.validate(self.policy)
         self._validate_hyper()
-        self._validate_local_steps()
 
     def _validate_local_steps(self) -> None:
         """What local steps (a [worker] other than one plain gradient) do not run with yet."""
         if self.worker.plain:
             return
-        if self.run.backend != "sim":
+        if self.run.backend == "ray":
             raise ConfigError(
-                "worker.steps",
-                f"local steps run on the sim backend so far, not {self.run.backend}",
+                "worker.steps", "local steps run on the sim and local backends so far, not ray"
+            )
+        if self.run.backend == "local" and self.run.device not in ("cpu", ""):
+            raise ConfigError(
+                "run.device", "local steps on the local backend compute on the CPU so far"
             )
         if getattr(self.policy, "reading", "quorum") == "partition":
             raise ConfigError(

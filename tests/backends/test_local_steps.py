@@ -152,7 +152,11 @@ def test_a_job_lasts_its_steps_compute_times_and_its_two_messages():
         (["worker.steps=0"], "worker.steps: must be a whole number >= 1"),
         (["worker.optimizer=adamz"], "worker.optimizer: unknown optimizer 'adamz'"),
         (["worker.lr=0"], "worker.lr: must be a positive number"),
-        (["worker.steps=2", "run.backend=local"], "worker.steps: local steps run on the sim"),
+        (["worker.steps=2", "run.backend=ray"], "worker.steps: local steps run on the sim"),
+        (
+            ["worker.steps=2", "run.backend=local", "run.device=cuda"],
+            "run.device: local steps on the local backend compute on the CPU",
+        ),
         (["worker.steps=2", "run.checkpoint_every=2"], "run.checkpoint_every: a run with local"),
         (
             ["worker.steps=2", "policy.name=hybrid", "policy.threshold=step:at=3",
@@ -192,3 +196,63 @@ def test_pseudo_gradients_go_through_the_check_the_faults_and_a_robust_rule():
     assert median.summary["local_steps"] == 3
     start = median.trace.evals.loss.iloc[0]
     assert median.summary["final_loss"] < min(0.25 * start, mean.summary["final_loss"])
+
+
+def test_a_cancelled_job_leaves_the_inner_state_as_it_was():
+    """A real worker's job cancelled between two of its steps (or after them, before its
+    result is sent) is undone: the next job starts from the state the last finished job
+    left, as in the simulator, whatever the timing of the cancel."""
+    from hybridsgd.backends.inner import LocalSteps
+
+    cfg = make_config(BASE, worker={"steps": 3, "optimizer": "adam", "lr": 0.05})
+    task = build_task(cfg.task, 0)
+    feed = samplers_for(cfg, task)[0]
+
+    def batches(k):
+        return task.batch(feed.batch(k))
+
+    read = task.initial_params()
+    clean, cut = LocalSteps(cfg.worker, task), LocalSteps(cfg.worker, task)
+    first = clean.job(read, batches, 0)
+    assert torch.equal(cut.job(read, batches, 0, between=lambda: False), first)
+    calls = iter([False, True])  # cancelled before its third step
+    assert cut.job(read - first, batches, 1, between=lambda: next(calls)) is None
+    cut.job(read - first, batches, 2, between=lambda: False)
+    cut.undo()  # finished, but cancelled while it waited out its delay
+    again = cut.job(read - first, batches, 1, between=lambda: False)
+    assert torch.equal(again, clean.job(read - first, batches, 1))
+
+
+def test_a_dropped_job_moves_its_workers_inner_state_as_on_a_real_worker():
+    """backup with late = "drop": a worker late in a round finishes its job and it is
+    dropped, but its steps moved the worker's momentum, as they do in a real worker. Written out
+    in float64 from the run's own trace (who read which version, with which minibatch, and
+    what became of it): each version's jobs in the order they ran, then its update."""
+    H, lr, mu = 2, 0.05, 0.5
+    cfg = make_config(
+        BASE,
+        policy={"name": "backup", "workers": 3, "backups": 1, "late": "drop"},
+        timing={"compute": "lognormal:mu=0,sigma=0.5"},  # who is late changes
+        worker={"steps": H, "lr": lr, "momentum": mu},
+        optimizer={"name": "sgd", "lr": 1.0},
+        run={"updates": 6, "eval_every": 6},
+    )
+    got = h.run(cfg, progress=False)
+    g = got.trace.gradients
+    fates = g.groupby("worker").fate.agg(set)
+    assert any(f >= {"dropped", "applied"} for f in fates)  # a worker with both
+    a, b, feeds, theta = _data(cfg)
+    buf: dict[int, np.ndarray] = {}
+    deltas: dict[int, list[np.ndarray]] = {}  # by the version the update made
+    done = g[g.fate.isin(["applied", "dropped"])].sort_values(["read_version", "gid"])
+    for v in range(cfg.run.updates):
+        for job in done[done.read_version == v].itertuples():
+            x = theta.copy()
+            for i in range(H):
+                grad = _grad(a, b, feeds[job.worker].batch(job.minibatch * H + i), x)
+                buf[job.worker] = grad if job.worker not in buf else mu * buf[job.worker] + grad
+                x = x - lr * buf[job.worker]
+            if job.fate == "applied":
+                deltas.setdefault(int(job.update), []).append(theta - x)
+        theta = theta - np.mean(deltas.pop(v + 1), axis=0)
+    np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=1e-5, atol=1e-6)

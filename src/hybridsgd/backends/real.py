@@ -77,6 +77,8 @@ class RealBackend(Backend):
             "worker_devices": result.devices,
         }
         extra |= self.extras(ctx, result)
+        if not cfg.worker.plain:  # each job was this many inner steps (docs/local-steps.md)
+            extra["local_steps"] = cfg.worker.steps
         extra["signal"] = ctx.signals.name
         return Trained(result.schedule, evals, extra, result.snapshots[-1][2])
 

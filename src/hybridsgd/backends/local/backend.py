@@ -21,4 +21,5 @@ class LocalBackend(RealBackend):
     def options(self, ctx: RunContext) -> dict[str, Any]:
         run = ctx.cfg.run
         devices = worker_devices(run.device, run.local.devices, ctx.cfg.policy.workers)
-        return {"threads": run.threads, "devices": devices}
+        worker = None if ctx.cfg.worker.plain else ctx.cfg.worker
+        return {"threads": run.threads, "devices": devices, "worker": worker}

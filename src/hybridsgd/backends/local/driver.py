@@ -79,10 +79,16 @@ class LocalDriver(Driver):
     aliases_gradients = True  # a buffered gradient stays in its worker's slot
 
     def __init__(
-        self, *args: Any, threads: int = 0, devices: list | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        threads: int = 0,
+        devices: list | None = None,
+        worker: Any = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.threads = worker_threads(self.W, threads)
+        self.worker = worker  # the [worker] section when jobs are local steps, else None
         if devices is not None:
             if len(devices) != self.W:
                 raise ValueError(f"devices names {len(devices)} devices for {self.W} workers")
@@ -107,7 +113,13 @@ class LocalDriver(Driver):
             args = (child, self.task, self.samplers[w], self._ring.slots, self._grads[w])
             p = ctx.Process(
                 target=worker_main,
-                args=(*args, self.threads, self.faults.flips_labels(w), self.devices[w]),
+                args=(
+                    *args,
+                    self.threads,
+                    self.faults.flips_labels(w),
+                    self.devices[w],
+                    self.worker,
+                ),  # fmt: skip
                 name=f"hybridsgd-worker-{w}",
                 daemon=True,
             )

@@ -20,9 +20,11 @@ import signal
 import sys
 import time
 from multiprocessing.connection import Connection
+from typing import Any
 
 import torch
 
+from hybridsgd.backends.inner import LocalSteps
 from hybridsgd.core.faults import flip_labels
 from hybridsgd.devices import DeviceMirror
 from hybridsgd.errors import WorkerLost, raised
@@ -48,8 +50,10 @@ def worker_main(
     threads: int,
     flip_labels: bool = False,
     device: str = "cpu",
+    worker: Any = None,
 ) -> None:
-    """The worker's whole life (the target of its process)."""
+    """The worker's whole life (the target of its process). ``worker``: the ``[worker]``
+    section when its jobs are local steps (hybridsgd.backends.inner), else None."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     torch.set_num_threads(threads)
@@ -58,7 +62,8 @@ def worker_main(
     mirror = DeviceMirror(task, device)  # moves the task to its GPU, if it has one
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         conn.send(("ready", os.getpid()))
-    serve(conn, mirror, sampler, ring, grad, classes)
+    steps = LocalSteps(worker, mirror.task) if worker is not None else None
+    serve(conn, mirror, sampler, ring, grad, classes, steps)
 
 
 def send_job(conn: Connection, token: int, minibatch: int, delay: float, slot: int) -> None:
@@ -94,14 +99,15 @@ def serve(
     ring: torch.Tensor,
     grad: torch.Tensor,
     classes: int = 0,
+    steps: LocalSteps | None = None,
 ) -> None:
     """Run the jobs that arrive on ``conn`` until ``None`` or the driver is gone (also the
     job loop of a Ray worker actor on the driver's node). ``mirror`` computes on the
-    worker's device; ``classes > 0`` flips labels."""
+    worker's device; ``classes > 0`` flips labels; ``steps``: each job is local steps."""
     try:
         msg = conn.recv()
         while msg is not None:
-            msg = _job(conn, mirror, sampler, ring, grad, classes, *msg)
+            msg = _job(conn, mirror, sampler, ring, grad, classes, steps, *msg)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the driver is gone
 
@@ -113,25 +119,40 @@ def _job(
     ring: torch.Tensor,
     grad: torch.Tensor,
     classes: int,
+    steps: LocalSteps | None,
     token: int,
     minibatch: int,
     delay: float,
     slot: int,
 ):
-    """Run one job; return the next message (a new job cancels this one)."""
+    """Run one job; return the next message (a new job cancels this one, and a cancelled
+    job's local steps are undone: see hybridsgd.backends.inner)."""
     t0 = time.perf_counter()
-    x, y = mirror.task.batch(sampler.batch(minibatch))
-    if classes:  # a label-flipping (Byzantine) worker
-        y = flip_labels(y, classes)
+
+    def batches(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = mirror.task.batch(sampler.batch(k))
+        return (x, flip_labels(y, classes)) if classes else (x, y)  # a label-flipping worker
+
+    if steps is None:
+        x, y = batches(minibatch)
     if conn.poll():
         return conn.recv()
     try:
-        loss = mirror.grad(ring[slot], x, y, grad)
+        if steps is None:
+            loss = mirror.grad(ring[slot], x, y, grad)
+        else:
+            delta = steps.job(ring[slot], batches, minibatch, between=conn.poll)
+            if delta is None:  # cancelled between two steps
+                return conn.recv()
+            grad.copy_(delta)
+            loss = steps.loss
     except Exception as exc:  # noqa: BLE001 - the user's model or loss: say it once, here
         conn.send(("error", raised(exc)))
         return conn.recv()
     rest = delay - (time.perf_counter() - t0)
     if rest > 0 and conn.poll(rest):
+        if steps is not None:
+            steps.undo()  # its result is never sent
         return conn.recv()
     conn.send((token, loss))
     return conn.recv()

@@ -9,55 +9,48 @@ check and faults: only what a job computes changes, so this is the replay of
 :mod:`~hybridsgd.backends.sim.replay` with another ``read_at``.
 
 A worker's inner optimizer keeps its state (momentum, Adam's moments) from job to job, as
-DiLoCo's workers do, unless ``worker.reset_state``. Each worker's jobs are computed in the
-order the worker ran them: every job read at version v is computed when the replay is at
-v, and a worker's next job reads the same or a later version.
+DiLoCo's workers do, unless ``worker.reset_state`` (:mod:`hybridsgd.backends.inner`, the
+same code a local worker runs). The state follows the jobs a worker finished and sent:
+applied ones, and dropped ones (late, but their steps were taken), not cancelled ones,
+as on a real worker. Each worker's jobs are computed in the order the worker ran them:
+every job read at version v is computed when the replay is at v, and a worker's next job
+reads the same or a later version.
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import numpy as np
 import torch
 
+from hybridsgd.backends.inner import LocalSteps
 from hybridsgd.backends.sim.replay import _Replay
 from hybridsgd.core.faults import flip_labels
-from hybridsgd.core.server import build_optimizer
+from hybridsgd.record import APPLIED, DROPPED
 
 
 class InnerSteps:
-    """Each worker's inner optimizer and parameters, and the jobs they compute."""
+    """Every worker's :class:`~hybridsgd.backends.inner.LocalSteps` in one run's replay."""
 
     def __init__(self, worker: Any, task, samplers, faults) -> None:
-        self.cfg, self.task, self.samplers, self.faults = worker, task, samplers, faults
-        self.steps: int = worker.steps
-        self.options = worker.inner_options()
-        self.state: dict[int, tuple[torch.Tensor, torch.optim.Optimizer]] = {}
+        self.task, self.samplers, self.faults = task, samplers, faults
+        self.workers = [LocalSteps(worker, task) for _ in samplers]
+        flips = any(faults.flips_labels(w) for w in range(len(samplers)))
+        self.classes = int(task.y_train.max()) + 1 if flips else 0
 
     def job(self, w: int, read: torch.Tensor, j: int) -> torch.Tensor:
         """Worker ``w``'s ``j``-th job from the parameters ``read``: its pseudo-gradient."""
-        task = self.task
-        if w not in self.state or self.cfg.reset_state:
-            local = read.detach().clone()
-            opt = build_optimizer(
-                self.cfg.optimizer, [local], self.cfg.lr, "worker", **self.options
-            )
-            self.state[w] = (local, opt)
-        local, opt = self.state[w]
-        with torch.no_grad():
-            local.copy_(read)
-        grad = torch.empty_like(local)
-        with task.bound_to(local):
-            for i in range(self.steps):
-                x, y = task.batch(self.samplers[w].batch(j * self.steps + i))
-                if self.faults.flips_labels(w):
-                    y = flip_labels(y, int(task.y_train.max()) + 1)
-                task.grad(local, x, y, out=grad)
-                local.grad = grad
-                opt.step()
-                local.grad = None
-        return read - local
+        task, sampler, flips = self.task, self.samplers[w], self.faults.flips_labels(w)
+
+        def batches(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = task.batch(sampler.batch(k))
+            return (x, flip_labels(y, self.classes)) if flips else (x, y)
+
+        delta = self.workers[w].job(read, batches, j)
+        assert delta is not None  # (nothing abandons a simulated job)
+        return delta
 
 
 class LocalStepsReplay(_Replay):
@@ -66,23 +59,35 @@ class LocalStepsReplay(_Replay):
     def __init__(self, *args: Any, inner: InnerSteps) -> None:
         super().__init__(*args)
         self.inner = inner
+        s, gs = self.schedule, self.gs
         # every job is a lone gradient here: an update that takes one job alone gets its
         # parts as they are, the others flat rows (settle's rule, counted in jobs)
-        counts = self.schedule.update[self.gs.gids]
+        counts = s.update[gs.gids]
         self.groups_per_update = (
             np.bincount(counts, minlength=self.U).tolist() if len(counts) else [0] * self.U
         )
+        # the jobs whose result a worker sent: applied, and dropped (late, finished all the
+        # same: its steps moved the worker's inner state), by read version, then in the
+        # order each worker ran them
+        done = np.flatnonzero((s.fate == APPLIED) | (s.fate == DROPPED))
+        self.jobs = done[np.lexsort((done, s.read_version[done]))].tolist()
+        self.read: list[int] = s.read_version[self.jobs].tolist()
+        self.position = {int(gid): a for a, gid in enumerate(gs.gids.tolist())}
+        self.k = bisect.bisect_left(self.read, self.first)
 
     def plan_versions(self, batch_versions: bool | None) -> None:
         super().plan_versions(False)  # each job from its own version, in order
 
-    def compute_group(self, g: int, v: int) -> None:
-        """Each job of group ``g`` (read at ``v``) on its worker, its pseudo-gradient taken
+    def read_at(self, v: int) -> None:
+        """Each job read at ``v``, on its worker; an applied job's pseudo-gradient is taken
         as a lone gradient is (checked, faulted, scaled for staleness)."""
-        gs, task, params = self.gs, self.task, self.server.params
-        for a in range(gs.starts[g], gs.ends[g]):
-            self.doing = [a]
-            delta = self.inner.job(gs.worker[a], params, gs.minibatch[a])
-            parts = list(task.unflatten(delta).values())
-            u = gs.update[g]
-            self.settle(parts, a, u, self.staleness.scale(u - v), False)
+        s, task, params = self.schedule, self.task, self.server.params
+        while self.k < len(self.jobs) and self.read[self.k] == v:
+            gid = self.jobs[self.k]
+            self.k += 1
+            self.doing = [self.position.get(gid, 0)]
+            delta = self.inner.job(int(s.worker[gid]), params, int(s.minibatch[gid]))
+            if s.fate[gid] == APPLIED:
+                a, u = self.position[gid], int(s.update[gid])
+                parts = list(task.unflatten(delta).values())
+                self.settle(parts, a, u, self.staleness.scale(u - v), False)
