@@ -13,6 +13,9 @@
    matrix-product peak (a 2048^3 product, measured here) that `sync`'s stacked gradient
    (16 minibatches in one pass) and a gradient batched across 16 versions reach on
    `mlp-mnist`, and the schedule's share of a run's wall time. Bars: >= 75% and >= 50%.
+5. Local steps (issue 36): a DiLoCo run (W = 16, H = 16 AdamW steps a job, outer Nesterov
+   SGD) on `mlp-digits`, inner steps simulated per second, against 16 plain torch loops
+   doing the same inner steps one worker after another. Bar: >= 3x.
 
     python benchmarks/sim_speed.py [--quick]
 """
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import numpy as np
@@ -301,6 +305,56 @@ def schedule_share(policy: str, workers: int, updates: int) -> float:
     return schedule / (time.perf_counter() - t0)
 
 
+def diloco(workers: int, steps: int, rounds: int) -> h.Config:
+    return h.Config.from_dict(
+        {
+            "task": {"name": "mlp-digits", "batch_size": 32},
+            "policy": {"name": "sync", "workers": workers},
+            "worker": {"steps": steps, "optimizer": "adamw", "lr": 0.001},
+            "optimizer": {"lr": 0.7, "momentum": 0.9, "options": {"nesterov": True}},
+            "run": {"updates": rounds, "eval_every": rounds},
+        }
+    )
+
+
+def local_steps_sim(workers: int, steps: int, rounds: int) -> float:
+    """Inner steps per second of a simulated DiLoCo run (the workers side by side)."""
+    cfg = diloco(workers, steps, rounds)
+    task = h.build_task(cfg.task, seed=0)
+    h.run(cfg.replace("run.updates=2", "run.eval_every=2"), task=task, progress=False)
+    t0 = time.perf_counter()
+    h.run(cfg, task=task, progress=False)
+    return rounds * workers * steps / (time.perf_counter() - t0)
+
+
+def local_steps_loops(workers: int, steps: int, rounds: int) -> float:
+    """Inner steps per second of W plain torch loops, one worker after another: each its
+    own model copy and AdamW, H steps from the global parameters, then the mean of the
+    pseudo-gradients takes an SGD step."""
+    task = h.build_task(diloco(workers, steps, rounds).task, seed=0)
+    models = [copy.deepcopy(task.model) for _ in range(workers)]
+    opts = [torch.optim.AdamW(m.parameters(), lr=0.001) for m in models]
+    rng = np.random.default_rng(0)
+    glob = [p.detach().clone() for p in task.model.parameters()]
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        deltas = []
+        for m, opt in zip(models, opts, strict=True):
+            with torch.no_grad():
+                for p, g in zip(m.parameters(), glob, strict=True):
+                    p.copy_(g)
+            for _ in range(steps):
+                idx = torch.from_numpy(rng.integers(0, task.n_train, 32))
+                opt.zero_grad()
+                task.loss_fn(m(task.x_train[idx]), task.y_train[idx]).backward()
+                opt.step()
+            deltas.append([g - p.detach() for p, g in zip(m.parameters(), glob, strict=True)])
+        with torch.no_grad():
+            for k, g in enumerate(glob):
+                g -= 0.7 * sum(d[k] for d in deltas) / workers
+    return rounds * workers * steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer gradients (noisier)")
@@ -392,6 +446,21 @@ def main() -> None:
         share = schedule_share(policy, workers, updates)
         s.add_row(f"{policy} W={workers}, {updates} updates", f"{share:.1%}")
     console.print(s)
+
+    ls = Table(title="local steps: DiLoCo on mlp-digits, W = 16, H = 16 AdamW steps a job")
+    for col in ("run", "inner steps/s", "16 plain loops, steps/s", "ratio", "bar"):
+        ls.add_column(col)
+    rounds = 10 if args.quick else 30
+    base, g = paired(
+        reps,
+        lambda: local_steps_loops(16, 16, rounds),
+        lambda: local_steps_sim(16, 16, rounds),
+    )
+    ok = "ok" if g / base >= 3 else "MISSED"
+    ls.add_row(
+        f"sim, {rounds} rounds", f"{g:,.0f}", f"{base:,.0f}", f"{g / base:.2f}", f">= 3 {ok}"
+    )
+    console.print(ls)
 
 
 if __name__ == "__main__":

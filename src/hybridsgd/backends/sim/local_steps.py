@@ -28,29 +28,96 @@ import torch
 from hybridsgd.backends.inner import LocalSteps
 from hybridsgd.backends.sim.replay import _Replay
 from hybridsgd.core.faults import flip_labels
+from hybridsgd.core.server import build_optimizer
 from hybridsgd.record import APPLIED, DROPPED
+
+#: inner optimizers whose step is elementwise, with a step count per tensor: W workers'
+#: parameters stacked as one [W, n] tensor step exactly as W tensors of n do
+STACKABLE = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adamax")
 
 
 class InnerSteps:
-    """Every worker's :class:`~hybridsgd.backends.inner.LocalSteps` in one run's replay."""
+    """Every worker's :class:`~hybridsgd.backends.inner.LocalSteps` in one run's replay.
+
+    While every worker has finished the same jobs (a synchronous run: every round, one job
+    from each worker, all read at the same version), the W workers' steps run side by
+    side: their parameters are the rows of one ``[W, n]`` tensor, the gradients of a step
+    one vmapped call (:meth:`Task.grads_at`), and one inner optimizer steps the stack,
+    which for the :data:`STACKABLE` optimizers is each worker's own step, row by row. The
+    first round that is not such a round splits the stack into each worker's parameters
+    and state, and the jobs run one at a time from then on."""
 
     def __init__(self, worker: Any, task, samplers, faults) -> None:
-        self.task, self.samplers, self.faults = task, samplers, faults
+        self.cfg, self.task, self.samplers, self.faults = worker, task, samplers, faults
         self.workers = [LocalSteps(worker, task) for _ in samplers]
         flips = any(faults.flips_labels(w) for w in range(len(samplers)))
         self.classes = int(task.y_train.max()) + 1 if flips else 0
+        #: the stacked parameters and their optimizer while the workers are in lockstep
+        self.lockstep = worker.optimizer.lower() in STACKABLE and len(samplers) > 1
+        self.stack: torch.Tensor | None = None
+        self.opt: torch.optim.Optimizer | None = None
+
+    def _batch(self, w: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.task.batch(self.samplers[w].batch(k))
+        return (x, flip_labels(y, self.classes)) if self.faults.flips_labels(w) else (x, y)
 
     def job(self, w: int, read: torch.Tensor, j: int) -> torch.Tensor:
         """Worker ``w``'s ``j``-th job from the parameters ``read``: its pseudo-gradient."""
-        task, sampler, flips = self.task, self.samplers[w], self.faults.flips_labels(w)
-
-        def batches(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-            x, y = task.batch(sampler.batch(k))
-            return (x, flip_labels(y, self.classes)) if flips else (x, y)
-
-        delta = self.workers[w].job(read, batches, j)
+        self.split()
+        delta = self.workers[w].job(read, lambda k: self._batch(w, k), j)
         assert delta is not None  # (nothing abandons a simulated job)
         return delta
+
+    def round(self, read: torch.Tensor, js: list[int]) -> torch.Tensor | None:
+        """Every worker's job from ``read`` (worker w's ``js[w]``-th), side by side: the
+        pseudo-gradients as rows; None when the model cannot be vmapped (then nothing
+        changed, and the workers go one at a time from now on)."""
+        H, W, cfg = self.cfg.steps, len(self.workers), self.cfg
+        if self.stack is None or cfg.reset_state:
+            self.stack = read.detach().expand(W, -1).clone()
+            self.opt = build_optimizer(
+                cfg.optimizer, [self.stack], cfg.lr, "worker", **cfg.inner_options()
+            )
+        stack, opt = self.stack, self.opt
+        assert opt is not None
+        with torch.no_grad():
+            stack.copy_(read.expand(W, -1))
+        for i in range(H):
+            pairs = [self._batch(w, js[w] * H + i) for w in range(W)]
+            xs, ys = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+            try:
+                stack.grad = self.task.grads_at(stack, xs, ys)
+            except Exception:  # a model torch.func cannot batch: one at a time instead
+                if i:  # (it batched before: a real error, said with its cause)
+                    raise
+                self.stack, self.opt = None, None
+                self.lockstep = False
+                return None
+            opt.step()
+            stack.grad = None
+        return read[None] - stack
+
+    def split(self) -> None:
+        """Out of lockstep: each worker takes its row of the stack and of its optimizer's
+        state, and goes on alone."""
+        self.lockstep = False
+        if self.stack is None or self.opt is None:
+            return
+        state = self.opt.state[self.stack]
+        for w, one in enumerate(self.workers):
+            one.local = self.stack[w].detach().clone()
+            one.opt = build_optimizer(
+                self.cfg.optimizer, [one.local], self.cfg.lr, "worker", **one.options
+            )
+            one.opt.state[one.local] = {
+                k: (v[w].clone() if torch.is_tensor(v) and v.dim() else _copy(v))
+                for k, v in state.items()
+            }
+        self.stack, self.opt = None, None
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if torch.is_tensor(value) else value
 
 
 class LocalStepsReplay(_Replay):
@@ -79,15 +146,33 @@ class LocalStepsReplay(_Replay):
         super().plan_versions(False)  # each job from its own version, in order
 
     def read_at(self, v: int) -> None:
-        """Each job read at ``v``, on its worker; an applied job's pseudo-gradient is taken
-        as a lone gradient is (checked, faulted, scaled for staleness)."""
-        s, task, params = self.schedule, self.task, self.server.params
+        """Each job read at ``v``, on its worker (all side by side in a lockstep round); an
+        applied job's pseudo-gradient is taken as a lone gradient is (checked, faulted,
+        scaled for staleness)."""
+        s, inner, params = self.schedule, self.inner, self.server.params
+        first = self.k
         while self.k < len(self.jobs) and self.read[self.k] == v:
-            gid = self.jobs[self.k]
             self.k += 1
+        gids = self.jobs[first : self.k]
+        if not gids:
+            return
+        workers = [int(s.worker[gid]) for gid in gids]
+        deltas = None
+        if inner.lockstep and sorted(workers) == list(range(len(inner.workers))):
+            js = [0] * len(workers)
+            for gid, w in zip(gids, workers, strict=True):
+                js[w] = int(s.minibatch[gid])
+            self.doing = [self.position.get(gids[0], 0)]
+            rows = inner.round(params, js)
+            if rows is not None:
+                deltas = [rows[w] for w in workers]
+        for i, gid in enumerate(gids):
             self.doing = [self.position.get(gid, 0)]
-            delta = self.inner.job(int(s.worker[gid]), params, int(s.minibatch[gid]))
+            if deltas is None:
+                delta = inner.job(workers[i], params, int(s.minibatch[gid]))
+            else:
+                delta = deltas[i]
             if s.fate[gid] == APPLIED:
                 a, u = self.position[gid], int(s.update[gid])
-                parts = list(task.unflatten(delta).values())
+                parts = list(self.task.unflatten(delta).values())
                 self.settle(parts, a, u, self.staleness.scale(u - v), False)
