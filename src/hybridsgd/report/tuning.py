@@ -85,6 +85,10 @@ def sensitivity_plots(out: Path, table: pd.DataFrame, record: dict[str, Any]) ->
             ax.axvline(chosen[x_key], color="0.5", ls="--", lw=1, label="chosen")
         if all(isinstance(v, int | float) and v > 0 for v in grid[x_key]):
             ax.set_xscale("log")
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in grid[x_key]):
+                # a count (worker.steps, policy.backups): its values as plain ticks
+                ax.set_xticks(sorted(set(grid[x_key])), [str(v) for v in sorted(set(grid[x_key]))])
+                ax.minorticks_off()
         title = f"{label}: validation objective against {x_key}"
         names.append(
             _save(fig, ax, out, str(label), record, finite, x_key, " (mean over seeds)", title)
