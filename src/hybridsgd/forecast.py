@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybridsgd.analysis import Prediction, largest_eigenvalue, measure, predict
+from hybridsgd.analysis.jobs import job_model
 from hybridsgd.analysis.predict import PREDICT_KEYS
 from hybridsgd.backends.sim import simulate_schedule
 from hybridsgd.config import Config
@@ -65,29 +66,36 @@ def predict_config(
     curvature: float | None = None,
     train_samples: int | None = None,
 ) -> Prediction:
-    """The prediction for ``cfg``'s policy, timing and batch size (docs/analysis.md)."""
-    if not cfg.worker.plain:
+    """The prediction for ``cfg``'s policy, timing and batch size (docs/analysis.md). With
+    local steps (``[worker]``), a job is ``worker.steps`` minibatches: its compute time the
+    sum of as many draws (:func:`~hybridsgd.analysis.jobs.job_model`); its time, throughput
+    and staleness are predicted, its stability is not."""
+    steps = cfg.worker.steps
+    if not cfg.worker.plain and (lr is not None or curvature is not None):
         raise ConfigError(
-            "worker.steps",
-            "predictions model jobs of one gradient; simulate local steps (hybridsgd run)",
+            "--lr",
+            "the stability of local steps is not modelled: predict their time without "
+            "--lr and --curvature",
         )
     cluster = build_cluster(cfg)
+    compute, how = job_model(cluster.compute, steps, cfg.run.seed)
     p = cfg.policy
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
-    threshold, gpe = hybrid_inputs(p, cfg.task.batch_size, train_samples)
+    batch = cfg.task.batch_size * steps  # the samples of one job
+    threshold, gpe = hybrid_inputs(p, batch, train_samples)
     entry = REGISTRY[p.name]
     # the policy's own keys that predict() takes by name (PREDICT_KEYS); a synchronous
     # policy's quorum from its registry entry
     own = {key: getattr(p, key) for key in entry.keys if key in PREDICT_KEYS}
     if "stops" in own:
         own["stops"] = bool(own["stops"])
-    return predict(
+    pred = predict(
         p.name,
         p.workers,
-        cluster.compute,
+        compute,
         cluster.comm,
         speeds=speeds,
-        batch_size=cfg.task.batch_size,
+        batch_size=batch,
         threshold=threshold,
         updates=updates,
         gradients_per_epoch=gpe,
@@ -97,16 +105,22 @@ def predict_config(
         quorum=entry.min_gradients(p) if entry.family == SYNC else None,
         **own,
     )
+    if steps > 1:
+        pred.assumptions.append(
+            f"a job is {steps} minibatches: its compute time the sum of {steps} draws ({how})"
+        )
+    return pred
 
 
 def simulated(cfg: Config, updates: int, train_samples: int | None = None) -> dict[str, float]:
     """What the prediction is checked against: the same quantities measured on a simulated
     schedule of ``updates`` updates."""
-    _, gpe = hybrid_inputs(cfg.policy, cfg.task.batch_size, train_samples)
+    batch = cfg.task.batch_size * cfg.worker.steps  # the samples of one job
+    _, gpe = hybrid_inputs(cfg.policy, batch, train_samples)
     schedule = simulate_schedule(
         build_policy(cfg.policy, cfg.run.seed, gpe), build_cluster(cfg), updates
     )
-    return measure(schedule, cfg.task.batch_size)
+    return measure(schedule, batch)
 
 
 def noise_scale_of(spec: str, batch_size: int = 32, seed: int = 0) -> float:

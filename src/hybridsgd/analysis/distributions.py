@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
+from hybridsgd.analysis.jobs import SumOfSteps
 from hybridsgd.timing.models import (
     Constant,
     Empirical,
@@ -42,6 +43,9 @@ def quantile(model: TimingModel, u: np.ndarray) -> np.ndarray:
         return model.scale * special.gammaincinv(model.shape, u)
     if isinstance(model, Empirical):
         return np.quantile(np.asarray(model.values), u, method="inverted_cdf")
+    if isinstance(model, SumOfSteps):  # inverted_cdf of its sorted sample
+        n = len(model.sums)
+        return model.sums[np.clip(np.ceil(u * n).astype(int) - 1, 0, n - 1)]
     raise TypeError(f"no quantile function for {type(model).__name__}")
 
 
@@ -75,6 +79,8 @@ def cdf(model: TimingModel, t: np.ndarray) -> np.ndarray:
     if isinstance(model, Empirical):
         v = np.sort(np.asarray(model.values))
         return np.searchsorted(v, t, side="right") / len(v)
+    if isinstance(model, SumOfSteps):
+        return np.searchsorted(model.sums, t, side="right") / len(model.sums)
     raise TypeError(f"no CDF for {type(model).__name__}")
 
 

@@ -7,6 +7,8 @@ workers' delays (Chen et al. 2016; Dutta et al. 2018).
   (Renyi's representation: gaps between order statistics of Exp(mu) are Exp((W - i) mu)).
 * iid, any model: E[T_(k)] = int_0^1 Q(u) beta_pdf(u; k, W - k + 1) du (the k-th order
   statistic of W uniforms is Beta(k, W - k + 1); Q the quantile function).
+* a job of H local steps whose sum has no closed form (:mod:`hybridsgd.analysis.jobs`):
+  the same integral over its sorted sample of sums, a step function, summed exactly.
 * heterogeneous workers (speed factors): E[T_(k)] = int_0^inf P(fewer than k of the W
   are done by t) dt, the count being Poisson-binomial (a dynamic programme over workers).
 
@@ -22,6 +24,7 @@ import numpy as np
 from scipy import integrate, special, stats
 
 from hybridsgd.analysis.distributions import cdf, quantile
+from hybridsgd.analysis.jobs import SumOfSteps
 from hybridsgd.timing.models import Exponential, ShiftedExponential, TimingModel
 
 
@@ -43,6 +46,10 @@ def expected_kth(
             value = delta + (harmonic(workers) - harmonic(workers - k)) / model.mu
             return scale * value + shift, "closed form (Renyi)"
         a, b = k, workers - k + 1
+        if isinstance(model, SumOfSteps):  # a sorted sample: its quantile is a step function
+            n = len(model.sums)
+            weights = np.diff(stats.beta.cdf(np.arange(n + 1) / n, a, b))
+            return scale * float(model.sums @ weights) + shift, "order statistics of the sums"
         mode = (a - 1) / (a + b - 2) if a + b > 2 else 0.5
         value, _ = integrate.quad(
             lambda u: float(quantile(model, np.array([u]))[0]) * stats.beta.pdf(u, a, b),

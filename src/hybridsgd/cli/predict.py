@@ -64,6 +64,10 @@ def add(sub) -> None:
     q.add_argument("--comm", default="constant:value=0", help="time per message (default 0)")
     q.add_argument("--speed", default="", help='per-worker time multipliers, e.g. "1x30,3x2"')
     q.add_argument("--batch", type=int, default=32, help="minibatch per worker (for throughput)")
+    q.add_argument(
+        "--steps", type=int, default=1,
+        help="local steps: minibatches a job computes before it sends (worker.steps)",
+    )  # fmt: skip
     q.add_argument("--lr", type=float, help="learning rate (with --curvature: stability)")
     q.add_argument(
         "--curvature", help="largest Hessian eigenvalue h, or a task name to estimate it"
@@ -110,6 +114,7 @@ def _predict(args: argparse.Namespace) -> int:
             f"task.batch_size={args.batch}",
             f"run.seed={args.seed}",
         ]
+        + ([f"worker.steps={args.steps}"] if args.steps != 1 else [])
         + ([f"timing.speed={args.speed}"] if args.speed else []),
     )
     if (args.lr is None) != (args.curvature is None):
