@@ -164,7 +164,7 @@ class Config:
         self.worker.validate()
         self._validate_faults()
         self.timing.validate(self.policy.workers)
-        self._validate_local_steps()  # (before [run]'s: a Ray that is not installed)
+        self._validate_local_steps()
         self.run.validate(self.policy)
         self._validate_hyper()
 
@@ -172,13 +172,10 @@ class Config:
         """What local steps (a [worker] other than one plain gradient) do not run with yet."""
         if self.worker.plain:
             return
-        if self.run.backend == "ray":
+        if self.run.backend != "sim" and self.run.device not in ("cpu", ""):
             raise ConfigError(
-                "worker.steps", "local steps run on the sim and local backends so far, not ray"
-            )
-        if self.run.backend == "local" and self.run.device not in ("cpu", ""):
-            raise ConfigError(
-                "run.device", "local steps on the local backend compute on the CPU so far"
+                "run.device",
+                f"local steps on the {self.run.backend} backend compute on the CPU so far",
             )
         if getattr(self.policy, "reading", "quorum") == "partition":
             raise ConfigError(

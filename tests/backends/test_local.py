@@ -105,6 +105,18 @@ def test_local_steps_match_the_simulator(reset):
     assert not torch.allclose(local.params, run(local_config("sync", 3, 8)).params)
 
 
+def test_local_steps_with_cancelled_jobs_keep_a_consistent_trace():
+    """backup cancels the late worker's job, often in the middle of its steps: the run
+    goes on, each cancelled job undone in its worker (hybridsgd.backends.inner)."""
+    cfg = local_config("backup", workers=4, updates=20, backups=1).replace(
+        "worker.steps=3", "worker.momentum=0.5", "worker.lr=0.05"
+    )
+    r = run(cfg)
+    assert_consistent(r.trace)
+    assert (r.trace.gradients.fate == "cancelled").any()
+    assert torch.isfinite(r.params).all() and r.summary["local_steps"] == 3
+
+
 def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 

@@ -152,7 +152,6 @@ def test_a_job_lasts_its_steps_compute_times_and_its_two_messages():
         (["worker.steps=0"], "worker.steps: must be a whole number >= 1"),
         (["worker.optimizer=adamz"], "worker.optimizer: unknown optimizer 'adamz'"),
         (["worker.lr=0"], "worker.lr: must be a positive number"),
-        (["worker.steps=2", "run.backend=ray"], "worker.steps: local steps run on the sim"),
         (
             ["worker.steps=2", "run.backend=local", "run.device=cuda"],
             "run.device: local steps on the local backend compute on the CPU",

@@ -71,6 +71,21 @@ def test_sync_on_ray_equals_the_simulator_by_every_transport():
         assert torch.allclose(actors.params, sim.params, atol=1e-5), sets
 
 
+@pytest.mark.parametrize("transport", ["auto", "object-store"])
+def test_local_steps_on_actors_equal_the_simulator(transport):
+    """DiLoCo-shaped jobs (3 AdamW steps kept from job to job, outer Nesterov SGD) in
+    actors, on sockets and shared memory or through the object store (issue 36)."""
+    cfg = config("sync", workers=3, updates=8).replace(
+        "worker.steps=3", "worker.optimizer=adamw", "worker.lr=0.01", "optimizer.lr=0.7",
+        "optimizer.momentum=0.9", "optimizer.options={nesterov=true}",
+        f"run.ray.transport={transport}",
+    )  # fmt: skip
+    actors = run(cfg)
+    sim = run(cfg.replace("run.backend=sim"))
+    assert actors.summary["local_steps"] == 3
+    torch.testing.assert_close(actors.params, sim.params, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "task", [{"name": "teacher"}, {"name": "cnn-digits", "norm": "batch"}], ids=["stream", "bn"]
 )

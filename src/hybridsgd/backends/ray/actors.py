@@ -8,10 +8,12 @@ import os
 import threading
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
+from hybridsgd.backends.inner import LocalSteps
 from hybridsgd.core.faults import flip_labels
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.devices import DeviceMirror
@@ -41,6 +43,7 @@ class Worker:
         threads: int,
         flip_labels: bool,
         device: str = "cpu",
+        worker: Any = None,
     ):
         torch.set_num_threads(threads)
         torch.manual_seed(getattr(sampler, "torch_seed", 0))  # a model's dropout, from the seed
@@ -50,6 +53,8 @@ class Worker:
         self.cancelled = 0
         self.lock = threading.Lock()
         self.shared: NodeShared | None = None
+        # local steps (hybridsgd.backends.inner): a restarted actor starts them afresh
+        self.steps = LocalSteps(worker, self.mirror.task) if worker is not None else None
 
     def pid(self) -> int:
         return os.getpid()
@@ -88,16 +93,30 @@ class Worker:
         assert shared is not None and shared.grad is not None  # attached
         with Client(address, family="AF_UNIX") as conn:
             conn.send((worker, nonce))
-            serve(conn, self.mirror, self.sampler, shared.ring, shared.grad, self.classes)
+            serve(
+                conn, self.mirror, self.sampler, shared.ring, shared.grad, self.classes,
+                self.steps,
+            )  # fmt: skip
+
+    def _batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.task.batch(self.sampler.batch(k))
+        return (x, flip_labels(y, self.classes)) if self.classes else (x, y)  # label-flipping
 
     def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
         t0 = time.perf_counter()
-        x, y = self.task.batch(self.sampler.batch(minibatch))
-        if self.classes:  # a label-flipping (Byzantine) worker
-            y = flip_labels(y, self.classes)
-        grad, loss = self.mirror.gradient(flat, x, y)
+        if self.steps is None:
+            grad, loss = self.mirror.gradient(flat, *self._batch(minibatch))
+        else:  # local steps; a cancel between two of them undoes the job
+            delta = self.steps.job(
+                flat, self._batch, minibatch, between=lambda: self.cancelled >= token
+            )
+            if delta is None:
+                return None
+            grad, loss = delta, self.steps.loss
         while (rest := delay - (time.perf_counter() - t0)) > 0:
             if self.cancelled >= token:
+                if self.steps is not None:
+                    self.steps.undo()  # its result is never sent
                 return None
             time.sleep(min(rest, 0.002))
         return grad, loss
