@@ -181,10 +181,6 @@ class Config:
             raise ConfigError(
                 "policy.reading", "local steps send whole pseudo-gradients: use the quorum reading"
             )
-        if self.run.checkpoint_every:
-            raise ConfigError(
-                "run.checkpoint_every", "a run with local steps has no checkpoints yet"
-            )
 
     def run_length(self, unit: str) -> float | None:
         """How long the run is in a schedule's unit, when the config says (updates or time)."""

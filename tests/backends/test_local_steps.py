@@ -156,7 +156,6 @@ def test_a_job_lasts_its_steps_compute_times_and_its_two_messages():
             ["worker.steps=2", "run.backend=local", "run.device=cuda"],
             "run.device: local steps on the local backend compute on the CPU",
         ),
-        (["worker.steps=2", "run.checkpoint_every=2"], "run.checkpoint_every: a run with local"),
         (
             ["worker.steps=2", "policy.name=hybrid", "policy.threshold=step:at=3",
              "policy.reading=partition"],
@@ -255,3 +254,38 @@ def test_a_dropped_job_moves_its_workers_inner_state_as_on_a_real_worker():
                 deltas.setdefault(int(job.update), []).append(theta - x)
         theta = theta - np.mean(deltas.pop(v + 1), axis=0)
     np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=1e-5, atol=1e-6)
+
+
+def _stop_at(version: int):
+    def progress(phase: str, v: int, total: int) -> None:
+        if phase == "train" and v == version:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"name": "sync", "workers": 3},  # the workers side by side: the stack's state
+        {"name": "async", "workers": 3},  # each worker's own state
+        {"name": "backup", "workers": 4, "backups": 1, "late": "drop"},
+    ],
+    ids=["sync", "async", "backup-drop"],
+)
+def test_a_resumed_local_step_run_ends_bit_for_bit_like_the_uninterrupted_one(tmp_path, policy):
+    """The checkpoint keeps the workers' inner optimizers (Adam's moments) with the rest."""
+    cfg = make_config(
+        BASE,
+        task={"name": "mlp-digits", "batch_size": 16},
+        policy=policy,
+        timing={"compute": "lognormal:mu=0,sigma=0.5"},
+        worker={"steps": 2, "optimizer": "adam", "lr": 0.01},
+        run={"updates": 30, "eval_every": 10, "checkpoint_every": 10},
+    )
+    whole = h.run(cfg, out=tmp_path / "whole", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        h.run(cfg, out=tmp_path / "cut", progress=_stop_at(25))
+    resumed = h.resume(tmp_path / "cut", progress=False)
+    assert resumed.summary["resumed_from"] == 20
+    assert torch.equal(resumed.params, whole.params)

@@ -20,6 +20,7 @@ reads the same or a later version.
 from __future__ import annotations
 
 import bisect
+import copy
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,37 @@ class InnerSteps:
             }
         self.stack, self.opt = None, None
 
+    def state(self) -> dict[str, Any]:
+        """The inner optimizers' state, for a checkpoint (each worker's, or the stack's)."""
+
+        def of(opt: torch.optim.Optimizer | None) -> dict | None:
+            return None if opt is None else copy.deepcopy(opt.state_dict())
+
+        return {
+            "lockstep": self.lockstep,
+            "stack": of(self.opt),
+            "workers": [of(one.opt) for one in self.workers],
+        }
+
+    def load(self, state: dict[str, Any], numel: int, device: torch.device) -> None:
+        """Restore :meth:`state` (each optimizer rebuilt on fresh parameters: a job's
+        parameters are overwritten by the version it reads before its first step)."""
+        self.lockstep = state["lockstep"]
+        cfg = self.cfg
+        if state["stack"] is not None:
+            self.stack = torch.zeros(len(self.workers), numel, device=device)
+            self.opt = build_optimizer(
+                cfg.optimizer, [self.stack], cfg.lr, "worker", **cfg.inner_options()
+            )
+            self.opt.load_state_dict(state["stack"])
+        for one, saved in zip(self.workers, state["workers"], strict=True):
+            if saved is not None:
+                one.local = torch.zeros(numel, device=device)
+                one.opt = build_optimizer(
+                    cfg.optimizer, [one.local], cfg.lr, "worker", **one.options
+                )
+                one.opt.load_state_dict(saved)
+
 
 def _copy(value: Any) -> Any:
     return value.clone() if torch.is_tensor(value) else value
@@ -141,6 +173,12 @@ class LocalStepsReplay(_Replay):
         self.read: list[int] = s.read_version[self.jobs].tolist()
         self.position = {int(gid): a for a, gid in enumerate(gs.gids.tolist())}
         self.k = bisect.bisect_left(self.read, self.first)
+        if self.resumed is not None and self.resumed.inner is not None:
+            params = self.server.params
+            inner.load(self.resumed.inner, params.numel(), params.device)
+
+    def inner_state(self) -> Any:
+        return self.inner.state()
 
     def plan_versions(self, batch_versions: bool | None) -> None:
         super().plan_versions(False)  # each job from its own version, in order

@@ -45,6 +45,9 @@ class ReplayState:
     # the versions since the last evaluation, kept while the target is not reached
     # (:class:`~hybridsgd.target.TargetSearch`); older checkpoints have none
     kept: list[tuple[int, float, torch.Tensor]] = field(default_factory=list)
+    # the workers' inner optimizers of a run with local steps (hybridsgd.backends.sim.
+    # local_steps.InnerSteps.state); None otherwise, and in older checkpoints
+    inner: Any = None
 
 
 def replay(
@@ -347,12 +350,16 @@ class _Replay(Engine):
         _appeared(self.task, self.server, self.evals, self.search, version, t, due,
                   self.on_eval)  # fmt: skip
 
+    def inner_state(self) -> Any:
+        """What a checkpoint keeps of the workers beyond the server (local steps' state)."""
+        return None
+
     def after(self, version: int) -> bool:
         every = self.checkpoint_every
         if self.checkpoint is not None and version % every == 0 and version < self.U:
             reasons = dict(self.schedule.reasons)
             st = ReplayState(version, self.pending, self.evals, reasons, self.faults.state(),
-                             self.search.kept)  # fmt: skip
+                             self.search.kept, self.inner_state())  # fmt: skip
             self.checkpoint(st)
         if self.on_update is not None:
             self.on_update(version)
