@@ -172,6 +172,11 @@ class Config:
         """What local steps (a [worker] other than one plain gradient) do not run with yet."""
         if self.worker.plain:
             return
+        steps, W = self.worker.steps, self.policy.workers
+        if isinstance(steps, list) and len(steps) != W:
+            raise ConfigError(
+                "worker.steps", f"gives {len(steps)} values for {W} workers: give one per worker"
+            )
         if self.run.backend != "sim" and self.run.device not in ("cpu", ""):
             raise ConfigError(
                 "run.device",

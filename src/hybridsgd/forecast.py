@@ -70,7 +70,7 @@ def predict_config(
     local steps (``[worker]``), a job is ``worker.steps`` minibatches: its compute time the
     sum of as many draws (:func:`~hybridsgd.analysis.jobs.job_model`); its time, throughput
     and staleness are predicted, its stability is not."""
-    steps = cfg.worker.steps
+    steps = _steps(cfg)
     if not cfg.worker.plain and (lr is not None or curvature is not None):
         raise ConfigError(
             "--lr",
@@ -112,10 +112,20 @@ def predict_config(
     return pred
 
 
+def _steps(cfg: Config) -> int:
+    """The minibatches of every job (a prediction takes one H for every worker)."""
+    if not cfg.worker.uniform:
+        raise ConfigError(
+            "worker.steps",
+            "predictions take one number of steps for every worker; simulate the others",
+        )
+    return cfg.worker.steps_of(0)
+
+
 def simulated(cfg: Config, updates: int, train_samples: int | None = None) -> dict[str, float]:
     """What the prediction is checked against: the same quantities measured on a simulated
     schedule of ``updates`` updates."""
-    batch = cfg.task.batch_size * cfg.worker.steps  # the samples of one job
+    batch = cfg.task.batch_size * _steps(cfg)  # the samples of one job
     _, gpe = hybrid_inputs(cfg.policy, batch, train_samples)
     schedule = simulate_schedule(
         build_policy(cfg.policy, cfg.run.seed, gpe), build_cluster(cfg), updates

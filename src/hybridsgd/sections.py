@@ -227,7 +227,9 @@ class WorkerConfig:
     Nesterov momentum 0.9, lr 0.7). The default, 1 step of SGD at lr 1, sends the gradient
     itself: the run is today's, bit for bit."""
 
-    steps: int = _apart(1)  # H: inner steps a job
+    # H: inner steps a job; or one per worker, [H_0, ..., H_{W-1}] (torchft's per-machine
+    # sync_every: a slower machine takes fewer)
+    steps: int | list[int] = _apart(1)
     optimizer: str = _apart("sgd")  # the inner optimizer: a torch.optim name (adamw, ...)
     lr: float = _apart(1.0)
     momentum: float = _apart(0.0)  # passed only to optimizers that take it
@@ -236,6 +238,19 @@ class WorkerConfig:
     # False (DiLoCo's choice): a worker keeps its inner optimizer's state (Adam's moments,
     # momentum) from job to job; True starts each job afresh
     reset_state: bool = _apart(False)
+
+    def steps_of(self, worker: int) -> int:
+        """Worker ``worker``'s H."""
+        return self.steps[worker] if isinstance(self.steps, list) else self.steps
+
+    def of_worker(self, worker: int) -> WorkerConfig:
+        """This section as worker ``worker`` reads it: its own H."""
+        return dataclasses.replace(self, steps=self.steps_of(worker))
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every worker takes the same number of steps."""
+        return not isinstance(self.steps, list) or len(set(self.steps)) == 1
 
     @property
     def plain(self) -> bool:
@@ -253,8 +268,12 @@ class WorkerConfig:
         from hybridsgd.core.server import build_optimizer
 
         w = self
-        if not isinstance(w.steps, int) or w.steps < 1:
-            raise ConfigError("worker.steps", f"must be a whole number >= 1 (got {w.steps})")
+        each = w.steps if isinstance(w.steps, list) else [w.steps]
+        if not each or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in each):
+            raise ConfigError(
+                "worker.steps",
+                f"must be a whole number >= 1, or one per worker (got {w.steps})",
+            )
         if not (w.lr > 0 and math.isfinite(w.lr)):
             raise ConfigError("worker.lr", f"must be a positive number (got {w.lr})")
         if not 0 <= w.momentum < 1:

@@ -89,18 +89,23 @@ def test_sync_matches_the_simulator():
     assert (g.fate == "applied").all() and (g.staleness == 0).all()
 
 
-@pytest.mark.parametrize("reset", [False, True], ids=["kept-state", "reset-state"])
-def test_local_steps_match_the_simulator(reset):
-    """DiLoCo-shaped jobs (3 AdamW steps, outer Nesterov SGD) in worker processes, each
-    keeping its optimizer's state or not: the parameters the simulator gives (issue 36)."""
+@pytest.mark.parametrize(
+    ("reset", "steps"),
+    [(False, "3"), (True, "3"), (False, "[1, 2, 3]")],
+    ids=["kept-state", "reset-state", "per-worker-steps"],
+)
+def test_local_steps_match_the_simulator(reset, steps):
+    """DiLoCo-shaped jobs (AdamW steps, outer Nesterov SGD) in worker processes, each
+    keeping its optimizer's state or not, all taking 3 steps or each its own number: the
+    parameters the simulator gives (issue 36)."""
     cfg = local_config("sync", workers=3, updates=8).replace(
-        "worker.steps=3", "worker.optimizer=adamw", "worker.lr=0.01",
+        f"worker.steps={steps}", "worker.optimizer=adamw", "worker.lr=0.01",
         f"worker.reset_state={str(reset).lower()}", "optimizer.lr=0.7",
         "optimizer.momentum=0.9", "optimizer.options={nesterov=true}",
     )  # fmt: skip
     local = run(cfg)
     sim = run(cfg.replace("run.backend=sim"))
-    assert local.summary["local_steps"] == sim.summary["local_steps"] == 3
+    assert local.summary["local_steps"] == sim.summary["local_steps"] == cfg.worker.steps
     torch.testing.assert_close(local.params, sim.params, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(local.params, run(local_config("sync", 3, 8)).params)
 

@@ -141,7 +141,7 @@ def test_a_job_lasts_its_steps_compute_times_and_its_two_messages():
     # the bulk draws of the fast paths are the event loop's, job by job
     rnd = cfg.replace("timing.compute=lognormal:mu=0,sigma=0.5", "timing.comm=exp:mu=4")
     one, bulk = build_cluster(rnd), build_cluster(rnd)
-    assert one.steps == 3
+    assert one.steps == [3, 3]
     seq = [one.delay(1, 0.0) for _ in range(5)]
     np.testing.assert_array_equal(bulk.delays(1, 5), seq)
 
@@ -289,3 +289,38 @@ def test_a_resumed_local_step_run_ends_bit_for_bit_like_the_uninterrupted_one(tm
     resumed = h.resume(tmp_path / "cut", progress=False)
     assert resumed.summary["resumed_from"] == 20
     assert torch.equal(resumed.params, whole.params)
+
+
+def test_each_worker_may_take_its_own_number_of_steps():
+    """worker.steps = [H_0, ..., H_{W-1}] (torchft's per-machine sync_every): worker w's
+    j-th job is H_w steps on minibatches j H_w .. j H_w + H_w - 1, and lasts H_w draws.
+    Local SGD (outer SGD at lr 1) then averages workers that took 1, 2 and 4 steps."""
+    steps, lr = [1, 2, 4], 0.1
+    cfg = make_config(
+        BASE,
+        policy={"name": "sync", "workers": 3},
+        worker={"steps": steps, "lr": lr},
+        optimizer={"name": "sgd", "lr": 1.0},
+    )
+    a, b, feeds, theta = _data(cfg)
+    for r in range(cfg.run.updates):
+        ends = []
+        for w, H in enumerate(steps):
+            x = theta.copy()
+            for i in range(H):
+                x = x - lr * _grad(a, b, feeds[w].batch(r * H + i), x)
+            ends.append(x)
+        theta = np.mean(ends, axis=0)
+    got = h.run(cfg, progress=False)
+    np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=1e-5, atol=1e-6)
+    assert got.summary["local_steps"] == steps
+    np.testing.assert_allclose(got.trace.updates.time.to_numpy(), [4.0, 8.0, 12.0, 16.0])
+    asy = h.run(cfg.replace("policy.name=async", "run.updates=12"), progress=False).trace
+    g = asy.gradients
+    for w, H in enumerate(steps):  # constant draws of 1: a job of worker w lasts H_w
+        mine = g[g.worker == w]
+        np.testing.assert_allclose((mine.end_time - mine.start_time).to_numpy(), H)
+    with pytest.raises(ConfigError, match=r"^worker.steps: gives 2 values for 3 workers"):
+        cfg.replace("worker.steps=[1, 2]")
+    with pytest.raises(ConfigError, match=r"^worker.steps: must be a whole number >= 1, or one"):
+        cfg.replace("worker.steps=[1, 0, 2]")

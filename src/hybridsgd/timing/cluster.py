@@ -99,12 +99,14 @@ class Cluster:
         slowdowns: Sequence[Slowdown] = (),
         transient: Transient | None = None,
         nbytes: int = 0,
-        steps: int = 1,
+        steps: int | Sequence[int] = 1,
     ) -> None:
         comm = comm or Constant(0.0)
         #: minibatches a job computes (local steps, ``worker.steps``): its compute time is
         #: the sum of that many draws, its messages one pull and one push as ever
-        self.steps = steps
+        self.steps: list[int] = [steps] * workers if isinstance(steps, int) else list(steps)
+        if len(self.steps) != workers:
+            raise ValueError(f"need one number of steps per worker ({workers})")
         if isinstance(comm, Link):
             comm = comm.bind(nbytes)
         self.compute, self.comm, self.workers = compute, comm, workers
@@ -138,13 +140,14 @@ class Cluster:
     def delay(self, worker: int, start: float) -> float:
         """Delay of the worker's next job (a minibatch, or ``steps`` of them back to back,
         each slowed by the episodes covering its own start), started at ``start``."""
-        if self.steps == 1:
+        steps = self.steps[worker]
+        if steps == 1:
             x = self._compute[worker].next() * self._speed_list[worker]
             if self.time_dependent:
                 x *= self.slowdown(worker, start)
         else:
             x = 0.0
-            for _ in range(self.steps):
+            for _ in range(steps):
                 d = self._compute[worker].next() * self._speed_list[worker]
                 if self.time_dependent:
                     d *= self.slowdown(worker, start + x)
@@ -158,9 +161,10 @@ class Cluster:
         """Delays of the worker's next ``n`` minibatches (only when not time dependent)."""
         if self.time_dependent:
             raise RuntimeError("bulk delays need a cluster without time-dependent slowdowns")
-        x = self._compute[worker].take(n * self.steps) * self._speed_list[worker]
-        if self.steps > 1:  # each job's steps in the order delay() draws them
-            x = np.cumsum(x.reshape(n, self.steps), axis=1)[:, -1]
+        steps = self.steps[worker]
+        x = self._compute[worker].take(n * steps) * self._speed_list[worker]
+        if steps > 1:  # each job's steps in the order delay() draws them
+            x = np.cumsum(x.reshape(n, steps), axis=1)[:, -1]
         if self._comm_const is not None:
             return x + self._comm_const
         c = self._comm[worker].take(2 * n)
@@ -179,7 +183,8 @@ class Cluster:
     def mean_delay(self, worker: int = 0) -> float:
         """Mean delay of a worker's job ignoring slowdowns (steps x compute x speed + two
         messages)."""
-        return self.steps * self.compute.mean() * self._speed_list[worker] + 2.0 * self.comm.mean()
+        job = self.steps[worker] * self.compute.mean() * self._speed_list[worker]
+        return job + 2.0 * self.comm.mean()
 
     def _extend_transient(self, worker: int, t: float) -> None:
         tr, rng = self.transient, self._transient_rng[worker]

@@ -118,8 +118,8 @@ class LocalDriver(Driver):
                     self.threads,
                     self.faults.flips_labels(w),
                     self.devices[w],
-                    self.worker,
-                ),  # fmt: skip
+                    None if self.worker is None else self.worker.of_worker(w),
+                ),
                 name=f"hybridsgd-worker-{w}",
                 daemon=True,
             )

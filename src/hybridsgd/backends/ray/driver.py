@@ -291,9 +291,8 @@ class RayDriver(Driver):
         name = f"hybridsgd-{self._run_id}-worker-{w}-{self.restarts[w]}"
         options = self._remote.options(name=name)
         device = "cuda" if self._gpus else "cpu"
-        return options.remote(
-            self._task_ref, self.samplers[w], self.threads, flip, device, self.worker
-        )
+        worker = None if self.worker is None else self.worker.of_worker(w)
+        return options.remote(self._task_ref, self.samplers[w], self.threads, flip, device, worker)
 
     def _publish(self) -> None:
         server = self.server

@@ -50,11 +50,13 @@ class InnerSteps:
 
     def __init__(self, worker: Any, task, samplers, faults) -> None:
         self.cfg, self.task, self.samplers, self.faults = worker, task, samplers, faults
-        self.workers = [LocalSteps(worker, task) for _ in samplers]
+        self.workers = [LocalSteps(worker.of_worker(w), task) for w in range(len(samplers))]
         flips = any(faults.flips_labels(w) for w in range(len(samplers)))
         self.classes = int(task.y_train.max()) + 1 if flips else 0
         #: the stacked parameters and their optimizer while the workers are in lockstep
-        self.lockstep = worker.optimizer.lower() in STACKABLE and len(samplers) > 1
+        self.lockstep = (
+            worker.optimizer.lower() in STACKABLE and len(samplers) > 1 and worker.uniform
+        )
         self.stack: torch.Tensor | None = None
         self.opt: torch.optim.Optimizer | None = None
 
@@ -73,7 +75,7 @@ class InnerSteps:
         """Every worker's job from ``read`` (worker w's ``js[w]``-th), side by side: the
         pseudo-gradients as rows; None when the model cannot be vmapped (then nothing
         changed, and the workers go one at a time from now on)."""
-        H, W, cfg = self.cfg.steps, len(self.workers), self.cfg
+        H, W, cfg = self.cfg.steps_of(0), len(self.workers), self.cfg
         if self.stack is None or cfg.reset_state:
             self.stack = read.detach().expand(W, -1).clone()
             self.opt = build_optimizer(
