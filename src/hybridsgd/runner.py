@@ -34,6 +34,7 @@ from hybridsgd.backends.build import (  # noqa: F401  (the runner's names since 
     torch_threads,
     training_task,
 )
+from hybridsgd.backends.inner import message_bytes
 from hybridsgd.backends.sim import simulate_schedule
 from hybridsgd.backends.sim.grid import BatchedSGD, grid_key, replay_grid
 from hybridsgd.config import Config
@@ -249,7 +250,9 @@ def build_run(
         task=task,
         policy=policy,
         server=build_server(cfg, initial, task.shapes, policy.partial_updates),
-        cluster=build_cluster(cfg, nbytes=4 * task.numel),
+        cluster=build_cluster(
+            cfg, nbytes=message_bytes(task.numel, task.shapes, cfg.worker.quantize)
+        ),
         feeds=samplers_for(cfg, task),
         aggregator=build_aggregator(cfg.policy.aggregator),
         staleness=build_staleness(cfg.policy.staleness, cfg.policy.max_staleness),

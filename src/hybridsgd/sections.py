@@ -218,6 +218,10 @@ class OptimizerConfig:
             )
 
 
+#: worker.quantize values
+QUANTIZE = ("none", "int8", "fp8")
+
+
 @dataclass
 class WorkerConfig:
     """``[worker]``: what a worker does with one job (docs/local-steps.md). It takes
@@ -238,6 +242,9 @@ class WorkerConfig:
     # False (DiLoCo's choice): a worker keeps its inner optimizer's state (Adam's moments,
     # momentum) from job to job; True starts each job afresh
     reset_state: bool = _apart(False)
+    # none | int8 | fp8: the pseudo-gradient as sent, each model tensor scaled by its largest
+    # magnitude (INTELLECT-1, torchft's should_quantize); a link's time counts its bytes
+    quantize: str = _apart("none")
 
     def steps_of(self, worker: int) -> int:
         """Worker ``worker``'s H."""
@@ -283,6 +290,7 @@ class WorkerConfig:
         build_optimizer(
             w.optimizer, [torch.zeros(1, requires_grad=True)], w.lr, "worker", **w.inner_options()
         )
+        _choice("worker.quantize", w.quantize, QUANTIZE)
 
     def inner_options(self) -> dict[str, Any]:
         """The inner optimizer's constructor arguments besides lr: ``options``, and

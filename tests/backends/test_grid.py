@@ -150,6 +150,7 @@ def test_each_key_a_section_declares_apart_keeps_a_run_out_of_a_grid():
         "worker.weight_decay": "worker.weight_decay=0.1",
         "worker.options": "worker.options={dampening=0.1}",
         "worker.reset_state": "worker.reset_state=true",
+        "worker.quantize": "worker.quantize=int8",
         "faults.byzantine": "faults.byzantine=0.25",
         "faults.byzantine_workers": "faults.byzantine_workers=[1]",
         "faults.nan_workers": "faults.nan_workers=[1]",

@@ -23,7 +23,7 @@ from hybridsgd.tasks import StreamTask, Task, build_task, samplers
 from hybridsgd.timing import Cluster, parse_model, parse_slowdowns, parse_speeds, parse_transient
 
 
-def build_cluster(cfg: Config, nbytes: int = 0) -> Cluster:
+def build_cluster(cfg: Config, nbytes: float = 0) -> Cluster:
     """The timing model of a config: compute and communication per worker."""
     tm, W = cfg.timing, cfg.policy.workers
     return Cluster(

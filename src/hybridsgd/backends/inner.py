@@ -12,6 +12,7 @@ so that the state follows the jobs the worker finished, whatever the timing of a
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -69,10 +70,42 @@ class LocalSteps:
                 opt.step()
                 local.grad = None
         self.loss = total / self.steps
-        return read - local
+        return quantized(read - local, task.shapes, self.cfg.quantize)
 
     def undo(self) -> None:
         """Forget the last job's steps: its result was never sent."""
         if self.opt is not None and self._saved is not None:
             self.opt.load_state_dict(self._saved)
         self._saved = None
+
+
+#: the largest magnitude each format represents (int8's symmetric range; fp8 e4m3)
+_LIMIT = {"int8": 127.0, "fp8": 448.0}
+
+
+def quantized(delta: torch.Tensor, shapes: list, kind: str) -> torch.Tensor:
+    """``delta`` (``[n]``, or ``[W, n]`` rows) as a worker sends it with ``worker.quantize``:
+    each model tensor (of each row) scaled by its largest magnitude onto int8's -127..127
+    (rounded to nearest, ties to even) or fp8 e4m3's range, and back. In place; "none"
+    leaves it as it is."""
+    if kind == "none":
+        return delta
+    offset = 0
+    for shape in shapes:
+        size = math.prod(shape)
+        part = delta[..., offset : offset + size]
+        offset += size
+        amax = part.abs().amax(dim=-1, keepdim=True)
+        scale = torch.where(amax > 0, amax / _LIMIT[kind], torch.ones_like(amax))
+        if kind == "int8":
+            part.copy_(torch.round(part / scale).clamp_(-127, 127) * scale)
+        else:
+            part.copy_((part / scale).to(torch.float8_e4m3fn).to(delta.dtype) * scale)
+    return delta
+
+
+def message_bytes(numel: int, shapes: list, kind: str) -> float:
+    """The mean of a job's two messages in bytes: the parameters down (float32), the
+    pseudo-gradient up (float32, or 1 byte an entry and a float32 scale per tensor)."""
+    up = 4 * numel if kind == "none" else numel + 4 * len(shapes)
+    return (4 * numel + up) / 2

@@ -98,7 +98,7 @@ class Cluster:
         speeds: Sequence[float] | None = None,
         slowdowns: Sequence[Slowdown] = (),
         transient: Transient | None = None,
-        nbytes: int = 0,
+        nbytes: float = 0,
         steps: int | Sequence[int] = 1,
     ) -> None:
         comm = comm or Constant(0.0)

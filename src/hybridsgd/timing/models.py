@@ -246,7 +246,7 @@ class Link(TimingModel):
     latency: float
     bandwidth: float
 
-    def bind(self, nbytes: int) -> Constant:
+    def bind(self, nbytes: float) -> Constant:
         return Constant(self.latency + nbytes / self.bandwidth)
 
 

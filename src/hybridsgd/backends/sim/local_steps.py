@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridsgd.backends.inner import LocalSteps
+from hybridsgd.backends.inner import LocalSteps, quantized
 from hybridsgd.backends.sim.replay import _Replay
 from hybridsgd.core.faults import flip_labels
 from hybridsgd.core.server import build_optimizer
@@ -98,7 +98,7 @@ class InnerSteps:
                 return None
             opt.step()
             stack.grad = None
-        return read[None] - stack
+        return quantized(read[None] - stack, self.task.shapes, cfg.quantize)
 
     def split(self) -> None:
         """Out of lockstep: each worker takes its row of the stack and of its optimizer's
