@@ -11,7 +11,13 @@ from pathlib import Path
 from hybridsgd.errors import ConfigError
 
 #: what ships, in the order they are listed
-FILES = ("digits-backup.toml", "digits-stragglers.toml", "own-model.toml", "own_model.py")
+FILES = (
+    "digits-backup.toml",
+    "digits-stragglers.toml",
+    "diloco-slow-link.toml",
+    "own-model.toml",
+    "own_model.py",
+)
 
 
 def describe(name: str) -> str:
