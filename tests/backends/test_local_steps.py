@@ -35,6 +35,22 @@ def _grad(a, b, idx, x):
     return a[idx].T @ (a[idx] @ x - b[idx]) / len(idx)
 
 
+def _local_sgd(cfg: h.Config, steps: list[int], lr: float, send=lambda d: d) -> np.ndarray:
+    """Local SGD in float64: each round, worker w takes steps[w] plain SGD steps from the
+    global parameters on its own minibatches; the server's SGD at lr 1 then subtracts the
+    mean of what the workers ``send`` of their pseudo-gradients."""
+    a, b, feeds, theta = _data(cfg)
+    for r in range(cfg.run.updates):
+        sent = []
+        for w, H in enumerate(steps):
+            x = theta.copy()
+            for i in range(H):
+                x = x - lr * _grad(a, b, feeds[w].batch(r * H + i), x)
+            sent.append(send(theta - x))
+        theta = theta - np.mean(sent, axis=0)
+    return theta
+
+
 def test_diloco_equals_its_algorithm_written_out_in_float64():
     """DiLoCo (Douillard et al. 2023, Algorithm 1): each of 2 workers takes H = 3 AdamW
     steps from the global parameters (its AdamW state kept from round to round); the outer
@@ -302,15 +318,7 @@ def test_each_worker_may_take_its_own_number_of_steps():
         worker={"steps": steps, "lr": lr},
         optimizer={"name": "sgd", "lr": 1.0},
     )
-    a, b, feeds, theta = _data(cfg)
-    for r in range(cfg.run.updates):
-        ends = []
-        for w, H in enumerate(steps):
-            x = theta.copy()
-            for i in range(H):
-                x = x - lr * _grad(a, b, feeds[w].batch(r * H + i), x)
-            ends.append(x)
-        theta = np.mean(ends, axis=0)
+    theta = _local_sgd(cfg, steps, lr)
     got = h.run(cfg, progress=False)
     np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=1e-5, atol=1e-6)
     assert got.summary["local_steps"] == steps
@@ -338,17 +346,12 @@ def test_int8_pseudo_gradients_are_what_the_workers_send_and_cost_a_quarter_of_t
         optimizer={"name": "sgd", "lr": 1.0},
         timing={"comm": "link:latency=0,bandwidth=100"},
     )
-    a, b, feeds, theta = _data(cfg)
-    for r in range(cfg.run.updates):
-        sent = []
-        for w in range(2):
-            x = theta.copy()
-            for i in range(H):
-                x = x - lr * _grad(a, b, feeds[w].batch(r * H + i), x)
-            delta = theta - x
-            scale = np.abs(delta).max() / 127
-            sent.append(np.clip(np.round(delta / scale), -127, 127) * scale)
-        theta = theta - np.mean(sent, axis=0)
+
+    def int8(delta: np.ndarray) -> np.ndarray:
+        scale = np.abs(delta).max() / 127
+        return np.clip(np.round(delta / scale), -127, 127) * scale
+
+    theta = _local_sgd(cfg, [H, H], lr, send=int8)
     got = h.run(cfg, progress=False)
     np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=1e-5, atol=1e-6)
     n = 6  # the quadratic's parameters: one tensor
