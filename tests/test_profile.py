@@ -124,3 +124,18 @@ def test_tune_and_compare_validate_their_policies_on_a_real_backend(tmp_path, ca
     assert main(["compare", str(cfg), "--policy", "sync", *no_target, "--validate", "local"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hybridsgd: error: --validate: compares times to a target")
+
+
+def test_a_profile_measures_minibatches_even_for_a_config_with_local_steps(tmp_path, capsys):
+    """timing.compute is a minibatch's time: profile drops [worker] from the run it
+    measures, and refuses an earlier run whose jobs were several local steps each."""
+    from hybridsgd.profiling import measure
+
+    cfg = config().replace("worker.steps=4", "worker.optimizer=adamw", "worker.lr=0.001")
+    measure(cfg, 20, tmp_path / "p", progress=False)
+    assert "local_steps" not in pd.read_json(tmp_path / "p" / "run" / "summary.json", typ="series")
+    assert "[worker]" not in (tmp_path / "p" / "run" / "config.toml").read_text()
+    h.run(cfg.replace("run.updates=8"), out=tmp_path / "steps", progress=False)
+    assert main(["profile", "--from", str(tmp_path / "steps"), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "jobs were 4 local steps each" in err and len(err.splitlines()) == 1

@@ -47,6 +47,7 @@ def measure(
     W = cfg.policy.workers
     d = cfg.to_dict()
     d["policy"] = {"name": ASYNC, "workers": W}  # every worker back to back
+    d.pop("worker", None)  # a job of one minibatch: timing.compute is a minibatch's time
     updates = minibatches * W
     d["run"] |= {"time_unit": 0.0, "updates": updates, "time": None, "eval_every": updates,
                  "target_accuracy": None, "checkpoint_every": 0}  # fmt: skip
@@ -80,9 +81,16 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
     if not summary.is_file():
         raise ConfigError("--from", f"{run_dir} holds no run (no summary.json)")
     try:
-        backend = json.loads(summary.read_text()).get("backend")
+        said = json.loads(summary.read_text())
     except ValueError as exc:
         raise ConfigError("--from", f"{summary} cannot be read ({exc})") from None
+    backend = said.get("backend")
+    if said.get("local_steps") not in (None, 1):
+        raise ConfigError(
+            "--from",
+            f"{run_dir}'s jobs were {said['local_steps']} local steps each, not one minibatch: "
+            "profile a run without [worker] (timing.compute is a minibatch's time)",
+        )
     if backend == "sim":
         raise ConfigError(
             "--from",
