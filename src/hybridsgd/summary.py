@@ -104,6 +104,8 @@ def summarize(
             else []
         ),
         "config": cfg.to_dict(),
+        # each job was this many inner steps (docs/local-steps.md)
+        **({} if cfg.worker.plain else {"local_steps": cfg.worker.steps}),
     }
 
 

@@ -111,8 +111,9 @@ def test_local_steps_match_the_simulator(reset, steps):
 
 
 def test_local_steps_with_cancelled_jobs_keep_a_consistent_trace():
-    """backup cancels the late worker's job, often in the middle of its steps: the run
-    goes on, each cancelled job undone in its worker (hybridsgd.backends.inner)."""
+    """backup cancels the late worker's job, often in the middle of its steps: the run goes
+    on with a consistent trace (that a cancelled job's steps are undone is checked in
+    tests/backends/test_local_steps.py)."""
     cfg = local_config("backup", workers=4, updates=20, backups=1).replace(
         "worker.steps=3", "worker.momentum=0.5", "worker.lr=0.05"
     )

@@ -369,3 +369,36 @@ def test_fp8_pseudo_gradients_keep_e4m3s_precision():
     assert torch.equal(sent[1], delta[1])  # an all-zero pseudo-gradient stays zero
     torch.testing.assert_close(sent[0], delta[0], rtol=0.07, atol=1e-6)  # 3 mantissa bits
     assert sent[0, 2] == 3.0  # the largest magnitude is exact (it sets the scale)
+
+
+def test_a_model_that_stops_batching_keeps_the_workers_state(monkeypatch):
+    """If the vmapped gradient fails in a later round, the stack is split into each
+    worker's parameters and Adam state and the run goes on one job at a time: the same
+    parameters as a run that never batched."""
+    from hybridsgd.tasks.base import Task
+
+    cfg = make_config(
+        BASE,
+        task={"name": "mlp-digits", "batch_size": 16},
+        policy={"name": "sync", "workers": 3},
+        worker={"steps": 2, "optimizer": "adam", "lr": 0.01},
+        run={"updates": 6, "eval_every": 6},
+    )
+    grads_at = Task.grads_at
+    calls = {"n": 0}
+
+    def fails_after(limit: int):
+        def grads(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > limit:
+                raise RuntimeError("no vmap here")
+            return grads_at(self, *args, **kwargs)
+
+        return grads
+
+    monkeypatch.setattr(Task, "grads_at", fails_after(0))
+    never = h.run(cfg, progress=False).params
+    calls["n"] = 0
+    monkeypatch.setattr(Task, "grads_at", fails_after(4))  # two rounds of 2 steps batch
+    later = h.run(cfg, progress=False).params
+    torch.testing.assert_close(later, never, rtol=1e-4, atol=1e-5)

@@ -105,6 +105,7 @@ class Driver:
         progress: Callable[[int], None] | None = None,
         faults: Faults | None = None,
         fine_snapshots: bool = False,
+        worker: Any = None,
     ) -> None:
         self.task, self.samplers, self.coord = task, list(samplers), coordinator
         self.policy, self.server = coordinator.policy, coordinator.server
@@ -118,6 +119,7 @@ class Driver:
         self.worker_timeout, self.shrink = worker_timeout, shrink
         self.eval_every, self.progress = eval_every, progress
         self.faults = faults or Faults()
+        self.worker = worker  # the [worker] section when jobs are local steps, else None
         self._crashes = list(self.faults.crashes)  # (seconds, worker), sorted
         self.rec = Recorder(self.W)
         self.snapshots: list[tuple[int, float, torch.Tensor]] = []
@@ -143,6 +145,10 @@ class Driver:
         self.pids: list[int] = []
         self.restarts = [0] * self.W
         self.hung: list[int] = []  # workers that did not stop when asked at the end
+
+    def worker_of(self, w: int) -> Any:
+        """Worker ``w``'s own ``[worker]`` section (its H), or None for plain gradients."""
+        return None if self.worker is None else self.worker.of_worker(w)
 
     # -- the run -------------------------------------------------------------------------
     def run(self, max_updates: float | None = None, max_time: float | None = None) -> RealResult:

@@ -18,10 +18,30 @@ from typing import Any
 
 import torch
 
+from hybridsgd.core.faults import flip_labels
 from hybridsgd.core.server import build_optimizer
 
 #: a minibatch of the worker's stream by its number: (x, y)
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def minibatches(task, sampler, classes: int = 0) -> Batches:
+    """Minibatch k of a worker's stream; ``classes > 0``: a label-flipping (Byzantine)
+    worker's, its labels flipped."""
+
+    def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = task.batch(sampler.batch(k))
+        return (x, flip_labels(y, classes)) if classes else (x, y)
+
+    return batch
+
+
+def inner_optimizer(worker: Any, params: torch.Tensor) -> torch.optim.Optimizer:
+    """The ``[worker]`` section's inner optimizer over ``params`` (a worker's parameters,
+    or the simulator's stack of them)."""
+    return build_optimizer(
+        worker.optimizer, [params], worker.lr, "worker", **worker.inner_options()
+    )
 
 
 class LocalSteps:
@@ -30,7 +50,6 @@ class LocalSteps:
     def __init__(self, worker: Any, task) -> None:
         self.cfg, self.task = worker, task
         self.steps: int = worker.steps
-        self.options = worker.inner_options()
         self.local: torch.Tensor | None = None
         self.opt: torch.optim.Optimizer | None = None
         self._saved: dict | None = None
@@ -49,9 +68,7 @@ class LocalSteps:
         task = self.task
         if self.opt is None or self.cfg.reset_state:
             self.local = read.detach().clone()
-            self.opt = build_optimizer(
-                self.cfg.optimizer, [self.local], self.cfg.lr, "worker", **self.options
-            )
+            self.opt = inner_optimizer(self.cfg, self.local)
         local, opt = self.local, self.opt
         assert local is not None
         self._saved = copy.deepcopy(opt.state_dict()) if between is not None else None

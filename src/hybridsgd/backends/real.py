@@ -49,6 +49,7 @@ class RealBackend(Backend):
             progress=started(progress, cfg.run.updates or 0),
             faults=ctx.faults,
             fine_snapshots=cfg.run.target_accuracy is not None and cfg.run.target_search == "exact",
+            worker=None if cfg.worker.plain else cfg.worker,
             **self.options(ctx),
         )
         if progress:  # starting W processes or Ray actors takes seconds: say so meanwhile
@@ -77,8 +78,6 @@ class RealBackend(Backend):
             "worker_devices": result.devices,
         }
         extra |= self.extras(ctx, result)
-        if not cfg.worker.plain:  # each job was this many inner steps (docs/local-steps.md)
-            extra["local_steps"] = cfg.worker.steps
         extra["signal"] = ctx.signals.name
         return Trained(result.schedule, evals, extra, result.snapshots[-1][2])
 

@@ -158,7 +158,7 @@ class Cluster:
         return x + c.next() + c.next()
 
     def delays(self, worker: int, n: int) -> np.ndarray:
-        """Delays of the worker's next ``n`` minibatches (only when not time dependent)."""
+        """Delays of the worker's next ``n`` jobs (only when not time dependent)."""
         if self.time_dependent:
             raise RuntimeError("bulk delays need a cluster without time-dependent slowdowns")
         steps = self.steps[worker]

@@ -21,5 +21,4 @@ class LocalBackend(RealBackend):
     def options(self, ctx: RunContext) -> dict[str, Any]:
         run = ctx.cfg.run
         devices = worker_devices(run.device, run.local.devices, ctx.cfg.policy.workers)
-        worker = None if ctx.cfg.worker.plain else ctx.cfg.worker
-        return {"threads": run.threads, "devices": devices, "worker": worker}
+        return {"threads": run.threads, "devices": devices}

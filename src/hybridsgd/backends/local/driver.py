@@ -83,12 +83,10 @@ class LocalDriver(Driver):
         *args: Any,
         threads: int = 0,
         devices: list | None = None,
-        worker: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.threads = worker_threads(self.W, threads)
-        self.worker = worker  # the [worker] section when jobs are local steps, else None
         if devices is not None:
             if len(devices) != self.W:
                 raise ValueError(f"devices names {len(devices)} devices for {self.W} workers")
@@ -118,7 +116,7 @@ class LocalDriver(Driver):
                     self.threads,
                     self.faults.flips_labels(w),
                     self.devices[w],
-                    None if self.worker is None else self.worker.of_worker(w),
+                    self.worker_of(w),
                 ),
                 name=f"hybridsgd-worker-{w}",
                 daemon=True,

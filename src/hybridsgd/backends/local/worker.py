@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from hybridsgd.backends.inner import LocalSteps
-from hybridsgd.core.faults import flip_labels
+from hybridsgd.backends.inner import LocalSteps, minibatches
 from hybridsgd.devices import DeviceMirror
 from hybridsgd.errors import WorkerLost, raised
 from hybridsgd.tasks.base import Task
@@ -128,11 +127,7 @@ def _job(
     """Run one job; return the next message (a new job cancels this one, and a cancelled
     job's local steps are undone: see hybridsgd.backends.inner)."""
     t0 = time.perf_counter()
-
-    def batches(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = mirror.task.batch(sampler.batch(k))
-        return (x, flip_labels(y, classes)) if classes else (x, y)  # a label-flipping worker
-
+    batches = minibatches(mirror.task, sampler, classes)
     if steps is None:
         x, y = batches(minibatch)
     if conn.poll():

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridsgd.backends.inner import LocalSteps
-from hybridsgd.core.faults import flip_labels
+from hybridsgd.backends.inner import LocalSteps, minibatches
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.devices import DeviceMirror
 from hybridsgd.tasks.base import Task
@@ -55,6 +54,7 @@ class Worker:
         self.shared: NodeShared | None = None
         # local steps (hybridsgd.backends.inner): a restarted actor starts them afresh
         self.steps = LocalSteps(worker, self.mirror.task) if worker is not None else None
+        self._batch = minibatches(self.task, sampler, self.classes)
 
     def pid(self) -> int:
         return os.getpid()
@@ -97,10 +97,6 @@ class Worker:
                 conn, self.mirror, self.sampler, shared.ring, shared.grad, self.classes,
                 self.steps,
             )  # fmt: skip
-
-    def _batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.task.batch(self.sampler.batch(k))
-        return (x, flip_labels(y, self.classes)) if self.classes else (x, y)  # label-flipping
 
     def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
         t0 = time.perf_counter()

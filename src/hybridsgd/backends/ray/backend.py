@@ -26,7 +26,6 @@ class RayBackend(RealBackend):
             "share_memory": run.ray.transport == "auto",
             "optimizer": optimizer_settings(ctx.cfg),
             "device": run.device,
-            "worker": None if ctx.cfg.worker.plain else ctx.cfg.worker,
         }
 
     def extras(self, ctx: RunContext, result: RealResult) -> dict[str, Any]:

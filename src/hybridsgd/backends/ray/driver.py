@@ -156,12 +156,10 @@ class RayDriver(Driver):
         optimizer: tuple[str, float, dict] = ("sgd", 0.1, {}),
         share_memory: bool = True,
         device: str = "cpu",
-        worker: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, threads=threads, **kwargs)
         self.device = device
-        self.worker = worker  # the [worker] section when jobs are local steps, else None
         self.address, self.max_restarts = address, max_restarts
         self.share_memory = share_memory
         self.shards, self.optimizer = shards, optimizer
@@ -291,8 +289,9 @@ class RayDriver(Driver):
         name = f"hybridsgd-{self._run_id}-worker-{w}-{self.restarts[w]}"
         options = self._remote.options(name=name)
         device = "cuda" if self._gpus else "cpu"
-        worker = None if self.worker is None else self.worker.of_worker(w)
-        return options.remote(self._task_ref, self.samplers[w], self.threads, flip, device, worker)
+        return options.remote(
+            self._task_ref, self.samplers[w], self.threads, flip, device, self.worker_of(w)
+        )
 
     def _publish(self) -> None:
         server = self.server

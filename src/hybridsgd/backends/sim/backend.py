@@ -92,8 +92,6 @@ class SimBackend(Backend):
         on_update, on_eval = _hooks(ctx, schedule)
         with torch_threads(cfg.run.threads), on_device(task, device), seeded(cfg.run.seed, rng):
             extra["torch_threads"] = torch.get_num_threads()
-            if not cfg.worker.plain:  # each job was this many inner steps (docs/local-steps.md)
-                extra["local_steps"] = cfg.worker.steps
             extra["device"] = str(device)
             failed = ""
             try:

@@ -26,10 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridsgd.backends.inner import LocalSteps, quantized
+from hybridsgd.backends.inner import LocalSteps, inner_optimizer, minibatches, quantized
 from hybridsgd.backends.sim.replay import _Replay
-from hybridsgd.core.faults import flip_labels
-from hybridsgd.core.server import build_optimizer
 from hybridsgd.record import APPLIED, DROPPED
 
 #: inner optimizers whose step is elementwise, with a step count per tensor: W workers'
@@ -49,10 +47,14 @@ class InnerSteps:
     and state, and the jobs run one at a time from then on."""
 
     def __init__(self, worker: Any, task, samplers, faults) -> None:
-        self.cfg, self.task, self.samplers, self.faults = worker, task, samplers, faults
-        self.workers = [LocalSteps(worker.of_worker(w), task) for w in range(len(samplers))]
-        flips = any(faults.flips_labels(w) for w in range(len(samplers)))
-        self.classes = int(task.y_train.max()) + 1 if flips else 0
+        self.cfg, self.task = worker, task
+        W = len(samplers)
+        self.workers = [LocalSteps(worker.of_worker(w), task) for w in range(W)]
+        classes = int(task.y_train.max()) + 1 if any(map(faults.flips_labels, range(W))) else 0
+        self.batches = [
+            minibatches(task, samplers[w], classes if faults.flips_labels(w) else 0)
+            for w in range(W)
+        ]
         #: the stacked parameters and their optimizer while the workers are in lockstep
         self.lockstep = (
             worker.optimizer.lower() in STACKABLE and len(samplers) > 1 and worker.uniform
@@ -60,14 +62,10 @@ class InnerSteps:
         self.stack: torch.Tensor | None = None
         self.opt: torch.optim.Optimizer | None = None
 
-    def _batch(self, w: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.task.batch(self.samplers[w].batch(k))
-        return (x, flip_labels(y, self.classes)) if self.faults.flips_labels(w) else (x, y)
-
     def job(self, w: int, read: torch.Tensor, j: int) -> torch.Tensor:
         """Worker ``w``'s ``j``-th job from the parameters ``read``: its pseudo-gradient."""
         self.split()
-        delta = self.workers[w].job(read, lambda k: self._batch(w, k), j)
+        delta = self.workers[w].job(read, self.batches[w], j)
         assert delta is not None  # (nothing abandons a simulated job)
         return delta
 
@@ -78,23 +76,20 @@ class InnerSteps:
         H, W, cfg = self.cfg.steps_of(0), len(self.workers), self.cfg
         if self.stack is None or cfg.reset_state:
             self.stack = read.detach().expand(W, -1).clone()
-            self.opt = build_optimizer(
-                cfg.optimizer, [self.stack], cfg.lr, "worker", **cfg.inner_options()
-            )
+            self.opt = inner_optimizer(cfg, self.stack)
         stack, opt = self.stack, self.opt
         assert opt is not None
         with torch.no_grad():
             stack.copy_(read.expand(W, -1))
         for i in range(H):
-            pairs = [self._batch(w, js[w] * H + i) for w in range(W)]
+            pairs = [self.batches[w](js[w] * H + i) for w in range(W)]
             xs, ys = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
             try:
                 stack.grad = self.task.grads_at(stack, xs, ys)
             except Exception:  # a model torch.func cannot batch: one at a time instead
                 if i:  # (it batched before: a real error, said with its cause)
                     raise
-                self.stack, self.opt = None, None
-                self.lockstep = False
+                self.split()  # (no step of this round was taken: the state is the last's)
                 return None
             opt.step()
             stack.grad = None
@@ -109,9 +104,7 @@ class InnerSteps:
         state = self.opt.state[self.stack]
         for w, one in enumerate(self.workers):
             one.local = self.stack[w].detach().clone()
-            one.opt = build_optimizer(
-                self.cfg.optimizer, [one.local], self.cfg.lr, "worker", **one.options
-            )
+            one.opt = inner_optimizer(one.cfg, one.local)
             one.opt.state[one.local] = {
                 k: (v[w].clone() if torch.is_tensor(v) and v.dim() else _copy(v))
                 for k, v in state.items()
@@ -137,16 +130,12 @@ class InnerSteps:
         cfg = self.cfg
         if state["stack"] is not None:
             self.stack = torch.zeros(len(self.workers), numel, device=device)
-            self.opt = build_optimizer(
-                cfg.optimizer, [self.stack], cfg.lr, "worker", **cfg.inner_options()
-            )
+            self.opt = inner_optimizer(cfg, self.stack)
             self.opt.load_state_dict(state["stack"])
         for one, saved in zip(self.workers, state["workers"], strict=True):
             if saved is not None:
                 one.local = torch.zeros(numel, device=device)
-                one.opt = build_optimizer(
-                    cfg.optimizer, [one.local], cfg.lr, "worker", **one.options
-                )
+                one.opt = inner_optimizer(one.cfg, one.local)
                 one.opt.load_state_dict(saved)
 
 
