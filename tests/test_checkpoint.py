@@ -26,6 +26,12 @@ CASES = {
         "faults": {"byzantine_workers": [0], "attack": "stale-replay", "nan_workers": [2]},
     },
     "backup-drop": {"policy": {"name": "backup", "workers": 5, "backups": 2, "late": "drop"}},
+    # a gradient table (server state) across the checkpoint, mid-cycle, and held gradients
+    "ringleader-dirichlet": {
+        "policy": {"name": "ringleader", "workers": 3},  # 40 is mid-cycle
+        "task": {"split": "dirichlet", "alpha": 0.3},
+        "timing": {"compute": "lognormal:mu=0,sigma=0.5"},
+    },
 }
 
 

@@ -54,6 +54,7 @@ class Coordinator:
         self.check = check or GradientCheck()
         if self.check.numel is None:
             self.check.numel = server.numel
+        self.check.dtype = server.params.dtype
         self.rejected: list[tuple[int, str]] = []  # (gid, why) the check refused; drain it
         #: an omniscient attack (``Faults.attack_update``): rewrites an update's Byzantine
         #: rows from its accepted honest ones, the same place the simulator applies it
@@ -62,7 +63,7 @@ class Coordinator:
         self._worker: dict[int, int] = {}  # who sent each held gradient (for the attack)
         # the update from its gradients, as the simulator's replay builds it; the gradients
         # may be a worker's buffers: read, never scaled in place
-        self._builder = UpdateBuilder(self.aggregator, attack, owned=False)
+        self._builder = UpdateBuilder(self.aggregator, attack, owned=False, table=server.table)
         self._next_gid = 0
 
     def request(self, worker: int) -> int | None:
@@ -89,7 +90,7 @@ class Coordinator:
         decision = self.policy.push(worker, read_version, gid, now)
         if decision.fate in (Fate.BUFFERED, Fate.APPLIED):
             self._held[gid] = gradient
-            if self.attack is not None:
+            if self._builder.per_row:  # an attack or a gradient table needs the sender
                 self._worker[gid] = worker
         self._apply(decision, now)
         return PushResult(gid, decision)
@@ -136,7 +137,7 @@ class Coordinator:
         if not parts:
             self.server.skip()
         else:
-            grad = self._builder.build(parts)
+            grad = self._builder.build(parts, reset=update.reset)
             self.server.apply(grad, n=len(parts), time=now, level=update.regime)
         if self.server.version != update.version:
             raise RuntimeError("server and policy disagree on the version")  # a bug

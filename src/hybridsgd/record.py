@@ -44,6 +44,8 @@ class Schedule:
     # synchronous tensors (-1: none), and how many leading tensors were synchronous per update
     sync_update: np.ndarray | None = None
     update_sync_tensors: np.ndarray | None = None
+    # policies with a gradient table only: whether each update emptied it first (bool)
+    update_reset: np.ndarray | None = None
     reasons: dict[int, str] = field(default_factory=dict)  # gid -> why it was rejected
     stopped: str = ""  # why the run ended early (a worker loss the policy cannot absorb)
     lost: list[tuple[float, int]] = field(default_factory=list)  # (time, worker) lost
@@ -124,6 +126,7 @@ class Schedule:
             update_momentum=cut(self.update_momentum),
             sync_update=sync,
             update_sync_tensors=cut(self.update_sync_tensors),
+            update_reset=cut(self.update_reset),
             reasons={renumber[g]: r for g, r in self.reasons.items() if g in renumber},
             stopped=self.stopped,
             lost=[(tl, w) for tl, w in self.lost if tl <= t],
@@ -160,6 +163,7 @@ class Recorder:
         self.update_time: list[float] = []
         self.update_regime: list[float] = []
         self.update_sync_tensors: list[int] = []
+        self.update_reset: list[bool] = []
         self.reasons: dict[int, str] = {}
         self.lost: list[tuple[float, int]] = []  # (time, worker) of each worker lost
 
@@ -179,6 +183,7 @@ class Recorder:
         self.update_time.append(t)
         self.update_regime.append(up.regime)
         self.update_sync_tensors.append(up.sync_tensors)
+        self.update_reset.append(up.reset)
         for m in up.members:
             self.fate[m] = APPLIED
             self.update[m] = u
@@ -209,6 +214,9 @@ class Recorder:
             update_regime=np.asarray(self.update_regime, dtype=np.float64),
             sync_update=np.asarray(self.sync, dtype=i64),
             update_sync_tensors=np.asarray(self.update_sync_tensors, dtype=i64),
+            update_reset=np.asarray(self.update_reset, dtype=bool)
+            if any(self.update_reset)
+            else None,
             reasons=dict(self.reasons),
             lost=list(self.lost),
         )

@@ -14,7 +14,7 @@ import torch
 import hybridsgd as h
 from hybridsgd.cli import main
 from hybridsgd.errors import ConfigError
-from hybridsgd.policies import POLICIES, REGISTRY, parse_spec, unregister
+from hybridsgd.policies import POLICIES, REGISTRY, Context, parse_spec, policy_config, unregister
 from tests.helpers import make_config
 
 
@@ -110,10 +110,14 @@ def test_it_runs_from_the_cli(majority, tmp_path, capsys):
 def test_the_built_in_policies_all_declare_themselves():
     assert set(REGISTRY) == {
         "adaptive", "async", "backup", "sync", "hybrid", "k_sync", "k_batch_sync", "k_async",
-        "k_batch_async", "ssp", "psp", "rennala", "ringmaster", "m_sync",
+        "k_batch_async", "ssp", "psp", "rennala", "ringmaster", "m_sync", "malenia", "ia2sgd",
+        "ringleader",
     }  # fmt: skip
     assert set(POLICIES) == set(REGISTRY)
     for entry in REGISTRY.values():
+        # the registry's word on a gradient table is the policy's own
+        built = entry.build(policy_config(entry.examples[0]), Context())
+        assert built.table == entry.table, entry.name
         assert entry.summary and entry.examples, entry.name
         for spec in entry.examples:
             name, overrides = parse_spec(spec)

@@ -16,6 +16,7 @@ import torch
 from hybridsgd.config import Config
 from hybridsgd.core.hyper import Hyper, parse_schedule
 from hybridsgd.core.server import ParameterServer, _optimizer_class, optimizer_parameters
+from hybridsgd.core.tables import GradientTable
 from hybridsgd.errors import ConfigError
 from hybridsgd.logs import update_metrics
 from hybridsgd.record import Schedule
@@ -154,10 +155,15 @@ def build_server(
     params: torch.Tensor,
     layout: list[torch.Size] | None = None,
     partial_updates: bool = False,
+    table: str | None = None,
 ) -> ParameterServer:
-    """The parameter server with the configured optimizer (see :func:`optimizer_settings`)."""
+    """The parameter server with the configured optimizer (see :func:`optimizer_settings`),
+    and the policy's gradient table of kind ``table`` if it has one."""
     name, lr, options = optimizer_settings(cfg, partial_updates)
-    return ParameterServer(params, name, lr, layout=layout, hyper=hyper_of(cfg), **options)
+    server = ParameterServer(params, name, lr, layout=layout, hyper=hyper_of(cfg), **options)
+    if table is not None:
+        server.table = GradientTable(table, cfg.policy.workers, server.numel)
+    return server
 
 
 def hyper_of(cfg: Config) -> Hyper:

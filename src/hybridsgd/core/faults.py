@@ -203,6 +203,8 @@ class GradientCheck:
         if large not in ("clip", "reject"):
             raise ConfigError("optimizer.large_gradients", f"use clip or reject (got {large!r})")
         self.max_norm, self.large, self.numel = max_norm, large, numel
+        #: the dtype a gradient must have: the server's parameters' (float32 but in tests)
+        self.dtype = torch.float32
 
     @property
     def per_gradient(self) -> bool:
@@ -213,8 +215,9 @@ class GradientCheck:
         """Check (and maybe clip in place) one gradient: ``""`` if accepted, else why not."""
         if self.numel is not None and (g.dim() != 1 or g.numel() != self.numel):
             return f"shape {tuple(g.shape)}, expected ({self.numel},)"
-        if g.dtype != torch.float32:
-            return f"dtype {str(g.dtype).removeprefix('torch.')}, expected float32"
+        if g.dtype != self.dtype:
+            want = str(self.dtype).removeprefix("torch.")
+            return f"dtype {str(g.dtype).removeprefix('torch.')}, expected {want}"
         if not bool(torch.isfinite(g.sum())):  # one reduction on the common path
             if not bool(torch.isfinite(g).all()):
                 return "non-finite"

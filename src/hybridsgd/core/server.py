@@ -15,6 +15,7 @@ from typing import Any, cast
 import torch
 
 from hybridsgd.core.hyper import Hyper
+from hybridsgd.core.tables import GradientTable
 from hybridsgd.errors import ConfigError
 
 #: torch.optim classes a parameter server cannot drive, and why
@@ -92,11 +93,13 @@ class ParameterServer:
         lr: float = 0.1,
         layout: Sequence[torch.Size] | None = None,
         hyper: Hyper | None = None,
+        dtype: torch.dtype = torch.float32,
         **options: Any,
     ) -> None:
         if params.dim() != 1:
             raise ValueError("ParameterServer takes a flat (1-D) parameter vector")
-        self._theta = params.detach().clone().to(torch.float32).contiguous()
+        # float32, as every model here; float64 lets a test follow a reference to 1e-10
+        self._theta = params.detach().clone().to(dtype).contiguous()
         shapes = [torch.Size(s) for s in layout] if layout else [self._theta.shape]
         if sum(s.numel() for s in shapes) != self._theta.numel():
             raise ValueError("layout does not add up to the number of parameters")
@@ -111,6 +114,9 @@ class ParameterServer:
         self.hyper = hyper if hyper is not None and not hyper.constant else None
         #: the lr and momentum each update used, when ``hyper`` sets them (NaN: skipped)
         self.used: list[tuple[float, float]] = []
+        #: the policy's gradient table (:mod:`hybridsgd.core.tables`), server state kept by
+        #: checkpoints; None for the policies that have none
+        self.table: GradientTable | None = None
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [t.view(s) for t, s in zip(flat.split(self._sizes), self._shapes, strict=True)]
@@ -185,6 +191,8 @@ class ParameterServer:
         }
         if self.hyper is not None:
             state["hyper"] = {**self.hyper.state(), "used": list(self.used)}
+        if self.table is not None:
+            state["table"] = self.table.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -196,3 +204,5 @@ class ParameterServer:
         if self.hyper is not None and "hyper" in state:
             self.hyper.load_state(state["hyper"])
             self.used = [tuple(u) for u in state["hyper"]["used"]]
+        if self.table is not None:
+            self.table.load_state_dict(state["table"])

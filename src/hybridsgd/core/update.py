@@ -25,6 +25,7 @@ from typing import cast
 import torch
 
 from hybridsgd.core.aggregators import Aggregator
+from hybridsgd.core.tables import GradientTable
 
 Attack = Callable[[torch.Tensor, list[int]], None]
 
@@ -47,23 +48,38 @@ class UpdateBuilder:
     parts' tensors belong to the caller's scratch and may be scaled in place; otherwise
     they are a worker's buffers and are only read."""
 
-    def __init__(self, aggregator: Aggregator, attack: Attack | None = None, *, owned: bool):
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        attack: Attack | None = None,
+        *,
+        owned: bool,
+        table: GradientTable | None = None,
+    ) -> None:
         self.aggregator, self.attack, self.owned = aggregator, attack, owned
+        self.table = table
         self._sum: torch.Tensor | None = None
 
     @property
     def per_row(self) -> bool:
-        """Whether every gradient must arrive as its own row."""
-        return not self.aggregator.linear or self.attack is not None
+        """Whether every gradient must arrive as its own row (with its sender, for a
+        gradient table)."""
+        return not self.aggregator.linear or self.attack is not None or self.table is not None
 
-    def build(self, parts: Sequence[Part]) -> torch.Tensor | list[torch.Tensor | None]:
-        """The update's gradient: the aggregate of ``parts`` (at least one)."""
+    def build(
+        self, parts: Sequence[Part], *, reset: bool = False
+    ) -> torch.Tensor | list[torch.Tensor | None]:
+        """The update's gradient: the aggregate of ``parts`` (at least one); with a gradient
+        table, the table's mean once the parts are folded in (after emptying it if
+        ``reset``: :mod:`hybridsgd.core.tables`)."""
         if self.per_row:
             flat = [cast(torch.Tensor, p.grad) for p in parts]  # rows or flat vectors here
             pairs = zip(flat, parts, strict=True)
             rows = torch.cat([g if p.rows else g.unsqueeze(0) for g, p in pairs])
             if self.attack is not None:  # the attack sees the update's accepted honest rows
                 self.attack(rows, [w for p in parts for w in p.workers])
+            if self.table is not None:
+                return self.table.fold(rows, [w for p in parts for w in p.workers], reset=reset)
             counts = torch.ones(rows.shape[0])
             scales = torch.cat([torch.full((_n(p),), p.scale) for p in parts])
             return self.aggregator(rows, counts, scales)

@@ -12,6 +12,7 @@ from hybridsgd.policies.adaptive import AdaptivePolicy, adaptive
 from hybridsgd.policies.asynchronous import asynchronous
 from hybridsgd.policies.backup import backup
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
+from hybridsgd.policies.heterogeneous import IA2SGD, Malenia, Ringleader
 from hybridsgd.policies.hybrid import PROGRESS, HybridPolicy, PartitionHybrid, hybrid
 from hybridsgd.policies.k_variants import k_async, k_batch_async, k_batch_sync, k_sync
 from hybridsgd.policies.optimal_time import m_sync, rennala, ringmaster
@@ -146,6 +147,9 @@ __all__ = [
     "PROGRESS",
     "REQUIRED",
     "AdaptivePolicy",
+    "IA2SGD",
+    "Malenia",
+    "Ringleader",
     "Decision",
     "Fate",
     "HybridPolicy",

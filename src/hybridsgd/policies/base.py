@@ -47,6 +47,9 @@ class Update:
     # ``members`` update only the other tensors
     sync_tensors: int = 0
     sync_members: list[int] | None = None
+    # a policy with a gradient table (``Policy.table``): the update empties the table before
+    # folding its members in (hybridsgd.core.tables)
+    reset: bool = False
 
 
 @dataclass(slots=True)
@@ -69,6 +72,9 @@ class Policy(ABC):
     version: int
     #: whether an update may leave some parameter tensors without a gradient
     partial_updates: bool = False
+    #: the kind of gradient table its updates fold into (``"latest"`` or ``"mean"``,
+    #: :mod:`hybridsgd.core.tables`), or None: an update aggregates its members alone
+    table: str | None = None
 
     @abstractmethod
     def request(self, worker: int) -> int | None:

@@ -87,6 +87,9 @@ class Registered:
     #: keys a tuning by studies searches besides the lr (and SGD's momentum), log-uniformly
     #: over the lr's range: a hybrid's asynchronous lr
     tuned_keys: tuple[str, ...] = ()
+    #: the kind of gradient table its policy keeps at the server (its ``Policy.table``:
+    #: hybridsgd.core.tables), or None; a table takes the place of the aggregator
+    table: str | None = None
 
     @property
     def model(self) -> str:
@@ -339,6 +342,12 @@ def validate(p: PolicyConfig) -> None:
             )
     _choice("policy.on_worker_loss", p.on_worker_loss, ("shrink", "fail"))
     aggregator = build_aggregator(p.aggregator)
+    if entry.table is not None and aggregator.name != "mean":
+        raise ConfigError(
+            "policy.aggregator",
+            f"{p.name} steps with the mean of its gradient table; it takes no other "
+            f"aggregator (remove policy.aggregator = {p.aggregator!r})",
+        )
     if not aggregator.linear:
         n = entry.min_gradients(p)
         if n < 2:

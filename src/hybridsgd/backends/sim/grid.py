@@ -61,8 +61,13 @@ def grid_key(cfg: Config) -> str | None:
     when ``cfg`` must run on its own. Each config section declares how its keys bear on
     a grid (hybridsgd.config: ``_apart``, ``_varies``): a key declared apart and set keeps
     the run apart; keys declared varying may differ within a grid; every other key must
-    match. And the aggregator must be linear (a robust rule needs each gradient's row)."""
+    match. And the aggregator must be linear (a robust rule needs each gradient's row), and
+    the policy without a gradient table (server state of each config's own)."""
     if not build_aggregator(cfg.policy.aggregator).linear:
+        return None
+    from hybridsgd.policies.registry import REGISTRY
+
+    if REGISTRY[cfg.policy.name].table is not None:
         return None
     d = cfg.to_dict()
     for name, section in cfg.sections():

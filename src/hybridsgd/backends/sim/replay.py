@@ -139,7 +139,11 @@ class _Replay(Engine):
         # BatchNorm model's gradient depends on its own minibatch as a whole, so several
         # workers' minibatches never go through one forward pass (one vmapped call instead)
         # (an omniscient attack needs every row of the update it joins, too)
-        self.apart = not aggregator.linear or check.per_gradient or faults.omniscient
+        # (and a gradient table folds each gradient into its sender's row)
+        table = server.table
+        self.apart = (
+            not aggregator.linear or check.per_gradient or faults.omniscient or table is not None
+        )
         self.gs = gs = Groups(schedule)
         self.members = (gs.gids, gs.worker, faults, check, schedule)
         # an update fed by one group gets that group's gradient as is (per-tensor parts, no
@@ -152,7 +156,8 @@ class _Replay(Engine):
         self.pool: list[torch.Tensor] = []  # reused flat buffers: fresh pages cost a copy
         # the update from its parts, as the coordinator builds it (parts are scratch here)
         attack = faults.attack_update if faults.omniscient else None
-        self.builder = UpdateBuilder(aggregator, attack, owned=True)
+        self.builder = UpdateBuilder(aggregator, attack, owned=True, table=table)
+        self.resets = schedule.update_reset
         self.evals = Evals()
         self.first = 0
         if resume is not None:
@@ -323,7 +328,8 @@ class _Replay(Engine):
     def update(self, v: int) -> None:
         schedule, server, check = self.schedule, self.server, self.check
         contributions = self.pending.pop(v, [])
-        grad = self.builder.build(contributions) if contributions else None
+        reset = self.resets is not None and bool(self.resets[v])
+        grad = self.builder.build(contributions, reset=reset) if contributions else None
         if len(contributions) > 1 and not self.builder.per_row:  # flat means: scratch again
             self.pool.extend(c.grad for c in contributions)  # type: ignore[misc]
         # a gradient that is not finite is rejected alone, as the Coordinator does: a

@@ -1,0 +1,226 @@
+"""Malenia, IA²SGD and Ringleader (issue 37): hand-checked schedules with each update written
+out in float64, the gradient table's semantics, the W = 1 equivalences and bad settings.
+
+The hand-checked schedule: 3 workers whose minibatches take exactly 1, 1.5 and 2.5 time
+units (ties go to the lower worker), with unequal data: worker w's k-th minibatch has the
+gradient a_w * (x - c_w) + noise[w][k]. Its first arrivals are w0 at 1, w1 at 1.5, w0 at 2,
+w2 at 2.5, then (for policies that keep work in flight) w0 and w1 at 3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hybridsgd as h
+from hybridsgd.cli import main
+from hybridsgd.coordinator import Coordinator
+from hybridsgd.core.server import ParameterServer
+from hybridsgd.core.tables import GradientTable
+from hybridsgd.policies import IA2SGD, Malenia, Ringleader, build_policy
+from hybridsgd.record import APPLIED, CANCELLED
+from tests.helpers import const_cluster, small_config
+
+LR = 0.3
+RNG = np.random.default_rng(0)
+A = RNG.uniform(0.5, 2.0, (3, 4))
+C = RNG.normal(0, 1, (3, 4))
+NOISE = RNG.normal(0, 0.3, (3, 8, 4))
+X0 = RNG.normal(0, 1, 4)
+
+
+def g(w: int, k: int, x: np.ndarray) -> np.ndarray:
+    """Worker w's k-th minibatch gradient at x (float64)."""
+    return A[w] * (x - C[w]) + NOISE[w][k]
+
+
+def drive(make, arrivals: int):
+    """The simulator's schedule of the policy ``make()`` builds, on the 3 workers, up to
+    ``arrivals`` arrivals, carried out again by a Coordinator (the real backends' server)
+    in float64: returns the schedule and the parameters after each update."""
+    policy = make()
+    s = h.simulate_schedule(policy, const_cluster([1, 1.5, 2.5]), max_updates=50, fast=False)
+    server = ParameterServer(torch.tensor(X0), "sgd", lr=LR, dtype=torch.float64)
+    server.table = GradientTable(policy.table, 3, 4)
+    coord = Coordinator(make(), server)
+    xs = [X0.copy()]
+    reading = {w: coord.request(w) for w in range(3)}
+    done = 0
+    for gid in np.argsort(s.end, kind="stable"):  # in time order; cancelled work never lands
+        if s.fate[gid] == CANCELLED or done == arrivals:
+            continue
+        w, k, v = int(s.worker[gid]), int(s.minibatch[gid]), int(s.read_version[gid])
+        assert reading[w] == v  # the coordinator hands out the versions the simulator did
+        r = coord.push(w, v, torch.from_numpy(g(w, k, xs[v])), gid=int(gid))
+        if r.decision.update is not None:
+            xs.append(server.params.numpy().copy())
+        for c in r.decision.cancel:
+            reading[c] = coord.request(c)
+        reading[w] = coord.request(w)
+        done += 1
+    return s, xs
+
+
+def test_malenia_averages_each_workers_mean_and_restarts_everyone():
+    s, xs = drive(lambda: Malenia(3), 6)
+    # w0 at 1 and 2, w1 at 1.5, w2 at 2.5: every worker has sent one -> update 1; w0's and
+    # w1's work on x0 is stopped and all three restart on x1 at 2.5 (w0 at 3.5, w1 at 4)
+    assert s.worker[:6].tolist() == [0, 1, 0, 2, 0, 1]
+    assert s.fate[:6].tolist() == [APPLIED] * 4 + [CANCELLED] * 2
+    assert s.update_time[0] == 2.5 and s.update_reset[0]
+    x1 = X0 - LR / 3 * ((g(0, 0, X0) + g(0, 1, X0)) / 2 + g(1, 0, X0) + g(2, 0, X0))
+    np.testing.assert_allclose(xs[1], x1, rtol=0, atol=1e-14)
+    assert len(xs) == 2  # arrivals 5 and 6 (w0 at 3.5, w1 at 4, on x1) wait for w2
+
+
+def test_ia2sgd_steps_with_the_mean_of_each_workers_latest_gradient():
+    s, xs = drive(lambda: IA2SGD(3), 6)
+    assert s.worker[:6].tolist() == [0, 1, 0, 2, 0, 1]
+    # arrivals 1-3 fill rows 0, 1 and replace row 0; w2's at 2.5 fills the table: update 1
+    assert (s.update[:6] == [0, 0, 0, 0, 1, 2]).all() and s.update_reset is None
+    rows = {0: g(0, 1, X0), 1: g(1, 0, X0), 2: g(2, 0, X0)}
+    x1 = X0 - LR * (rows[0] + rows[1] + rows[2]) / 3
+    rows[0] = g(0, 2, X0)  # w0 at 3, read at 2 (x0): replaces its row
+    x2 = x1 - LR * (rows[0] + rows[1] + rows[2]) / 3
+    rows[1] = g(1, 1, X0)  # w1 at 3, read at 1.5 (x0)
+    x3 = x2 - LR * (rows[0] + rows[1] + rows[2]) / 3
+    np.testing.assert_allclose(np.stack(xs[1:4]), np.stack([x1, x2, x3]), rtol=0, atol=1e-14)
+
+
+def test_ia2sgd_after_steps_from_the_arrival_after_the_filling_one():
+    s, xs = drive(lambda: IA2SGD(3, first_update="after"), 6)
+    assert (s.update[:6] == [0, 0, 0, 0, 0, 1]).all()
+    rows = {0: g(0, 2, X0), 1: g(1, 0, X0), 2: g(2, 0, X0)}  # w0's third (at 3) is the first
+    x1 = X0 - LR * (rows[0] + rows[1] + rows[2]) / 3
+    np.testing.assert_allclose(xs[1], x1, rtol=0, atol=1e-14)
+
+
+def test_ringleader_gathers_then_steps_once_per_worker_with_running_means():
+    s, xs = drive(lambda: Ringleader(3), 6)
+    assert s.worker[:6].tolist() == [0, 1, 0, 2, 0, 1]
+    # phase 1 ends when w2 arrives (update 1, table reset); then w0 and w1 step once each
+    assert (s.update[:6] == [0, 0, 0, 0, 1, 2]).all()
+    assert s.update_reset[:3].tolist() == [True, False, False]
+    m0 = (g(0, 0, X0) + g(0, 1, X0)) / 2
+    x1 = X0 - LR * (m0 + g(1, 0, X0) + g(2, 0, X0)) / 3
+    m0 = (g(0, 0, X0) + g(0, 1, X0) + g(0, 2, X0)) / 3  # w0 at 3 (read x0) joins its row
+    x2 = x1 - LR * (m0 + g(1, 0, X0) + g(2, 0, X0)) / 3
+    m1 = (g(1, 0, X0) + g(1, 1, X0)) / 2  # w1 at 3 (read x0)
+    x3 = x2 - LR * (m0 + m1 + g(2, 0, X0)) / 3
+    np.testing.assert_allclose(np.stack(xs[1:4]), np.stack([x1, x2, x3]), rtol=0, atol=1e-14)
+
+
+def test_ringleader_holds_a_stepped_workers_arrival_for_the_next_cycle():
+    """Cycle 3 steps at 8 (w0) and 9 (w1); w0, which stepped already, arrives at 9 too
+    (before w1: ties go to the lower worker): its gradient is held and folded into cycle
+    4's fresh table, which opens at 10 when w2 arrives."""
+    s = h.simulate_schedule(Ringleader(3), const_cluster([1, 1.5, 2.5]), max_updates=12, fast=False)
+    cycle_starts = np.flatnonzero(s.update_reset)
+    assert cycle_starts.tolist() == [0, 3, 6, 9]
+    for u in cycle_starts:  # the update that opens a cycle has a gradient from every worker
+        assert set(s.worker[s.update == u].tolist()) == {0, 1, 2}
+    for u in set(range(12)) - set(cycle_starts.tolist()):  # the others: exactly one
+        assert (s.update == u).sum() == 1
+    held = (s.update >= 0) & (s.staleness < s.update - s.read_version)  # applied later on
+    assert np.flatnonzero(held).tolist() == [16]
+    assert (s.worker[16], s.read_version[16], s.end[16], s.update[16]) == (0, 8, 9.0, 9)
+
+
+@pytest.mark.parametrize("name", ["malenia", "ia2sgd", "ringleader"])
+def test_with_one_worker_each_is_sgd_bit_for_bit(name):
+    cfg = small_config(
+        policy={"name": "async", "workers": 1},
+        timing={"compute": "lognormal:mu=0,sigma=0.5"},
+        run={"updates": 30},
+    )
+    sgd = h.run(cfg)
+    assert torch.equal(h.run(cfg.replace(f"policy.name={name}")).params, sgd.params)
+
+
+def test_the_table_is_the_mean_of_rows_latest_or_running():
+    t = GradientTable("latest", 3, 2)
+    rows = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=torch.float64)
+    assert t.fold(rows[:2], [0, 0], reset=False).tolist() == [3.0, 4.0]  # replaced
+    assert t.fold(rows[2:], [2], reset=False).tolist() == [4.0, 5.0]  # rows 0 and 2
+    m = GradientTable("mean", 2, 1)
+    m.fold(torch.tensor([[1.0], [2.0]]), [0, 0], reset=False)
+    assert m.fold(torch.tensor([[9.0]]), [1], reset=False).tolist() == [5.25]
+    assert m.fold(torch.tensor([[4.0]]), [0], reset=True).tolist() == [4.0]
+    saved = m.state_dict()
+    m.fold(torch.tensor([[8.0]]), [1], reset=False)
+    m.load_state_dict(saved)
+    assert m.value().tolist() == [4.0]
+
+
+def test_malenia_shrinks_its_rounds_when_a_worker_is_lost_and_the_others_refuse():
+    p = Malenia(3)
+    for w in range(3):
+        p.request(w)
+    assert p.push(0, 0, 0).fate == "buffered"
+    assert p.push(1, 0, 1).fate == "buffered"
+    d = p.lose(2)
+    assert d.update is not None and d.update.members == [0, 1] and d.update.reset
+    with pytest.raises(h.WorkerLost, match="ringleader cannot go on without it"):
+        Ringleader(3).lose(1)
+
+
+def test_a_table_policy_takes_no_other_aggregator(capsys):
+    with pytest.raises(h.ConfigError, match="policy.aggregator: ringleader steps with the mean"):
+        build_policy("ringleader:workers=4,aggregator=median")
+    code = main(["run", "examples/digits-backup.toml", "--set", "policy.name=ia2sgd",
+                 "--set", "policy.aggregator=trimmed_mean:trim=1"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "policy.aggregator" in err[0]
+
+
+# -- predict ------------------------------------------------------------------------------
+def test_the_exact_dynamics_reproduce_the_simulators_schedule():
+    """predict's Monte Carlos (hybridsgd.analysis.heterogeneous, event logic of their own)
+    fed the simulator's durations, worker by worker: the same update times and staleness."""
+    from hybridsgd.analysis.heterogeneous import malenia_run, ringleader_run
+    from hybridsgd.timing import Cluster, parse_model
+
+    W = 5
+    cluster = Cluster(parse_model("lognormal:mu=0,sigma=0.7"), W, seed=4, speeds=[1, 1, 2, 3, 5])
+    draws = np.stack([cluster.delays(w, 3000) for w in range(W)], axis=1)
+    U, S = ringleader_run(draws)
+    again = Cluster(parse_model("lognormal:mu=0,sigma=0.7"), W, seed=4, speeds=[1, 1, 2, 3, 5])
+    s = h.simulate_schedule(Ringleader(W), again, 500, fast=False)
+    np.testing.assert_array_equal(U[:500], s.update_time)
+    applied = s.fate == APPLIED
+    order = np.argsort(s.update[applied], kind="stable")  # by update, arrival order within
+    np.testing.assert_array_equal(S[: applied.sum()], s.staleness[applied][order])
+    U, applied_per_round, started, wasted = malenia_run(draws)
+    again = Cluster(parse_model("lognormal:mu=0,sigma=0.7"), W, seed=4, speeds=[1, 1, 2, 3, 5])
+    s = h.simulate_schedule(Malenia(W), again, 300, fast=False)
+    np.testing.assert_array_equal(U[:300], s.update_time)
+    assert applied_per_round[:300].tolist() == np.bincount(s.update[s.fate == APPLIED]).tolist()
+
+
+@pytest.mark.parametrize("name", ["malenia", "ia2sgd", "ringleader"])
+@pytest.mark.parametrize(
+    ("model", "speeds"),
+    [
+        ("exp:mu=1", None),
+        ("lognormal:mu=0,sigma=1", None),
+        ("pareto:alpha=3.5,scale=1", [1, 2, 4, 8] * 2),
+    ],
+)
+def test_predict_matches_the_simulator(name, model, speeds):
+    """Time per update within 3%, staleness within 5% (0 for malenia), the wasted share and
+    the gradients per update within 3%, under three timing models."""
+    from hybridsgd.analysis import measure, predict
+    from hybridsgd.timing import Cluster, parse_model
+
+    W = 8
+    p = predict(name, W, parse_model(model), speeds=speeds)
+    policy = build_policy(f"{name}:workers={W}")
+    s = h.simulate_schedule(policy, Cluster(parse_model(model), W, seed=3, speeds=speeds), 20_000)
+    m = measure(s)
+    assert p.mean_update_time == pytest.approx(m["mean_update_time"], rel=0.03)
+    assert p.mean_staleness == pytest.approx(m["mean_staleness"], rel=0.05, abs=1e-9)
+    assert p.wasted_fraction == pytest.approx(m["wasted_fraction"], rel=0.03, abs=1e-9)
+    per_update = (s.fate == APPLIED).sum() / s.n_updates
+    assert p.quorum == pytest.approx(per_update, rel=0.03)
