@@ -25,7 +25,7 @@ from hybridsgd.core.aggregators import Aggregator, Mean
 from hybridsgd.core.faults import GradientCheck
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
-from hybridsgd.core.update import Part, UpdateBuilder
+from hybridsgd.core.update import Part, UpdateBuilder, scaled
 from hybridsgd.policies.base import Decision, Fate, Policy
 
 
@@ -137,7 +137,7 @@ class Coordinator:
         if not parts:
             self.server.skip()
         else:
-            grad = self._builder.build(parts, reset=update.reset)
+            grad = scaled(self._builder.build(parts, reset=update.reset), update.scale)
             self.server.apply(grad, n=len(parts), time=now, level=update.regime)
         if self.server.version != update.version:
             raise RuntimeError("server and policy disagree on the version")  # a bug

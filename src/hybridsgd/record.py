@@ -46,6 +46,8 @@ class Schedule:
     update_sync_tensors: np.ndarray | None = None
     # policies with a gradient table only: whether each update emptied it first (bool)
     update_reset: np.ndarray | None = None
+    # a factor on each update's gradient (Update.scale); None when every one is 1
+    update_scale: np.ndarray | None = None
     reasons: dict[int, str] = field(default_factory=dict)  # gid -> why it was rejected
     stopped: str = ""  # why the run ended early (a worker loss the policy cannot absorb)
     lost: list[tuple[float, int]] = field(default_factory=list)  # (time, worker) lost
@@ -127,6 +129,7 @@ class Schedule:
             sync_update=sync,
             update_sync_tensors=cut(self.update_sync_tensors),
             update_reset=cut(self.update_reset),
+            update_scale=cut(self.update_scale),
             reasons={renumber[g]: r for g, r in self.reasons.items() if g in renumber},
             stopped=self.stopped,
             lost=[(tl, w) for tl, w in self.lost if tl <= t],
@@ -164,6 +167,7 @@ class Recorder:
         self.update_regime: list[float] = []
         self.update_sync_tensors: list[int] = []
         self.update_reset: list[bool] = []
+        self.update_scale: list[float] = []
         self.reasons: dict[int, str] = {}
         self.lost: list[tuple[float, int]] = []  # (time, worker) of each worker lost
 
@@ -184,6 +188,7 @@ class Recorder:
         self.update_regime.append(up.regime)
         self.update_sync_tensors.append(up.sync_tensors)
         self.update_reset.append(up.reset)
+        self.update_scale.append(up.scale)
         for m in up.members:
             self.fate[m] = APPLIED
             self.update[m] = u
@@ -216,6 +221,9 @@ class Recorder:
             update_sync_tensors=np.asarray(self.update_sync_tensors, dtype=i64),
             update_reset=np.asarray(self.update_reset, dtype=bool)
             if any(self.update_reset)
+            else None,
+            update_scale=np.asarray(self.update_scale, dtype=np.float64)
+            if any(f != 1.0 for f in self.update_scale)
             else None,
             reasons=dict(self.reasons),
             lost=list(self.lost),

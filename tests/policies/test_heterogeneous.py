@@ -18,7 +18,7 @@ from hybridsgd.cli import main
 from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.tables import GradientTable
-from hybridsgd.policies import IA2SGD, Malenia, Ringleader, build_policy
+from hybridsgd.policies import IA2SGD, Malenia, Rescaled, Ringleader, build_policy
 from hybridsgd.record import APPLIED, CANCELLED
 from tests.helpers import const_cluster, small_config
 
@@ -42,7 +42,8 @@ def drive(make, arrivals: int):
     policy = make()
     s = h.simulate_schedule(policy, const_cluster([1, 1.5, 2.5]), max_updates=50, fast=False)
     server = ParameterServer(torch.tensor(X0), "sgd", lr=LR, dtype=torch.float64)
-    server.table = GradientTable(policy.table, 3, 4)
+    if policy.table is not None:
+        server.table = GradientTable(policy.table, 3, 4)
     coord = Coordinator(make(), server)
     xs = [X0.copy()]
     reading = {w: coord.request(w) for w in range(3)}
@@ -52,7 +53,7 @@ def drive(make, arrivals: int):
             continue
         w, k, v = int(s.worker[gid]), int(s.minibatch[gid]), int(s.read_version[gid])
         assert reading[w] == v  # the coordinator hands out the versions the simulator did
-        r = coord.push(w, v, torch.from_numpy(g(w, k, xs[v])), gid=int(gid))
+        r = coord.push(w, v, torch.from_numpy(g(w, k, xs[v])), float(s.end[gid]), gid=int(gid))
         if r.decision.update is not None:
             xs.append(server.params.numpy().copy())
         for c in r.decision.cancel:
@@ -125,6 +126,42 @@ def test_ringleader_holds_a_stepped_workers_arrival_for_the_next_cycle():
     held = (s.update >= 0) & (s.staleness < s.update - s.read_version)  # applied later on
     assert np.flatnonzero(held).tolist() == [16]
     assert (s.worker[16], s.read_version[16], s.end[16], s.update[16]) == (0, 8, 9.0, 9)
+
+
+@pytest.mark.parametrize(
+    ("taus", "factors"),
+    [
+        ([1.0, 1.5, 2.5], [0.6, 0.9, 0.6, 1.5, 0.6, 0.9]),  # given: tau_w / (5 / 3)
+        # measured: the mean time between each worker's arrivals, over those seen so far
+        (None, [1.0, 1.5 / 1.25, 1 / 1.25, 1.5, 0.6, 0.9]),
+    ],
+    ids=["given", "measured"],
+)
+def test_rescaled_scales_each_step_by_its_workers_relative_time(taus, factors):
+    s, xs = drive(lambda: Rescaled(3, taus), 6)
+    assert s.worker[:6].tolist() == [0, 1, 0, 2, 0, 1]
+    np.testing.assert_allclose(s.update_scale[:6], factors, rtol=1e-15)
+    x = [X0]
+    reads = s.read_version[:6]
+    for i in range(6):
+        w, k = int(s.worker[i]), int(s.minibatch[i])
+        x.append(x[-1] - LR * factors[i] * g(w, k, x[int(reads[i])]))
+    np.testing.assert_allclose(np.stack(xs[1:7]), np.stack(x[1:]), rtol=0, atol=1e-13)
+
+
+def test_rescaled_with_equal_times_is_async_bit_for_bit():
+    cfg = small_config(
+        policy={"name": "async", "workers": 4},
+        timing={"compute": "lognormal:mu=0,sigma=0.5"},
+        run={"updates": 30},
+    )
+    ref = h.run(cfg).params
+    assert torch.equal(h.run(cfg.replace("policy.name=rescaled", "policy.taus=2x4")).params, ref)
+    const = cfg.replace("timing.compute=constant:value=1")
+    ref = h.run(const).params
+    assert torch.equal(h.run(const.replace("policy.name=rescaled")).params, ref)  # measured
+    # unequal times: not async
+    assert not torch.equal(h.run(cfg.replace("policy.name=rescaled")).params, h.run(cfg).params)
 
 
 @pytest.mark.parametrize("name", ["malenia", "ia2sgd", "ringleader"])

@@ -103,5 +103,17 @@ class UpdateBuilder:
         return self._sum
 
 
+def scaled(
+    grad: torch.Tensor | list[torch.Tensor | None], factor: float
+) -> torch.Tensor | list[torch.Tensor | None]:
+    """An update's gradient times ``factor`` (a new tensor: the gradient may be a worker's
+    buffer); as it is when the factor is 1."""
+    if factor == 1.0:
+        return grad
+    if isinstance(grad, list):
+        return [None if t is None else t * factor for t in grad]
+    return grad * factor
+
+
 def _n(p: Part) -> int:
     return int(p.grad.shape[0]) if p.rows else 1  # type: ignore[union-attr]

@@ -27,6 +27,7 @@ from hybridsgd.policies.registry import (
     unregister,
     validate,
 )
+from hybridsgd.policies.rescaled import Rescaled
 from hybridsgd.policies.ssp import psp, ssp
 from hybridsgd.policies.sync import sync
 from hybridsgd.policies.thresholds import parse_threshold
@@ -150,6 +151,7 @@ __all__ = [
     "IA2SGD",
     "Malenia",
     "Ringleader",
+    "Rescaled",
     "Decision",
     "Fate",
     "HybridPolicy",

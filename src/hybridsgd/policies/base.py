@@ -50,6 +50,8 @@ class Update:
     # a policy with a gradient table (``Policy.table``): the update empties the table before
     # folding its members in (hybridsgd.core.tables)
     reset: bool = False
+    # a factor on the update's gradient (Rescaled ASGD's per-worker stepsize): 1 for most
+    scale: float = 1.0
 
 
 @dataclass(slots=True)

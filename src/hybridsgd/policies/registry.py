@@ -90,6 +90,9 @@ class Registered:
     #: the kind of gradient table its policy keeps at the server (its ``Policy.table``:
     #: hybridsgd.core.tables), or None; a table takes the place of the aggregator
     table: str | None = None
+    #: a rule of its own over each update's gradient (``"rescaled"``: a factor per update),
+    #: which a grid of lrs sharing one replay does not apply: such a policy runs alone
+    update_rule: str = ""
 
     @property
     def model(self) -> str:

@@ -199,9 +199,11 @@ class Cluster:
 
 
 # -- parsing config fields -------------------------------------------------------------------
-def parse_speeds(spec: Sequence[float] | str, workers: int) -> list[float] | None:
-    """``[1, 1, 3]`` (one per worker) or ``"1x14,3x2"`` (value x count); empty means all 1."""
-    field = "timing.speed"
+def parse_speeds(
+    spec: Sequence[float] | str, workers: int, field: str = "timing.speed"
+) -> list[float] | None:
+    """``[1, 1, 3]`` (one per worker) or ``"1x14,3x2"`` (value x count); empty means all 1.
+    ``field`` names the config key in errors."""
     if isinstance(spec, str):
         if not spec.strip():
             return None

@@ -62,12 +62,14 @@ def grid_key(cfg: Config) -> str | None:
     a grid (hybridsgd.config: ``_apart``, ``_varies``): a key declared apart and set keeps
     the run apart; keys declared varying may differ within a grid; every other key must
     match. And the aggregator must be linear (a robust rule needs each gradient's row), and
-    the policy without a gradient table (server state of each config's own)."""
+    the policy without a gradient table (server state of each config's own) or an update
+    rule of its own."""
     if not build_aggregator(cfg.policy.aggregator).linear:
         return None
     from hybridsgd.policies.registry import REGISTRY
 
-    if REGISTRY[cfg.policy.name].table is not None:
+    entry = REGISTRY[cfg.policy.name]
+    if entry.table is not None or entry.update_rule:
         return None
     d = cfg.to_dict()
     for name, section in cfg.sections():

@@ -24,7 +24,7 @@ from hybridsgd.core.aggregators import Aggregator
 from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
-from hybridsgd.core.update import Part, UpdateBuilder
+from hybridsgd.core.update import Part, UpdateBuilder, scaled
 from hybridsgd.errors import HybridSGDError, UserCodeFailed, raised
 from hybridsgd.record import APPLIED, Evals, Schedule
 from hybridsgd.target import TargetSearch, evaluate_apart
@@ -157,7 +157,7 @@ class _Replay(Engine):
         # the update from its parts, as the coordinator builds it (parts are scratch here)
         attack = faults.attack_update if faults.omniscient else None
         self.builder = UpdateBuilder(aggregator, attack, owned=True, table=table)
-        self.resets = schedule.update_reset
+        self.resets, self.scales = schedule.update_reset, schedule.update_scale
         self.evals = Evals()
         self.first = 0
         if resume is not None:
@@ -330,6 +330,8 @@ class _Replay(Engine):
         contributions = self.pending.pop(v, [])
         reset = self.resets is not None and bool(self.resets[v])
         grad = self.builder.build(contributions, reset=reset) if contributions else None
+        if grad is not None and self.scales is not None:
+            grad = scaled(grad, float(self.scales[v]))
         if len(contributions) > 1 and not self.builder.per_row:  # flat means: scratch again
             self.pool.extend(c.grad for c in contributions)  # type: ignore[misc]
         # a gradient that is not finite is rejected alone, as the Coordinator does: a
