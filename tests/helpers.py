@@ -106,15 +106,18 @@ def _has_table(trace: Trace) -> bool:
     return policy in REGISTRY and REGISTRY[policy].table is not None
 
 
-def registered_examples() -> list[tuple[str, str, dict]]:
+def registered_examples(real: bool = False) -> list[tuple[str, str, dict]]:
     """(spec, policy name, its own [policy] keys) for every example every registered policy
-    declares: the conformance tables, generated from the registry."""
+    declares: the conformance tables, generated from the registry (``real``: only those
+    that run on real backends, not on the simulator alone)."""
     from hybridsgd.policies import REGISTRY, policy_config
 
     out = []
     for entry in REGISTRY.values():
         for spec in entry.examples:
             p = policy_config(spec)
+            if real and entry.sim_only(p) is not None:
+                continue
             own = {k: v for k, v in p.options.items()}
             if p.staleness != "none":
                 own["staleness"] = p.staleness

@@ -26,6 +26,12 @@ CASES = {
         "faults": {"byzantine_workers": [0], "attack": "stale-replay", "nan_workers": [2]},
     },
     "backup-drop": {"policy": {"name": "backup", "workers": 5, "backups": 2, "late": "drop"}},
+    # delay compensation: its mean square (server state) and the parameters each pending
+    # gradient read
+    "dc_asgd-adaptive": {
+        "policy": {"name": "dc_asgd", "workers": 4, "lam": 0.2, "adaptive": True},
+        "timing": {"compute": "lognormal:mu=0,sigma=0.5"},
+    },
     # a gradient table (server state) across the checkpoint, mid-cycle, and held gradients
     "ringleader-dirichlet": {
         "policy": {"name": "ringleader", "workers": 3},  # 40 is mid-cycle

@@ -186,6 +186,14 @@ class Config:
             raise ConfigError(
                 "policy.reading", "local steps send whole pseudo-gradients: use the quorum reading"
             )
+        from hybridsgd.policies.registry import REGISTRY
+
+        if REGISTRY[self.policy.name].update_rule == "delay-compensation":
+            raise ConfigError(
+                "worker.steps",
+                f"{self.policy.name} corrects a gradient for its delay with the gradient's own "
+                "square, which a pseudo-gradient of local steps is not: use worker.steps = 1",
+            )
 
     def run_length(self, unit: str) -> float | None:
         """How long the run is in a schedule's unit, when the config says (updates or time)."""

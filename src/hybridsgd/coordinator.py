@@ -25,7 +25,7 @@ from hybridsgd.core.aggregators import Aggregator, Mean
 from hybridsgd.core.faults import GradientCheck
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import NoStalenessRule, StalenessRule
-from hybridsgd.core.update import Part, UpdateBuilder, scaled
+from hybridsgd.core.update import Part, UpdateBuilder, compensated, scaled
 from hybridsgd.policies.base import Decision, Fate, Policy
 
 
@@ -63,12 +63,21 @@ class Coordinator:
         self._worker: dict[int, int] = {}  # who sent each held gradient (for the attack)
         # the update from its gradients, as the simulator's replay builds it; the gradients
         # may be a worker's buffers: read, never scaled in place
+        self._snapshots: dict[int, torch.Tensor] = {}  # version -> parameters (compensation)
+        self._reading: dict[int, int] = {}  # worker -> version it computes on (compensation)
+        self._read: dict[int, torch.Tensor] = {}  # held gradient -> the parameters it read
         self._builder = UpdateBuilder(self.aggregator, attack, owned=False, table=server.table)
         self._next_gid = 0
 
     def request(self, worker: int) -> int | None:
         """The version an idle worker must read now, or ``None`` to wait for a release."""
-        return self.policy.request(worker)
+        version = self.policy.request(worker)
+        if version is not None and self.server.compensation is not None:
+            # delay compensation: keep the parameters each worker reads until it delivers
+            if version not in self._snapshots:
+                self._snapshots[version] = self.server.params.clone()
+            self._reading[worker] = version
+        return version
 
     def push(
         self,
@@ -92,6 +101,10 @@ class Coordinator:
             self._held[gid] = gradient
             if self._builder.per_row:  # an attack or a gradient table needs the sender
                 self._worker[gid] = worker
+            if self.server.compensation is not None:
+                self._read[gid] = self._snapshots[read_version]
+        if self.server.compensation is not None:
+            self._forget(worker)
         self._apply(decision, now)
         return PushResult(gid, decision)
 
@@ -99,6 +112,7 @@ class Coordinator:
         """The worker is gone for good; apply the update its loss completes, if any (see
         :meth:`~hybridsgd.policies.QuorumPolicy.lose`)."""
         decision = self.policy.lose(worker, now, shrink=shrink)
+        self._forget(worker)
         self._apply(decision, now)
         return decision
 
@@ -107,6 +121,17 @@ class Coordinator:
         :meth:`~hybridsgd.policies.QuorumPolicy.abandon`). Its next :meth:`request` says
         which version the new process reads."""
         self.policy.abandon(worker, now)
+        self._forget(worker)
+
+    def _forget(self, worker: int) -> None:
+        """``worker`` delivered (or lost) what it computed: drop the snapshots of versions
+        nobody computes on any more and no held gradient read."""
+        self._reading.pop(worker, None)
+        versions = set(self._reading.values())
+        held = {id(t) for t in self._read.values()}
+        for v, t in list(self._snapshots.items()):
+            if v not in versions and id(t) not in held:
+                del self._snapshots[v]
 
     def own(self, gid: int) -> None:
         """Hold a copy of gradient ``gid`` instead of the backend's buffer (no-op once the
@@ -129,11 +154,14 @@ class Coordinator:
         for gid, stale in zip(update.members, update.staleness, strict=True):
             g = self._held.pop(gid)
             sender = self._worker.pop(gid, -1)
+            read = self._read.pop(gid, None)
             why = self.check.row(g)
             if why:
                 self.rejected.append((gid, why))
             else:
-                parts.append(Part(g, 1, self.staleness.scale(stale), [sender]))
+                parts.append(Part(g, 1, self.staleness.scale(stale), [sender], read=read))
+        if parts and self.server.compensation is not None:
+            parts = compensated(parts, self.server.compensation, self.server.params)
         if not parts:
             self.server.skip()
         else:

@@ -21,6 +21,10 @@ APPLIED, DROPPED, CANCELLED, PENDING, REJECTED = range(5)
 FATE_CODE: dict[str, int] = {f: i for i, f in enumerate(FATES)}
 
 
+#: the reason of a job abandoned because it ran past its worker's time budget (MindFlayer)
+OVER_BUDGET = "over its time budget"
+
+
 @dataclass
 class Schedule:
     """Column arrays, one row per gradient; ``update_time[u]`` is when version u+1 appeared."""
@@ -48,6 +52,8 @@ class Schedule:
     update_reset: np.ndarray | None = None
     # a factor on each update's gradient (Update.scale); None when every one is 1
     update_scale: np.ndarray | None = None
+    # the gids of jobs abandoned because they ran past their worker's time budget
+    overran: np.ndarray | None = None
     reasons: dict[int, str] = field(default_factory=dict)  # gid -> why it was rejected
     stopped: str = ""  # why the run ended early (a worker loss the policy cannot absorb)
     lost: list[tuple[float, int]] = field(default_factory=list)  # (time, worker) lost
@@ -130,6 +136,9 @@ class Schedule:
             update_sync_tensors=cut(self.update_sync_tensors),
             update_reset=cut(self.update_reset),
             update_scale=cut(self.update_scale),
+            overran=None
+            if self.overran is None
+            else np.asarray([renumber[g] for g in self.overran.tolist() if g in renumber]),
             reasons={renumber[g]: r for g, r in self.reasons.items() if g in renumber},
             stopped=self.stopped,
             lost=[(tl, w) for tl, w in self.lost if tl <= t],
@@ -168,6 +177,7 @@ class Recorder:
         self.update_sync_tensors: list[int] = []
         self.update_reset: list[bool] = []
         self.update_scale: list[float] = []
+        self.overran: list[int] = []  # gids of jobs abandoned over their time budget
         self.reasons: dict[int, str] = {}
         self.lost: list[tuple[float, int]] = []  # (time, worker) of each worker lost
 
@@ -225,6 +235,7 @@ class Recorder:
             update_scale=np.asarray(self.update_scale, dtype=np.float64)
             if any(f != 1.0 for f in self.update_scale)
             else None,
+            overran=np.asarray(self.overran, dtype=i64) if self.overran else None,
             reasons=dict(self.reasons),
             lost=list(self.lost),
         )

@@ -249,7 +249,14 @@ def build_run(
         cfg=cfg,
         task=task,
         policy=policy,
-        server=build_server(cfg, initial, task.shapes, policy.partial_updates, policy.table),
+        server=build_server(
+            cfg,
+            initial,
+            task.shapes,
+            policy.partial_updates,
+            policy.table,
+            policy.delay_compensation,
+        ),  # fmt: skip
         cluster=build_cluster(
             cfg, nbytes=message_bytes(task.numel, task.shapes, cfg.worker.quantize)
         ),

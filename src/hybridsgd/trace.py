@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hybridsgd.errors import ConfigError, DiskFull, NotSaved
-from hybridsgd.record import FATES, Evals, Schedule
+from hybridsgd.record import FATES, OVER_BUDGET, Evals, Schedule
 
 TABLES = ("gradients", "updates", "evals")
 
@@ -58,10 +58,12 @@ class Trace:
                 "update": np.where(s.update >= 0, s.update + 1, -1),
             }
         )
-        if s.reasons:  # why the server rejected a gradient
-            reason = np.full(s.n_gradients, "", dtype=object)
+        if s.reasons or s.overran is not None:  # why the server rejected a gradient, or
+            reason = np.full(s.n_gradients, "", dtype=object)  # a job was abandoned
             for gid, why in s.reasons.items():
                 reason[gid] = why
+            for gid in s.overran if s.overran is not None else ():
+                reason[gid] = OVER_BUDGET
             gradients["reason"] = reason
         if s.partitioned and s.sync_update is not None:  # where the synchronous part went
             gradients["sync_update"] = np.where(s.sync_update >= 0, s.sync_update + 1, -1)

@@ -16,9 +16,10 @@ import torch
 import hybridsgd as h
 from hybridsgd.cli import main
 from hybridsgd.coordinator import Coordinator
+from hybridsgd.core.compensation import DelayCompensation
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.tables import GradientTable
-from hybridsgd.policies import IA2SGD, Malenia, Rescaled, Ringleader, build_policy
+from hybridsgd.policies import DCASGD, IA2SGD, Malenia, Rescaled, Ringleader, build_policy
 from hybridsgd.record import APPLIED, CANCELLED
 from tests.helpers import const_cluster, small_config
 
@@ -44,6 +45,8 @@ def drive(make, arrivals: int):
     server = ParameterServer(torch.tensor(X0), "sgd", lr=LR, dtype=torch.float64)
     if policy.table is not None:
         server.table = GradientTable(policy.table, 3, 4)
+    if policy.delay_compensation is not None:
+        server.compensation = DelayCompensation(*policy.delay_compensation)
     coord = Coordinator(make(), server)
     xs = [X0.copy()]
     reading = {w: coord.request(w) for w in range(3)}
@@ -261,3 +264,138 @@ def test_predict_matches_the_simulator(name, model, speeds):
     assert p.wasted_fraction == pytest.approx(m["wasted_fraction"], rel=0.03, abs=1e-9)
     per_update = (s.fate == APPLIED).sum() / s.n_updates
     assert p.quorum == pytest.approx(per_update, rel=0.03)
+
+
+# -- DC-ASGD ------------------------------------------------------------------------------
+@pytest.mark.parametrize("adaptive", [False, True], ids=["constant", "adaptive"])
+def test_dc_asgd_corrects_each_gradient_for_its_delay(adaptive):
+    """Zheng et al.'s update, written out: g + lam * g * g * (w_now - w_read) with lam
+    constant, or lam0 / sqrt(MeanSquare) after MeanSquare <- 0.95 MeanSquare + 0.05 g * g."""
+    lam = 0.5
+    s, xs = drive(lambda: DCASGD(3, lam, adaptive), 6)
+    assert s.worker[:6].tolist() == [0, 1, 0, 2, 0, 1]
+    x, ms = [X0], np.zeros(4)
+    for i in range(6):
+        w, k, r = int(s.worker[i]), int(s.minibatch[i]), int(s.read_version[i])
+        grad = g(w, k, x[r])
+        ms = 0.95 * ms + 0.05 * grad * grad
+        weight = lam / np.sqrt(ms) if adaptive else lam
+        x.append(x[-1] - LR * (grad + weight * grad * grad * (x[-1] - x[r])))
+    assert (s.staleness[:6] > 0).sum() >= 3  # the correction had delays to correct
+    np.testing.assert_allclose(np.stack(xs[1:7]), np.stack(x[1:]), rtol=0, atol=1e-13)
+
+
+def test_dc_asgd_with_lambda_0_is_async_bit_for_bit():
+    cfg = small_config(
+        policy={"name": "async", "workers": 4},
+        timing={"compute": "lognormal:mu=0,sigma=0.5"},
+        run={"updates": 30},
+    )
+    ref = h.run(cfg).params
+    assert torch.equal(h.run(cfg.replace("policy.name=dc_asgd", "policy.lam=0")).params, ref)
+    assert not torch.equal(h.run(cfg.replace("policy.name=dc_asgd", "policy.lam=1")).params, ref)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "dc_asgd:lam=2",
+        "dc_asgd:lam=0.2,adaptive=true",
+        "ringleader",
+        "rescaled",
+        "malenia",
+        "ia2sgd",
+    ],
+)
+def test_the_replay_and_the_coordinator_build_the_same_updates(spec):
+    """The simulator's replay and the real backends' coordinator, fed the same schedule on
+    mlp-digits: the same parameters (to float tolerance)."""
+    from hybridsgd.backends.sim.backend import SimBackend
+    from hybridsgd.runner import build_run
+    from hybridsgd.tasks.registry import build_task
+
+    name, _, rest = spec.partition(":")
+    own = dict(kv.split("=") for kv in rest.split(",")) if rest else {}
+    own = {k: (v == "true") if v in ("true", "false") else float(v) for k, v in own.items()}
+    cfg = small_config(
+        policy={"name": name, "workers": 3, **own},
+        timing={"compute": "lognormal:mu=0,sigma=0.5"},
+        task={"split": "dirichlet", "alpha": 0.3},
+        run={"updates": 25},
+    )
+    sim = h.run(cfg)
+    task = build_task(cfg.task, cfg.run.seed)
+    ctx = build_run(cfg, task, SimBackend())
+    coord = Coordinator(ctx.policy, ctx.server)
+    g_ = sim.trace.gradients
+    snaps = {0: ctx.server.params.clone()}
+    reading = {w: coord.request(w) for w in range(3)}
+    for row in g_.sort_values("end_time", kind="stable").itertuples():
+        if row.fate == "cancelled":
+            continue
+        w, v = int(row.worker), int(row.read_version)
+        assert reading[w] == v
+        x, y = task.batch(ctx.feeds[w].batch(int(row.minibatch)))
+        grad, _ = task.grad(snaps[v], x, y)
+        r = coord.push(w, v, grad.clone(), float(row.end_time), gid=int(row.gid))
+        snaps[ctx.server.version] = ctx.server.params.clone()
+        for c in r.decision.cancel:
+            reading[c] = coord.request(c)
+        reading[w] = coord.request(w)
+        if ctx.server.version == 25:
+            break
+    torch.testing.assert_close(ctx.server.params, sim.params, rtol=1e-5, atol=1e-6)
+
+
+# -- MindFlayer ---------------------------------------------------------------------------
+def test_mindflayer_abandons_a_minibatch_past_its_budget_and_restarts_it():
+    """Workers of 1, 1.5 and 4 units, budgets 5, 5 and 2.5, B = 5: w2's minibatch is
+    abandoned at 2.5 (cancelled, "over its time budget") and restarted; the round ends at 3
+    with w0 at 1, 2, 3 and w1 at 1.5, 3, and w2's second try is stopped with it (as
+    Rennala stops work at the end of a round)."""
+    from hybridsgd.policies.optimal_time import mindflayer
+    from hybridsgd.record import OVER_BUDGET
+
+    s = h.simulate_schedule(
+        mindflayer(3, 5, [5, 5, 2.5]), const_cluster([1, 1.5, 4]), max_updates=1, fast=False
+    )
+    rows = list(zip(s.worker.tolist(), s.end.tolist(), s.fate.tolist(), strict=True))
+    assert rows == [
+        (0, 1.0, APPLIED), (1, 1.5, APPLIED), (0, 2.0, APPLIED), (2, 2.5, CANCELLED),
+        (0, 3.0, APPLIED), (1, 3.0, APPLIED), (0, 3.0, CANCELLED), (2, 3.0, CANCELLED),
+    ]  # fmt: skip
+    # (w0's fourth minibatch, begun at 3 on the old version, is stopped at once)
+    assert s.overran.tolist() == [3] and s.start[3] == 0.0 and s.start[7] == 2.5
+    cfg = small_config(
+        policy={"name": "mindflayer", "workers": 3, "batch": 5, "budgets": "5,5,2.5"},
+        timing={"compute": "constant:value=1", "speed": [1, 1.5, 4]},
+        run={"updates": 2},
+    )
+    reasons = h.run(cfg).trace.gradients.reason.tolist()
+    assert reasons[3] == OVER_BUDGET and reasons.count(OVER_BUDGET) >= 1
+    assert reasons[7] == ""  # stopped by the round's end, not by its budget
+
+
+def test_mindflayer_with_infinite_budgets_is_rennala_bit_for_bit():
+    cfg = small_config(
+        policy={"name": "rennala", "workers": 4, "batch": 6},
+        timing={"compute": "lognormal:mu=0,sigma=1"},
+        run={"updates": 30},
+    )
+    ref = h.run(cfg)
+    flayer = h.run(cfg.replace("policy.name=mindflayer", "policy.budgets=inf"))
+    assert torch.equal(flayer.params, ref.params)
+    tight = h.run(cfg.replace("policy.name=mindflayer", "policy.budgets=1.5")).trace.gradients
+    over = tight[tight.reason == "over its time budget"]
+    assert len(over) > 0 and np.allclose(over.end_time - over.start_time, 1.5)
+    ok = tight[tight.fate == "applied"]
+    assert ((ok.end_time - ok.start_time) <= 1.5 + 1e-12).all()  # nothing past its budget
+
+
+def test_mindflayer_runs_on_the_simulator_only(capsys):
+    code = main(["run", "examples/digits-backup.toml", "--set", "policy.name=mindflayer",
+                 "--set", "policy.batch=8", "--set", "policy.budgets=3",
+                 "--set", "run.backend=local"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runs only on the sim backend" in err[0], err

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hybridsgd.config import Config
+from hybridsgd.core.compensation import DelayCompensation
 from hybridsgd.core.hyper import Hyper, parse_schedule
 from hybridsgd.core.server import ParameterServer, _optimizer_class, optimizer_parameters
 from hybridsgd.core.tables import GradientTable
@@ -156,13 +157,17 @@ def build_server(
     layout: list[torch.Size] | None = None,
     partial_updates: bool = False,
     table: str | None = None,
+    compensation: tuple[float, bool] | None = None,
 ) -> ParameterServer:
     """The parameter server with the configured optimizer (see :func:`optimizer_settings`),
-    and the policy's gradient table of kind ``table`` if it has one."""
+    and the policy's gradient table of kind ``table`` and its delay ``compensation``
+    (lambda, adaptive), if it has them."""
     name, lr, options = optimizer_settings(cfg, partial_updates)
     server = ParameterServer(params, name, lr, layout=layout, hyper=hyper_of(cfg), **options)
     if table is not None:
         server.table = GradientTable(table, cfg.policy.workers, server.numel)
+    if compensation is not None and compensation[0] > 0:  # lambda 0: nothing to correct
+        server.compensation = DelayCompensation(*compensation)
     return server
 
 

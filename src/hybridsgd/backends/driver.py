@@ -134,6 +134,7 @@ class Driver:
             self.policy,
             self.rec,
             launch=self._job,
+            request=coordinator.request,
             push=self._push,
             decide_loss=coordinator.lose,
             finish=self._finish,

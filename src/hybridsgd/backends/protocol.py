@@ -29,7 +29,9 @@ class WorkerProtocol:
 
     ``launch(w, token, slot, t)`` sends worker ``w`` job ``token`` on its minibatch ``slot``
     at time ``t`` and returns the transport's handle of the job, given back to
-    ``finish(handle)`` when the job ends (arrived, cancelled or lost). ``push(w, read, gid,
+    ``finish(handle)`` when the job ends (arrived, cancelled or lost). ``request(w)`` says
+    which version an idle worker reads (default: the policy's; a real backend's
+    coordinator keeps what delay compensation needs of it). ``push(w, read, gid,
     t, *extra)`` decides a gradient's fate (default: the policy's ``push``; a real backend
     passes the gradient as ``extra`` to its coordinator); ``decide_loss(w, t, shrink=)``
     answers a loss (default: the policy's ``lose``). ``on_update(update, t)`` runs after
@@ -52,6 +54,7 @@ class WorkerProtocol:
         recorder: Recorder,
         *,
         launch: Callable[[int, int, int, float], Any],
+        request: Callable[[int], int | None] | None = None,
         push: Callable[..., Decision] | None = None,
         decide_loss: Callable[..., Decision] | None = None,
         finish: Callable[[Any], None] | None = None,
@@ -61,6 +64,7 @@ class WorkerProtocol:
         W = policy.workers
         self.policy, self.rec = policy, recorder
         self.launch, self.finish = launch, finish
+        self.request = request or policy.request
         self.push = push or policy.push
         self.decide_loss = decide_loss or policy.lose
         self.on_update, self.on_cancel = on_update, on_cancel
@@ -77,7 +81,7 @@ class WorkerProtocol:
         """An idle worker asks for work: start a job, or wait for a release."""
         if w in self.lost:
             return
-        v = self.policy.request(w)
+        v = self.request(w)
         if v is None:
             return
         token = self.token[w] + 1
@@ -117,6 +121,14 @@ class WorkerProtocol:
             read = self.read[w]
             stale = self.policy.version - read
             self.rec.gradient(w, self.slot[w], read, self.began[w], t, CANCELLED, stale)
+
+    def overrun(self, w: int, t: float) -> None:
+        """The worker's running job spent its time budget at ``t`` (MindFlayer): it is
+        abandoned, recorded as cancelled "over its time budget", and the worker starts
+        again."""
+        self.rec.overran.append(len(self.rec.fate))
+        self.cancel(w, t)
+        self.start(w, t)
 
     def lose(self, w: int, t: float, *, shrink: bool = True) -> bool:
         """The worker is gone for good at ``t``: its job is cancelled and the policy decides

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import torch
 
+from hybridsgd.core.compensation import DelayCompensation
 from hybridsgd.core.hyper import Hyper
 from hybridsgd.core.tables import GradientTable
 from hybridsgd.errors import ConfigError
@@ -117,6 +118,8 @@ class ParameterServer:
         #: the policy's gradient table (:mod:`hybridsgd.core.tables`), server state kept by
         #: checkpoints; None for the policies that have none
         self.table: GradientTable | None = None
+        #: delay compensation (:mod:`hybridsgd.core.compensation`), server state too
+        self.compensation: DelayCompensation | None = None
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [t.view(s) for t, s in zip(flat.split(self._sizes), self._shapes, strict=True)]
@@ -193,6 +196,8 @@ class ParameterServer:
             state["hyper"] = {**self.hyper.state(), "used": list(self.used)}
         if self.table is not None:
             state["table"] = self.table.state_dict()
+        if self.compensation is not None:
+            state["compensation"] = self.compensation.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -206,3 +211,5 @@ class ParameterServer:
             self.used = [tuple(u) for u in state["hyper"]["used"]]
         if self.table is not None:
             self.table.load_state_dict(state["table"])
+        if self.compensation is not None:
+            self.compensation.load_state_dict(state["compensation"])

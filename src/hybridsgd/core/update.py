@@ -25,6 +25,7 @@ from typing import cast
 import torch
 
 from hybridsgd.core.aggregators import Aggregator
+from hybridsgd.core.compensation import DelayCompensation
 from hybridsgd.core.tables import GradientTable
 
 Attack = Callable[[torch.Tensor, list[int]], None]
@@ -41,6 +42,8 @@ class Part:
     scale: float
     workers: list[int] = field(default_factory=list)
     rows: bool = False
+    # the flat parameters the gradients were computed on, kept for delay compensation
+    read: torch.Tensor | None = None
 
 
 class UpdateBuilder:
@@ -101,6 +104,24 @@ class UpdateBuilder:
         for p, w in zip(parts[1:], weights[1:], strict=True):
             self._sum.add_(p.grad, alpha=w)  # type: ignore[arg-type]
         return self._sum
+
+
+def compensated(
+    parts: Sequence[Part], compensation: DelayCompensation, now: torch.Tensor
+) -> list[Part]:
+    """``parts`` with each gradient corrected for its delay (DC-ASGD:
+    :mod:`hybridsgd.core.compensation`), in order, one flat part per gradient; each part
+    must carry the parameters it was computed on."""
+    out = []
+    for p in parts:
+        if p.read is None or p.count != 1:
+            raise ValueError("delay compensation needs each gradient and the parameters it read")
+        g = cast(torch.Tensor, p.grad)
+        rows = g if p.rows else g.unsqueeze(0)
+        senders = p.workers if len(p.workers) == len(rows) else [-1] * len(rows)
+        for r, w in zip(rows, senders, strict=True):  # one flat part per gradient
+            out.append(Part(compensation.apply(r, p.read, now), 1, p.scale, [w]))
+    return out
 
 
 def scaled(

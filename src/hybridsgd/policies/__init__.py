@@ -27,7 +27,7 @@ from hybridsgd.policies.registry import (
     unregister,
     validate,
 )
-from hybridsgd.policies.rescaled import Rescaled
+from hybridsgd.policies.rescaled import DCASGD, Rescaled
 from hybridsgd.policies.ssp import psp, ssp
 from hybridsgd.policies.sync import sync
 from hybridsgd.policies.thresholds import parse_threshold
@@ -152,6 +152,7 @@ __all__ = [
     "Malenia",
     "Ringleader",
     "Rescaled",
+    "DCASGD",
     "Decision",
     "Fate",
     "HybridPolicy",

@@ -77,6 +77,13 @@ class Policy(ABC):
     #: the kind of gradient table its updates fold into (``"latest"`` or ``"mean"``,
     #: :mod:`hybridsgd.core.tables`), or None: an update aggregates its members alone
     table: str | None = None
+    #: (lambda, adaptive) of the delay compensation the server applies to its gradients
+    #: (:mod:`hybridsgd.core.compensation`), or None
+    delay_compensation: tuple[float, bool] | None = None
+    #: each worker's time budget per job (MindFlayer), or None: a job that would run
+    #: longer is abandoned when its budget is spent and the worker starts again at once
+    #: (the simulator carries it out; the job is cancelled, "over its time budget")
+    budgets: list[float] | None = None
 
     @abstractmethod
     def request(self, worker: int) -> int | None:

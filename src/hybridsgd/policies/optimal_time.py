@@ -75,6 +75,17 @@ def rennala(workers: int, batch: int, late: str = "cancel") -> QuorumPolicy:
     return QuorumPolicy(workers, batch, counts="minibatches", **settings, name="rennala")
 
 
+def mindflayer(workers: int, batch: int, budgets: list[float]) -> QuorumPolicy:
+    """Rennala whose workers each have a time budget per minibatch: a computation that
+    runs past it is abandoned and started again on the same version."""
+    if len(budgets) != workers or any(not b > 0 for b in budgets):
+        raise ValueError(f"need one budget > 0 per worker ({workers})")
+    policy = rennala(workers, batch)
+    policy.name = "mindflayer"
+    policy.budgets = [float(b) for b in budgets]
+    return policy
+
+
 def ringmaster(
     workers: int,
     threshold: float,
@@ -147,6 +158,53 @@ class RennalaParams:
     )
 
 
+def _check_budgets(value: float | list[float] | str, p: PolicyConfig) -> None:
+    if value != "":
+        parse_budgets(value, p.workers)
+
+
+def parse_budgets(spec: float | list[float] | str, workers: int) -> list[float]:
+    """``3`` (every worker), ``[2, 2, 5]``, ``"2,2,5"`` or ``"2x6,5x2"`` (value x count);
+    ``inf`` allowed: no budget."""
+    field, how = "policy.budgets", "write 3, [2, 2, 5] or '2x6,5x2' (inf: no budget)"
+    values: list[float] = []
+    if isinstance(spec, int | float):
+        values = [float(spec)] * workers
+    elif isinstance(spec, list):
+        values = [float(v) for v in spec]
+    else:
+        for part in spec.split(","):
+            value, x, count = part.strip().partition("x")
+            try:
+                values += [float(value)] * (int(count) if x else 1)
+            except ValueError:
+                raise ConfigError(field, f"{how} (got {part.strip()!r})") from None
+        if len(values) == 1:
+            values *= workers
+    if len(values) != workers:
+        raise ConfigError(field, f"gives {len(values)} budgets for {workers} workers")
+    if any(not v > 0 for v in values):
+        raise ConfigError(field, f"budgets must be > 0 (got {spec!r})")
+    return values
+
+
+@dataclass(frozen=True)
+class MindFlayerParams:
+    batch: int | None = param(
+        None,
+        "B: fresh gradients per update, from any workers (>= 1; may exceed W)",
+        check=_check_batch,
+        example="32",
+    )
+    budgets: float | list[float] | str = param(
+        "",
+        "each worker's time budget per minibatch, 3 (all), [2, 2, 5] or '2x6,5x2'; a "
+        "computation past it is abandoned and restarted (inf: rennala)",
+        check=_check_budgets,
+        example="3",
+    )
+
+
 @dataclass(frozen=True)
 class RingmasterParams:
     delay_threshold: float | None = param(
@@ -184,6 +242,21 @@ register(
         examples=("rennala:batch=3", "rennala:batch=7,late=drop"),
         colour="#393b79",
         predictor="first-b-fresh",
+    )
+)
+register(
+    Registered(
+        "mindflayer",
+        "Rennala whose workers abandon a minibatch past their time budget and restart it "
+        "(Maranjyan, Omar & Richtárik 2025)",
+        build=lambda c, ctx: mindflayer(c.workers, c.batch, parse_budgets(c.budgets, c.workers)),
+        params=MindFlayerParams,
+        required=("batch", "budgets"),
+        aliases={"B": "batch", "t": "budgets"},
+        min_gradients=lambda c: c.batch or 1,
+        examples=("mindflayer:batch=3,budgets=2",),
+        colour="#9c9ede",
+        sim_only=lambda c: ("policy.name", "mindflayer", "rennala (no time budgets)"),
     )
 )
 register(

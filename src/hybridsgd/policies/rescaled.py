@@ -1,4 +1,6 @@
-"""Rescaled ASGD (Mahran, Maranjyan & Richtárik 2026, arXiv 2605.13434): asynchronous SGD
+"""Two asynchronous methods whose update rule is their own: Rescaled ASGD and DC-ASGD.
+
+Rescaled ASGD (Mahran, Maranjyan & Richtárik 2026, arXiv 2605.13434): asynchronous SGD
 whose step for a gradient from worker i is scaled in proportion to that worker's
 computation time tau_i, so that every worker contributes the same learning rate per unit
 of time and the method optimises the mean of the workers' objectives rather than one
@@ -18,12 +20,20 @@ The mean normalises the factors so that the step of a worker of average speed is
 configured lr; the paper's own normalisation could not be read from this workplace (only
 its abstract), and a constant factor is absorbed by tuning the lr. With equal times every
 factor is exactly 1 and the run is ``async`` bit for bit (tested).
+
+DC-ASGD (Zheng et al., "Asynchronous Stochastic Gradient Descent with Delay Compensation",
+ICML 2017): ``async`` whose stale gradient is corrected by a diagonal curvature term,
+``g + lambda * g * g * (w_now - w_read)``, with a constant lambda (``lam``) or an adaptive
+one (``adaptive = true``: ``lam / sqrt(MeanSquare)``); the rule and its state are
+:mod:`hybridsgd.core.compensation`, applied by the server in the simulator and in the real
+backends alike. With ``lam = 0`` it is ``async`` bit for bit (tested).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hybridsgd.errors import ConfigError
 from hybridsgd.policies.base import Decision
 from hybridsgd.policies.quorum import ASYNCHRONOUS, QuorumPolicy
 from hybridsgd.policies.registry import PolicyConfig, Registered, param, register, stale_rule
@@ -72,7 +82,37 @@ class Rescaled(QuorumPolicy):
         return self._total[worker] / self._count[worker] / mean
 
 
-def _check_taus(value: str, p: PolicyConfig) -> None:
+class DCASGD(QuorumPolicy):
+    """``async`` whose gradients the server corrects for their delay (module doc)."""
+
+    def __init__(self, workers: int, lam: float, adaptive: bool = False, staleness=None) -> None:
+        super().__init__(
+            workers, 1, counts="minibatches", **ASYNCHRONOUS, staleness=staleness, name="dc_asgd"
+        )
+        #: what the server's :class:`~hybridsgd.core.compensation.DelayCompensation` is built from
+        self.delay_compensation = (lam, adaptive)
+
+
+def _check_lam(value: float | None, p: PolicyConfig) -> None:
+    if value is not None and not (value >= 0 and value < float("inf")):
+        raise ConfigError("policy.lam", f"must be a number >= 0 (got {value})")
+
+
+@dataclass(frozen=True)
+class DCParams:
+    lam: float | None = param(
+        None,
+        "lambda: the weight of the delay compensation g * g * (w_now - w_read) (>= 0; 0 is "
+        "async); with adaptive, lambda0",
+        check=_check_lam,
+        example="0.04",
+    )
+    adaptive: bool = param(
+        False, "lambda0 / sqrt(mean square of the gradients), elementwise (DC-ASGD-a)"
+    )
+
+
+def _check_taus(value: list[float] | str, p: PolicyConfig) -> None:
     if value:
         parse_speeds(value, p.workers, "policy.taus")
 
@@ -104,5 +144,21 @@ register(
         examples=("rescaled",),
         colour="#8ca252",
         update_rule="rescaled",
+    )
+)
+register(
+    Registered(
+        "dc_asgd",
+        "async whose stale gradients are corrected for their delay by g * g * (w_now - "
+        "w_read) (Zheng et al. 2017)",
+        build=lambda c, ctx: DCASGD(c.workers, c.lam, c.adaptive, stale_rule(c)),
+        params=DCParams,
+        required=("lam",),
+        aliases={"lambda": "lam"},
+        family="async",
+        stale=True,
+        examples=("dc_asgd:lam=0.04", "dc_asgd:lam=0.5,adaptive=true"),
+        colour="#e6550d",
+        update_rule="delay-compensation",
     )
 )

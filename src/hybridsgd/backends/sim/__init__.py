@@ -40,7 +40,7 @@ def simulate_schedule(
     """
     if max_updates is None and max_time is None:
         raise ValueError("give max_updates or max_time")
-    bulk = fast and not cluster.time_dependent and not crashes
+    bulk = fast and not cluster.time_dependent and not crashes and policy.budgets is None
     shape = policy.fast_path() if bulk else None
     if shape is None:
         return run_events(policy, cluster, max_updates, max_time, crashes, shrink)

@@ -41,8 +41,14 @@ def run_events(
     rec = Recorder(W)
     delay, push_heap = cluster.delay, heapq.heappush
 
+    budgets = policy.budgets
+    overrun = [0] * W  # the token of each worker's job that will overrun its budget (or 0)
+
     def launch(w: int, token: int, slot: int, t: float) -> None:
-        push_heap(heap, (t + delay(w, t), w, token))
+        d = delay(w, t)
+        if budgets is not None and d > budgets[w]:  # abandoned when its budget is spent
+            d, overrun[w] = budgets[w], token
+        push_heap(heap, (t + d, w, token))
 
     jobs = WorkerProtocol(policy, rec, launch=launch)
     token, busy, arrive, update_time = jobs.token, jobs.busy, jobs.arrive, rec.update_time
@@ -73,6 +79,9 @@ def run_events(
             continue  # this work was cancelled, or its worker lost
         if t > max_time:
             break
+        if overrun[w] == tok:
+            jobs.overrun(w, t)
+            continue
         arrive(w, t)
         if len(update_time) >= max_updates:
             break

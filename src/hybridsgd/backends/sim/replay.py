@@ -24,7 +24,7 @@ from hybridsgd.core.aggregators import Aggregator
 from hybridsgd.core.faults import Faults, GradientCheck, flip_labels
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.core.staleness import StalenessRule
-from hybridsgd.core.update import Part, UpdateBuilder, scaled
+from hybridsgd.core.update import Part, UpdateBuilder, compensated, scaled
 from hybridsgd.errors import HybridSGDError, UserCodeFailed, raised
 from hybridsgd.record import APPLIED, Evals, Schedule
 from hybridsgd.target import TargetSearch, evaluate_apart
@@ -139,10 +139,15 @@ class _Replay(Engine):
         # BatchNorm model's gradient depends on its own minibatch as a whole, so several
         # workers' minibatches never go through one forward pass (one vmapped call instead)
         # (an omniscient attack needs every row of the update it joins, too)
-        # (and a gradient table folds each gradient into its sender's row)
-        table = server.table
+        # (and a gradient table folds each gradient into its sender's row; delay compensation
+        # corrects each gradient with the parameters it read)
+        table, self.compensation = server.table, server.compensation
         self.apart = (
-            not aggregator.linear or check.per_gradient or faults.omniscient or table is not None
+            not aggregator.linear
+            or check.per_gradient
+            or faults.omniscient
+            or table is not None
+            or self.compensation is not None
         )
         self.gs = gs = Groups(schedule)
         self.members = (gs.gids, gs.worker, faults, check, schedule)
@@ -191,6 +196,8 @@ class _Replay(Engine):
         self.smallest = versions.min_batch(task.closed_form)
         if not (versions.ENABLED if batch_versions is None else batch_versions) or not gs.read:
             return
+        if self.compensation is not None:  # each gradient keeps the parameters it read
+            return
         per_gradient = len(self.samplers[gs.worker[0]].batch(gs.minibatch[0]))
         self.lazy = versions.Plan.make(
             gs.read,
@@ -238,8 +245,9 @@ class _Replay(Engine):
         if self.apart or coupled or self.faults.touches(gs.worker[a:b]):
             rows, kept = _rows(task, params, x, y, gs.gids[a:b], gs.worker[a:b], self.faults,
                                self.check, self.schedule)  # fmt: skip
-            if len(rows) and self.builder.per_row:
-                pending.setdefault(u, []).append(Part(rows, 1, scale, kept, rows=True))
+            read = params.clone() if self.compensation is not None else None
+            if len(rows) and (self.builder.per_row or read is not None):
+                pending.setdefault(u, []).append(Part(rows, 1, scale, kept, True, read))
             elif len(rows):
                 pending.setdefault(u, []).append(Part(rows.mean(dim=0), len(rows), scale))
         elif self.groups_per_update[u] == 1:
@@ -328,6 +336,8 @@ class _Replay(Engine):
     def update(self, v: int) -> None:
         schedule, server, check = self.schedule, self.server, self.check
         contributions = self.pending.pop(v, [])
+        if self.compensation is not None and contributions:
+            contributions = compensated(contributions, self.compensation, server.params)
         reset = self.resets is not None and bool(self.resets[v])
         grad = self.builder.build(contributions, reset=reset) if contributions else None
         if grad is not None and self.scales is not None:
@@ -548,6 +558,8 @@ def _as_part(c: Part | tuple) -> Part:
     """A pending contribution as a :class:`Part` (checkpoints before 0.x held tuples:
     ``(mean, count, scale)`` or ``(rows, 1, scale, workers)``)."""
     if isinstance(c, Part):
+        if not hasattr(c, "read"):  # pickled before Part had it
+            c.read = None
         return c
     if len(c) == 4:
         return Part(c[0], 1, c[2], list(c[3]), rows=True)
