@@ -166,6 +166,27 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def excess(results: dict) -> str:
+    """Each policy's gap minus its gap on the iid split (the classes' own difficulty), when
+    the iid split was measured."""
+    rows = results["rows"]
+    iid = {r["policy"]: r for r in rows if math.isinf(r["alpha"])}
+    if not iid:
+        return ""
+    alphas = sorted({r["alpha"] for r in rows if not math.isinf(r["alpha"])})
+    head = "| policy | " + " | ".join(f"alpha = {a:g}" for a in alphas) + " |"
+    lines = ["\n**gap minus the iid split's gap**\n", head, "|---|" + "---|" * len(alphas)]
+    for policy, base_row in iid.items():
+        base_gap = np.mean(np.asarray(base_row["fast_classes"]) - base_row["slow_classes"])
+        cells = []
+        for a in alphas:
+            r = next(r for r in rows if r["policy"] == policy and r["alpha"] == a)
+            g = np.asarray(r["fast_classes"]) - np.asarray(r["slow_classes"])
+            cells.append(f"{g.mean() - base_gap:+.3f}")
+        lines.append(f"| `{policy}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -186,7 +207,8 @@ def plot(results: dict, path: Path) -> None:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(policies)), policies, rotation=20, ha="right")
     ax.set_ylabel("accuracy: fast classes - slow classes")
-    ax.set_title("Bias toward the fast workers' classes (3 seeds, each policy tuned)")
+    seeds, task = results.get("seeds", "?"), results.get("task", "mlp-digits")
+    ax.set_title(f"Bias toward the fast workers' classes ({task}, {seeds} seeds, each tuned)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -207,6 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         results = measure([0.1], ["async", "ringleader"], [0.1, 0.3], 1, 40.0)
+        results["seeds"] = 1
     else:
         alphas = [float(a) for a in args.alphas.split(",")]
         hidden = [int(x) for x in args.hidden.split(",")] if args.hidden else None
@@ -214,7 +237,7 @@ def main() -> None:
                           args.slow, hidden, args.task)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    (args.out / "results.md").write_text(table(results))
+    (args.out / "results.md").write_text(table(results) + excess(results))
     plot(results, args.out / "gap.png")
     print(f"wrote {args.out}/results.json, results.md, gap.png")
 

@@ -218,8 +218,10 @@ def test_a_table_policy_takes_no_other_aggregator(capsys):
 # -- predict ------------------------------------------------------------------------------
 def test_the_exact_dynamics_reproduce_the_simulators_schedule():
     """predict's Monte Carlos (hybridsgd.analysis.heterogeneous, event logic of their own)
-    fed the simulator's durations, worker by worker: the same update times and staleness."""
-    from hybridsgd.analysis.heterogeneous import malenia_run, ringleader_run
+    fed the simulator's durations, worker by worker: the same update times and staleness
+    (ringleader), gradients per round (malenia) and budget overruns (mindflayer)."""
+    from hybridsgd.analysis.heterogeneous import malenia_run, mindflayer_run, ringleader_run
+    from hybridsgd.policies.optimal_time import mindflayer
     from hybridsgd.timing import Cluster, parse_model
 
     W = 5
@@ -232,6 +234,11 @@ def test_the_exact_dynamics_reproduce_the_simulators_schedule():
     applied = s.fate == APPLIED
     order = np.argsort(s.update[applied], kind="stable")  # by update, arrival order within
     np.testing.assert_array_equal(S[: applied.sum()], s.staleness[applied][order])
+    U, started, wasted = mindflayer_run(draws, 4, [1.5, 1.5, 2.0, 4.0, 4.0])
+    again = Cluster(parse_model("lognormal:mu=0,sigma=0.7"), W, seed=4, speeds=[1, 1, 2, 3, 5])
+    s = h.simulate_schedule(mindflayer(W, 4, [1.5, 1.5, 2.0, 4.0, 4.0]), again, 300, fast=False)
+    np.testing.assert_array_equal(U[:300], s.update_time)
+    assert len(s.overran) > 100  # budgets that bite
     U, applied_per_round, started, wasted = malenia_run(draws)
     again = Cluster(parse_model("lognormal:mu=0,sigma=0.7"), W, seed=4, speeds=[1, 1, 2, 3, 5])
     s = h.simulate_schedule(Malenia(W), again, 300, fast=False)
@@ -239,7 +246,7 @@ def test_the_exact_dynamics_reproduce_the_simulators_schedule():
     assert applied_per_round[:300].tolist() == np.bincount(s.update[s.fate == APPLIED]).tolist()
 
 
-@pytest.mark.parametrize("name", ["malenia", "ia2sgd", "ringleader"])
+@pytest.mark.parametrize("name", ["malenia", "ia2sgd", "ringleader", "mindflayer"])
 @pytest.mark.parametrize(
     ("model", "speeds"),
     [
@@ -249,14 +256,16 @@ def test_the_exact_dynamics_reproduce_the_simulators_schedule():
     ],
 )
 def test_predict_matches_the_simulator(name, model, speeds):
-    """Time per update within 3%, staleness within 5% (0 for malenia), the wasted share and
-    the gradients per update within 3%, under three timing models."""
+    """Time per update within 3%, staleness within 5% (0 for malenia and mindflayer), the
+    wasted share and the gradients per update within 3%, under three timing models."""
     from hybridsgd.analysis import measure, predict
     from hybridsgd.timing import Cluster, parse_model
 
     W = 8
-    p = predict(name, W, parse_model(model), speeds=speeds)
-    policy = build_policy(f"{name}:workers={W}")
+    own = {"quorum": 6, "budgets": 3.0} if name == "mindflayer" else {}
+    p = predict(name, W, parse_model(model), speeds=speeds, **own)
+    spec = f"{name}:batch=6,budgets=3,workers={W}" if own else f"{name}:workers={W}"
+    policy = build_policy(spec)
     s = h.simulate_schedule(policy, Cluster(parse_model(model), W, seed=3, speeds=speeds), 20_000)
     m = measure(s)
     assert p.mean_update_time == pytest.approx(m["mean_update_time"], rel=0.03)

@@ -1,4 +1,5 @@
-"""The exact dynamics of the gradient-table methods (Malenia, Ringleader), for ``predict``:
+"""The exact dynamics of the gradient-table methods (Malenia, Ringleader) and of MindFlayer,
+for ``predict``:
 event logic of their own, independent of the simulator's loop, run by Monte Carlo as
 :func:`hybridsgd.analysis.dynamics.ringmaster` is. IA²SGD needs none: once its table is
 full every arrival fires an update and nobody waits, so it is ``async``'s renewal model.
@@ -13,6 +14,11 @@ full every arrival fires an update and nobody waits, so it is ``async``'s renewa
   since it began (or was held over from the last one), then steps at the first arrival of
   each of the other W - 1 workers. Arrivals of workers that stepped already are held for
   the next cycle. Staleness is counted at arrival, as the simulator's trace does.
+* **MindFlayer**: Rennala's rounds (every worker restarts on each new version; the round
+  ends at the B-th minibatch from anyone) where each attempt that would run past its
+  worker's budget ends when the budget is spent, wasted, and the worker tries again.
+  Attempts are drawn one at a time, as the simulator's workers start them, so an attempt
+  never begun is never drawn.
 """
 
 from __future__ import annotations
@@ -100,6 +106,65 @@ def ringleader_run(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             gathering, arrived, held = True, held, set()
         read[w] = version
     return np.asarray(times), np.asarray(stale, dtype=np.int64)
+
+
+def mindflayer_run(draws: np.ndarray, batch: int, budgets) -> tuple[np.ndarray, int, int]:
+    """MindFlayer's rounds on per-worker delays ``draws`` ``(m, W)`` (one per attempt, in
+    order): update times, attempts started and wasted (past the budget, or stopped)."""
+    import heapq
+
+    m, W = draws.shape
+    nxt = [0] * W
+    t = 0.0
+    times: list[float] = []
+    started = wasted = 0
+    while True:
+        heap = []  # (end, worker, succeeds)
+        for w in range(W):
+            if nxt[w] >= m:
+                return np.asarray(times), started, wasted
+            d = float(draws[nxt[w], w])
+            nxt[w] += 1
+            started += 1
+            heap.append((t + min(d, budgets[w]), w, d <= budgets[w]))
+        heapq.heapify(heap)
+        got = 0
+        while True:
+            end, w, ok = heapq.heappop(heap)
+            got += ok
+            wasted += not ok
+            if got == batch:
+                break
+            if nxt[w] >= m:
+                return np.asarray(times), started, wasted
+            d = float(draws[nxt[w], w])
+            nxt[w] += 1
+            started += 1
+            heapq.heappush(heap, (end + min(d, budgets[w]), w, d <= budgets[w]))
+        wasted += W - 1  # every other worker's attempt in flight is stopped
+        t = end
+        times.append(t)
+
+
+def mindflayer(
+    compute: TimingModel, comm: TimingModel, workers: int, batch: int, budgets,
+    speeds=None, updates: int = 20_000, seed: int = 0,
+) -> tuple[Estimate, float]:  # fmt: skip
+    """Monte Carlo of :func:`mindflayer_run`: 8 replicas, the start-up transient dropped;
+    also the wasted share of started attempts."""
+    rng = np.random.default_rng(seed)
+    times, counts, wasted = [], [], []
+    m = max(50, math.ceil(updates / REPLICAS * (batch + workers) / workers * 2))
+    for _ in range(REPLICAS):
+        draws = delays(compute, comm, (m, workers), speeds, rng)
+        U, started, lost = mindflayer_run(draws, batch, budgets)
+        if len(U) < 20:
+            raise ValueError("too few updates: raise updates")
+        first = int(WARM * len(U))
+        times.append((U[-1] - U[first]) / (len(U) - 1 - first))
+        counts.append(np.zeros(batch * (len(U) - first), dtype=np.int64))  # all fresh
+        wasted.append(lost / started)
+    return Estimate.of(times, counts, m * REPLICAS * workers, float(batch)), float(np.mean(wasted))
 
 
 def malenia(

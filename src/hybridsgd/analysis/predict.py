@@ -35,6 +35,7 @@ from hybridsgd.analysis.predict_sync import k_batch_sync_time
 from hybridsgd.analysis.prediction import Prediction, Stability, finite_mean, worker_cycles
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies import REGISTRY
+from hybridsgd.policies.optimal_time import parse_budgets
 from hybridsgd.policies.registry import ASYNC, SYNC, PolicyConfig, family
 from hybridsgd.timing.models import Constant, TimingModel
 
@@ -46,6 +47,7 @@ ASYNC_FAMILY = family(ASYNC)
 #: the policy keys predict() takes by name: a policy's own keys of these names reach it
 PREDICT_KEYS = (
     "backups", "k", "staleness_bound", "sample", "progress", "delay_threshold", "stops", "late",
+    "budgets",
 )  # fmt: skip
 
 #: the registered policies predicted regime by regime (predictor "per-regime")
@@ -80,6 +82,7 @@ class Inputs:
     delay_threshold: float | None
     stops: bool
     late: str
+    budgets: list[float] | None = None  # each worker's time budget per minibatch (MindFlayer)
     assumptions: list[str] = field(default_factory=list)
     qs: tuple[float, ...] = (0.5, 0.9, 0.99)
 
@@ -152,6 +155,7 @@ def predict(
     delay_threshold: float | None = None,
     stops: bool = False,
     late: str = "cancel",
+    budgets: float | list[float] | str | None = None,
 ) -> Prediction:
     """Mean time per update and its spread, throughput, staleness and wasted work; with
     ``lr`` and ``curvature`` (largest Hessian eigenvalue), stability and speed too.
@@ -182,7 +186,8 @@ def predict(
     x = Inputs(
         policy, workers, compute, comm, speeds, batch_size, backups, k, staleness_bound,
         sample, threshold, progress, updates, gradients_per_epoch, lr, curvature, continuous,
-        sweep, mc_budget, seed, quorum, delay_threshold, stops, late, assumptions,
+        sweep, mc_budget, seed, quorum, delay_threshold, stops, late,
+        None if budgets in (None, "") else parse_budgets(budgets, workers), assumptions,
     )  # fmt: skip
     return how(x)
 
@@ -218,6 +223,23 @@ def _malenia(x: Inputs) -> Prediction:
     method = {
         "update_time": "the exact dynamics (a round ends when every worker has sent one "
         f"minibatch; all restart), Monte Carlo of 8 replicas: +-{se:.2%} (1 standard error)",
+        "staleness": "none by construction (every worker restarts on each version)",
+    }
+    return x.from_dynamics(est, wasted, method)
+
+
+def _mindflayer(x: Inputs) -> Prediction:
+    """Rennala's rounds whose attempts end at their worker's time budget."""
+    if x.quorum is None or x.quorum < 1 or x.budgets is None:
+        raise ConfigError("policy", f"{x.policy} needs a batch B >= 1 and time budgets")
+    est, wasted = heterogeneous.mindflayer(
+        x.compute, x.comm, x.W, x.quorum, x.budgets, x.speeds, x.draws(20_000), x.seed
+    )
+    se = est.standard_error / est.mean_update_time
+    method = {
+        "update_time": "the exact dynamics (the B-th minibatch of a round from anyone; an "
+        "attempt past its budget is abandoned and retried), Monte Carlo of 8 replicas: "
+        f"+-{se:.2%} (1 standard error)",
         "staleness": "none by construction (every worker restarts on each version)",
     }
     return x.from_dynamics(est, wasted, method)
@@ -420,6 +442,7 @@ PREDICTORS: dict[str, Callable[[Inputs], Prediction]] = {
     "delay-threshold": _ringmaster,
     "every-worker-round": _malenia,
     "gather-then-step": _ringleader,
+    "first-b-within-budget": _mindflayer,
     "per-regime": _per_regime,
 }
 

@@ -256,6 +256,8 @@ register(
         min_gradients=lambda c: c.batch or 1,
         examples=("mindflayer:batch=3,budgets=2",),
         colour="#9c9ede",
+        family="sync",
+        predictor="first-b-within-budget",
         sim_only=lambda c: ("policy.name", "mindflayer", "rennala (no time budgets)"),
     )
 )
