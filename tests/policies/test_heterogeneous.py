@@ -152,12 +152,18 @@ def test_rescaled_scales_each_step_by_its_workers_relative_time(taus, factors):
     np.testing.assert_allclose(np.stack(xs[1:7]), np.stack(x[1:]), rtol=0, atol=1e-13)
 
 
-def test_rescaled_with_equal_times_is_async_bit_for_bit():
-    cfg = small_config(
-        policy={"name": "async", "workers": 4},
+def async_config(workers: int = 4) -> h.Config:
+    """30 updates of async on mlp-digits under log-normal times: the runs the equivalences
+    compare with."""
+    return small_config(
+        policy={"name": "async", "workers": workers},
         timing={"compute": "lognormal:mu=0,sigma=0.5"},
         run={"updates": 30},
     )
+
+
+def test_rescaled_with_equal_times_is_async_bit_for_bit():
+    cfg = async_config()
     ref = h.run(cfg).params
     assert torch.equal(h.run(cfg.replace("policy.name=rescaled", "policy.taus=2x4")).params, ref)
     const = cfg.replace("timing.compute=constant:value=1")
@@ -169,11 +175,7 @@ def test_rescaled_with_equal_times_is_async_bit_for_bit():
 
 @pytest.mark.parametrize("name", ["malenia", "ia2sgd", "ringleader"])
 def test_with_one_worker_each_is_sgd_bit_for_bit(name):
-    cfg = small_config(
-        policy={"name": "async", "workers": 1},
-        timing={"compute": "lognormal:mu=0,sigma=0.5"},
-        run={"updates": 30},
-    )
+    cfg = async_config(workers=1)
     sgd = h.run(cfg)
     assert torch.equal(h.run(cfg.replace(f"policy.name={name}")).params, sgd.params)
 
@@ -295,11 +297,7 @@ def test_dc_asgd_corrects_each_gradient_for_its_delay(adaptive):
 
 
 def test_dc_asgd_with_lambda_0_is_async_bit_for_bit():
-    cfg = small_config(
-        policy={"name": "async", "workers": 4},
-        timing={"compute": "lognormal:mu=0,sigma=0.5"},
-        run={"updates": 30},
-    )
+    cfg = async_config()
     ref = h.run(cfg).params
     assert torch.equal(h.run(cfg.replace("policy.name=dc_asgd", "policy.lam=0")).params, ref)
     assert not torch.equal(h.run(cfg.replace("policy.name=dc_asgd", "policy.lam=1")).params, ref)

@@ -125,6 +125,17 @@ class Inputs:
         pred.wasted_fraction = wasted
         return self.finish(pred)
 
+    def monte_carlo(self, est, wasted: float, dynamics: str, staleness: str) -> Prediction:
+        """A prediction from a Monte Carlo of the exact ``dynamics`` (said in words), its
+        standard error stated, and how its ``staleness`` is known."""
+        se = est.standard_error / est.mean_update_time
+        method = {
+            "update_time": f"the exact dynamics ({dynamics}), Monte Carlo of 8 replicas: "
+            f"+-{se:.2%} (1 standard error)",
+            "staleness": staleness,
+        }
+        return self.from_dynamics(est, wasted, method)
+
     def draws(self, per_unit: int) -> int:
         return max(1000, round(per_unit * self.mc_budget))
 
@@ -206,26 +217,20 @@ def _ringmaster(x: Inputs) -> Prediction:
     est, wasted = dynamics.ringmaster(
         x.compute, x.comm, x.W, x.delay_threshold, x.stops, x.speeds, x.draws(40_000), x.seed
     )
-    se = est.standard_error / est.mean_update_time
     how = "stopped when its delay reaches R" if x.stops else "ignored when its delay is >= R"
-    method = {
-        "update_time": f"the exact dynamics (every gradient {how}), Monte Carlo of 8 "
-        f"replicas: +-{se:.2%} (1 standard error)",
-        "staleness": "updates between a gradient's read and its arrival, same Monte Carlo",
-    }
-    return x.from_dynamics(est, wasted, method)
+    return x.monte_carlo(
+        est, wasted, f"every gradient {how}",
+        "updates between a gradient's read and its arrival, same Monte Carlo",
+    )  # fmt: skip
 
 
 def _malenia(x: Inputs) -> Prediction:
     """Rounds that end at the slowest worker's first minibatch, every worker restarted."""
     est, wasted = heterogeneous.malenia(x.compute, x.comm, x.W, x.speeds, x.draws(20_000), x.seed)
-    se = est.standard_error / est.mean_update_time
-    method = {
-        "update_time": "the exact dynamics (a round ends when every worker has sent one "
-        f"minibatch; all restart), Monte Carlo of 8 replicas: +-{se:.2%} (1 standard error)",
-        "staleness": "none by construction (every worker restarts on each version)",
-    }
-    return x.from_dynamics(est, wasted, method)
+    return x.monte_carlo(
+        est, wasted, "a round ends when every worker has sent one minibatch; all restart",
+        "none by construction (every worker restarts on each version)",
+    )  # fmt: skip
 
 
 def _mindflayer(x: Inputs) -> Prediction:
@@ -235,26 +240,20 @@ def _mindflayer(x: Inputs) -> Prediction:
     est, wasted = heterogeneous.mindflayer(
         x.compute, x.comm, x.W, x.quorum, x.budgets, x.speeds, x.draws(20_000), x.seed
     )
-    se = est.standard_error / est.mean_update_time
-    method = {
-        "update_time": "the exact dynamics (the B-th minibatch of a round from anyone; an "
-        "attempt past its budget is abandoned and retried), Monte Carlo of 8 replicas: "
-        f"+-{se:.2%} (1 standard error)",
-        "staleness": "none by construction (every worker restarts on each version)",
-    }
-    return x.from_dynamics(est, wasted, method)
+    return x.monte_carlo(
+        est, wasted, "the B-th minibatch of a round from anyone; an attempt past its budget "
+        "is abandoned and retried", "none by construction (every worker restarts on each "
+        "version)",
+    )  # fmt: skip
 
 
 def _ringleader(x: Inputs) -> Prediction:
     """Cycles of a gathering and W steps over W uninterrupted renewal streams."""
     est = heterogeneous.ringleader(x.compute, x.comm, x.W, x.speeds, x.draws(40_000), x.seed)
-    se = est.standard_error / est.mean_update_time
-    method = {
-        "update_time": "the exact dynamics (cycles: gather until every worker has sent one, "
-        f"then one step per worker), Monte Carlo of 8 replicas: +-{se:.2%} (1 standard error)",
-        "staleness": "updates between a gradient's read and its arrival, same Monte Carlo",
-    }
-    return x.from_dynamics(est, 0.0, method)
+    return x.monte_carlo(
+        est, 0.0, "cycles: gather until every worker has sent one, then one step per worker",
+        "updates between a gradient's read and its arrival, same Monte Carlo",
+    )  # fmt: skip
 
 
 def _fresh_drop(x: Inputs) -> Prediction:
@@ -264,13 +263,10 @@ def _fresh_drop(x: Inputs) -> Prediction:
     est, wasted = dynamics.rennala_drop(
         x.compute, x.comm, x.W, x.quorum, x.speeds, x.draws(20_000), x.seed
     )
-    se = est.standard_error / est.mean_update_time
-    method = {
-        "update_time": "the exact dynamics (no worker is interrupted: the B-th fresh "
-        f"arrival of W renewal streams fires), Monte Carlo of 8 replicas: +-{se:.2%}",
-        "staleness": "none by construction (stale gradients are dropped)",
-    }
-    return x.from_dynamics(est, wasted, method)
+    return x.monte_carlo(
+        est, wasted, "no worker is interrupted: the B-th fresh arrival of W renewal streams "
+        "fires", "none by construction (stale gradients are dropped)",
+    )  # fmt: skip
 
 
 def _first_k(x: Inputs, any_workers: bool, most: float) -> Prediction:
