@@ -9,6 +9,8 @@ w2 at 2.5, then (for policies that keep work in flight) w0 and w1 at 3.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -406,3 +408,46 @@ def test_mindflayer_runs_on_the_simulator_only(capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runs only on the sim backend" in err[0], err
+
+
+# -- ATA ----------------------------------------------------------------------------------
+def test_ata_allocates_fresh_workers_first_then_by_the_bounds():
+    """Hand-checked allocations (the authors' harmonia and discordia, ties to the lowest)."""
+    from hybridsgd.policies.allocation import allocate
+
+    inf = math.inf
+    assert allocate([-inf] * 4, 4) == [1, 1, 1, 1]  # nobody seen: one each
+    # then the greedy over the negative bounds, shifted by +4 to 2 and 3: 2, 3, 4 ...
+    assert allocate([-inf, -2.0, -inf, -1.0], 5) == [1, 2, 1, 1]
+    # nobody left to prefer (every other bound >= 0): the least loaded (the authors' code
+    # draws one at random)
+    assert allocate([-inf, 2.0, -inf, 1.0], 3) == [1, 1, 1, 0]
+    # a bound <= 0 somewhere: only the negative ones take part, shifted by -2 min = +6:
+    # scores 3 and 5, so 3 -> 3, 5 -> 5, 3 -> 6 (ties to the lowest), 6 ...
+    assert allocate([-3.0, 4.0, -1.0], 4) == [3, 0, 1]
+    # all positive: one at a time to whoever would finish soonest (1, 2, 2, 3, 4, 4 ...)
+    assert allocate([1.0, 2.0, 4.0], 6) == [4, 2, 0]
+    assert allocate([1.0, 2.0, 4.0], 7) == [4, 2, 1]
+
+
+def test_ata_learns_to_give_the_slow_worker_less():
+    """Workers of 1, 1, 1 and 6 units, B = 8: after a round of exploration the bandit gives
+    the slow worker nothing and shares the batch among the three others."""
+    from hybridsgd.policies import ATA
+
+    s = h.simulate_schedule(ATA(4, 8, alpha=0.05), const_cluster([1, 1, 1, 6]), 30, fast=False)
+    late = s.update >= 20
+    per_worker = np.bincount(s.worker[late], minlength=4)
+    assert per_worker[3] == 0 and per_worker[:3].min() >= 20
+    assert (s.fate == APPLIED).sum() == 30 * 8 and (s.staleness == 0).all()
+
+
+def test_ata_with_equal_times_and_b_equal_to_w_is_sync_bit_for_bit():
+    """Every round gives each worker one minibatch, and each waits for the next version."""
+    cfg = small_config(
+        policy={"name": "sync", "workers": 4},
+        timing={"compute": "constant:value=1"},
+        run={"updates": 20},
+    )
+    ref = h.run(cfg).params
+    assert torch.equal(h.run(cfg.replace("policy.name=ata", "policy.batch=4")).params, ref)

@@ -111,7 +111,7 @@ def test_the_built_in_policies_all_declare_themselves():
     assert set(REGISTRY) == {
         "adaptive", "async", "backup", "sync", "hybrid", "k_sync", "k_batch_sync", "k_async",
         "k_batch_async", "ssp", "psp", "rennala", "ringmaster", "m_sync", "malenia", "ia2sgd",
-        "ringleader", "rescaled", "dc_asgd", "mindflayer",
+        "ringleader", "rescaled", "dc_asgd", "mindflayer", "ata",
     }  # fmt: skip
     assert set(POLICIES) == set(REGISTRY)
     for entry in REGISTRY.values():

@@ -9,6 +9,7 @@ from typing import Any
 
 # each policy module registers itself on import (hybridsgd.policies.registry)
 from hybridsgd.policies.adaptive import AdaptivePolicy, adaptive
+from hybridsgd.policies.allocation import ATA
 from hybridsgd.policies.asynchronous import asynchronous
 from hybridsgd.policies.backup import backup
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
@@ -153,6 +154,7 @@ __all__ = [
     "Ringleader",
     "Rescaled",
     "DCASGD",
+    "ATA",
     "Decision",
     "Fate",
     "HybridPolicy",
