@@ -22,6 +22,8 @@ import torch
 
 from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
 from hybridsgd.backends.local.worker import read_answer, send_job, stop
+from hybridsgd.core.compensation import DelayCompensation
+from hybridsgd.core.tables import GradientTable
 from hybridsgd.errors import ConfigError, WorkerLost
 
 #: seconds actors may take to start before the run gives up
@@ -61,6 +63,10 @@ class ShardedServer:
         self.refs = [ray.put(flat[s]) for s in self.slices]
 
     hyper = None  # per-update lr and momentum need run.ray.shards = 1 (config refuses them)
+    # the policy's server state, carried over from the server the shards replace: the
+    # coordinator's update builder holds the table; compensation reads ``params``
+    table: GradientTable | None = None
+    compensation: DelayCompensation | None = None
 
     def apply(
         self, gradient: torch.Tensor, *, n: int = 1, time: float = 0.0, level: float = 1.0
@@ -189,7 +195,9 @@ class RayDriver(Driver):
         from hybridsgd.backends.ray.actors import Worker
 
         if self.shards > 1:  # the shards take over the parameters and the optimizer state
-            self.server = ShardedServer(ray, self.server.params, self.shards, self.optimizer)  # type: ignore[assignment]  # the same interface
+            sharded = ShardedServer(ray, self.server.params, self.shards, self.optimizer)
+            sharded.table, sharded.compensation = self.server.table, self.server.compensation
+            self.server = sharded  # type: ignore[assignment]  # the same interface
             self.coord.server = self.server
         self._gpus = self._gpus_per_worker()
         if self._gpus:
