@@ -250,7 +250,9 @@ def test_the_exact_dynamics_reproduce_the_simulators_schedule():
     assert applied_per_round[:300].tolist() == np.bincount(s.update[s.fate == APPLIED]).tolist()
 
 
-@pytest.mark.parametrize("name", ["malenia", "ia2sgd", "ringleader", "mindflayer"])
+@pytest.mark.parametrize(
+    "name", ["malenia", "ia2sgd", "ringleader", "mindflayer", "rescaled", "dc_asgd"]
+)
 @pytest.mark.parametrize(
     ("model", "speeds"),
     [
@@ -269,6 +271,7 @@ def test_predict_matches_the_simulator(name, model, speeds):
     own = {"quorum": 6, "budgets": 3.0} if name == "mindflayer" else {}
     p = predict(name, W, parse_model(model), speeds=speeds, **own)
     spec = f"{name}:batch=6,budgets=3,workers={W}" if own else f"{name}:workers={W}"
+    spec += ",lam=0.1" if name == "dc_asgd" else ""
     policy = build_policy(spec)
     s = h.simulate_schedule(policy, Cluster(parse_model(model), W, seed=3, speeds=speeds), 20_000)
     m = measure(s)
