@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies.base import Decision, Fate, Policy, Update
+from hybridsgd.policies.optimal_time import batch_param
 from hybridsgd.policies.registry import PolicyConfig, Registered, param, register
 
 
@@ -147,19 +148,9 @@ def _check_alpha(value: float | str, p: PolicyConfig) -> None:
         raise ConfigError("policy.alpha", f"must be a number > 0 or 'empirical' (got {value!r})")
 
 
-def _check_batch(value: int | None, p: PolicyConfig) -> None:
-    if value is not None and value < 1:
-        raise ConfigError("policy.batch", f"must be a whole number >= 1 (got {value})")
-
-
 @dataclass(frozen=True)
 class ATAParams:
-    batch: int | None = param(
-        None,
-        "B: fresh gradients per update, from any workers (>= 1; may exceed W)",
-        check=_check_batch,
-        example="32",
-    )
+    batch: int | None = batch_param()
     alpha: float | str = param(
         "empirical",
         "the confidence bound's scale: a number > 0, or empirical (twice each worker's mean)",

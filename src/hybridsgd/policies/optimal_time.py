@@ -136,6 +136,17 @@ def _check_batch(value: int | None, p: PolicyConfig) -> None:
         raise ConfigError("policy.batch", f"must be a whole number >= 1 (got {value})")
 
 
+def batch_param() -> int | None:
+    """The ``batch`` key (B) of the methods that fire on B fresh gradients from anyone
+    (rennala, mindflayer, ata): one declaration, as the registry wants a shared key."""
+    return param(
+        None,
+        "B: fresh gradients per update, from any workers (>= 1; may exceed W)",
+        check=_check_batch,
+        example="32",
+    )
+
+
 def _check_threshold(value: float | None, p: PolicyConfig) -> None:
     if value is not None and not (value == math.inf or (value >= 1 and value == int(value))):
         raise ConfigError(
@@ -145,12 +156,7 @@ def _check_threshold(value: float | None, p: PolicyConfig) -> None:
 
 @dataclass(frozen=True)
 class RennalaParams:
-    batch: int | None = param(
-        None,
-        "B: fresh gradients per update, from any workers (>= 1; may exceed W)",
-        check=_check_batch,
-        example="32",
-    )
+    batch: int | None = batch_param()
     late: str = param(
         "cancel",
         "work on an older version is cancel-led at the update, or finishes and is drop-ped",
@@ -190,12 +196,7 @@ def parse_budgets(spec: float | list[float] | str, workers: int) -> list[float]:
 
 @dataclass(frozen=True)
 class MindFlayerParams:
-    batch: int | None = param(
-        None,
-        "B: fresh gradients per update, from any workers (>= 1; may exceed W)",
-        check=_check_batch,
-        example="32",
-    )
+    batch: int | None = batch_param()
     budgets: float | list[float] | str = param(
         "",
         "each worker's time budget per minibatch, 3 (all), [2, 2, 5] or '2x6,5x2'; a "
