@@ -19,6 +19,9 @@ full every arrival fires an update and nobody waits, so it is ``async``'s renewa
   worker's budget ends when the budget is spent, wasted, and the worker tries again.
   Attempts are drawn one at a time, as the simulator's workers start them, so an attempt
   never begun is never drawn.
+* **ATA**: rounds whose B minibatches the bandit allocates (the policy's own rule,
+  :func:`hybridsgd.policies.allocation.allocate`, from the times seen so far); a round
+  lasts the longest worker's sum of its share of draws. Nothing is stopped or stale.
 """
 
 from __future__ import annotations
@@ -165,6 +168,57 @@ def mindflayer(
         counts.append(np.zeros(batch * (len(U) - first), dtype=np.int64))  # all fresh
         wasted.append(lost / started)
     return Estimate.of(times, counts, m * REPLICAS * workers, float(batch)), float(np.mean(wasted))
+
+
+def ata_run(draws: np.ndarray, batch: int, alpha: float | str) -> np.ndarray:
+    """ATA's rounds on per-worker delays ``draws`` ``(m, W)``: update times."""
+    from hybridsgd.policies.allocation import allocate, score
+
+    m, W = draws.shape
+    nxt = [0] * W
+    n, mean = [0] * W, [0.0] * W
+    scores = [-math.inf] * W
+    t, k = 0.0, 1
+    times: list[float] = []
+    while True:
+        quota = allocate(scores, batch)
+        if any(nxt[w] + quota[w] > m for w in range(W)):
+            return np.asarray(times)
+        end_of_round = t
+        for w in range(W):
+            clock = t  # its jobs run back to back from the round's start
+            for d in draws[nxt[w] : nxt[w] + quota[w], w].tolist():
+                arrival = clock + d
+                took = arrival - clock  # what the server sees: the time between arrivals
+                clock = arrival
+                mean[w] = (n[w] * mean[w] + took) / (n[w] + 1)
+                n[w] += 1
+            nxt[w] += quota[w]
+            end_of_round = max(end_of_round, clock)
+        t = end_of_round
+        times.append(t)
+        scores = [score(mean[w], n[w], k, alpha) for w in range(W)]
+        k += 1
+
+
+def ata(
+    compute: TimingModel, comm: TimingModel, workers: int, batch: int, alpha: float | str,
+    speeds=None, updates: int = 20_000, seed: int = 0,
+) -> Estimate:  # fmt: skip
+    """Monte Carlo of :func:`ata_run`: 4 replicas of a whole run of ``updates`` rounds.
+    The bandit's confidence bounds widen with ln(k), so it explores again and again and
+    there is no steady state: the time per update is that of a run of this length, from
+    its start."""
+    rng = np.random.default_rng(seed)
+    times, counts = [], []
+    m = max(50, math.ceil(updates * batch / workers * 3))  # draws enough for any share
+    for _ in range(4):
+        U = ata_run(delays(compute, comm, (m, workers), speeds, rng), batch, alpha)[:updates]
+        if len(U) < 20:
+            raise ValueError("too few updates: raise updates")
+        times.append(U[-1] / len(U))
+        counts.append(np.zeros(batch * len(U), dtype=np.int64))  # all fresh
+    return Estimate.of(times, counts, m * 4 * workers, float(batch))
 
 
 def malenia(

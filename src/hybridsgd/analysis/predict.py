@@ -47,7 +47,7 @@ ASYNC_FAMILY = family(ASYNC)
 #: the policy keys predict() takes by name: a policy's own keys of these names reach it
 PREDICT_KEYS = (
     "backups", "k", "staleness_bound", "sample", "progress", "delay_threshold", "stops", "late",
-    "budgets",
+    "budgets", "alpha",
 )  # fmt: skip
 
 #: the registered policies predicted regime by regime (predictor "per-regime")
@@ -83,6 +83,7 @@ class Inputs:
     stops: bool
     late: str
     budgets: list[float] | None = None  # each worker's time budget per minibatch (MindFlayer)
+    alpha: float | str = "empirical"  # ATA's confidence scale
     assumptions: list[str] = field(default_factory=list)
     qs: tuple[float, ...] = (0.5, 0.9, 0.99)
 
@@ -117,24 +118,31 @@ class Inputs:
     def steady(self) -> list[str]:
         return [*self.assumptions, "steady state: the start-up transient is dropped"]
 
-    def from_dynamics(self, est, wasted: float, method: dict[str, str]) -> Prediction:
-        """A prediction from a Monte Carlo of a policy's exact dynamics (and its waste)."""
+    def from_dynamics(
+        self, est, wasted: float, method: dict[str, str], steady: bool = True
+    ) -> Prediction:
+        """A prediction from a Monte Carlo of a policy's exact dynamics (and its waste), in
+        its steady state or (``steady`` False) over whole runs."""
+        assumptions = self.steady() if steady else list(self.assumptions)
         pred = estimated(
-            self.policy, self.W, est, self.batch_size, self.qs, self.label, self.steady(), method
+            self.policy, self.W, est, self.batch_size, self.qs, self.label, assumptions, method
         )
         pred.wasted_fraction = wasted
         return self.finish(pred)
 
-    def monte_carlo(self, est, wasted: float, dynamics: str, staleness: str) -> Prediction:
+    def monte_carlo(
+        self, est, wasted: float, dynamics: str, staleness: str, steady: bool = True,
+        replicas: int = 8,
+    ) -> Prediction:  # fmt: skip
         """A prediction from a Monte Carlo of the exact ``dynamics`` (said in words), its
         standard error stated, and how its ``staleness`` is known."""
         se = est.standard_error / est.mean_update_time
         method = {
-            "update_time": f"the exact dynamics ({dynamics}), Monte Carlo of 8 replicas: "
+            "update_time": f"the exact dynamics ({dynamics}), Monte Carlo of {replicas} replicas: "
             f"+-{se:.2%} (1 standard error)",
             "staleness": staleness,
         }
-        return self.from_dynamics(est, wasted, method)
+        return self.from_dynamics(est, wasted, method, steady)
 
     def draws(self, per_unit: int) -> int:
         return max(1000, round(per_unit * self.mc_budget))
@@ -167,6 +175,7 @@ def predict(
     stops: bool = False,
     late: str = "cancel",
     budgets: float | list[float] | str | None = None,
+    alpha: float | str = "empirical",
 ) -> Prediction:
     """Mean time per update and its spread, throughput, staleness and wasted work; with
     ``lr`` and ``curvature`` (largest Hessian eigenvalue), stability and speed too.
@@ -198,7 +207,7 @@ def predict(
         policy, workers, compute, comm, speeds, batch_size, backups, k, staleness_bound,
         sample, threshold, progress, updates, gradients_per_epoch, lr, curvature, continuous,
         sweep, mc_budget, seed, quorum, delay_threshold, stops, late,
-        None if budgets in (None, "") else parse_budgets(budgets, workers), assumptions,
+        None if budgets in (None, "") else parse_budgets(budgets, workers), alpha, assumptions,
     )  # fmt: skip
     return how(x)
 
@@ -244,6 +253,22 @@ def _mindflayer(x: Inputs) -> Prediction:
         est, wasted, "the B-th minibatch of a round from anyone; an attempt past its budget "
         "is abandoned and retried", "none by construction (every worker restarts on each "
         "version)",
+    )  # fmt: skip
+
+
+def _ata(x: Inputs) -> Prediction:
+    """Rounds of B minibatches allocated by ATA's bandit."""
+    if x.quorum is None or x.quorum < 1:
+        raise ConfigError("policy.batch", f"{x.policy} needs a batch B >= 1")
+    est = heterogeneous.ata(x.compute, x.comm, x.W, x.quorum, x.alpha, x.speeds, x.updates, x.seed)
+    x.assumptions.append(
+        f"a run of {x.updates} updates from its start (--updates): the bandit keeps "
+        "exploring, so its time per update depends on the run's length"
+    )
+    return x.monte_carlo(
+        est, 0.0, "rounds of B minibatches shared out by the bandit; a round lasts the "
+        "longest worker's share; whole runs", "none by construction (every worker reads "
+        "the round's version)", steady=False, replicas=4,
     )  # fmt: skip
 
 
@@ -439,6 +464,7 @@ PREDICTORS: dict[str, Callable[[Inputs], Prediction]] = {
     "every-worker-round": _malenia,
     "gather-then-step": _ringleader,
     "first-b-within-budget": _mindflayer,
+    "bandit-rounds": _ata,
     "per-regime": _per_regime,
 }
 

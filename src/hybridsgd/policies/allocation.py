@@ -66,6 +66,17 @@ def allocate(scores: list[float], batch: int) -> list[int]:
     return [a + b for a, b in zip(out, taken, strict=True)]
 
 
+def score(mean: float, n: int, k: int, alpha: float | str) -> float:
+    """A worker's lower confidence bound after round k, from the mean of its n times
+    (-inf while it has none): ``mean - 4 e alpha (sqrt(ln(2 k^2) / n) + ln(2 k^2) / n)``,
+    alpha = 2 mean when ``"empirical"``."""
+    if n == 0:
+        return -math.inf
+    a = 2.0 * mean if alpha == "empirical" else float(alpha)
+    log = math.log(2.0 * k * k)
+    return mean - 4.0 * math.e * a * (math.sqrt(log / n) + log / n)
+
+
 class ATA(Policy):
     """Rounds of B minibatches allocated by a bandit over the workers' times (module doc)."""
 
@@ -124,15 +135,9 @@ class ATA(Policy):
         return Decision(Fate.APPLIED, staleness, update, release=release)
 
     def _score(self) -> None:
-        """Each seen worker's lower confidence bound of its time per minibatch."""
+        """Each worker's lower confidence bound of its time per minibatch, after round k."""
         k = self.round
-        for i in range(self.workers):
-            n = self.n[i]
-            if n == 0:
-                continue
-            a = 2.0 * self.mean[i] if self.alpha == "empirical" else float(self.alpha)
-            log = math.log(2.0 * k * k)
-            self.scores[i] = self.mean[i] - 4.0 * math.e * a * (math.sqrt(log / n) + log / n)
+        self.scores = [score(self.mean[i], self.n[i], k, self.alpha) for i in range(self.workers)]
 
     def pending(self) -> list[int]:
         return [g for g, _ in self._buffer]
@@ -170,5 +175,7 @@ register(
         min_gradients=lambda c: c.batch or 1,
         examples=("ata:batch=6",),
         colour="#6b6ecf",
+        family="sync",
+        predictor="bandit-rounds",
     )
 )
