@@ -55,7 +55,7 @@ def drive(make, arrivals: int):
     done = 0
     for gid in np.argsort(s.end, kind="stable"):  # in time order; cancelled work never lands
         if s.fate[gid] == CANCELLED or done == arrivals:
-            continue
+            continue  # (a job abandoned over its budget restarts on the same version)
         w, k, v = int(s.worker[gid]), int(s.minibatch[gid]), int(s.read_version[gid])
         assert reading[w] == v  # the coordinator hands out the versions the simulator did
         r = coord.push(w, v, torch.from_numpy(g(w, k, xs[v])), float(s.end[gid]), gid=int(gid))
@@ -64,6 +64,8 @@ def drive(make, arrivals: int):
         for c in r.decision.cancel:
             reading[c] = coord.request(c)
         reading[w] = coord.request(w)
+        for c in r.decision.release:
+            reading[c] = coord.request(c)
         done += 1
     return s, xs
 
@@ -478,3 +480,35 @@ def test_atas_dynamics_reproduce_the_simulator_and_predict_matches_it():
         m = measure(h.simulate_schedule(ATA(4, 6), sim, 3000))
         assert p.mean_update_time == pytest.approx(m["mean_update_time"], rel=0.03), model
         assert p.mean_staleness == m["mean_staleness"] == 0
+
+
+@pytest.mark.parametrize("method", ["mindflayer", "ata"])
+def test_mindflayer_and_ata_step_with_the_mean_of_the_rounds_gradients(method):
+    """6 arrivals on the 3 workers (1, 1.5, 2.5 units). MindFlayer, B = 3, budgets 5, 5,
+    1.2: w2 never finishes in time (abandoned at 1.2 and 3.2); w0 at 1 and 2, w1 at 1.5
+    make update 1 at 2; then w0 at 3, w1 at 3.5, w0 at 4 make update 2. ATA, B = 3: one
+    minibatch each first (update 1 at 2.5, the round's slowest), then its bounds'
+    allocation."""
+    from hybridsgd.policies import ATA
+    from hybridsgd.policies.optimal_time import mindflayer
+
+    make = (lambda: mindflayer(3, 3, [5, 5, 1.2])) if method == "mindflayer" else lambda: ATA(3, 3)
+    s, xs = drive(make, 6)
+    x, buffer = [X0], []
+    for gid in np.argsort(s.end, kind="stable"):
+        if s.fate[gid] == CANCELLED:
+            continue
+        w, k, r = int(s.worker[gid]), int(s.minibatch[gid]), int(s.read_version[gid])
+        buffer.append(g(w, k, x[r]))
+        if len(buffer) == 3:  # B fresh gradients: step with their mean
+            x.append(x[-1] - LR * np.mean(buffer, axis=0))
+            buffer = []
+        if len(x) == len(xs):
+            break
+    assert len(xs) >= 3
+    np.testing.assert_allclose(np.stack(xs[1:]), np.stack(x[1:]), rtol=0, atol=1e-14)
+    if method == "mindflayer":
+        assert s.update_time[:2].tolist() == [2.0, 4.0]
+        assert s.end[s.overran[:2]].tolist() == [1.2, 3.2]
+    else:
+        assert s.update_time[0] == 2.5
