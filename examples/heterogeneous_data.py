@@ -2,17 +2,19 @@
 does asynchronous SGD favour the classes its fast workers hold, and which methods remove
 that bias?
 
-mlp-digits, W = 10 workers, lognormal(0, 0.5) minibatch times; three workers 1x, seven 4x
-slower. The data is split by Dirichlet label skew (alpha in 0.1, 1, and an iid split for
-alpha = inf) with a fixed data seed, and the three fast workers are the three whose shards
-hold the largest share of classes 0-2 ("the fast classes"). Every policy gets the same
-virtual-time budget; each is tuned on its own (lr grid, final validation loss, on a 20%
-validation split of the training set), then its chosen lr is rerun on 3 fresh seeds and
-scored on the test set: overall accuracy, accuracy on the fast classes and on the other
-seven (the slow classes).
+By default mlp-digits, W = 10 workers, lognormal(0, 0.5) minibatch times; three workers
+1x, seven 4x slower (``--task``, ``--slow``). The data is split by Dirichlet label skew
+(alpha in 0.1, 1, and an iid split for alpha = inf) with a fixed data seed, and the three
+fast workers are the three whose shards hold the largest share of classes 0-2 ("the fast
+classes"). Every policy gets the same virtual-time budget; each is tuned on its own (lr
+grid, final validation loss, on a 20% validation split of the training set), then its
+chosen lr is rerun on 3 fresh seeds and scored on the test set: overall accuracy,
+accuracy on the fast classes and on the other seven (the slow classes).
 
-    python examples/heterogeneous_data.py --out runs/heterogeneous   # ~3 min on 2 cores
-    python examples/heterogeneous_data.py --quick                    # ~1 min: a smoke run
+    python examples/heterogeneous_data.py --out runs/heterogeneous   # 113 s on 2 cores
+    python examples/heterogeneous_data.py --quick                    # 4 s: a smoke run
+    # docs/reproductions.md section 8 (21 min on 2 cores):
+    python examples/heterogeneous_data.py --task mlp-mnist --budget 200 --slow 8 --out runs/het
 
 Writes ``results.json``, ``results.md`` (the tables of docs/reproductions.md) and
 ``gap.png`` into ``--out``.

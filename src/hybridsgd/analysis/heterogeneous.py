@@ -26,6 +26,7 @@ full every arrival fires an update and nobody waits, so it is ``async``'s renewa
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -114,8 +115,6 @@ def ringleader_run(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def mindflayer_run(draws: np.ndarray, batch: int, budgets) -> tuple[np.ndarray, int, int]:
     """MindFlayer's rounds on per-worker delays ``draws`` ``(m, W)`` (one per attempt, in
     order): update times, attempts started and wasted (past the budget, or stopped)."""
-    import heapq
-
     m, W = draws.shape
     nxt = [0] * W
     t = 0.0

@@ -87,12 +87,11 @@ class ATA(Policy):
             raise ValueError("batch must be >= 1")
         self.workers, self.batch, self.alpha = workers, batch, alpha
         self.version = 0
-        self.round = 0  # rounds allocated so far (k)
         self.n = [0] * workers  # minibatch times seen per worker
         self.mean = [0.0] * workers
         self.scores = [-math.inf] * workers
         self.quota = allocate(self.scores, batch)
-        self.round = 1
+        self.round = 1  # the round under way (k)
         self.started = [0] * workers  # this round's jobs each worker began
         self.clock = [0.0] * workers  # when each worker's current job began
         self._in_flight = [-1] * workers

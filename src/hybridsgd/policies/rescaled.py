@@ -112,7 +112,7 @@ class DCParams:
     )
 
 
-def _check_taus(value: list[float] | str, p: PolicyConfig) -> None:
+def _check_taus(value: str, p: PolicyConfig) -> None:
     if value:
         parse_speeds(value, p.workers, "policy.taus")
 
