@@ -39,6 +39,24 @@ def curvature_of(spec: str, seed: int = 0) -> float:
     return h
 
 
+def message_bytes_of(cfg: Config, params: int | str | None = None) -> float | None:
+    """The mean of a job's two messages in bytes (the float32 parameters down, the gradient
+    or pseudo-gradient up, quantized as ``worker.quantize`` says): of a model of ``params``
+    parameters (one tensor), of the task ``params`` names, or, with None, of ``cfg``'s own
+    task when ``timing.comm`` is a link (whose time depends on it); None otherwise."""
+    from hybridsgd.backends.inner import message_bytes
+
+    if params is None and not cfg.timing.comm.strip().startswith("link"):
+        return None
+    if isinstance(params, int) or (isinstance(params, str) and params.isdigit()):
+        n = int(params)
+        if n < 1:
+            raise ConfigError("--params", f"must be >= 1 (got {n})")
+        return message_bytes(n, [(n,)], cfg.worker.quantize)
+    task = build_task(task_config(params) if params else cfg.task, seed=cfg.run.seed)
+    return message_bytes(task.numel, task.shapes, cfg.worker.quantize)
+
+
 def hybrid_inputs(p: PolicyConfig, batch_size: int, train_samples: int | None) -> tuple[Any, float]:
     """A policy predicted regime by regime (the hybrid): its threshold and gradients per
     epoch; ``None, 1.0`` for other policies."""
@@ -65,11 +83,16 @@ def predict_config(
     lr: float | None = None,
     curvature: float | None = None,
     train_samples: int | None = None,
+    params: int | str | None = None,
 ) -> Prediction:
     """The prediction for ``cfg``'s policy, timing and batch size (docs/analysis.md). With
     local steps (``[worker]``), a job is ``worker.steps`` minibatches: its compute time the
     sum of as many draws (:func:`~hybridsgd.analysis.jobs.job_model`); its time, throughput
-    and staleness are predicted, its stability is not."""
+    and staleness are predicted, its stability is not. The messages carry the model of
+    ``params`` (a parameter count or a task name; by default the config's task, counted
+    when ``timing.comm`` is a link): a link's time is then its latency plus their bytes
+    over its bandwidth, and ``bytes_per_sample`` says what a job sends and receives per
+    sample it computes."""
     steps = _steps(cfg)
     if not cfg.worker.plain and (lr is not None or curvature is not None):
         raise ConfigError(
@@ -77,7 +100,8 @@ def predict_config(
             "the stability of local steps is not modelled: predict their time without "
             "--lr and --curvature",
         )
-    cluster = build_cluster(cfg)
+    nbytes = message_bytes_of(cfg, params)
+    cluster = build_cluster(cfg, nbytes or 0)
     compute, how = job_model(cluster.compute, steps, cfg.run.seed)
     p = cfg.policy
     speeds = None if cluster.speeds is None or (cluster.speeds == 1).all() else cluster.speeds
@@ -105,6 +129,12 @@ def predict_config(
         quorum=entry.min_gradients(p) if entry.family == SYNC else None,
         **own,
     )
+    if nbytes is not None:  # a job's two messages, over the samples it computes
+        pred.bytes_per_sample = 2 * nbytes / batch
+        if cfg.timing.comm.strip().startswith("link"):
+            pred.assumptions.append(
+                f"a message is {nbytes:,.0f} bytes (the mean of the pull and the push)"
+            )
     if steps > 1:
         pred.assumptions.append(
             f"a job is {steps} minibatches: its compute time the sum of {steps} draws ({how})"
@@ -114,6 +144,12 @@ def predict_config(
 
 def _steps(cfg: Config) -> int:
     """The minibatches of every job (a prediction takes one H for every worker)."""
+    if cfg.worker.step_time is not None:
+        raise ConfigError(
+            "worker.steps",
+            f"predictions take a fixed number of steps a job, not {cfg.worker.steps}; "
+            "simulate jobs sized by time (hybridsgd run)",
+        )
     if not cfg.worker.uniform:
         raise ConfigError(
             "worker.steps",
@@ -122,14 +158,18 @@ def _steps(cfg: Config) -> int:
     return cfg.worker.steps_of(0)
 
 
-def simulated(cfg: Config, updates: int, train_samples: int | None = None) -> dict[str, float]:
+def simulated(
+    cfg: Config,
+    updates: int,
+    train_samples: int | None = None,
+    params: int | str | None = None,
+) -> dict[str, float]:
     """What the prediction is checked against: the same quantities measured on a simulated
-    schedule of ``updates`` updates."""
+    schedule of ``updates`` updates (messages of the model ``params``, as predicted)."""
     batch = cfg.task.batch_size * _steps(cfg)  # the samples of one job
     _, gpe = hybrid_inputs(cfg.policy, batch, train_samples)
-    schedule = simulate_schedule(
-        build_policy(cfg.policy, cfg.run.seed, gpe), build_cluster(cfg), updates
-    )
+    cluster = build_cluster(cfg, message_bytes_of(cfg, params) or 0)
+    schedule = simulate_schedule(build_policy(cfg.policy, cfg.run.seed, gpe), cluster, updates)
     return measure(schedule, batch)
 
 

@@ -54,6 +54,9 @@ class Schedule:
     update_scale: np.ndarray | None = None
     # the gids of jobs abandoned because they ran past their worker's time budget
     overran: np.ndarray | None = None
+    # jobs sized by time (worker.steps = "time:T") only: the minibatches (inner steps) each
+    # job computed and sent, 0 for one cancelled before it sent; None: jobs sized by count
+    steps: np.ndarray | None = None
     reasons: dict[int, str] = field(default_factory=dict)  # gid -> why it was rejected
     stopped: str = ""  # why the run ended early (a worker loss the policy cannot absorb)
     lost: list[tuple[float, int]] = field(default_factory=list)  # (time, worker) lost
@@ -139,6 +142,7 @@ class Schedule:
             overran=None
             if self.overran is None
             else np.asarray([renumber[g] for g in self.overran.tolist() if g in renumber]),
+            steps=None if self.steps is None else self.steps[rows],
             reasons={renumber[g]: r for g, r in self.reasons.items() if g in renumber},
             stopped=self.stopped,
             lost=[(tl, w) for tl, w in self.lost if tl <= t],
@@ -166,8 +170,11 @@ class Recorder:
     happen (the event loop, real processes). Rows are gradients in the order the policy saw
     them; an update rewrites the fate of its members."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, steps: bool = False) -> None:
         self.workers = workers
+        #: with ``steps`` (jobs sized by time): each job's minibatches, appended by the
+        #: worker protocol beside each row
+        self.steps: list[int] | None = [] if steps else None
         self.rows: list[tuple[int, int, int, float, float, int]] = []
         self.fate: list[int] = []
         self.update: list[int] = []
@@ -236,6 +243,7 @@ class Recorder:
             if any(f != 1.0 for f in self.update_scale)
             else None,
             overran=np.asarray(self.overran, dtype=i64) if self.overran else None,
+            steps=None if self.steps is None else np.asarray(self.steps, dtype=i64),
             reasons=dict(self.reasons),
             lost=list(self.lost),
         )

@@ -222,6 +222,24 @@ class OptimizerConfig:
 QUANTIZE = ("none", "int8", "fp8")
 
 
+def parse_step_time(text: str) -> float:
+    """T of ``worker.steps = "time:T"``: a job takes steps until T units of its worker's own
+    clock have passed (seconds on a real backend without injected delays)."""
+    kind, _, value = text.partition(":")
+    try:
+        t = float(value) if kind.strip() == "time" else math.nan
+    except ValueError:
+        t = math.nan
+    if kind.strip() != "time" or not math.isfinite(t):
+        raise ConfigError(
+            "worker.steps",
+            f'must be a whole number >= 1, or one per worker, or "time:T" (got {text!r})',
+        )
+    if t <= 0:
+        raise ConfigError("worker.steps", f"time:T needs a time budget T > 0 (got {value.strip()})")
+    return t
+
+
 @dataclass
 class WorkerConfig:
     """``[worker]``: what a worker does with one job (docs/local-steps.md). It takes
@@ -232,8 +250,10 @@ class WorkerConfig:
     itself: the run is today's, bit for bit."""
 
     # H: inner steps a job; or one per worker, [H_0, ..., H_{W-1}] (torchft's per-machine
-    # sync_every: a slower machine takes fewer)
-    steps: int | list[int] = _apart(1)
+    # sync_every: a slower machine takes fewer); or "time:T": each job takes steps until T
+    # units of its worker's own clock have passed (asynchronous local SGD's dynamic local
+    # updates: a fast worker takes more), at least one
+    steps: int | list[int] | str = _apart(1)
     optimizer: str = _apart("sgd")  # the inner optimizer: a torch.optim name (adamw, ...)
     lr: float = _apart(1.0)
     momentum: float = _apart(0.0)  # passed only to optimizers that take it
@@ -246,17 +266,30 @@ class WorkerConfig:
     # magnitude (INTELLECT-1, torchft's should_quantize); a link's time counts its bytes
     quantize: str = _apart("none")
 
+    @property
+    def step_time(self) -> float | None:
+        """T of ``steps = "time:T"`` (jobs sized by time), else None."""
+        if not isinstance(self.steps, str):
+            return None
+        return parse_step_time(self.steps)
+
     def steps_of(self, worker: int) -> int:
-        """Worker ``worker``'s H."""
+        """Worker ``worker``'s H (jobs sized by count)."""
+        if isinstance(self.steps, str):
+            raise ValueError(f"worker.steps = {self.steps!r} sizes jobs by time, not by count")
         return self.steps[worker] if isinstance(self.steps, list) else self.steps
 
     def of_worker(self, worker: int) -> WorkerConfig:
-        """This section as worker ``worker`` reads it: its own H."""
+        """This section as worker ``worker`` reads it: its own H (or the shared T)."""
+        if isinstance(self.steps, str):
+            return self
         return dataclasses.replace(self, steps=self.steps_of(worker))
 
     @property
     def uniform(self) -> bool:
-        """Whether every worker takes the same number of steps."""
+        """Whether every worker takes the same number of steps in every job."""
+        if isinstance(self.steps, str):
+            return False
         return not isinstance(self.steps, list) or len(set(self.steps)) == 1
 
     @property
@@ -276,10 +309,12 @@ class WorkerConfig:
 
         w = self
         each = w.steps if isinstance(w.steps, list) else [w.steps]
-        if not each or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in each):
+        if isinstance(w.steps, str):
+            parse_step_time(w.steps)
+        elif not each or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in each):
             raise ConfigError(
                 "worker.steps",
-                f"must be a whole number >= 1, or one per worker (got {w.steps})",
+                f'must be a whole number >= 1, or one per worker, or "time:T" (got {w.steps})',
             )
         if not (w.lr > 0 and math.isfinite(w.lr)):
             raise ConfigError("worker.lr", f"must be a positive number (got {w.lr})")

@@ -13,7 +13,9 @@ A run directory holds::
 Each table reads in one line: ``pandas.read_csv("runs/x/gradients.csv")``.
 ``update`` is the version the gradient's update produced (-1 when not applied). Runs of the
 hybrid partition reading add ``sync_update``: the version whose update averaged the
-gradient into the synchronous tensors.
+gradient into the synchronous tensors; runs whose jobs are sized by time
+(``worker.steps = "time:T"``) add ``steps``: the local steps each job computed and sent
+(0: cancelled before it sent).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Trace:
             for gid in s.overran if s.overran is not None else ():
                 reason[gid] = OVER_BUDGET
             gradients["reason"] = reason
+        if s.steps is not None:  # jobs sized by time: the local steps each job sent
+            gradients["steps"] = s.steps
         if s.partitioned and s.sync_update is not None:  # where the synchronous part went
             gradients["sync_update"] = np.where(s.sync_update >= 0, s.sync_update + 1, -1)
         n, mean, mx = s.per_update()

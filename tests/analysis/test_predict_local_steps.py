@@ -46,3 +46,46 @@ def test_sync_rounds_of_heavier_tails_match_the_simulator_within_2_percent(compu
 def test_the_stability_of_local_steps_is_not_predicted():
     with pytest.raises(ConfigError, match="^--lr: the stability of local steps is not modelled"):
         predict_config(config("exp:mu=1"), lr=0.1, curvature=1.0)
+
+
+def test_a_link_carries_the_models_bytes_in_predictions_as_in_runs():
+    """On a link, a message costs latency + bytes / bandwidth, the bytes those of the model
+    sent: a round of sync with 4 constant steps and int8 pseudo-gradients lasts 4 + (0.5 +
+    4n / bw) + (0.5 + (n + 4 k) / bw) for n parameters in k tensors, written out here; the
+    prediction, the simulator's run and --validate's schedule all say so, and the bytes
+    per sample are the two messages over the 4 x 32 samples of a job."""
+    import hybridsgd as h
+    from hybridsgd.tasks import build_task
+
+    cfg = Config.from_dict(
+        {
+            "task": {"name": "mlp-digits", "batch_size": 32},
+            "policy": {"name": "sync", "workers": 2},
+            "timing": {"compute": "constant:value=1", "comm": "link:latency=0.5,bandwidth=4000"},
+            "worker": {"steps": 4, "quantize": "int8"},
+            "run": {"updates": 3, "eval_every": 3},
+        }
+    )
+    task = build_task(cfg.task, 0)
+    n, k = task.numel, len(task.shapes)
+    pull, push = 4 * n, n + 4 * k
+    round_time = 4 + (0.5 + pull / 4000) + (0.5 + push / 4000)
+    pred = predict_config(cfg)
+    assert pred.mean_update_time == pytest.approx(round_time, rel=1e-12)
+    assert pred.bytes_per_sample == pytest.approx((pull + push) / (4 * 32), rel=1e-12)
+    assert simulated(cfg, 5)["mean_update_time"] == pytest.approx(round_time, rel=1e-12)
+    times = h.run(cfg, progress=False).trace.updates.time.to_numpy()
+    assert times == pytest.approx([round_time, 2 * round_time, 3 * round_time], rel=1e-12)
+    # a parameter count in place of the task: one tensor
+    one = predict_config(cfg, params=n)
+    assert one.bytes_per_sample == pytest.approx((pull + n + 4) / (4 * 32), rel=1e-12)
+    assert predict_config(cfg.replace("timing.comm=constant:value=0")).bytes_per_sample is None
+
+
+def test_predict_on_a_link_asks_for_the_message_size():
+    from hybridsgd.cli import main
+
+    args = ["predict", "--policy", "sync", "--workers", "4", "--compute", "exp:mu=1",
+            "--comm", "link:latency=0.1,bandwidth=1e6"]  # fmt: skip
+    assert main(args) == 2
+    assert main([*args, "--params", "mlp-digits", "--json"]) == 0

@@ -92,13 +92,14 @@ def test_sync_matches_the_simulator():
 
 @pytest.mark.parametrize(
     ("reset", "steps"),
-    [(False, "3"), (True, "3"), (False, "[1, 2, 3]")],
-    ids=["kept-state", "reset-state", "per-worker-steps"],
+    [(False, "3"), (True, "3"), (False, "[1, 2, 3]"), (False, '"time:2.5"')],
+    ids=["kept-state", "reset-state", "per-worker-steps", "steps-by-time"],
 )
 def test_local_steps_match_the_simulator(reset, steps):
     """DiLoCo-shaped jobs (AdamW steps, outer Nesterov SGD) in worker processes, each
-    keeping its optimizer's state or not, all taking 3 steps or each its own number: the
-    parameters the simulator gives (issue 36)."""
+    keeping its optimizer's state or not, all taking 3 steps, each its own number, or as
+    many as fit in 2.5 units of its clock (drawn with its injected time, as the simulator
+    draws them): the parameters the simulator gives (issue 36)."""
     cfg = local_config("sync", workers=3, updates=8).replace(
         f"worker.steps={steps}", "worker.optimizer=adamw", "worker.lr=0.01",
         f"worker.reset_state={str(reset).lower()}", "optimizer.lr=0.7",
@@ -107,8 +108,37 @@ def test_local_steps_match_the_simulator(reset, steps):
     local = run(cfg)
     sim = run(cfg.replace("run.backend=sim"))
     assert local.summary["local_steps"] == sim.summary["local_steps"] == cfg.worker.steps
+    if cfg.worker.step_time is not None:  # each job's steps, in the trace, as simulated
+        by_job = [
+            r.trace.gradients.sort_values(["worker", "minibatch"]).steps.tolist()
+            for r in (local, sim)
+        ]
+        assert by_job[0] == by_job[1] and len(set(by_job[0])) > 1
     torch.testing.assert_close(local.params, sim.params, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(local.params, run(local_config("sync", 3, 8)).params)
+
+
+def test_steps_sized_by_a_real_clock_are_counted_by_the_workers():
+    """worker.steps = "time:T" without injected delays: each worker takes steps until T
+    seconds of its own clock have passed and says how many; the trace records them and the
+    run is Local SGD over exactly those steps, written out in float64 from the trace."""
+    from tests.backends.test_local_steps import BASE, local_sgd_from_trace
+    from tests.helpers import make_config
+
+    lr = 0.1
+    cfg = make_config(
+        BASE,
+        policy={"name": "sync", "workers": 3},
+        worker={"steps": "time:0.005", "lr": lr},
+        optimizer={"name": "sgd", "lr": 1.0},
+        run={"backend": "local", "updates": 6, "time_unit": 0},
+    )
+    r = run(cfg)
+    g = r.trace.gradients
+    assert_consistent(r.trace)
+    assert (g[g.fate == "applied"].steps >= 1).all() and g.steps.sum() > len(g)
+    theta = local_sgd_from_trace(cfg, g, lr)
+    torch.testing.assert_close(r.params.double(), torch.from_numpy(theta), rtol=1e-4, atol=1e-5)
 
 
 def test_local_steps_with_cancelled_jobs_keep_a_consistent_trace():

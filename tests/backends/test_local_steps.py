@@ -334,6 +334,78 @@ def test_each_worker_may_take_its_own_number_of_steps():
         cfg.replace("worker.steps=[1, 0, 2]")
 
 
+def local_sgd_from_trace(cfg: h.Config, gradients, lr: float) -> np.ndarray:
+    """Local SGD in float64 for jobs sized by time, read off a sync run's trace: round r's
+    job of worker w took the ``steps`` the trace says, on the minibatches that follow those
+    of the worker's earlier jobs (cancelled ones took none); the server's SGD at lr 1
+    subtracts the mean pseudo-gradient."""
+    a, b, feeds, theta = _data(cfg)
+    g = gradients[gradients.fate == "applied"]
+    begin = [0] * cfg.policy.workers
+    for _, rnd in g.sort_values(["update", "worker"]).groupby("update"):
+        sent = []
+        for w, n in zip(rnd.worker, rnd.steps, strict=True):
+            x = theta.copy()
+            for i in range(n):
+                x = x - lr * _grad(a, b, feeds[w].batch(begin[w] + i), x)
+            begin[w] += n
+            sent.append(theta - x)
+        theta = theta - np.mean(sent, axis=0)
+    return theta
+
+
+def test_steps_sized_by_time_are_as_many_as_fit_and_read_the_stream_in_order():
+    """worker.steps = "time:T" (asynchronous local SGD's dynamic local updates): a job
+    takes minibatches until T units of its worker's clock have passed. With exponential
+    times of mean m, their count is 1 + Poisson(T / m) and the job's compute time T plus
+    an exponential overshoot of mean m (memorylessness), both closed forms; a worker 3x
+    slower takes fewer. Local SGD then averages each round's jobs, written out in float64
+    from the counts the trace records."""
+    T, m = 2.5, 1.0
+    cluster = build_cluster(
+        make_config(BASE, worker={"steps": f"time:{T}"}, timing={"compute": f"exp:mu={m}"})
+    )
+    n, jobs = 20_000, [cluster.job(0, 0.0) for _ in range(20_000)]
+    count = np.array([c for _, c in jobs], dtype=float)
+    took = np.array([d for d, _ in jobs])
+    assert abs(count.mean() - (1 + T / m)) < 4 * np.sqrt(T / m / n)  # Poisson's variance
+    assert abs(took.mean() - (T + m)) < 4 * m / np.sqrt(n)
+    assert abs(count.var() - T / m) < 0.1 * T / m
+
+    lr = 0.1
+    cfg = make_config(
+        BASE,
+        policy={"name": "sync", "workers": 3},
+        worker={"steps": f"time:{T}", "lr": lr},
+        timing={"compute": "exp:mu=1", "speed": [1, 1, 3]},
+        optimizer={"name": "sgd", "lr": 1.0},
+        run={"updates": 6},
+    )
+    got = h.run(cfg, progress=False)
+    g = got.trace.gradients
+    assert got.summary["local_steps"] == f"time:{T}" and (g.steps >= 1).all()
+    np.testing.assert_allclose(
+        got.params.double().numpy(), local_sgd_from_trace(cfg, g, lr), rtol=1e-5, atol=1e-6
+    )
+    mean = g.groupby("worker").steps.mean()
+    assert mean[2] < min(mean[0], mean[1])  # the slow worker fits fewer
+    # backup: the round's last job is cancelled; it sent nothing and read no minibatch
+    bk = h.run(cfg.replace("policy.name=backup", "policy.backups=1"), progress=False)
+    g = bk.trace.gradients
+    assert (g[g.fate == "cancelled"].steps == 0).all() and (g.fate == "cancelled").any()
+    np.testing.assert_allclose(
+        bk.params.double().numpy(), local_sgd_from_trace(cfg, g, lr), rtol=1e-5, atol=1e-6
+    )
+    for bad, says in (
+        ("time:0", "worker.steps: time:T needs a time budget T > 0 (got 0)"),
+        ("time:x", 'worker.steps: must be a whole number >= 1, or one per worker, or "time:T"'),
+        ("speed:3", 'worker.steps: must be a whole number >= 1, or one per worker, or "time:T"'),
+    ):
+        with pytest.raises(ConfigError) as err:
+            cfg.replace(f'worker.steps="{bad}"')
+        assert str(err.value).startswith(says) and "\n" not in str(err.value)
+
+
 def test_int8_pseudo_gradients_are_what_the_workers_send_and_cost_a_quarter_of_the_bytes():
     """worker.quantize = "int8": each pseudo-gradient scaled by its largest magnitude onto
     -127..127, rounded, and back (written out in float64 here), and the push is a byte an

@@ -71,18 +71,28 @@ def test_sync_on_ray_equals_the_simulator_by_every_transport():
         assert torch.allclose(actors.params, sim.params, atol=1e-5), sets
 
 
-@pytest.mark.parametrize("transport", ["auto", "object-store"])
-def test_local_steps_on_actors_equal_the_simulator(transport):
-    """DiLoCo-shaped jobs (3 AdamW steps kept from job to job, outer Nesterov SGD) in
-    actors, on sockets and shared memory or through the object store (issue 36)."""
+@pytest.mark.parametrize(
+    ("transport", "steps"),
+    [("auto", "3"), ("object-store", "3"), ("auto", '"time:2.5"'), ("object-store", '"time:2.5"')],
+)
+def test_local_steps_on_actors_equal_the_simulator(transport, steps):
+    """DiLoCo-shaped jobs (3 AdamW steps kept from job to job, or as many as fit in 2.5
+    units of the worker's clock, outer Nesterov SGD) in actors, on sockets and shared
+    memory or through the object store (issue 36)."""
     cfg = config("sync", workers=3, updates=8).replace(
-        "worker.steps=3", "worker.optimizer=adamw", "worker.lr=0.01", "optimizer.lr=0.7",
+        f"worker.steps={steps}", "worker.optimizer=adamw", "worker.lr=0.01", "optimizer.lr=0.7",
         "optimizer.momentum=0.9", "optimizer.options={nesterov=true}",
         f"run.ray.transport={transport}",
     )  # fmt: skip
     actors = run(cfg)
     sim = run(cfg.replace("run.backend=sim"))
-    assert actors.summary["local_steps"] == 3
+    assert actors.summary["local_steps"] == cfg.worker.steps
+    if cfg.worker.step_time is not None:  # each job's steps, as simulated
+        by_job = [
+            r.trace.gradients.sort_values(["worker", "minibatch"]).steps.tolist()
+            for r in (actors, sim)
+        ]
+        assert by_job[0] == by_job[1] and len(set(by_job[0])) > 1
     torch.testing.assert_close(actors.params, sim.params, rtol=1e-4, atol=1e-5)
 
 

@@ -43,6 +43,9 @@ class Prediction:
     lockstep: int = 0  # ssp s=0: gradients of a round all read the round's start (W of them)
     update_time_se: float = 0.0  # Monte Carlo standard error of mean_update_time (0: exact)
     regimes: list[dict[str, Any]] = field(default_factory=list)  # hybrid: one row per regime
+    # bytes a job sends and receives per sample it computes (predict_config, when the
+    # message size is known); None: not known
+    bytes_per_sample: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

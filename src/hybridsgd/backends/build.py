@@ -37,7 +37,8 @@ def build_cluster(cfg: Config, nbytes: float = 0) -> Cluster:
         slowdowns=parse_slowdowns(tm.slowdowns, W),
         transient=parse_transient(tm.transient),
         nbytes=nbytes,
-        steps=cfg.worker.steps,
+        steps=1 if isinstance(cfg.worker.steps, str) else cfg.worker.steps,
+        step_time=cfg.worker.step_time,
     )
 
 

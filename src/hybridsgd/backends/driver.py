@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from hybridsgd.backends.inner import Span
 from hybridsgd.backends.protocol import WorkerProtocol
 from hybridsgd.coordinator import Coordinator
 from hybridsgd.core.faults import Faults
@@ -120,8 +121,10 @@ class Driver:
         self.eval_every, self.progress = eval_every, progress
         self.faults = faults or Faults()
         self.worker = worker  # the [worker] section when jobs are local steps, else None
+        #: T of jobs sized by time (worker.steps = "time:T"), else None
+        self.step_time: float | None = None if worker is None else worker.step_time
         self._crashes = list(self.faults.crashes)  # (seconds, worker), sorted
-        self.rec = Recorder(self.W)
+        self.rec = Recorder(self.W, steps=self.step_time is not None)
         self.snapshots: list[tuple[int, float, torch.Tensor]] = []
         #: every version between the snapshots too, for an exact time to target found after
         #: the run (hybridsgd.target), up to FINE_BUDGET bytes; None: not kept
@@ -240,7 +243,11 @@ class Driver:
         """Whether a result for ``token`` is the worker's job in progress (not cancelled)."""
         return self.jobs.current(w, token)
 
-    def _arrive(self, w: int, now: float, grad: torch.Tensor) -> None:
+    def _arrive(self, w: int, now: float, grad: torch.Tensor, steps: int = 0) -> None:
+        """Worker ``w``'s job delivered ``grad``; ``steps``: the minibatches it computed
+        (jobs sized by time)."""
+        if steps and self.step_time is not None:
+            self.jobs.size[w] = steps
         self.jobs.arrive(w, now, grad)
 
     def _cancel(self, w: int, now: float) -> None:
@@ -256,12 +263,16 @@ class Driver:
         """Launch a job the protocol started: the injected delay, then the transport."""
         if w in self._aliased:  # its gradient buffer is about to be overwritten
             self.coord.own(self._aliased.pop(w))
-        delay = (
-            self.cluster.delay(w, now / self.unit) * self.unit
-            if self.unit > 0 and self.cluster
-            else 0.0
-        )
-        return self._launch(w, token, slot, delay)
+        job: int | Span = slot  # which minibatches: the worker's slot-th
+        cluster = self.cluster if self.unit > 0 else None  # injected delays
+        if self.step_time is None:
+            delay = cluster.delay(w, now / self.unit) * self.unit if cluster else 0.0
+        elif cluster is not None:  # sized by time: its steps drawn with its time, as simulated
+            d, self.jobs.size[w] = cluster.job(w, now / self.unit)
+            delay, job = d * self.unit, Span(self.jobs.position[w], self.jobs.size[w])
+        else:  # by the worker's own clock, in seconds; it says how many steps it took
+            delay, job = 0.0, Span(self.jobs.position[w], seconds=self.step_time)
+        return self._launch(w, token, job, delay)
 
     def _push(self, w: int, read: int, gid: int, now: float, grad: torch.Tensor) -> Decision:
         """A gradient to the coordinator (corrupted first where its worker is faulty)."""
@@ -298,8 +309,9 @@ class Driver:
     def _loop(self, max_updates: float, max_time: float) -> None:
         raise NotImplementedError
 
-    def _launch(self, w: int, token: int, slot: int, delay: float) -> Any:
-        """Send worker ``w`` job ``token`` on the current version; return what ``_finish``
+    def _launch(self, w: int, token: int, job: int | Span, delay: float) -> Any:
+        """Send worker ``w`` job ``token`` on the current version, on minibatches ``job``
+        (its slot, or a :class:`~hybridsgd.backends.inner.Span`); return what ``_finish``
         needs to release the job's resources."""
         raise NotImplementedError
 

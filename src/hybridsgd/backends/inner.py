@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,27 +46,47 @@ def inner_optimizer(worker: Any, params: torch.Tensor) -> torch.optim.Optimizer:
     )
 
 
+@dataclass(frozen=True)
+class Span:
+    """The minibatches of a job sized by time (``worker.steps = "time:T"``): ``steps`` of
+    them from the ``first`` of the worker's stream (drawn with the job's time: the
+    simulator, injected delays), or with ``seconds`` as many as the worker computes until
+    that many seconds of its own clock have passed, at least one (a real clock)."""
+
+    first: int
+    steps: int = 0
+    seconds: float = 0.0
+
+
 class LocalSteps:
     """One worker's inner optimizer and parameters (``worker``: the ``[worker]`` section)."""
 
     def __init__(self, worker: Any, task) -> None:
         self.cfg, self.task = worker, task
-        self.steps: int = worker.steps
+        #: H of jobs sized by count (0 when sized by time: each job's Span says)
+        self.steps: int = worker.steps if isinstance(worker.steps, int) else 0
         self.local: torch.Tensor | None = None
         self.opt: torch.optim.Optimizer | None = None
         self._saved: dict | None = None
         self.loss = float("nan")
+        self.taken = 0  # the steps of the last job
 
     def job(
         self,
         read: torch.Tensor,
         batches: Batches,
-        j: int,
+        j: int | Span,
         between: Callable[[], bool] | None = None,
     ) -> torch.Tensor | None:
-        """The ``j``-th job from the parameters ``read``: its pseudo-gradient (a new
-        tensor), and the mean loss of its steps in :attr:`loss`. With ``between`` (asked
-        between steps; True abandons the job, which returns None) the job can be undone."""
+        """The ``j``-th job from the parameters ``read`` (minibatches ``j H`` to ``j H + H -
+        1``; or those of a :class:`Span`): its pseudo-gradient (a new tensor), the mean
+        loss of its steps in :attr:`loss` and their number in :attr:`taken`. With
+        ``between`` (asked between steps; True abandons the job, which returns None) the
+        job can be undone."""
+        if isinstance(j, Span):
+            first, n, seconds = j.first, j.steps, j.seconds
+        else:
+            first, n, seconds = j * self.steps, self.steps, 0.0
         task = self.task
         if self.opt is None or self.cfg.reset_state:
             self.local = read.detach().clone()
@@ -75,18 +97,19 @@ class LocalSteps:
         with torch.no_grad():
             local.copy_(read)
         grad = torch.empty_like(local)
-        total = 0.0
+        total, i, t0 = 0.0, 0, time.perf_counter()
         with task.bound_to(local):
-            for i in range(self.steps):
+            while i < n if not seconds else (i == 0 or time.perf_counter() - t0 < seconds):
                 if i and between is not None and between():
                     self.undo()
                     return None
-                x, y = batches(j * self.steps + i)
+                x, y = batches(first + i)
                 total += task.grad(local, x, y, out=grad)[1]
                 local.grad = grad
                 opt.step()
                 local.grad = None
-        self.loss = total / self.steps
+                i += 1
+        self.loss, self.taken = total / i, i
         return quantized(read - local, task.shapes, self.cfg.quantize)
 
     def undo(self) -> None:

@@ -76,6 +76,12 @@ class WorkerProtocol:
         self.next_slot = [0] * W
         self.handle: list[Any] = [None] * W
         self.lost: set[int] = set()
+        #: jobs sized by time (the recorder keeps steps): the minibatches of each worker's
+        #: running job, set by ``launch`` (drawn with its time) or by the caller before
+        #: :meth:`arrive` (counted by a real worker), and where the next job's minibatches
+        #: begin in the worker's stream: after those of every job it sent
+        self.size = [0] * W
+        self.position = [0] * W
 
     def start(self, w: int, t: float) -> None:
         """An idle worker asks for work: start a job, or wait for a release."""
@@ -110,6 +116,9 @@ class WorkerProtocol:
         d = self.push(w, read, len(rec.fate), t, *extra)
         fate = PENDING if d.fate == _BUFFERED else FATE_CODE[d.fate]
         rec.gradient(w, self.slot[w], read, self.began[w], t, fate, d.staleness)
+        if rec.steps is not None:
+            rec.steps.append(self.size[w])
+            self.position[w] += self.size[w]
         self.follow(d, t)
         self.start(w, t)
         return d
@@ -121,6 +130,8 @@ class WorkerProtocol:
             read = self.read[w]
             stale = self.policy.version - read
             self.rec.gradient(w, self.slot[w], read, self.began[w], t, CANCELLED, stale)
+            if self.rec.steps is not None:
+                self.rec.steps.append(0)  # nothing sent: its steps are undone
 
     def overrun(self, w: int, t: float) -> None:
         """The worker's running job spent its time budget at ``t`` (MindFlayer): it is

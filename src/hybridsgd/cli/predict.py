@@ -68,6 +68,12 @@ def add(sub) -> None:
         "--steps", type=int, default=1,
         help="local steps: minibatches a job computes before it sends (worker.steps)",
     )  # fmt: skip
+    q.add_argument(
+        "--params",
+        metavar="N|TASK",
+        help="the model the messages carry: its parameter count, or a task name (a link's "
+        "time and the bytes per sample depend on it)",
+    )
     q.add_argument("--lr", type=float, help="learning rate (with --curvature: stability)")
     q.add_argument(
         "--curvature", help="largest Hessian eigenvalue h, or a task name to estimate it"
@@ -122,10 +128,23 @@ def _predict(args: argparse.Namespace) -> int:
     if args.updates < 1:
         raise ConfigError("--updates", f"must be >= 1 (got {args.updates})")
     h = _curvature(args) if args.curvature is not None else None
+    if args.params is None and args.comm.strip().startswith("link"):
+        raise ConfigError(
+            "--params",
+            "a link's time depends on the message size: give the model's parameter count "
+            "or a task name (e.g. --params 4810 or --params mlp-digits)",
+        )
     pred = predict_config(
-        cfg, updates=args.updates, lr=args.lr, curvature=h, train_samples=args.train_samples
+        cfg,
+        updates=args.updates,
+        lr=args.lr,
+        curvature=h,
+        train_samples=args.train_samples,
+        params=args.params,
     )
-    measured = simulated(cfg, args.updates, args.train_samples) if args.validate else None
+    measured = (
+        simulated(cfg, args.updates, args.train_samples, args.params) if args.validate else None
+    )
     bound = _optimal(args, cfg, pred) if args.epsilon is not None else None
     noise = _noise(args, pred, h) if args.noise_scale is not None else None
     if args.json:

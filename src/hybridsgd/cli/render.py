@@ -188,6 +188,8 @@ def _print_prediction(pred, h, measured) -> None:
     row("gradients per update", pred.quorum)
     row("throughput (samples / unit time)", pred.throughput, "throughput")
     row("wasted fraction of started work", pred.wasted_fraction, "wasted_fraction", ".3f")
+    if pred.bytes_per_sample is not None:
+        row("bytes sent and received per sample computed", pred.bytes_per_sample)
     sq = ", ".join(f"{k} {v:g}" for k, v in pred.staleness_quantiles.items())
     row(f"mean staleness ({sq})", pred.mean_staleness, "mean_staleness")
     if measured:  # a whole run's mean is low under heavy tails: its slowest are still in flight

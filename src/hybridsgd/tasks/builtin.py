@@ -159,6 +159,11 @@ class _Residual(nn.Module):
         return a @ self.x
 
 
+def half_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Half the mean squared error (a module-level function: real backends pickle it)."""
+    return 0.5 * F.mse_loss(out, target)
+
+
 def quadratic(cfg, seed: int) -> Task:
     """Least squares f(x) = ||A x - b||^2 / (2n) whose Hessian A^T A / n has eigenvalues
     spaced geometrically from ``curvature_min`` to ``curvature_max``; minibatch gradients are
@@ -180,7 +185,7 @@ def quadratic(cfg, seed: int) -> Task:
     return Task(
         model,
         (ta, tb),
-        lambda out, target: 0.5 * F.mse_loss(out, target),
+        half_mse,
         metric=None,
         name="quadratic",
         info={"hessian_eigenvalues": h.tolist()},

@@ -100,6 +100,7 @@ class Cluster:
         transient: Transient | None = None,
         nbytes: float = 0,
         steps: int | Sequence[int] = 1,
+        step_time: float | None = None,
     ) -> None:
         comm = comm or Constant(0.0)
         #: minibatches a job computes (local steps, ``worker.steps``): its compute time is
@@ -107,6 +108,11 @@ class Cluster:
         self.steps: list[int] = [steps] * workers if isinstance(steps, int) else list(steps)
         if len(self.steps) != workers:
             raise ValueError(f"need one number of steps per worker ({workers})")
+        #: jobs sized by time (``worker.steps = "time:T"``): a job draws minibatch times
+        #: until their sum reaches T (:meth:`job`); None: by count
+        self.step_time = step_time
+        if step_time is not None and not step_time > 0:
+            raise ValueError(f"a job's time budget must be > 0 (got {step_time})")
         if isinstance(comm, Link):
             comm = comm.bind(nbytes)
         self.compute, self.comm, self.workers = compute, comm, workers
@@ -157,10 +163,32 @@ class Cluster:
         c = self._comm[worker]
         return x + c.next() + c.next()
 
+    def job(self, worker: int, start: float) -> tuple[float, int]:
+        """The worker's next job sized by time (``step_time``): minibatches back to back,
+        each slowed by the episodes covering its own start, until their time reaches T (at
+        least one); its delay (compute and two messages) and its number of minibatches."""
+        T = self.step_time
+        if T is None:
+            return self.delay(worker, start), self.steps[worker]
+        stream, speed = self._compute[worker], self._speed_list[worker]
+        x, n = 0.0, 0
+        while n == 0 or x < T:
+            d = stream.next() * speed
+            if self.time_dependent:
+                d *= self.slowdown(worker, start + x)
+            x += d
+            n += 1
+        if self._comm_const is not None:
+            return x + self._comm_const, n
+        c = self._comm[worker]
+        return x + c.next() + c.next(), n
+
     def delays(self, worker: int, n: int) -> np.ndarray:
         """Delays of the worker's next ``n`` jobs (only when not time dependent)."""
-        if self.time_dependent:
-            raise RuntimeError("bulk delays need a cluster without time-dependent slowdowns")
+        if self.time_dependent or self.step_time is not None:
+            raise RuntimeError(
+                "bulk delays need a cluster without time-dependent slowdowns or jobs sized by time"
+            )
         steps = self.steps[worker]
         x = self._compute[worker].take(n * steps) * self._speed_list[worker]
         if steps > 1:  # each job's steps in the order delay() draws them
@@ -183,6 +211,8 @@ class Cluster:
     def mean_delay(self, worker: int = 0) -> float:
         """Mean delay of a worker's job ignoring slowdowns (steps x compute x speed + two
         messages)."""
+        if self.step_time is not None:
+            raise ValueError("a job sized by time has no closed-form mean delay here")
         job = self.steps[worker] * self.compute.mean() * self._speed_list[worker]
         return job + 2.0 * self.comm.mean()
 

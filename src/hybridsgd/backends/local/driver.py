@@ -38,6 +38,7 @@ import torch
 import torch.multiprocessing as tmp
 
 from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
+from hybridsgd.backends.inner import Span
 from hybridsgd.backends.local.worker import read_answer, send_job, stop, worker_main
 from hybridsgd.errors import ConfigError, WorkerLost
 
@@ -178,21 +179,21 @@ class LocalDriver(Driver):
                     continue
                 conn = cast(Connection, obj)
                 w = conn_of[conn]
-                token = read_answer(conn)
-                if token is None:
+                answer = read_answer(conn)
+                if answer is None:
                     dead.append(w)
                     continue
-                if self._current(w, token):
-                    self._arrive(w, now, self._grads[w])
+                if self._current(w, answer[0]):
+                    self._arrive(w, now, self._grads[w], answer[1])
                 if len(rec.update_time) >= max_updates:
                     return
             for w in dead:
                 self._lose(w, now, exit_reason(self.procs[w]))
             self._overdue(now, lambda w: self.procs[w].kill())
 
-    def _launch(self, w: int, token: int, slot: int, delay: float) -> int:
+    def _launch(self, w: int, token: int, job: int | Span, delay: float) -> int:
         ring = self._ring.take()
-        send_job(self.conns[w], token, slot, delay, ring)  # if it died, its sentinel says so
+        send_job(self.conns[w], token, job, delay, ring)  # if it died, its sentinel says so
         return ring
 
     def _finish(self, ring: int) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from hybridsgd.backends.inner import LocalSteps, minibatches
+from hybridsgd.backends.inner import LocalSteps, Span, minibatches
 from hybridsgd.devices import DeviceMirror
 from hybridsgd.errors import WorkerLost, raised
 from hybridsgd.tasks.base import Task
@@ -65,24 +65,25 @@ def worker_main(
     serve(conn, mirror, sampler, ring, grad, classes, steps)
 
 
-def send_job(conn: Connection, token: int, minibatch: int, delay: float, slot: int) -> None:
+def send_job(conn: Connection, token: int, minibatch: int | Span, delay: float, slot: int) -> None:
     """The driver's side: start a job on ring slot ``slot`` (it cancels the one in progress).
     A dead worker raises nothing here; its closed connection says so next."""
     with contextlib.suppress(OSError):
         conn.send((token, minibatch, delay, slot))
 
 
-def read_answer(conn: Connection) -> int | None:
-    """The driver's side: the token of a finished job, or None if the worker is gone.
-    Raises :class:`WorkerLost` with the model's error when the model or loss raised (every
-    worker runs the same code: the run stops, and the error is said once)."""
+def read_answer(conn: Connection) -> tuple[int, int] | None:
+    """The driver's side: the token of a finished job and the local steps it took (0 for a
+    plain gradient), or None if the worker is gone. Raises :class:`WorkerLost` with the
+    model's error when the model or loss raised (every worker runs the same code: the run
+    stops, and the error is said once)."""
     try:
-        token, value = conn.recv()
+        answer = conn.recv()
     except (EOFError, OSError):
         return None
-    if token == "error":
-        raise WorkerLost(f"the model or its loss raised in a worker: {value}")
-    return token
+    if answer[0] == "error":
+        raise WorkerLost(f"the model or its loss raised in a worker: {answer[1]}")
+    return answer[0], (answer[2] if len(answer) > 2 else 0)
 
 
 def stop(conn: Connection) -> None:
@@ -120,7 +121,7 @@ def _job(
     classes: int,
     steps: LocalSteps | None,
     token: int,
-    minibatch: int,
+    minibatch: int | Span,
     delay: float,
     slot: int,
 ):
@@ -129,6 +130,7 @@ def _job(
     t0 = time.perf_counter()
     batches = minibatches(mirror.task, sampler, classes)
     if steps is None:
+        assert isinstance(minibatch, int)  # (a Span only with local steps)
         x, y = batches(minibatch)
     if conn.poll():
         return conn.recv()
@@ -149,5 +151,5 @@ def _job(
         if steps is not None:
             steps.undo()  # its result is never sent
         return conn.recv()
-    conn.send((token, loss))
+    conn.send((token, loss) if steps is None else (token, loss, steps.taken))
     return conn.recv()

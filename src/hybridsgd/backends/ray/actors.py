@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridsgd.backends.inner import LocalSteps, minibatches
+from hybridsgd.backends.inner import LocalSteps, Span, minibatches
 from hybridsgd.core.server import ParameterServer
 from hybridsgd.devices import DeviceMirror
 from hybridsgd.tasks.base import Task
@@ -70,14 +70,17 @@ class Worker:
     def cancel(self, token: int) -> None:
         self.cancelled = max(self.cancelled, token)
 
-    def compute(self, token: int, minibatch: int, delay: float, *shards: np.ndarray):
-        """A gradient on parameters from the object store, returned through it."""
+    def compute(self, token: int, minibatch: int | Span, delay: float, *shards: np.ndarray):
+        """A gradient on parameters from the object store, returned through it with the
+        job's loss and its local steps (0 for a plain gradient)."""
         with self.lock:  # a new job waits for a cancelled one to reach a safe point
             if self.cancelled >= token:
                 return None
             flat = _tensor(shards[0] if len(shards) == 1 else np.concatenate(shards))
             out = self._gradient(token, minibatch, delay, flat)
-            return None if out is None else (token, out[0].numpy(), out[1])
+            if out is None:
+                return None
+            return token, out[0].numpy(), out[1], 0 if self.steps is None else self.steps.taken
 
     def serve(self, address: str, worker: int, nonce: bytes) -> None:
         """The job loop of a worker on the driver's node (after :meth:`attach`): connect to
@@ -98,9 +101,10 @@ class Worker:
                 self.steps,
             )  # fmt: skip
 
-    def _gradient(self, token: int, minibatch: int, delay: float, flat: torch.Tensor):
+    def _gradient(self, token: int, minibatch: int | Span, delay: float, flat: torch.Tensor):
         t0 = time.perf_counter()
         if self.steps is None:
+            assert isinstance(minibatch, int)  # (a Span only with local steps)
             grad, loss = self.mirror.gradient(flat, *self._batch(minibatch))
         else:  # local steps; a cancel between two of them undoes the job
             delta = self.steps.job(

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from hybridsgd.backends.driver import Driver, ParameterRing, RealResult
+from hybridsgd.backends.inner import Span
 from hybridsgd.backends.local.worker import read_answer, send_job, stop
 from hybridsgd.core.compensation import DelayCompensation
 from hybridsgd.core.tables import GradientTable
@@ -311,12 +312,12 @@ class RayDriver(Driver):
         if not all(self._local):  # some worker on another node
             self._refs = [self.ray.put(server.params.numpy())]
 
-    def _launch(self, w: int, token: int, slot: int, delay: float) -> int | None:
+    def _launch(self, w: int, token: int, job: int | Span, delay: float) -> int | None:
         if self._local[w]:  # a new job cancels the one in progress, if any
             ring = self._ring.take()
-            send_job(self._conns[w], token, slot, delay, ring)  # if it died, its socket says so
+            send_job(self._conns[w], token, job, delay, ring)  # if it died, its socket says so
             return ring
-        ref = self.actors[w].compute.remote(token, slot, delay, *self._refs)
+        ref = self.actors[w].compute.remote(token, job, delay, *self._refs)
         self._job_of[ref] = (w, token)
         return None
 
@@ -345,16 +346,16 @@ class RayDriver(Driver):
             else:
                 ready, answered = [], wait(list(conns), budget)
             now = looked = self._now()
-            for answer in answered:
-                c = cast(Connection, answer)
+            for obj in answered:
+                c = cast(Connection, obj)
                 w = conns[c]
-                token = read_answer(c)
-                if token is None:
+                answer = read_answer(c)
+                if answer is None:
                     self._died(w, now, self._why_closed(w))
                     now = self._now()  # a restart blocks: the next jobs start after it
                     continue
-                if self._current(w, token):
-                    self._arrive(w, now, self._shared.grads[w])
+                if self._current(w, answer[0]):
+                    self._arrive(w, now, self._shared.grads[w], answer[1])
                 if len(rec.update_time) >= max_updates:
                     return
             if ready and self._results(ready, now, max_updates):
@@ -402,7 +403,7 @@ class RayDriver(Driver):
                 continue
             if result is None or not self._current(w, token):
                 continue  # cancelled
-            self._arrive(w, now, _gradient(result[1], writable=self._writes(w)))
+            self._arrive(w, now, _gradient(result[1], writable=self._writes(w)), result[3])
             if len(self.rec.update_time) >= max_updates:
                 return True
         return False

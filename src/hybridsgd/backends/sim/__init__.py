@@ -34,13 +34,20 @@ def simulate_schedule(
     """Who computes on which version, when, and each gradient's fate, without any numerics.
 
     Uses a vectorised path when the policy's shape allows it and the cluster has no
-    time-dependent slowdowns (``fast=False`` forces the event loop; both give the same
-    schedule). The policy must be fresh: it is driven from version 0. ``crashes`` (sorted
-    ``(time, worker)`` pairs) kill workers; see :func:`run_events`.
+    time-dependent slowdowns and sizes jobs by count (``fast=False`` forces the event
+    loop; both give the same schedule). The policy must be fresh: it is driven from
+    version 0. ``crashes`` (sorted ``(time, worker)`` pairs) kill workers; see
+    :func:`run_events`.
     """
     if max_updates is None and max_time is None:
         raise ValueError("give max_updates or max_time")
-    bulk = fast and not cluster.time_dependent and not crashes and policy.budgets is None
+    bulk = (
+        fast
+        and not cluster.time_dependent
+        and cluster.step_time is None
+        and not crashes
+        and policy.budgets is None
+    )
     shape = policy.fast_path() if bulk else None
     if shape is None:
         return run_events(policy, cluster, max_updates, max_time, crashes, shrink)

@@ -38,14 +38,18 @@ def run_events(
     max_updates = max_updates if max_updates is not None else math.inf
     max_time = max_time if max_time is not None else math.inf
     heap: list[tuple[float, int, int]] = []
-    rec = Recorder(W)
+    by_time = cluster.step_time is not None  # each job's minibatches drawn with its time
+    rec = Recorder(W, steps=by_time)
     delay, push_heap = cluster.delay, heapq.heappush
 
     budgets = policy.budgets
     overrun = [0] * W  # the token of each worker's job that will overrun its budget (or 0)
 
     def launch(w: int, token: int, slot: int, t: float) -> None:
-        d = delay(w, t)
+        if by_time:
+            d, jobs.size[w] = cluster.job(w, t)
+        else:
+            d = delay(w, t)
         if budgets is not None and d > budgets[w]:  # abandoned when its budget is spent
             d, overrun[w] = budgets[w], token
         push_heap(heap, (t + d, w, token))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridsgd.backends.inner import LocalSteps, inner_optimizer, minibatches, quantized
+from hybridsgd.backends.inner import LocalSteps, Span, inner_optimizer, minibatches, quantized
 from hybridsgd.backends.sim.replay import _Replay
 from hybridsgd.record import APPLIED, DROPPED
 
@@ -62,8 +62,9 @@ class InnerSteps:
         self.stack: torch.Tensor | None = None
         self.opt: torch.optim.Optimizer | None = None
 
-    def job(self, w: int, read: torch.Tensor, j: int) -> torch.Tensor:
-        """Worker ``w``'s ``j``-th job from the parameters ``read``: its pseudo-gradient."""
+    def job(self, w: int, read: torch.Tensor, j: int | Span) -> torch.Tensor:
+        """Worker ``w``'s ``j``-th job (or the job of a :class:`Span`) from the parameters
+        ``read``: its pseudo-gradient."""
         self.split()
         delta = self.workers[w].job(read, self.batches[w], j)
         assert delta is not None  # (nothing abandons a simulated job)
@@ -163,10 +164,26 @@ class LocalStepsReplay(_Replay):
         self.jobs = done[np.lexsort((done, s.read_version[done]))].tolist()
         self.read: list[int] = s.read_version[self.jobs].tolist()
         self.position = {int(gid): a for a, gid in enumerate(gs.gids.tolist())}
+        #: jobs sized by time: where each job's minibatches begin in its worker's stream,
+        #: after those of every earlier job the worker sent (a cancelled one sent none)
+        self.begins: np.ndarray | None = None
+        if s.steps is not None:
+            self.begins = np.zeros(len(s.steps), dtype=np.int64)
+            for w in range(s.workers):
+                rows = np.flatnonzero(s.worker == w)
+                self.begins[rows] = np.cumsum(s.steps[rows]) - s.steps[rows]
         self.k = bisect.bisect_left(self.read, self.first)
         if self.resumed is not None and self.resumed.inner is not None:
             params = self.server.params
             inner.load(self.resumed.inner, params.numel(), params.device)
+
+    def span(self, gid: int) -> int | Span:
+        """Which minibatches job ``gid`` computed: its slot j (H of them from j H), or, for
+        jobs sized by time, the :class:`Span` of its steps."""
+        s = self.schedule
+        if self.begins is None or s.steps is None:
+            return int(s.minibatch[gid])
+        return Span(int(self.begins[gid]), int(s.steps[gid]))
 
     def inner_state(self) -> Any:
         return self.inner.state()
@@ -197,10 +214,9 @@ class LocalStepsReplay(_Replay):
                 deltas = [rows[w] for w in workers]
         for i, gid in enumerate(gids):
             self.doing = [self.position.get(gid, 0)]
-            if deltas is None:
-                delta = inner.job(workers[i], params, int(s.minibatch[gid]))
-            else:
-                delta = deltas[i]
+            delta = (
+                deltas[i] if deltas is not None else inner.job(workers[i], params, self.span(gid))
+            )
             if s.fate[gid] == APPLIED:
                 a, u = self.position[gid], int(s.update[gid])
                 parts = list(self.task.unflatten(delta).values())
