@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -450,6 +451,64 @@ def test_recommend_ranks_each_policy_at_its_own_best_lr():
     # policies are not all ranked at one lr: a stale policy's own lr is smaller
     lrs = {c.spec: c.lr for c in ranked if math.isfinite(c.time_to_1000x)}
     assert lrs["async"] < lrs["sync"]
+
+
+def test_recommend_ranks_local_steps_as_local_sgd_against_its_closed_form(capsys):
+    """Local SGD with H = 4 under constant times (compute 1, messages 0.5): a round lasts
+    4 + 2 x 0.5 and multiplies x by (1 - x)^4, x = lr h the inner step's, so n rounds
+    bring |1 - x|^(4 n) below 1/sqrt(1000); each inner step averages the W minibatches of
+    a round, and the noise model counts them as such. Written out in float64 here."""
+    from hybridsgd.analysis.recommend import ETA_H, recommend
+
+    W, h_, noise, batch, H = 4, 2.0, 64.0, 32, 4
+    ranked = recommend(W, h.parse_model("constant:value=1"), None, h_,
+                       h.parse_model("constant:value=0.5"), batch_size=batch,
+                       noise_scale=noise, steps=[1, H])  # fmt: skip
+    local = next(c for c in ranked if c.spec == "sync" and c.steps == H)
+    plain = next(c for c in ranked if c.spec == "sync" and c.steps == 1)
+    assert local.prediction.mean_update_time == pytest.approx(H + 1.0)
+
+    def closed_form(x: float) -> float:
+        if abs(1.0 - x) >= 1.0:
+            return math.inf
+        n, level = 1, abs(1.0 - x) ** H
+        while level > 1 / math.sqrt(1000):
+            n, level = n + 1, level * abs(1.0 - x) ** H
+        noisy = 1.0 - x / 2.0 * (1.0 + noise / (W * batch))
+        return math.inf if noisy <= 0 else n * (H + 1.0) * (1.0 - x / 2.0) / noisy
+
+    times = [closed_form(float(x)) for x in ETA_H]
+    best = int(np.argmin(times))
+    assert local.lr == pytest.approx(ETA_H[best] / h_)
+    assert local.time_to_1000x == pytest.approx(times[best])
+    assert local.label == "sync, H = 4" and plain.label == "sync"
+    # the command: each H ranked, the first said with its --steps; a link needs the size
+    args = [
+        "recommend",
+        "--workers",
+        "4",
+        "--compute",
+        "exp:mu=1",
+        "--comm",
+        "constant:value=5",
+        "--curvature",
+        "2",
+        "--noise-scale",
+        "64",
+        "--steps",
+        "4",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sync, H = 4" in out and re.search(r"recommended: --policy \S+ --steps 4\n", out)
+    for bad, says in (
+        (["--steps", "0,4"], "--steps: must be whole numbers >= 1"),
+        (["--check", "2"], "--check: tunes policies at one step a job"),
+        (["--comm", "link:latency=1,bandwidth=100"], "--params: a link's time depends"),
+    ):
+        assert main([*args, *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err
 
 
 @pytest.mark.slow

@@ -14,17 +14,26 @@ gradient noise scale B_noise, an update of B samples at lr makes 1 - lr h / 2 (1
 B) of the progress of a noiseless step, relative to 1 - lr h / 2 (McCandlish et al. 2018's
 second-order model), so a task with a large noise scale favours policies that apply many
 samples per update.
+
+Local steps (``steps``, docs/local-steps.md) are ranked as Local SGD: each job H steps of
+inner SGD at the candidate's lr, the server's SGD at lr 1 applying the pseudo-gradients.
+Along the curvature a job from x sends (1 - (1 - lr h)^H) x, so the same delay model runs
+with lr h replaced by 1 - (1 - lr h)^H (H = 1: lr h itself); a job's time is the H-fold
+sum of compute draws (:func:`~hybridsgd.analysis.jobs.job_model`) plus its two messages;
+each inner step counts the noise of the samples an update averages (exact for the
+synchronous family on a quadratic, whose averaged local steps are minibatch steps).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from hybridsgd.analysis.dynamics import k_async_transient
+from hybridsgd.analysis.jobs import job_model
 from hybridsgd.analysis.noise_scale import updates_factor
 from hybridsgd.analysis.order_stats import expected_kth
 from hybridsgd.analysis.predict import (
@@ -50,6 +59,12 @@ class Candidate:
     time_to_1000x: float  # predicted time for a thousand-fold loss reduction (inf: diverges)
     reason: str
     lr: float | None = None  # the lr it is ranked at (its own best, or the one given)
+    steps: int = 1  # H: local steps a job (Local SGD; lr is then the inner one)
+
+    @property
+    def label(self) -> str:
+        """The candidate as a table shows it: its spec, and H when it takes local steps."""
+        return self.spec + (f", H = {self.steps}" if self.steps > 1 else "")
 
 
 #: the lr x curvature values each candidate's own best lr is searched over
@@ -201,9 +216,12 @@ def recommend(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     noise_scale: float | None = None,
+    steps: Sequence[int] = (1,),
+    seed: int = 0,
 ) -> list[Candidate]:
     """Every candidate, best first. ``progress(done, total)`` hears of each candidate
-    predicted (the hybrid shapes, tried last, count as one).
+    predicted (the hybrid shapes, tried last, count as one). Each H of ``steps`` above 1
+    adds every policy but the hybrid as Local SGD with H local steps a job (module doc).
 
     ``lr`` None (needs ``noise_scale``): each candidate at its own best lr, the one of
     :data:`ETA_H` / curvature with the least predicted time. Without noise the model's
@@ -232,10 +250,13 @@ def recommend(
     finite_mean(compute, "--compute")
     if comm is not None:
         finite_mean(comm, "--comm")
+    if not steps or any(not isinstance(h, int) or h < 1 for h in steps):
+        raise ConfigError("--steps", f"must be whole numbers >= 1 (got {list(steps)})")
     xs = [lr * curvature] if lr is not None else list(ETA_H)
     ranked = []
-    todo = candidates(workers)
-    for i, (spec, policy, params) in enumerate(todo):
+    jobs = {h: job_model(compute, h, seed)[0] for h in sorted(set(steps))}
+    todo = [(spec, policy, params, h) for h in jobs for spec, policy, params in candidates(workers)]
+    for i, (spec, policy, params, h) in enumerate(todo):
         if progress is not None:
             progress(i, len(todo) + 1)
         entry = REGISTRY[policy]
@@ -247,23 +268,23 @@ def recommend(
             p = predict(
                 policy,
                 workers,
-                compute,
+                jobs[h],
                 comm,
                 speeds=speeds,
-                batch_size=batch_size,
+                batch_size=batch_size * h,
                 continuous=False,  # ranking uses the discrete model alone
                 sweep=False,
                 quorum=quorum,
                 **known,
             )
         except ConfigError as exc:
-            ranked.append(Candidate(spec, None, math.inf, f"no model: {exc.message}"))
+            ranked.append(Candidate(spec, None, math.inf, f"no model: {exc.message}", steps=h))
             continue
         # its staleness and stability limit do not depend on the lr: once per candidate
         pmf = stability_pmf(p)
         x_max = 2.0 / p.lockstep if p.lockstep else discrete_max_stable(pmf)
         best = min(
-            (_at(p, pmf, x_max, x, spec, compute, comm, speeds, batch_size, noise_scale)
+            (_at(p, pmf, x_max, x, spec, jobs[h], comm, speeds, batch_size, noise_scale, h)
              for x in xs),
             key=lambda c: c.time_to_1000x,
         )  # fmt: skip
@@ -278,7 +299,7 @@ def recommend(
     ends = [
         round(c.time_to_1000x / c.prediction.mean_update_time)  # type: ignore[union-attr]
         for c in ranked
-        if c.spec in (FULLY_ASYNC, FULLY_SYNC) and math.isfinite(c.time_to_1000x)
+        if c.spec in (FULLY_ASYNC, FULLY_SYNC) and c.steps == 1 and math.isfinite(c.time_to_1000x)
     ]
     if ends:
         horizon = max(ends)
@@ -300,20 +321,37 @@ def recommend(
 
 
 def _at(
-    p: Prediction, pmf, x_max: float, x: float, spec, compute, comm, speeds, batch_size, noise_scale
+    p: Prediction,
+    pmf,
+    x_max: float,
+    x: float,
+    spec,
+    compute,
+    comm,
+    speeds,
+    batch_size,
+    noise_scale,
+    steps: int = 1,
 ) -> Candidate:
     """The candidate of prediction ``p`` (staleness ``pmf``, stable below ``x_max``) at
     lr x curvature = ``x`` (its ``lr`` field holds ``x`` until the caller divides it by
-    the curvature)."""
-    stable = abs(1.0 - p.lockstep * x) < 1.0 if p.lockstep else x < x_max
+    the curvature); with ``steps`` H > 1, Local SGD whose inner lr x curvature is ``x``
+    (``compute`` a job's time: H minibatches)."""
+    if steps > 1 and not abs(1.0 - x) < 1.0:
+        why = f"diverges: {steps} inner steps need lr x curvature < 2"
+        return Candidate(spec, p, math.inf, why, x, steps)
+    xd = 1.0 - (1.0 - x) ** steps if steps > 1 else x  # what a job moves x by, over x
+    stable = abs(1.0 - p.lockstep * xd) < 1.0 if p.lockstep else xd < x_max
     if not stable:
         why = f"diverges: staleness {p.mean_staleness:.1f} needs lr x curvature < {x_max:.3g}"
-        return Candidate(spec, p, math.inf, why, x)
+        if steps > 1:
+            why += f" (of a job's {steps} steps together)"
+        return Candidate(spec, p, math.inf, why, x, steps)
     if p.lockstep:
-        t = _lockstep_time(p, x, compute, comm, speeds)
+        t = _lockstep_time(p, xd, compute, comm, speeds)
     else:
-        radius = discrete_radius(x, pmf)
-        n = _updates_needed(p, x, min(radius, 1.0 - 1e-12))
+        radius = discrete_radius(xd, pmf)
+        n = _updates_needed(p, xd, min(max(radius, 1e-12), 1.0 - 1e-12))
         t = math.inf if n is None else n * p.mean_update_time
     if noise_scale is not None:
         factor = updates_factor(noise_scale, p.quorum * batch_size, x)
@@ -322,7 +360,7 @@ def _at(
                 f"noise-dominated: updates of {p.quorum * batch_size:g} samples make no "
                 f"progress at lr x curvature {x:.3g} (noise scale {noise_scale:.3g})"
             )
-            return Candidate(spec, p, math.inf, reason, x)
+            return Candidate(spec, p, math.inf, reason, x, steps)
         t *= factor
     if p.mean_staleness == 0:
         reason = (
@@ -334,4 +372,6 @@ def _at(
             f"an update every {p.mean_update_time:.3g} with staleness "
             f"{p.mean_staleness:.1f} (stable below lr x curvature {x_max:.3g})"
         )
-    return Candidate(spec, p, t, reason, x)
+    if steps > 1:
+        reason = f"{steps} local steps a job; " + reason
+    return Candidate(spec, p, t, reason, x, steps)

@@ -31,6 +31,16 @@ def add(sub) -> None:
     )  # fmt: skip
     c.add_argument("--curvature", required=True, help="largest Hessian eigenvalue, or a task name")
     c.add_argument(
+        "--steps", default="1", metavar="H,H,...",
+        help="local steps a job to rank too, e.g. 1,4,16,64: every policy but the hybrid "
+        "as Local SGD with H inner SGD steps (default 1: none)",
+    )  # fmt: skip
+    c.add_argument(
+        "--params", metavar="N|TASK",
+        help="the model the messages carry: its parameter count, or a task name (needed "
+        "with a link: its time depends on the bytes)",
+    )  # fmt: skip
+    c.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -76,8 +86,23 @@ def _recommend(args: argparse.Namespace) -> int:
         f"task.batch_size={args.batch}",
     ]
     cfg = Config.from_dict({}, sets + ([f"timing.speed={args.speed}"] if args.speed else []))
+    steps = _steps(args.steps)
+    if args.check and max(steps) > 1:
+        raise ConfigError(
+            "--check",
+            "tunes policies at one step a job; rank H without --check, and tune it with "
+            "`hybridsgd tune CONFIG --grid worker.steps=[...]`",
+        )
+    if args.params is None and args.comm.strip().startswith("link"):
+        raise ConfigError(
+            "--params",
+            "a link's time depends on the message size: give the model's parameter count "
+            "or a task name (e.g. --params 4810 or --params mlp-digits)",
+        )
     h = _curvature(args)
-    cluster = build_cluster(cfg)
+    from hybridsgd.forecast import message_bytes_of
+
+    cluster = build_cluster(cfg, message_bytes_of(cfg, args.params) or 0)
     speeds = None if (cluster.speeds == 1).all() else cluster.speeds
     noise = None
     from hybridsgd.forecast import noise_scale_of
@@ -88,12 +113,19 @@ def _recommend(args: argparse.Namespace) -> int:
         noise = noise_scale_of(args.curvature, args.batch, args.seed)  # the same task's
     with _sweep_bar(Console(stderr=True), "predicting", unit="candidates") as bar:
         ranked = recommend(args.workers, cluster.compute, args.lr, h, cluster.comm, speeds,
-                           args.batch, progress=bar, noise_scale=noise)  # fmt: skip
+                           args.batch, progress=bar, noise_scale=noise, steps=steps,
+                           seed=args.seed)  # fmt: skip
     best = _optimum(args, cfg) if args.epsilon is not None else None
     vs = [_vs_optimum(args, c.prediction, best) if best else None for c in ranked]
     if args.json:
         rows = [
-            {"policy": c.spec, "lr": c.lr, "time_to_1000x": c.time_to_1000x, "reason": c.reason}
+            {
+                "policy": c.spec,
+                "steps": c.steps,
+                "lr": c.lr,
+                "time_to_1000x": c.time_to_1000x,
+                "reason": c.reason,
+            }
             | ({"vs_optimal": r} if best else {})
             for c, r in zip(ranked, vs, strict=True)
         ]
@@ -123,7 +155,7 @@ def _recommend(args: argparse.Namespace) -> int:
             else ("-" if math.isinf(c.time_to_1000x) else f"{c.time_to_1000x:.4g}")
         )
         ratio = [f"{r:.3g}x" if r else "-"] if best else []
-        t.add_row(str(i), c.spec, f"{c.lr:.3g}" if c.lr else "-", when, *ratio, c.reason)
+        t.add_row(str(i), c.label, f"{c.lr:.3g}" if c.lr else "-", when, *ratio, c.reason)
     console = _console()
     console.print(t)
     console.print(
@@ -146,8 +178,16 @@ def _recommend(args: argparse.Namespace) -> int:
             markup=False, highlight=False,
         )  # fmt: skip
     # the answer on a line of its own, never wrapped or cut: it is meant to be copied
-    console.print(f"recommended: --policy {ranked[0].spec}", markup=False, soft_wrap=True,
+    first = ranked[0]
+    local = f" --steps {first.steps}" if first.steps > 1 else ""
+    console.print(f"recommended: --policy {first.spec}{local}", markup=False, soft_wrap=True,
                   highlight=False)  # fmt: skip
+    if max(steps) > 1:
+        console.print(
+            "  H > 1: Local SGD, inner SGD at the lr shown, the server's SGD at lr 1 "
+            "([worker] steps = H, lr = that lr; [optimizer] lr = 1; docs/local-steps.md)",
+            markup=False, highlight=False,
+        )  # fmt: skip
     if not args.check:
         console.print(
             "how far to trust it: its #1 was within 20% of the tuned best in 3 of 6 held-out "
@@ -157,6 +197,17 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.check:
         _check(args, cfg, ranked, console)
     return 0
+
+
+def _steps(text: str) -> list[int]:
+    """``--steps 1,4,16``: the H values to rank."""
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) < 1:
+        raise ConfigError("--steps", f"must be whole numbers >= 1, e.g. 1,4,16 (got {text!r})")
+    return steps
 
 
 def _check(args: argparse.Namespace, cfg, ranked, console) -> None:
