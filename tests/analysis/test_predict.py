@@ -549,3 +549,13 @@ def test_a_policy_whose_quorum_is_a_key_of_its_own_needs_it_given():
         with pytest.raises(ConfigError, match=f"{policy} needs a quorum"):
             predict(policy, 6, m)
     assert predict("rennala", 6, m, quorum=9).quorum == 9  # B may exceed W
+
+
+def test_ssp_under_constant_times_says_its_staleness_is_under_counted():
+    """Constant times make every arrival of a round tie; the barrier's recursion counts
+    them as simultaneous (staleness 0) where the simulator orders them by worker
+    (staleness 3 here): the prediction says so rather than stay quietly wrong."""
+    const = predict("ssp", 4, h.parse_model("constant:value=1"), staleness_bound=1)
+    assert any("under-counted" in a for a in const.assumptions)
+    rnd = predict("ssp", 4, h.parse_model("exp:mu=1"), staleness_bound=1)
+    assert not any("under-counted" in a for a in rnd.assumptions)

@@ -434,6 +434,11 @@ def _gated(x: Inputs, beta: int | None) -> Prediction:
         "staleness": "pushes by others between a gradient's start and its arrival, "
         "counted in the same recursion",
     }
+    if x.compute.is_constant and (x.comm is None or x.comm.is_constant):
+        steady.append(
+            "arrivals that tie in time (constant times) count as simultaneous, so the "
+            "staleness is under-counted: the simulator orders them by worker (simulate it)"
+        )
     return x.finish(estimated(x.policy, W, est, x.batch_size, x.qs, x.label, steady, method))
 
 
