@@ -128,12 +128,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.updates < 1:
         raise ConfigError("--updates", f"must be >= 1 (got {args.updates})")
     h = _curvature(args) if args.curvature is not None else None
-    if args.params is None and args.comm.strip().startswith("link"):
-        raise ConfigError(
-            "--params",
-            "a link's time depends on the message size: give the model's parameter count "
-            "or a task name (e.g. --params 4810 or --params mlp-digits)",
-        )
+    _sized(args)
     pred = predict_config(
         cfg,
         updates=args.updates,
@@ -173,6 +168,16 @@ def _predict(args: argparse.Namespace) -> int:
     if bound:
         _print_optimal(bound)
     return 0
+
+
+def _sized(args: argparse.Namespace) -> None:
+    """A link's time needs the size of the model its messages carry (``--params``)."""
+    if args.params is None and args.comm.strip().startswith("link"):
+        raise ConfigError(
+            "--params",
+            "a link's time depends on the message size: give the model's parameter count "
+            "or a task name (e.g. --params 4810 or --params mlp-digits)",
+        )
 
 
 def _noise(args: argparse.Namespace, pred, h: float | None) -> dict:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridsgd.cli.common import _bound_flags, _console, _is_number, _noise_flag, _sweep_bar
-from hybridsgd.cli.predict import _curvature, _optimum, _vs_optimum
+from hybridsgd.cli.predict import _curvature, _optimum, _sized, _vs_optimum
 from hybridsgd.cli.render import _print_optimal
 from hybridsgd.errors import ConfigError
 
@@ -93,12 +93,7 @@ def _recommend(args: argparse.Namespace) -> int:
             "tunes policies at one step a job; rank H without --check, and tune it with "
             "`hybridsgd tune CONFIG --grid worker.steps=[...]`",
         )
-    if args.params is None and args.comm.strip().startswith("link"):
-        raise ConfigError(
-            "--params",
-            "a link's time depends on the message size: give the model's parameter count "
-            "or a task name (e.g. --params 4810 or --params mlp-digits)",
-        )
+    _sized(args)
     h = _curvature(args)
     from hybridsgd.forecast import message_bytes_of
 
