@@ -16,6 +16,7 @@ import torch
 
 from hybridsgd.core.compensation import DelayCompensation
 from hybridsgd.core.hyper import Hyper
+from hybridsgd.core.outer import EXTRA
 from hybridsgd.core.tables import GradientTable
 from hybridsgd.errors import ConfigError
 
@@ -36,6 +37,7 @@ def _optimizer_class(name: str, field: str = "optimizer.name") -> type[torch.opt
         and n != "Optimizer"
         and n.lower() not in UNSUPPORTED
     }
+    by_lower.update(EXTRA)  # hybridsgd's own outer optimizers (delayed_nesterov)
     if name.lower() in UNSUPPORTED:
         raise ConfigError(field, UNSUPPORTED[name.lower()])
     try:
@@ -56,7 +58,8 @@ def build_optimizer(
     name: str, params: Sequence[torch.Tensor], lr: float, section: str = "optimizer",
     **options: Any,
 ) -> torch.optim.Optimizer:  # fmt: skip
-    """Any optimizer in ``torch.optim`` by (case-insensitive) name, e.g. ``sgd``, ``adam``.
+    """Any optimizer in ``torch.optim`` by (case-insensitive) name, e.g. ``sgd``, ``adam``,
+    or one of :data:`hybridsgd.core.outer.EXTRA` (``delayed_nesterov``).
 
     ``options`` go to its constructor (``momentum``, ``weight_decay``, ``betas``, ...); an
     option the optimizer does not take is reported as a config error on that field (of
