@@ -141,6 +141,32 @@ def test_steps_sized_by_a_real_clock_are_counted_by_the_workers():
     torch.testing.assert_close(r.params.double(), torch.from_numpy(theta), rtol=1e-4, atol=1e-5)
 
 
+def test_mindflayer_abandons_only_the_jobs_whose_time_exceeds_their_budget():
+    """MindFlayer on worker processes (issue 37): with injected delays, worker w's k-th job
+    lasts the k-th draw of its stream (the simulator's), read off a cluster built here. A
+    job is abandoned "over its time budget" only if its draw exceeds the budget, and no
+    sooner than the budget; a job whose draw exceeds it is never applied (the round may
+    end first and cancel it)."""
+    from hybridsgd.backends.build import build_cluster
+
+    cfg = local_config("mindflayer", workers=3, updates=20, batch=3, budgets=1.5).replace(
+        "timing.compute=lognormal:mu=0,sigma=1", "run.time_unit=0.01"
+    )
+    r = run(cfg)
+    g = r.trace.gradients
+    assert_consistent(r.trace)
+    cluster, budget = build_cluster(cfg), 1.5
+    over = g[g.reason == "over its time budget"]
+    for w in range(3):
+        mine = g[g.worker == w]
+        draws = [cluster.delay(w, 0.0) for _ in range(int(mine.minibatch.max()) + 1)]
+        exceed = {k for k, d in enumerate(draws) if d > budget}
+        assert set(over[over.worker == w].minibatch) <= exceed, w
+        assert not set(mine.minibatch[mine.fate == "applied"]) & exceed, w
+    assert len(over) >= 3
+    assert ((over.end_time - over.start_time) >= budget * 0.01).all()
+
+
 def test_local_steps_with_cancelled_jobs_keep_a_consistent_trace():
     """backup cancels the late worker's job, often in the middle of its steps: the run goes
     on with a consistent trace (that a cancelled job's steps are undone is checked in

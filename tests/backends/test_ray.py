@@ -45,6 +45,7 @@ FAMILIES = [
     ("hybrid", {"threshold": "linear:start=0,end=30"}),
     ("rennala", {"batch": 5, "late": "drop"}),  # more gradients than workers; late dropped
     ("ringmaster", {"delay_threshold": 2, "stops": True}),  # work stopped at delay R
+    ("mindflayer", {"batch": 3, "budgets": 1.5}),  # jobs past their budget abandoned
 ]
 
 
@@ -54,6 +55,8 @@ def test_each_policy_family_runs_on_actors_with_a_consistent_trace(name, extra):
     s = r.summary
     assert s["backend"] == "ray" and s["updates"] == 40 and s["worker_restarts"] == [0, 0, 0]
     assert_consistent(r.trace)
+    if name == "mindflayer":  # under exp(1) times, 22% of draws exceed 1.5: some are
+        assert (r.trace.gradients.reason == "over its time budget").any()
     assert ray.is_initialized()  # a run on an instance it did not start leaves it running
 
 

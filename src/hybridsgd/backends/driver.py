@@ -124,6 +124,13 @@ class Driver:
         #: T of jobs sized by time (worker.steps = "time:T"), else None
         self.step_time: float | None = None if worker is None else worker.step_time
         self._crashes = list(self.faults.crashes)  # (seconds, worker), sorted
+        #: a time budget per job (MindFlayer: Policy.budgets, in the timing model's units,
+        #: so seconds times run.time_unit, or seconds without injected delays): when each
+        #: worker's running job is abandoned, if it has not arrived by then
+        budgets = self.policy.budgets
+        scale = time_unit if time_unit > 0 else 1.0
+        self._budgets = None if budgets is None else [b * scale for b in budgets]
+        self._deadline = [math.inf] * self.W
         self.rec = Recorder(self.W, steps=self.step_time is not None)
         self.snapshots: list[tuple[int, float, torch.Tensor]] = []
         #: every version between the snapshots too, for an exact time to target found after
@@ -218,7 +225,8 @@ class Driver:
             raise RuntimeError("no worker is running and none may start")  # a policy bug
         oldest = min(started)
         crash = self._crashes[0][0] if self._crashes else math.inf
-        return max(0.0, min(max_time, oldest + self.worker_timeout, crash) - now)
+        spent = min((self._deadline[w] for w in range(self.W) if jobs.busy[w]), default=math.inf)
+        return max(0.0, min(max_time, oldest + self.worker_timeout, crash, spent) - now)
 
     def _overdue(self, now: float, kill: Callable[[int], None]) -> None:
         """Carry out injected crashes that are due and lose silent workers."""
@@ -228,6 +236,10 @@ class Driver:
                 kill(w)
                 self._lose(w, now, "crashed (faults)")
         jobs = self.jobs
+        if self._budgets is not None:
+            for w in range(self.W):
+                if jobs.busy[w] and self._deadline[w] <= now:
+                    self._overran(w, now)
         for w in range(self.W):
             if jobs.busy[w] and now - jobs.began[w] > self.worker_timeout:
                 kill(w)
@@ -259,6 +271,13 @@ class Driver:
             self.lost.append({"worker": w, "time": now, "why": why})
         self.jobs.lose(w, now, shrink=self.shrink)
 
+    def _overran(self, w: int, now: float) -> None:
+        """Worker ``w``'s job spent its time budget (MindFlayer): the worker is told (the
+        transport's cancel), the job recorded as abandoned, and the worker starts again."""
+        self._deadline[w] = math.inf
+        self._cancelling(w, self.jobs.token[w])
+        self.jobs.overrun(w, now)
+
     def _job(self, w: int, token: int, slot: int, now: float) -> Any:
         """Launch a job the protocol started: the injected delay, then the transport."""
         if w in self._aliased:  # its gradient buffer is about to be overwritten
@@ -272,6 +291,12 @@ class Driver:
             delay, job = d * self.unit, Span(self.jobs.position[w], self.jobs.size[w])
         else:  # by the worker's own clock, in seconds; it says how many steps it took
             delay, job = 0.0, Span(self.jobs.position[w], seconds=self.step_time)
+        if self._budgets is not None:  # past its budget, the job is abandoned; an injected
+            # delay says at once whether it will be (as the simulator decides), so a timer's
+            # jitter never abandons a job that fits
+            budget = self._budgets[w]
+            fits = cluster is not None and delay <= budget
+            self._deadline[w] = math.inf if fits else now + budget
         return self._launch(w, token, job, delay)
 
     def _push(self, w: int, read: int, gid: int, now: float, grad: torch.Tensor) -> Decision:

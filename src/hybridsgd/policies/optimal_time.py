@@ -259,7 +259,6 @@ register(
         colour="#9c9ede",
         family="sync",
         predictor="first-b-within-budget",
-        sim_only=lambda c: ("policy.name", "mindflayer", "rennala (no time budgets)"),
     )
 )
 register(
