@@ -49,3 +49,27 @@ def test_copy_keeps_what_is_there_unless_forced(tmp_path, capsys):
     assert (tmp_path / "own-model.toml").read_text() == "# mine\n"
     assert main(["examples", "--copy", str(tmp_path), "--force"]) == 0
     assert (tmp_path / "own-model.toml").read_text() != "# mine\n"
+
+
+@pytest.mark.slow
+def test_the_diloco_reproduction_runs_quick(tmp_path):
+    """examples/diloco_equal_time.py --quick (docs/reproductions.md section 11): every form
+    tuned and rerun, each final test loss finite, its table and plot written."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "diloco_equal_time.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--jobs", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    forms = {(r["policy"], r["steps"]) for r in results["rows"]}
+    assert forms == {("sync", 1), ("async", 1), ("sync", 4), ("async", 4)}
+    assert all(len(r["test_loss"]) == 2 for r in results["rows"])
+    assert all(0 < v < 10 for r in results["rows"] for v in r["test_loss"])
+    assert (tmp_path / "equal_time.png").stat().st_size > 0
+    assert "| sync | 4 |" in (tmp_path / "results.md").read_text()

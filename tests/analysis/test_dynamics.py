@@ -14,6 +14,7 @@ from hybridsgd.analysis.dynamics import (
     k_async_staleness,
     k_async_transient,
     k_async_updates,
+    releasers,
     staleness_counts,
 )
 from hybridsgd.analysis.stability import steps_to_reduce
@@ -38,6 +39,33 @@ def by_worker(schedule, W: int, n: int, column) -> np.ndarray:
     keep = schedule.minibatch < n
     out[schedule.minibatch[keep], schedule.worker[keep]] = column[keep]
     return out
+
+
+@pytest.mark.parametrize("speeds", [[1, 1, 1, 1], [1, 1, 2, 3]], ids=["equal", "mixed"])
+@pytest.mark.parametrize("bound", [0, 1, 2])
+def test_ties_in_time_are_counted_in_the_simulators_order(speeds, bound):
+    """Constant times make arrivals tie; the simulator takes them in worker order (a start
+    follows the push that released it). Ordered so, the recursion's staleness is the
+    simulator's, gradient for gradient (counted as simultaneous, ssp with s = 1 and four
+    equal workers would show 0 where the simulator shows 3)."""
+    W, n = 4, 40
+    D = np.tile(np.asarray(speeds, dtype=float), (n + bound + 2, 1))  # constant 1 x speed
+    S, P = gated_pushes(D[:, None, :], bound)
+    cluster = h.Cluster(h.parse_model("constant:value=1"), W, seed=0, speeds=speeds)
+    s = h.simulate_schedule(ssp(W, bound), cluster, W * n, fast=False)
+    done = ~np.isnan(by_worker(s, W, n, s.end))
+    assert np.array_equal(by_worker(s, W, n, s.end)[done], P[:n, 0][done])
+    theirs = by_worker(s, W, n, s.staleness.astype(float))
+    rel = releasers(S, P, bound)[:, 0]
+    counted = staleness_counts(S[:n, 0], P[:n, 0], 0, rel[:n])
+    ok = P[:n, 0] < P[n - 1, 0].min()
+    mine = np.full((n, W), np.nan)
+    mine[ok] = counted
+    both = ~np.isnan(mine) & ~np.isnan(theirs)
+    assert both.sum() > W * n // 2
+    assert np.array_equal(mine[both], theirs[both])
+    if speeds == [1, 1, 1, 1] and bound == 1:
+        assert (mine[both][W:] == 3).all()
 
 
 @pytest.mark.parametrize("W", [8, 64])

@@ -551,11 +551,15 @@ def test_a_policy_whose_quorum_is_a_key_of_its_own_needs_it_given():
     assert predict("rennala", 6, m, quorum=9).quorum == 9  # B may exceed W
 
 
-def test_ssp_under_constant_times_says_its_staleness_is_under_counted():
-    """Constant times make every arrival of a round tie; the barrier's recursion counts
-    them as simultaneous (staleness 0) where the simulator orders them by worker
-    (staleness 3 here): the prediction says so rather than stay quietly wrong."""
-    const = predict("ssp", 4, h.parse_model("constant:value=1"), staleness_bound=1)
-    assert any("under-counted" in a for a in const.assumptions)
-    rnd = predict("ssp", 4, h.parse_model("exp:mu=1"), staleness_bound=1)
+def test_ties_under_constant_times_are_ordered_as_the_simulator_orders_them():
+    """Constant times make every arrival of a round tie. ssp's recursion orders them by
+    worker, as the simulator does (staleness 3 for 4 workers at s = 1, not 0); psp, whose
+    sampled peers the recursion does not keep, says its staleness is under-counted."""
+    const = h.parse_model("constant:value=1")
+    ssp_ = predict("ssp", 4, const, staleness_bound=1)
+    assert ssp_.mean_staleness == pytest.approx(3.0)
+    assert not any("under-counted" in a for a in ssp_.assumptions)
+    psp_ = predict("psp", 4, const, staleness_bound=1, sample=2)
+    assert any("under-counted" in a for a in psp_.assumptions)
+    rnd = predict("psp", 4, h.parse_model("exp:mu=1"), staleness_bound=1, sample=2)
     assert not any("under-counted" in a for a in rnd.assumptions)

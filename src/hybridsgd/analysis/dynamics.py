@@ -89,15 +89,55 @@ def _subset_max(W: int, sample: int | None, rng):
     return draw
 
 
-def staleness_counts(S: np.ndarray, P: np.ndarray, first: int = 0) -> np.ndarray:
+def releasers(S: np.ndarray, P: np.ndarray, bound: int) -> np.ndarray:
+    """For ``ssp`` (every worker checked): the worker whose push each start follows, ``(C,
+    R, W)``. The simulator takes arrivals that tie in time in worker order, so a start
+    follows the later, in that order, of its own arrival and the push that released it:
+    the last worker, by index, of those whose push at the gate's time opened it."""
+    C, R, W = P.shape
+    out = np.empty((C, R, W), dtype=np.int64)
+    me = np.arange(W)
+    for c in range(C):
+        own = P[c - 1] if c else np.zeros((R, W))
+        if c - bound <= 0:
+            out[c] = me
+            continue
+        rows = P[c - bound - 1]
+        top = rows.max(axis=1, keepdims=True)
+        j = np.where(rows == top, me, -1).max(axis=1, keepdims=True)  # the last one at top
+        later = (top > own) | ((top == own) & (j > me))
+        out[c] = np.where(later & (S[c] == top), j, me)
+    return out
+
+
+def staleness_counts(
+    S: np.ndarray, P: np.ndarray, first: int = 0, release: np.ndarray | None = None
+) -> np.ndarray:
     """Staleness of each gradient of one replica (S, P ``(C, W)``) from iteration ``first``
-    on whose window holds only pushes the arrays contain: pushes strictly inside
-    (start, arrival), the releasing push at the start being already applied."""
-    pushes = np.sort(P.ravel())
+    on whose window holds only pushes the arrays contain: pushes after its start (the
+    releasing push at the start being already applied) and before its arrival. With
+    ``release`` (:func:`releasers`, ``(C, W)``) pushes that tie in time are ordered as the
+    simulator orders them, by worker: a start follows its releaser's push, an arrival
+    comes after the pushes of lower workers at its time; without it, a tie counts as
+    simultaneous (exact when times never tie)."""
     horizon = P[-1].min()
     s, p = S[first:].ravel(), P[first:].ravel()
     ok = p < horizon
-    return np.searchsorted(pushes, p[ok], "left") - np.searchsorted(pushes, s[ok], "right")
+    if release is None:
+        pushes = np.sort(P.ravel())
+        return np.searchsorted(pushes, p[ok], "left") - np.searchsorted(pushes, s[ok], "right")
+    W = P.shape[1]
+    times = np.unique(np.concatenate([[0.0], P.ravel()]))
+
+    def key(t: np.ndarray, w: np.ndarray) -> np.ndarray:  # (time, worker), one integer
+        return np.searchsorted(times, t) * W + w
+
+    pushes = np.sort(key(P.ravel(), np.tile(np.arange(W), len(P))))
+    workers = np.tile(np.arange(W), len(P) - first)
+    start_key = key(s[ok], release[first:].ravel()[ok])
+    return np.searchsorted(pushes, key(p[ok], workers[ok]), "left") - np.searchsorted(
+        pushes, start_key, "right"
+    )
 
 
 @dataclass
@@ -150,9 +190,13 @@ def gated(
     S, P = gated_pushes(delays(compute, comm, (iters, reps, W), speeds, rng), bound_i, sample, rng)
     first = int(WARM * iters)
     per_rep = (P[-1].mean(axis=1) - P[first - 1].mean(axis=1)) / ((iters - first) * W)
+    # ties in time (constant times) ordered as the simulator orders them: ssp only (psp's
+    # sampled peers are not kept)
+    release = releasers(S, P, bound_i) if sample is None or sample >= W else None
     counts = []
     for r in range(reps):
-        counts.append(staleness_counts(S[:, r], P[:, r], first))
+        rel = None if release is None else release[:, r]
+        counts.append(staleness_counts(S[:, r], P[:, r], first, rel))
         if sum(len(c) for c in counts) >= 400_000:
             break
     return Estimate.of(per_rep, counts, iters * reps * W)

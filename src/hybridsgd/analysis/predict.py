@@ -434,8 +434,8 @@ def _gated(x: Inputs, beta: int | None) -> Prediction:
         "staleness": "pushes by others between a gradient's start and its arrival, "
         "counted in the same recursion",
     }
-    if x.compute.is_constant and (x.comm is None or x.comm.is_constant):
-        steady.append(
+    if beta < W and x.compute.is_constant and (x.comm is None or x.comm.is_constant):
+        steady.append(  # (ssp's ties are ordered as the simulator orders them)
             "arrivals that tie in time (constant times) count as simultaneous, so the "
             "staleness is under-counted: the simulator orders them by worker (simulate it)"
         )
