@@ -10,6 +10,7 @@ import torch
 import hybridsgd as h
 from hybridsgd.backends.build import build_cluster, samplers_for
 from hybridsgd.errors import ConfigError
+from hybridsgd.runner import RunResult
 from hybridsgd.tasks import build_task
 from tests.helpers import make_config
 
@@ -272,12 +273,22 @@ def test_a_dropped_job_moves_its_workers_inner_state_as_on_a_real_worker():
     np.testing.assert_allclose(got.params.double().numpy(), theta, rtol=1e-5, atol=1e-6)
 
 
-def _stop_at(version: int):
-    def progress(phase: str, v: int, total: int) -> None:
-        if phase == "train" and v == version:
+def assert_resumes_bit_for_bit(cfg: h.Config, tmp_path) -> RunResult:
+    """A run of ``cfg`` (checkpoints every 10 updates, 30 updates) cut by Ctrl-C at update
+    25 and resumed from its checkpoint at 20 ends as the uninterrupted one, bit for bit;
+    the uninterrupted run's result."""
+
+    def stop_at_25(phase: str, v: int, total: int) -> None:
+        if phase == "train" and v == 25:
             raise KeyboardInterrupt
 
-    return progress
+    whole = h.run(cfg, out=tmp_path / "whole", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        h.run(cfg, out=tmp_path / "cut", progress=stop_at_25)
+    resumed = h.resume(tmp_path / "cut", progress=False)
+    assert resumed.summary["resumed_from"] == 20
+    assert torch.equal(resumed.params, whole.params)
+    return whole
 
 
 @pytest.mark.parametrize(
@@ -299,12 +310,7 @@ def test_a_resumed_local_step_run_ends_bit_for_bit_like_the_uninterrupted_one(tm
         worker={"steps": 2, "optimizer": "adam", "lr": 0.01},
         run={"updates": 30, "eval_every": 10, "checkpoint_every": 10},
     )
-    whole = h.run(cfg, out=tmp_path / "whole", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        h.run(cfg, out=tmp_path / "cut", progress=_stop_at(25))
-    resumed = h.resume(tmp_path / "cut", progress=False)
-    assert resumed.summary["resumed_from"] == 20
-    assert torch.equal(resumed.params, whole.params)
+    assert_resumes_bit_for_bit(cfg, tmp_path)
 
 
 def test_each_worker_may_take_its_own_number_of_steps():

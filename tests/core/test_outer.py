@@ -76,15 +76,10 @@ ASYNC = {
 def test_asynchronous_local_sgd_with_delayed_nesterov_runs_and_resumes_bit_for_bit(tmp_path):
     """Its buffer, momentum and update count are server state: a run cut at 25 updates
     and resumed from its checkpoint at 20 ends as the uninterrupted one, bit for bit."""
-    from tests.backends.test_local_steps import _stop_at
+    from tests.backends.test_local_steps import assert_resumes_bit_for_bit
 
     cfg = make_config(ASYNC)
-    whole = h.run(cfg, out=tmp_path / "whole", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        h.run(cfg, out=tmp_path / "cut", progress=_stop_at(25))
-    resumed = h.resume(tmp_path / "cut", progress=False)
-    assert resumed.summary["resumed_from"] == 20
-    assert torch.equal(resumed.params, whole.params)
+    whole = assert_resumes_bit_for_bit(cfg, tmp_path)
     plain = cfg.replace("run.checkpoint_every=0")
     nesterov = h.run(
         plain.replace("optimizer.name=sgd", "optimizer.options={nesterov=true}"), progress=False
