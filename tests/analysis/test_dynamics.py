@@ -11,6 +11,7 @@ import pytest
 import hybridsgd as h
 from hybridsgd.analysis.dynamics import (
     gated_pushes,
+    in_event_order,
     k_async_staleness,
     k_async_transient,
     k_async_updates,
@@ -156,8 +157,27 @@ def test_the_k_async_windows_end_on_equal_arrival_times():
     used to reopen at the last arrival for ever (recommend --compute constant hung)."""
     arrivals = np.cumsum(np.full((50, 4), 2.0), axis=0).T
     for K in (1, 2, 4):
-        U = k_async_updates(arrivals, K)  # returns (the model assumes no ties otherwise)
+        U = k_async_updates(arrivals, K)  # returns (times alone merge ties: see below)
         assert U[-1] == 100.0 and np.all(np.diff(U) > 0)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3])
+@pytest.mark.parametrize("speeds", [[1, 1, 1, 1], [1, 1, 2, 2]], ids=["equal", "mixed"])
+def test_ties_in_time_make_the_simulators_k_async_windows_in_event_order(K, speeds):
+    """Under constant times arrivals tie; the event loop takes them one at a time in worker
+    order, so W = 4 workers arriving together make W / K updates, not one. Keyed by (time,
+    worker) (:func:`in_event_order`) the windows are the simulator's updates and their
+    staleness its staleness, gradient for gradient; predict then agrees with it."""
+    W, n = 4, 60
+    arrivals = np.cumsum(np.tile(np.asarray(speeds, dtype=float), (n, 1)), axis=0).T
+    keys, to_time = in_event_order(arrivals)
+    U = k_async_updates(keys, K)
+    cluster = h.Cluster(h.parse_model("constant:value=1"), W, seed=0, speeds=speeds)
+    s = h.simulate_schedule(k_async(W, K), cluster, len(U), fast=False)
+    assert np.array_equal(s.update_time, to_time(U))
+    stale, applied = k_async_staleness(keys, U)
+    sim = np.sort(s.staleness[s.fate == APPLIED])
+    assert applied == len(sim) and np.array_equal(np.sort(stale), sim)
 
 
 def test_from_rest_the_first_updates_read_the_initial_parameters():

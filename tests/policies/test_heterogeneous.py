@@ -406,15 +406,6 @@ def test_mindflayer_with_infinite_budgets_is_rennala_bit_for_bit():
     assert ((ok.end_time - ok.start_time) <= 1.5 + 1e-12).all()  # nothing past its budget
 
 
-def test_mindflayer_runs_on_the_simulator_only(capsys):
-    code = main(["run", "examples/digits-backup.toml", "--set", "policy.name=mindflayer",
-                 "--set", "policy.batch=8", "--set", "policy.budgets=3",
-                 "--set", "run.backend=local"])  # fmt: skip
-    assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "runs only on the sim backend" in err[0], err
-
-
 # -- ATA ----------------------------------------------------------------------------------
 def test_ata_allocates_fresh_workers_first_then_by_the_bounds():
     """Hand-checked allocations (the authors' harmonia and discordia, ties to the lowest)."""

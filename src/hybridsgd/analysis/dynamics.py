@@ -30,7 +30,7 @@ so what remains is Monte Carlo error, reported as a standard error over replicas
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,6 +233,17 @@ def k_async_updates(arrivals: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
             return np.asarray(out)  # window opened there would find it again, for ever)
 
 
+def in_event_order(arrivals: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Per-worker arrival times ``(W, m)`` as keys that order them as the simulator's event
+    loop does: by time, then by worker (arrivals that tie in time, as under constant times,
+    are taken one at a time, in worker order); and the map from keys back to times. Key 0
+    is time 0, before every arrival."""
+    W = arrivals.shape[0]
+    times = np.unique(np.concatenate([[0.0], arrivals.ravel()]))
+    keys = (np.searchsorted(times, arrivals) * W + np.arange(W)[:, None]).astype(float)
+    return keys, lambda k: times[(np.asarray(k) // W).astype(np.int64)]
+
+
 def k_async_staleness(arrivals: np.ndarray, updates: np.ndarray, since: float = 0.0):
     """Staleness of every gradient applied by ``updates`` that arrived after ``since``, and
     how many gradients those updates applied in all."""
@@ -262,12 +273,13 @@ def k_async(
     m = max(50, math.ceil(updates / reps * k / W))  # arrivals per worker: <= updates / reps
     times, counts, per_update = [], [], []
     for _ in range(reps):
-        arr = np.cumsum(delays(compute, comm, (m, W), speeds, rng), axis=0).T
+        arr, to_time = in_event_order(np.cumsum(delays(compute, comm, (m, W), speeds, rng), 0).T)
         U = k_async_updates(arr, k)
         if len(U) < 20:
             raise ValueError("too few updates: raise gradients")
         first = int(WARM * len(U))
-        times.append((U[-1] - U[first]) / (len(U) - 1 - first))
+        at = to_time(U)
+        times.append((at[-1] - at[first]) / (len(U) - 1 - first))
         stale, applied = k_async_staleness(arr, U, U[first])
         counts.append(stale)
         per_update.append(applied / len(U))
@@ -295,12 +307,14 @@ def k_async_transient(
     width = 1
     for _ in range(reps):
         while True:
-            arr = np.cumsum(delays(compute, comm, (m, W), speeds, rng), axis=0).T
+            arr, to_time = in_event_order(
+                np.cumsum(delays(compute, comm, (m, W), speeds, rng), axis=0).T
+            )
             U = k_async_updates(arr, ks)
             if len(U) == n:
                 break
             m *= 2  # a slow worker ran out of draws first
-        times += U
+        times += to_time(U)
         a = arr.ravel()
         read = np.concatenate([np.zeros((W, 1)), arr[:, :-1]], axis=1).ravel()
         applied = a <= U[-1]

@@ -258,6 +258,9 @@ class Driver:
     def _arrive(self, w: int, now: float, grad: torch.Tensor, steps: int = 0) -> None:
         """Worker ``w``'s job delivered ``grad``; ``steps``: the minibatches it computed
         (jobs sized by time)."""
+        if self._budgets is not None and self._deadline[w] <= now:
+            self._overran(w, now)  # its deadline passed first (a busy driver saw both late)
+            return
         if steps and self.step_time is not None:
             self.jobs.size[w] = steps
         self.jobs.arrive(w, now, grad)
