@@ -9,6 +9,7 @@ Every module imports torch only inside its handlers: ``hybridsgd --help`` stays 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -32,11 +33,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the commands that train or predict, and so import torch (1-2 s): its import runs with
+#: Ctrl-C held (see _holding_ctrl_c), before the command's own work
+TORCH_COMMANDS = frozenset(
+    ("run", "compare", "tune", "profile", "validate", "noise-scale", "predict", "recommend")
+)
+
+
 def _holding_ctrl_c(build: Callable[[], T]) -> T:
-    """``build()`` with Ctrl-C held until it returns, then raised. Building the parser
-    imports the policies and so torch, and a SIGINT that lands inside torch's import can
-    abort the process (a KeyboardInterrupt raised in pybind11 code ends in std::terminate:
-    exit -6, seen in a full test run and 1 of 24 tries at 0.2-1.8 s)."""
+    """``build()`` with Ctrl-C held until it returns, then raised. A SIGINT that lands
+    inside torch's import can abort the process (a KeyboardInterrupt raised in pybind11
+    code ends in std::terminate: exit -6, seen in a full test run and 1 of 24 tries at
+    0.2-1.8 s; again in CI once the parser no longer imported torch and the command's
+    own import of it was not held)."""
     import signal
     import threading
 
@@ -61,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         # inside the try: building the parser imports the policy registry (its help lists
         # the policies), and a Ctrl-C during that import is one line too
         args = _holding_ctrl_c(_parser).parse_args(argv)
+        if args.command in TORCH_COMMANDS:  # torch's import, the longest, under the hold too
+            _holding_ctrl_c(lambda: importlib.import_module("torch"))
         return args.func(args, err)
     except (WorkerLost, NotSaved) as exc:  # not bad input: the run itself failed
         print(f"hybridsgd: error: {exc}", file=sys.stderr)
