@@ -14,8 +14,8 @@ form's lr (server AdamW's for H = 1, inner AdamW's and the outer optimizer other
 chosen on the final validation loss of a 10% split of the training set, then rerun on
 fresh seeds and scored by its final test loss.
 
-    python examples/diloco_equal_time.py --out runs/diloco               # ~25 min, 2 cores
-    python examples/diloco_equal_time.py --quick --out /tmp/diloco-quick  # ~1 min smoke run
+    python examples/diloco_equal_time.py --out runs/diloco               # 18 min on 2 cores
+    python examples/diloco_equal_time.py --quick --out /tmp/diloco-quick  # 10 s smoke run
 
 Writes ``results.json``, ``results.md`` and ``equal_time.png`` into ``--out``.
 """

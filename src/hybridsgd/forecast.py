@@ -17,6 +17,7 @@ from hybridsgd.policies import REGISTRY, PolicyConfig, build_policy, parse_thres
 from hybridsgd.policies.registry import SYNC
 from hybridsgd.runner import build_cluster
 from hybridsgd.tasks import build_task
+from hybridsgd.timing.models import Link, parse_model
 
 
 def task_config(spec: str) -> Any:
@@ -39,6 +40,11 @@ def curvature_of(spec: str, seed: int = 0) -> float:
     return h
 
 
+def on_link(comm: str, field: str = "timing.comm") -> bool:
+    """Whether a communication model is a ``link:``, whose time depends on the bytes."""
+    return isinstance(parse_model(comm, field, allow_link=True), Link)
+
+
 def message_bytes_of(cfg: Config, params: int | str | None = None) -> float | None:
     """The mean of a job's two messages in bytes (the float32 parameters down, the gradient
     or pseudo-gradient up, quantized as ``worker.quantize`` says): of a model of ``params``
@@ -46,7 +52,7 @@ def message_bytes_of(cfg: Config, params: int | str | None = None) -> float | No
     task when ``timing.comm`` is a link (whose time depends on it); None otherwise."""
     from hybridsgd.backends.inner import message_bytes
 
-    if params is None and not cfg.timing.comm.strip().startswith("link"):
+    if params is None and not on_link(cfg.timing.comm):
         return None
     if isinstance(params, int) or (isinstance(params, str) and params.isdigit()):
         n = int(params)
@@ -131,7 +137,7 @@ def predict_config(
     )
     if nbytes is not None:  # a job's two messages, over the samples it computes
         pred.bytes_per_sample = 2 * nbytes / batch
-        if cfg.timing.comm.strip().startswith("link"):
+        if on_link(cfg.timing.comm):
             pred.assumptions.append(
                 f"a message is {nbytes:,.0f} bytes (the mean of the pull and the push)"
             )

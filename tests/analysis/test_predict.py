@@ -453,6 +453,7 @@ def test_recommend_ranks_each_policy_at_its_own_best_lr():
     assert lrs["async"] < lrs["sync"]
 
 
+@pytest.mark.slow  # 11 s: every candidate at 34 lrs, twice
 def test_recommend_ranks_local_steps_as_local_sgd_against_its_closed_form(capsys):
     """Local SGD with H = 4 under constant times (compute 1, messages 0.5): a round lasts
     4 + 2 x 0.5 and multiplies x by (1 - x)^4, x = lr h the inner step's, so n rounds

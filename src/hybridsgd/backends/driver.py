@@ -225,7 +225,9 @@ class Driver:
             raise RuntimeError("no worker is running and none may start")  # a policy bug
         oldest = min(started)
         crash = self._crashes[0][0] if self._crashes else math.inf
-        spent = min((self._deadline[w] for w in range(self.W) if jobs.busy[w]), default=math.inf)
+        spent = math.inf  # the next time budget to run out (MindFlayer)
+        if self._budgets is not None:
+            spent = min((self._deadline[w] for w in range(self.W) if jobs.busy[w]), default=spent)
         return max(0.0, min(max_time, oldest + self.worker_timeout, crash, spent) - now)
 
     def _overdue(self, now: float, kill: Callable[[int], None]) -> None:

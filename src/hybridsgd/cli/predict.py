@@ -172,7 +172,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _sized(args: argparse.Namespace) -> None:
     """A link's time needs the size of the model its messages carry (``--params``)."""
-    if args.params is None and args.comm.strip().startswith("link"):
+    from hybridsgd.forecast import on_link
+
+    if args.params is None and on_link(args.comm, "--comm"):
         raise ConfigError(
             "--params",
             "a link's time depends on the message size: give the model's parameter count "
