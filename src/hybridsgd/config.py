@@ -164,9 +164,27 @@ class Config:
         self.worker.validate()
         self._validate_faults()
         self.timing.validate(self.policy.workers)
+        self._validate_cores()
         self._validate_local_steps()
         self.run.validate(self.policy)
         self._validate_hyper()
+
+    def _validate_cores(self) -> None:
+        """``timing.cores`` is the simulator's model of shared processors."""
+        if not self.timing.cores:
+            return
+        if self.run.backend != "sim" and self.run.time_unit > 0:
+            raise ConfigError(
+                "timing.cores",
+                f"models processors the simulator's workers share; the {self.run.backend} "
+                "backend's workers run on real ones: leave it out (0)",
+            )
+        if self.worker.step_time is not None:
+            raise ConfigError(
+                "timing.cores",
+                'jobs sized by time (worker.steps = "time:T") do not run on shared cores: '
+                "leave it out (0) or give worker.steps as a count",
+            )
 
     def _validate_local_steps(self) -> None:
         """What local steps (a [worker] other than one plain gradient) do not run with yet."""

@@ -100,6 +100,12 @@ def predict_config(
     over its bandwidth, and ``bytes_per_sample`` says what a job sends and receives per
     sample it computes."""
     steps = _steps(cfg)
+    if cfg.timing.cores and cfg.timing.cores < cfg.policy.workers:
+        raise ConfigError(
+            "timing.cores",
+            f"the predictions take every worker on a processor of its own, not "
+            f"{cfg.policy.workers} sharing {cfg.timing.cores:g}: simulate it (hybridsgd run)",
+        )
     if not cfg.worker.plain and (lr is not None or curvature is not None):
         raise ConfigError(
             "--lr",

@@ -350,6 +350,7 @@ class TimingConfig:
     speed: list[float] | str = ""  # per-worker time multipliers: [1, 1, 3] or "1x14,3x2"
     transient: str = ""  # random slowdowns, e.g. "rate=0.01,duration=5,factor=4"
     slowdowns: list[dict[str, Any]] = field(default_factory=list)  # {worker,start,end,factor}
+    cores: float = 0.0  # processors the workers' computations share (0: one each)
 
     def validate(self, workers: int) -> None:
         """Each [timing] model parses, for ``workers`` workers."""
@@ -367,6 +368,14 @@ class TimingConfig:
         parse_speeds(tm.speed, workers)
         parse_transient(tm.transient)
         parse_slowdowns(tm.slowdowns, workers)
+        if isinstance(tm.cores, bool) or not (
+            isinstance(tm.cores, int | float) and tm.cores >= 0 and math.isfinite(tm.cores)
+        ):
+            raise ConfigError(
+                "timing.cores",
+                f"is the number of processors the workers share, >= 0; 0: one each "
+                f"(got {tm.cores!r})",
+            )
 
 
 @dataclass

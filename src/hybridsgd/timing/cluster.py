@@ -8,6 +8,10 @@ fast paths) or one at a time (its event loop) and get the same numbers.
 The delay of one minibatch, from reading the parameters to the gradient's arrival, is::
 
     compute * speed[w] * slowdown(w, start) + comm_pull + comm_push
+
+unless the workers share ``cores`` processors (``timing.cores``): the compute part is then
+the work of a job, done at the rate min(1, cores / n) while n jobs compute at once
+(processor sharing; the simulator's event loop, :mod:`hybridsgd.backends.sim.shared`).
 """
 
 from __future__ import annotations
@@ -101,8 +105,13 @@ class Cluster:
         nbytes: float = 0,
         steps: int | Sequence[int] = 1,
         step_time: float | None = None,
+        cores: float | None = None,
     ) -> None:
         comm = comm or Constant(0.0)
+        #: processors the workers' computations share (None: each has its own)
+        self.cores = cores
+        if cores is not None and not (cores > 0 and math.isfinite(cores)):
+            raise ValueError(f"cores must be a positive number (got {cores})")
         #: minibatches a job computes (local steps, ``worker.steps``): its compute time is
         #: the sum of that many draws, its messages one pull and one push as ever
         self.steps: list[int] = [steps] * workers if isinstance(steps, int) else list(steps)
@@ -162,6 +171,24 @@ class Cluster:
             return x + self._comm_const
         c = self._comm[worker]
         return x + c.next() + c.next()
+
+    def parts(self, worker: int, start: float) -> tuple[float, float, float]:
+        """The worker's next job in three parts, drawn from the streams :meth:`delay` reads
+        in the same order: the pull, the compute (its work: the time it takes with a
+        processor to itself) and the push; their sum is :meth:`delay`'s value."""
+        steps = self.steps[worker]
+        x = 0.0
+        for _ in range(steps):
+            d = self._compute[worker].next() * self._speed_list[worker]
+            if self.time_dependent:
+                d *= self.slowdown(worker, start + x)
+            x += d
+        if self._comm_const is not None:
+            half = self._comm_const / 2.0
+            return half, x, half
+        c = self._comm[worker]
+        pull = c.next()
+        return pull, x, c.next()
 
     def job(self, worker: int, start: float) -> tuple[float, int]:
         """The worker's next job sized by time (``step_time``): minibatches back to back,

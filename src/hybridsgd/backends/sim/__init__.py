@@ -17,6 +17,7 @@ import numpy as np
 from hybridsgd.backends.sim.events import run_events
 from hybridsgd.backends.sim.fast import run_gated, run_renewal, run_rounds
 from hybridsgd.backends.sim.replay import replay
+from hybridsgd.backends.sim.shared import run_shared
 from hybridsgd.policies.base import Policy
 from hybridsgd.record import FATES, Evals, Schedule
 from hybridsgd.timing.cluster import Cluster
@@ -37,10 +38,13 @@ def simulate_schedule(
     time-dependent slowdowns and sizes jobs by count (``fast=False`` forces the event
     loop; both give the same schedule). The policy must be fresh: it is driven from
     version 0. ``crashes`` (sorted ``(time, worker)`` pairs) kill workers; see
-    :func:`run_events`.
+    :func:`run_events`. Workers that share fewer processors than there are of them
+    (``cluster.cores``) take :func:`run_shared`.
     """
     if max_updates is None and max_time is None:
         raise ValueError("give max_updates or max_time")
+    if cluster.cores is not None and cluster.cores < policy.workers:
+        return run_shared(policy, cluster, max_updates, max_time, crashes, shrink)
     bulk = (
         fast
         and not cluster.time_dependent
@@ -64,4 +68,4 @@ def simulate_schedule(
     return schedule
 
 
-__all__ = ["FATES", "Evals", "Schedule", "replay", "run_events", "simulate_schedule"]
+__all__ = ["FATES", "Evals", "Schedule", "replay", "run_events", "run_shared", "simulate_schedule"]
