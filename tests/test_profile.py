@@ -37,6 +37,47 @@ def test_measured_workers_give_a_profile_and_a_fit_the_simulator_takes(tmp_path,
     h.Config.from_dict({"policy": {"workers": 2}, "timing": timing})  # it validates
     assert (out / "fit.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "run" / "summary.json").is_file()  # the measuring run is kept
+    # one machine: its processors, the server's work per gradient, worker 0 timed alone
+    from hybridsgd.backends.local import available_cores
+
+    assert timing["cores"] == available_cores() and "shared processors: " in said
+    assert timing["server"].startswith("constant:value=")
+    alone = pd.read_csv(out / "alone" / "gradients.csv")
+    assert set(alone.worker) == {0} and len(alone) >= 20
+    # --cores 0: a cluster of machines, nothing shared and nobody timed alone
+    assert main([*args, "--fit", "--cores", "0", "--out", str(tmp_path / "q")]) == 0
+    timing = tomllib.loads((tmp_path / "q" / "timing.toml").read_text())["timing"]
+    assert "cores" not in timing and "server" not in timing
+    assert not (tmp_path / "q" / "alone").exists()
+    capsys.readouterr()
+    assert main([*args, "--fit", "--cores", "many"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridsgd: error: --cores: write auto") and len(err.splitlines()) == 1
+
+
+def test_the_machine_fit_takes_speeds_from_the_profile_and_the_family_from_worker_0_alone():
+    """Speeds 1 and 2 (relative: 0.71 and 1.41) in a shared profile; worker 0 alone takes
+    lognormal(log 0.01, 0.2): the family is that at worker 0's speed taken out, so that
+    worker 0 in the simulator takes what it took alone."""
+    import numpy as np
+
+    from hybridsgd.profiling import Machine, fit_machine
+    from hybridsgd.timing import Cluster, parse_model
+
+    c = Cluster(parse_model("lognormal:mu=0,sigma=0.3"), 2, seed=1, speeds=[1.0, 2.0])
+    rows = [(w, c.delay(w, 0.0)) for _ in range(500) for w in (0, 1)]
+    table = pd.DataFrame(rows, columns=["worker", "compute"])
+    alone = np.random.default_rng(2).lognormal(np.log(0.01), 0.2, 2000)
+    fit = fit_machine(table, Machine(2.0, 0.002, alone, "2 processors (a test)"))
+    assert fit.speeds[1] / fit.speeds[0] == pytest.approx(2.0, rel=0.05)
+    assert fit.compute.family == "lognormal" and fit.compute.params["sigma"] == pytest.approx(
+        0.2, rel=0.1
+    )
+    # worker 0 simulated: speed x the family's median = the median alone
+    median0 = fit.speeds[0] * np.exp(fit.compute.params["mu"])
+    assert median0 == pytest.approx(0.01, rel=0.03)
+    assert fit.cores == 2.0 and fit.server == 0.002
+    assert 'server = "constant:value=0.002"' in fit.toml() and "cores = 2" in fit.toml()
 
 
 def test_an_earlier_real_run_is_a_profile(tmp_path, capsys):

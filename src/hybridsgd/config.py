@@ -170,21 +170,26 @@ class Config:
         self._validate_hyper()
 
     def _validate_cores(self) -> None:
-        """``timing.cores`` is the simulator's model of shared processors."""
-        if not self.timing.cores:
-            return
-        if self.run.backend != "sim" and self.run.time_unit > 0:
-            raise ConfigError(
-                "timing.cores",
-                f"models processors the simulator's workers share; the {self.run.backend} "
-                "backend's workers run on real ones: leave it out (0)",
-            )
-        if self.worker.step_time is not None:
-            raise ConfigError(
-                "timing.cores",
-                'jobs sized by time (worker.steps = "time:T") do not run on shared cores: '
-                "leave it out (0) or give worker.steps as a count",
-            )
+        """``timing.cores`` and ``timing.server`` are the simulator's model of shared
+        processors and of the server's own work."""
+        for key, what, off in (
+            ("cores", "processors the simulator's workers share", "0"),
+            ("server", "the simulator's server working on each gradient", '""'),
+        ):
+            if not getattr(self.timing, key):
+                continue
+            if self.run.backend != "sim" and self.run.time_unit > 0:
+                raise ConfigError(
+                    f"timing.{key}",
+                    f"models {what}; the {self.run.backend} backend's are real: leave it "
+                    f"out ({off})",
+                )
+            if self.worker.step_time is not None:
+                raise ConfigError(
+                    f"timing.{key}",
+                    f'jobs sized by time (worker.steps = "time:T") do not run with it: leave '
+                    f"it out ({off}) or give worker.steps as a count",
+                )
 
     def _validate_local_steps(self) -> None:
         """What local steps (a [worker] other than one plain gradient) do not run with yet."""

@@ -15,6 +15,7 @@ shared CPU memory. A worker on a GPU moves what it reads and writes through its 
 from __future__ import annotations
 
 import re
+import time
 
 import torch
 
@@ -89,8 +90,9 @@ class DeviceMirror:
     that copy before the worker says the job is done.
     """
 
-    def __init__(self, task, device: torch.device | str) -> None:
+    def __init__(self, task, device: torch.device | str, load: float = 1.0) -> None:
         self.task = task
+        self.load = load  # run.worker_load: the real CPU work of a job, a multiple of its own
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
         if not self.on_gpu:
@@ -102,6 +104,19 @@ class DeviceMirror:
         self._params = torch.empty(task.numel, device=self.device)
         self._grad = torch.empty(task.numel, device=self.device)
         self._staging = torch.empty(task.numel, pin_memory=True)
+
+    def burn(self, since: float) -> None:
+        """Heterogeneity made real (``run.worker_load``): after a job that began at thread
+        CPU time ``since``, compute (load - 1) times as long again, on this thread (small
+        matrix products; a thread's CPU time does not pass while it waits for a core, so
+        on a busy machine this takes longer, as real work does)."""
+        if self.load <= 1.0:
+            return
+        until = time.thread_time() + (self.load - 1.0) * (time.thread_time() - since)
+        a = torch.full((32, 32), 1.0 / 32)
+        while time.thread_time() < until:
+            for _ in range(8):
+                a = a @ a
 
     def grad(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor):
         """The gradient at ``params`` (CPU) on ``(x, y)`` written into ``out`` (CPU); the

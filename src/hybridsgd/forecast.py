@@ -106,6 +106,12 @@ def predict_config(
             f"the predictions take every worker on a processor of its own, not "
             f"{cfg.policy.workers} sharing {cfg.timing.cores:g}: simulate it (hybridsgd run)",
         )
+    if cfg.timing.server:
+        raise ConfigError(
+            "timing.server",
+            "the predictions take the server's work on a gradient as instantaneous: simulate "
+            "it (hybridsgd run)",
+        )
     if not cfg.worker.plain and (lr is not None or curvature is not None):
         raise ConfigError(
             "--lr",

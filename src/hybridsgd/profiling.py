@@ -10,13 +10,21 @@ time includes the backend's own per-job cost (sending the parameters, the job me
 the gradient back), so a timing model fitted to it predicts the real clock, not only the
 schedule; the pull and push are not timed apart. ``--from RUN_DIR`` reads any earlier
 real run's ``gradients.csv`` instead.
+
+Workers on one machine share its processors with each other and with the server (the
+driver). :func:`measure_machine` then counts the processors, takes the server's CPU time
+per gradient, and times worker 0 alone for each job's work; :func:`fit_machine` fits the
+family to that work and the speeds to the profile, for the simulator's ``timing.cores``
+and ``timing.server`` (docs/fidelity.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +34,7 @@ from matplotlib.figure import Figure
 from hybridsgd.config import Config
 from hybridsgd.errors import ConfigError
 from hybridsgd.policies.asynchronous import NAME as ASYNC
-from hybridsgd.timing.fit import TimingFit, distribution, job_times
+from hybridsgd.timing.fit import TimingFit, distribution, fit_timing, job_times
 
 
 def measure(
@@ -55,7 +63,84 @@ def measure(
     result = run(Config.from_dict(d), out=out / "run", progress=progress, force=True)
     table = profile_of(result.trace.gradients, f"{out / 'run'}")
     table.to_csv(out / "profile.csv", index=False)
+    table.attrs["threads"] = result.summary.get("torch_threads")
+    table.attrs["server_cpu_s"] = result.summary.get("server_cpu_s")
     return table
+
+
+@dataclass
+class Machine:
+    """What the workers of a one-machine profile share (:func:`measure_machine`)."""
+
+    cores: float  # processors of the machine the workers and the server run on
+    server: float  # the server's CPU seconds per gradient (the driver's own work)
+    alone: np.ndarray  # worker 0's jobs computed alone: their work, the server's taken off
+    note: str  # how it was measured, in one line
+
+
+def measure_machine(
+    cfg: Config,
+    table: pd.DataFrame,
+    minibatches: int,
+    out: str | Path,
+    *,
+    cores: float | None = None,
+    progress: object = "auto",
+) -> Machine:
+    """The machine the profiled workers share, for the simulator's ``timing.cores`` and
+    ``timing.server``: its processors (``cores``, else those this process may run on);
+    the server's work per gradient (the driver's own CPU time over the profile's
+    gradients); and each job's work, from worker 0 computing ``minibatches / 2`` jobs (at
+    least 20) alone, on as many threads as in the profile, into ``out/alone``. Alone,
+    worker and server take turns, so a job's time there is its work plus the server's."""
+    from hybridsgd.backends.local.driver import available_cores
+    from hybridsgd.runner import run
+    from hybridsgd.timing.fit import MIN_JOBS
+
+    d = cfg.to_dict()
+    d["policy"] = {"name": ASYNC, "workers": 1}
+    for key in ("worker", "timing", "faults"):  # per-worker settings of the W-worker config
+        d.pop(key, None)
+    jobs = max(MIN_JOBS, minibatches // 2)
+    loads = cfg.run.loads(cfg.policy.workers)
+    d["run"] |= {"time_unit": 0.0, "updates": jobs, "time": None, "eval_every": jobs,
+                 "target_accuracy": None, "checkpoint_every": 0,
+                 "threads": int(table.attrs.get("threads") or cfg.run.threads),
+                 "worker_load": [loads[0]] if loads else ""}  # fmt: skip
+    result = run(Config.from_dict(d), out=Path(out) / "alone", progress=progress, force=True)
+    alone = profile_of(result.trace.gradients, "alone").compute.to_numpy()
+    server = float(table.attrs.get("server_cpu_s") or 0.0) / len(table)
+    work = np.maximum(alone - server, 0.1 * alone)
+    P = float(cores if cores is not None else available_cores())
+    note = (
+        f"{P:g} processors; the server {server * 1e3:.3g} ms of CPU a gradient; worker 0 "
+        f"alone {np.median(alone) * 1e3:.3g} ms a job (median), with all "
+        f"{cfg.policy.workers} computing {np.median(table.compute) * 1e3:.3g} ms"
+    )
+    return Machine(P, server, work, note)
+
+
+def fit_machine(table: pd.DataFrame, machine: Machine, source: str = "profile") -> TimingFit:
+    """The timing of workers on one machine: the speeds (relative, with their intervals)
+    from the profile in which they all computed at once; the family and any slow episodes
+    from the work of worker 0's jobs alone (at its speed: the jobs' times divided by
+    worker 0's speed); the machine's processors and the server's work per gradient
+    (:class:`Machine`), with which the simulator shares the processors again under
+    whatever policy it runs."""
+    shared = fit_timing(table, source)
+    first = shared.workers.index(min(shared.workers))
+    alone = fit_timing({0: machine.alone / shared.speeds[first]}, f"{source} (worker 0 alone)")
+    return dataclasses.replace(
+        alone,
+        workers=shared.workers,
+        speeds=shared.speeds,
+        speed_low=shared.speed_low,
+        speed_high=shared.speed_high,
+        jobs=shared.jobs,
+        cores=machine.cores,
+        server=machine.server,
+        cores_note=machine.note,
+    )
 
 
 def profile_of(gradients: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -131,7 +216,9 @@ def per_worker(table: pd.DataFrame) -> pd.DataFrame:
 def plot_fit(table: pd.DataFrame, fit: TimingFit, path: str | Path) -> Path:
     """Measured against fitted: the pooled quantile-quantile plot of the residuals (times
     over their worker's speed) against the fitted family, and each worker's measured
-    distribution against the fitted one at its speed."""
+    distribution against the fitted one at its speed. With shared processors
+    (``fit.cores``) the fit is of work: ``table`` holds work too (worker 0's jobs alone, or
+    :func:`~hybridsgd.timing.fit.shared_work`'s)."""
     dist = distribution(fit.compute)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     qq, cdf = fig.subplots(1, 2)
@@ -148,12 +235,18 @@ def plot_fit(table: pd.DataFrame, fit: TimingFit, path: str | Path) -> Path:
     qq.grid(alpha=0.3)
     times = job_times(table)
     for i, (w, speed) in enumerate(zip(fit.workers, fit.speeds, strict=True)):
+        if w not in times:
+            continue  # (alone, only worker 0 was timed)
         x = np.sort(times[w])
         line = cdf.step(x, (np.arange(len(x)) + 1) / len(x), where="post", lw=1.2,
                         label=f"worker {w} (speed {speed:.3g})" if i < 12 else None)[0]  # fmt: skip
         grid = np.linspace(0, float(x[-1]), 200)
         cdf.plot(grid, dist.cdf(grid / speed), ls="--", lw=1, color=line.get_color())
-    cdf.set_xlabel("job time (s)")
+    cdf.set_xlabel(
+        "job time (s)"
+        if fit.cores is None
+        else f"job work (s: the time with a processor to itself; {fit.cores:.3g} shared)"
+    )
     cdf.set_ylabel("fraction of jobs")
     cdf.set_title("per worker: measured (solid) and fitted (dashed)", fontsize=10)
     cdf.grid(alpha=0.3)
@@ -175,6 +268,11 @@ def describe(fit: TimingFit) -> list[str]:
             for w, s, lo, hi in zip(
                 fit.workers, fit.speeds, fit.speed_low, fit.speed_high, strict=True
             )  # fmt: skip
+        ),
+        (
+            f"shared processors: {fit.cores_note}; the family is fitted to each job's work"
+            if fit.cores is not None
+            else "processors: one per worker"
         ),
         f"lag-1 autocorrelation of the residuals {fit.autocorrelation:.3f}: "
         + (
@@ -214,7 +312,6 @@ def validate(
     overrides per spec (a tuning's chosen lr and momentum, for ``tune --validate``)."""
     from hybridsgd.policies import parse_spec
     from hybridsgd.runner import run
-    from hybridsgd.timing.fit import fit_timing
 
     if cfg.run.backend == "sim":
         raise ConfigError(
@@ -226,18 +323,21 @@ def validate(
         )
     fit = None
     if timing is None:
-        fit = fit_timing(
-            measure(cfg, minibatches, out, progress=progress), str(Path(out) / "profile.csv")
-        )
+        table = measure(cfg, minibatches, out, progress=progress)
+        machine = measure_machine(cfg, table, minibatches, out, progress=progress)
+        fit = fit_machine(table, machine, str(Path(out) / "profile.csv"))
         import tomllib
 
         timing = tomllib.loads(fit.toml())["timing"]
-    rows = []
-    for spec in specs:
-        _, policy = parse_spec(spec)
-        own = list((settings or {}).get(spec, ()))
-        got: dict[str, list[tuple[float, float]]] = {"sim": [], "real": []}
-        for seed in range(seeds):
+    # seed by seed, every policy in turn: a machine whose speed drifts between minutes
+    # then drifts under every policy alike, not under the last ones only
+    got: dict[str, dict[str, list[tuple[float, float]]]] = {
+        spec: {"sim": [], "real": []} for spec in specs
+    }
+    for seed in range(seeds):
+        for spec in specs:
+            _, policy = parse_spec(spec)
+            own = list((settings or {}).get(spec, ()))
             real = cfg.replace(*policy, *own, f"run.seed={seed}", "run.time_unit=0")
             d = real.to_dict()
             d["run"]["backend"] = "sim"
@@ -245,15 +345,23 @@ def validate(
             for kind, c in (("real", real), ("sim", Config.from_dict(d))):
                 s = run(c, progress=progress).summary
                 t = s.get("time_to_target")
-                got[kind].append(
+                got[spec][kind].append(
                     (s["updates"] / s["end_time"], float(t) if t is not None else math.inf)
                 )
-        (tp_s, tt_s), (tp_r, tt_r) = np.mean(got["sim"], axis=0), np.mean(got["real"], axis=0)
+    rows = []
+    for spec in specs:
+        sim, real_runs = np.array(got[spec]["sim"]), np.array(got[spec]["real"])
+        (tp_s, tt_s), (tp_r, tt_r) = sim.mean(axis=0), real_runs.mean(axis=0)
         rows.append({
             "policy": spec, "throughput_sim": tp_s, "throughput_real": tp_r,
             "throughput_error": tp_s / tp_r - 1,
+            # the real runs' spread over the seeds, relative to their mean (sd / mean)
+            "throughput_real_spread": real_runs[:, 0].std() / tp_r,
             "time_to_target_sim": tt_s, "time_to_target_real": tt_r,
             "time_to_target_error": tt_s / tt_r - 1 if math.isfinite(tt_s * tt_r) else math.nan,
+            "time_to_target_real_spread": (
+                real_runs[:, 1].std() / tt_r if math.isfinite(tt_r) else math.nan
+            ),
         })  # fmt: skip
     table = pd.DataFrame(rows)
     by_sim = table.sort_values("time_to_target_sim", kind="stable").policy.tolist()

@@ -351,6 +351,7 @@ class TimingConfig:
     transient: str = ""  # random slowdowns, e.g. "rate=0.01,duration=5,factor=4"
     slowdowns: list[dict[str, Any]] = field(default_factory=list)  # {worker,start,end,factor}
     cores: float = 0.0  # processors the workers' computations share (0: one each)
+    server: str = ""  # the server's work per gradient, e.g. "constant:value=0.0002" ("": none)
 
     def validate(self, workers: int) -> None:
         """Each [timing] model parses, for ``workers`` workers."""
@@ -368,6 +369,8 @@ class TimingConfig:
         parse_speeds(tm.speed, workers)
         parse_transient(tm.transient)
         parse_slowdowns(tm.slowdowns, workers)
+        if tm.server:
+            parse_model(tm.server, field="timing.server")
         if isinstance(tm.cores, bool) or not (
             isinstance(tm.cores, int | float) and tm.cores >= 0 and math.isfinite(tm.cores)
         ):
@@ -465,12 +468,35 @@ class RunConfig:
     threads: int = 0  # torch threads: per worker (local, ray) or of the simulator; 0 picks
     # local, ray: seconds of silence on one job before a worker is lost
     worker_timeout: float = 60.0
+    # local, ray: each worker's real CPU work per job, a multiple of its own (>= 1):
+    # [1, 1, 2] or "1x3,2x1"; "" all 1 (heterogeneity made real: docs/fidelity.md)
+    worker_load: list[float] | str = ""
     checkpoint_every: int = _apart(0)  # sim: updates between checkpoints in the run directory
     # cpu | cuda | cuda:N | auto: where gradients are computed (docs/gpu.md)
     device: str = _apart("cpu", when=lambda v: v not in ("cpu", ""))
     log: list[str] = _apart(list)  # "tensorboard[:DIR]", "mlflow[:URI]"
     local: LocalConfig = field(default_factory=LocalConfig)  # [run.local]
     ray: RayConfig = field(default_factory=RayConfig)  # [run.ray]
+
+    def loads(self, workers: int) -> list[float] | None:
+        """``worker_load`` per worker, checked (None: every worker does its own work)."""
+        from hybridsgd.timing.cluster import parse_speeds
+
+        field = "run.worker_load"
+        loads = parse_speeds(self.worker_load, workers, field)
+        if loads is None:
+            return None
+        if any(x < 1 for x in loads):
+            raise ConfigError(
+                field, f"multiplies a worker's real work: each value must be >= 1 (got {loads})"
+            )
+        if self.backend == "sim":
+            raise ConfigError(
+                field,
+                "burns real CPU in local and ray workers; on the simulator write the same as "
+                "timing.speed",
+            )
+        return loads
 
     def tables(self) -> dict[str, Any]:
         """The backends' own tables by name (``[run.local]``, ``[run.ray]``)."""
@@ -530,6 +556,7 @@ class RunConfig:
         r.ray.validate(r.backend)
         if r.threads < 0:
             raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")
+        r.loads(p.workers)  # one line if it is wrong
         if not (r.worker_timeout > 0 and math.isfinite(r.worker_timeout)):
             raise ConfigError(
                 "run.worker_timeout",

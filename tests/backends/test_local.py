@@ -459,3 +459,18 @@ def test_a_real_run_finds_the_first_update_at_its_target(monkeypatch):
     monkeypatch.setattr(driver, "FINE_BUDGET", 0)
     s = run(cfg).summary
     assert s["time_to_target_resolution"] == "evaluation" and s["updates_to_target"] % 25 == 0
+
+
+def test_a_worker_load_makes_that_worker_slower_by_real_work():
+    """run.worker_load = [1, 3]: worker 1 computes three times its own work per job, on
+    its CPU (the server's share and the messages are not multiplied, and the two workers
+    and the driver share this machine's cores, so the ratio of job times comes out a little
+    under 3). A check that only fails if the load is not applied at all (ratio near 1)."""
+    cfg = local_config("async", workers=2, updates=120).replace(
+        "run.time_unit=0", "run.worker_load=[1,3]"
+    )
+    g = run(cfg, progress=False).trace.gradients
+    median = (g.end_time - g.start_time).groupby(g.worker).median()
+    assert median[1] / median[0] > 1.8, median.tolist()
+    counts = g.worker.value_counts()
+    assert counts[0] > 1.5 * counts[1]  # async: the faster worker sends more

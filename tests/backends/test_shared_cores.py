@@ -17,65 +17,70 @@ from hybridsgd.timing import Cluster, parse_model
 
 def reference(kind: str, W: int, cores: float, cluster: Cluster, updates: int, backups: int = 0):
     """Processor sharing the slow way: every job's remaining work is kept and all of them
-    are advanced at min(1, C / n) between events; messages are not shared. ``kind``:
-    ``async`` (each arrival restarts its worker) or ``sync`` (a round ends when W -
-    ``backups`` have arrived; the rest are cancelled and everyone restarts). Returns each
-    gradient as (worker, start, end, applied) in arrival order, cancelled ones with
-    applied False at the round's end."""
-    now, out = 0.0, []
-    job = {}  # w -> [start, phase, left]; phase 0 pull (left: time), 1 compute (work), 2 push
+    are advanced at min(1, C / n) between events; messages are not shared. With a server
+    model, a pushed gradient waits in line for the server, which works on one at a time
+    as one more of the n, and the gradient arrives when it is done. ``kind``: ``async``
+    (each arrival restarts its worker) or ``sync`` (a round ends when W - ``backups``
+    have arrived; the rest are cancelled, dropped from the line, and everyone restarts).
+    Returns each gradient as (worker, start, end, applied), cancelled ones with applied
+    False at the round's end."""
+    PULL, COMPUTE, PUSH, LINE, DONE = range(5)
+    now, out, line, arrived = 0.0, [], [], []
+    job = {}  # w -> [start, phase, left (time or work), work, push]
+    server = None  # [worker, work left] while the server works
 
     def start(w, t):
         pull, work, push = cluster.parts(w, t)
-        job[w] = [t, 0, pull, work, push]
+        job[w] = [t, PULL, pull, work, push]
+
+    def arrive(w):
+        out.append((w, job[w][0], now, True))
+        if kind == "async":
+            start(w, now)
+            return
+        job[w][1] = DONE
+        arrived.append(w)
+        if len(arrived) == W - backups:
+            for c in range(W):
+                if c not in arrived:
+                    out.append((c, job[c][0], now, False))
+            line.clear()
+            for c in range(W):
+                start(c, now)
+            arrived.clear()
 
     for w in range(W):
         start(w, 0.0)
-    arrived = []
     while sum(o[3] for o in out) < updates * (1 if kind == "async" else W - backups):
-        n = sum(1 for j in job.values() if j[1] == 1)
+        if server is None and line:
+            server = [line.pop(0), cluster.server_work()]
+        n = sum(1 for j in job.values() if j[1] == COMPUTE) + (server is not None)
         rate = 1.0 if n <= cores else cores / n
-        # the next phase to end: (time, worker)
-        ends = []
-        for w, j in job.items():
-            if j[1] == 3:
-                continue  # arrived, waits for its round
-            left = j[2] if j[1] != 1 else j[3]
-            ends.append((now + (left / rate if j[1] == 1 else left), w))
+        # (time, worker) of the next phase to end; the server as worker W
+        ends = [(now + j[2] / (rate if j[1] == COMPUTE else 1.0), w)
+                for w, j in job.items() if j[1] <= PUSH]  # fmt: skip
+        if server is not None:
+            ends.append((now + server[1] / rate, W))
         t, w = min(ends)
         for j in job.values():  # advance everyone to t
-            if j[1] == 1:
-                j[3] -= (t - now) * rate
-            elif j[1] in (0, 2):
-                j[2] -= t - now
+            j[2] -= (t - now) * (rate if j[1] == COMPUTE else 1.0) if j[1] <= PUSH else 0.0
+        if server is not None:
+            server[1] -= (t - now) * rate
         now = t
+        if w == W:  # the server is done with a gradient
+            done, server = server[0], None
+            arrive(done)
+            continue
         j = job[w]
-        if j[1] == 0:
-            j[1] = 1
-        elif j[1] == 1:
-            j[1], j[2] = 2, j[4]
-        else:  # its gradient is in
-            j[1] = 3
-            if kind == "async":
-                out.append((w, j[0], now, True))
-                start(w, now)
-                continue
-            arrived.append(w)
-            out.append((w, j[0], now, True))
-            if len(arrived) == W - backups:
-                for c in range(W):
-                    if c not in arrived:
-                        out.append((c, job[c][0], now, False))
-                for c in range(W):
-                    start(c, now)
-                arrived = []
-        # a phase of zero length ends at once
-        while any(jj[1] in (0, 2) and jj[2] <= 0 for jj in job.values()):
-            for jj in job.values():
-                if jj[1] == 0 and jj[2] <= 0:
-                    jj[1] = 1
-                elif jj[1] == 2 and jj[2] <= 0:
-                    raise AssertionError("tests use pushes of positive length")
+        if j[1] == PULL:
+            j[1], j[2] = COMPUTE, j[3]
+        elif j[1] == COMPUTE:
+            j[1], j[2] = PUSH, j[4]
+        elif cluster.server is None:
+            arrive(w)
+        else:
+            j[1] = LINE
+            line.append(w)
     return out
 
 
@@ -92,7 +97,7 @@ def policy_of(spec: str, W: int):
 CONSTANT = parse_model("constant:value=1")
 
 
-def cluster(cores, seed=5, W=5):
+def cluster(cores, seed=5, W=5, server=None):
     return Cluster(
         parse_model("lognormal:mu=0,sigma=0.6"),
         W,
@@ -100,17 +105,24 @@ def cluster(cores, seed=5, W=5):
         comm=parse_model("exp:mu=0.05"),
         speeds=[1, 1, 1.5, 2, 4][:W],
         cores=cores,
+        server=None if server is None else parse_model(server),
     )
 
 
-@pytest.mark.parametrize("cores", [1.0, 1.5, 3.0])
+@pytest.mark.parametrize(
+    "cores, server",
+    [(1.0, None), (1.5, None), (3.0, None), (2.0, "exp:mu=1"), (None, "constant:value=0.3")],
+)
 @pytest.mark.parametrize(
     "kind, policy, backups",
     [("async", "async", 0), ("sync", "sync", 0), ("sync", "backup:backups=2", 2)],
 )
-def test_every_gradient_arrives_when_the_step_by_step_reference_says(kind, policy, backups, cores):
-    got = gradients(run_shared(policy_of(policy, 5), cluster(cores), 40, None))
-    want = reference(kind, 5, cores, cluster(cores), 40, backups)
+def test_every_gradient_arrives_when_the_step_by_step_reference_says(
+    kind, policy, backups, cores, server
+):
+    got = gradients(run_shared(policy_of(policy, 5), cluster(cores, server=server), 40, None))
+    C = math.inf if cores is None else cores
+    want = reference(kind, 5, C, cluster(cores, server=server), 40, backups)
     key = lambda g: (round(g[2], 9), g[0])  # noqa: E731 (arrival order)
     got, want = sorted(got, key=key), sorted(want, key=key)
     assert [(g[0], g[3]) for g in got] == [(g[0], g[3]) for g in want]
@@ -124,6 +136,18 @@ def test_two_jobs_on_one_core_end_at_the_sum_of_their_work():
     s = simulate_schedule(policy_of("sync", 2), c, max_updates=3)
     assert s.update_time.tolist() == [4.0, 8.0, 12.0]
     assert s.end[:2].tolist() == [2.0, 4.0]
+
+
+def test_a_busy_server_bounds_the_throughput():
+    # async, 8 workers of work 1 each on processors of their own, a server that works 0.25
+    # on each gradient: the workers could send 8 / 1.25 = 6.4 a unit, the server takes 4
+    c = Cluster(CONSTANT, 8, server=parse_model("constant:value=0.25"))
+    s = simulate_schedule(policy_of("async", 8), c, 4000)
+    assert s.n_updates / s.update_time[-1] == pytest.approx(4.0, rel=1e-3)
+    # with 2 workers it is the workers: 2 / 1.25 = 1.6 a unit
+    c = Cluster(CONSTANT, 2, server=parse_model("constant:value=0.25"))
+    s = simulate_schedule(policy_of("async", 2), c, 4000)
+    assert s.n_updates / s.update_time[-1] == pytest.approx(1.6, rel=1e-3)
 
 
 def test_a_crash_frees_its_core():

@@ -191,3 +191,44 @@ def test_bad_traces_are_one_line(tmp_path, spec, says):
     p = write_profile(tmp_path / "p.csv", {0: [1.0, 2.0]})
     with pytest.raises(ConfigError, match=says):
         parse_model(spec.format(p=p), "timing.compute")
+
+
+def test_work_on_shared_cores_is_recovered_from_a_profile_taken_under_async():
+    """Four workers on two processors, profiled as `hybridsgd profile` profiles (async,
+    everyone busy): their times are about twice their work. Given the cores, the fit
+    takes each job's work back out of the table's own concurrency and finds the work's
+    family, scale and speeds; without them it fits the shared times (a scale about 2x)."""
+    from hybridsgd.backends.sim import simulate_schedule
+    from hybridsgd.policies import build_policy
+    from hybridsgd.profiling import profile_of
+    from hybridsgd.record import Evals
+    from hybridsgd.trace import Trace
+
+    model = "lognormal:mu=0,sigma=0.3"
+    cluster = Cluster(parse_model(model), 4, seed=2, speeds=SPEEDS, cores=2.0)
+    schedule = simulate_schedule(build_policy("async:workers=4"), cluster, 4000)
+    table = profile_of(Trace.from_schedule(schedule, Evals(), {}).gradients, "sim")
+    shared = fit_timing(table, cores=2.0)
+    assert shared.compute.family == "lognormal"
+    # speeds are relative to the median worker (1.22 here), whose scale the family takes
+    ref = np.exp(np.median(np.log(SPEEDS)))
+    assert shared.compute.params["mu"] == pytest.approx(np.log(ref), abs=0.03)
+    assert shared.compute.params["sigma"] == pytest.approx(0.3, rel=0.1)
+    assert np.max(np.abs(shared.speeds / TRUE - 1)) <= 0.05
+    assert "cores = 2" in shared.toml()
+    plain = fit_timing(table)
+    ratio = np.mean(plain.residuals) / np.mean(shared.residuals)
+    assert ratio == pytest.approx(2.0, rel=0.05)  # 4 busy on 2 cores: shared times twice work
+
+
+def test_shared_work_inverts_processor_sharing_by_hand():
+    from hybridsgd.timing.fit import shared_work
+
+    # on one core: jobs of work 1 and 3 from 0 end at 2 and 4; a third of work 1 from 4
+    # runs alone
+    t = pd.DataFrame({"worker": [0, 1, 0], "start_time": [0.0, 0.0, 4.0],
+                      "compute": [2.0, 4.0, 1.0]})  # fmt: skip
+    assert shared_work(t, 1.0).compute.tolist() == pytest.approx([1.0, 3.0, 1.0])
+    assert shared_work(t, 2.0).compute.tolist() == pytest.approx([2.0, 4.0, 1.0])
+    with pytest.raises(ConfigError, match="--cores"):
+        shared_work(t, 0.0)

@@ -40,6 +40,7 @@ def build_cluster(cfg: Config, nbytes: float = 0) -> Cluster:
         steps=1 if isinstance(cfg.worker.steps, str) else cfg.worker.steps,
         step_time=cfg.worker.step_time,
         cores=float(tm.cores) or None,
+        server=parse_model(tm.server, "timing.server") if tm.server else None,
     )
 
 

@@ -77,6 +77,9 @@ class RealResult:
     shared: list[int] = field(default_factory=list)  # workers reached through shared memory
     hung: list[int] = field(default_factory=list)  # workers that had to be killed at the end
     devices: list[str] = field(default_factory=list)  # where each worker computed
+    # the driver's own CPU seconds from its first job to its last update (its thread's
+    # time: what `hybridsgd profile` takes as the server's work, timing.server)
+    server_cpu_s: float = 0.0
 
 
 #: bytes of parameter copies a real run keeps between its snapshots for an exact time to
@@ -107,6 +110,7 @@ class Driver:
         faults: Faults | None = None,
         fine_snapshots: bool = False,
         worker: Any = None,
+        loads: Sequence[float] | None = None,
     ) -> None:
         self.task, self.samplers, self.coord = task, list(samplers), coordinator
         self.policy, self.server = coordinator.policy, coordinator.server
@@ -121,6 +125,8 @@ class Driver:
         self.eval_every, self.progress = eval_every, progress
         self.faults = faults or Faults()
         self.worker = worker  # the [worker] section when jobs are local steps, else None
+        #: each worker's real CPU work per job, a multiple of its own (run.worker_load)
+        self.loads = [1.0] * len(self.samplers) if loads is None else [float(x) for x in loads]
         #: T of jobs sized by time (worker.steps = "time:T"), else None
         self.step_time: float | None = None if worker is None else worker.step_time
         self._crashes = list(self.faults.crashes)  # (seconds, worker), sorted
@@ -169,6 +175,7 @@ class Driver:
         max_time = max_time if max_time is not None else math.inf
         interrupted, error, startup = False, None, 0.0
         driver_threads = torch.get_num_threads()
+        cpu = [0.0, 0.0]
         try:
             t = time.perf_counter()
             self._open()
@@ -178,9 +185,11 @@ class Driver:
             torch.set_num_threads(1)  # the driver's steps are small; leave the cores to workers
             self._t0 = time.perf_counter()
             self.snapshots.append((0, 0.0, self.server.params.clone()))
+            cpu[0] = time.thread_time()
             for w in range(self.W):
                 self._start(w, 0.0)
             self._loop(max_updates, max_time)
+            cpu[1] = time.thread_time()
         except KeyboardInterrupt:
             interrupted = True
         except WorkerLost as exc:
@@ -209,6 +218,7 @@ class Driver:
             shared=self._shared_workers(),
             hung=self.hung,
             devices=self.devices,
+            server_cpu_s=max(0.0, cpu[1] - cpu[0]),
         )
 
     name = "real"

@@ -50,6 +50,7 @@ class RealBackend(Backend):
             faults=ctx.faults,
             fine_snapshots=cfg.run.target_accuracy is not None and cfg.run.target_search == "exact",
             worker=None if cfg.worker.plain else cfg.worker,
+            loads=cfg.run.loads(cfg.policy.workers),
             **self.options(ctx),
         )
         if progress:  # starting W processes or Ray actors takes seconds: say so meanwhile
@@ -69,6 +70,7 @@ class RealBackend(Backend):
             "torch_threads": result.threads,
             "cores": available_cores(),
             "startup_s": result.startup_s,
+            "server_cpu_s": result.server_cpu_s,
             "time_unit": cfg.run.time_unit,
             "worker_pids": result.pids,
             "lost_workers": result.lost,

@@ -34,6 +34,13 @@ def add(sub) -> None:
                     help="read a real run's gradients.csv instead of measuring")  # fmt: skip
     pr.add_argument("--fit", action="store_true", help="fit a timing model to the profile")
     pr.add_argument(
+        "--cores", default="auto", metavar="auto|C",
+        help="processors the workers and the server share (timing.cores): auto, when "
+        "measuring, this machine's, with worker 0 timed alone and the server's work per "
+        "gradient (timing.server); 0: a processor each (a cluster of machines); with --from "
+        "none unless given, and the times are then taken back to work (docs/fidelity.md)",
+    )  # fmt: skip
+    pr.add_argument(
         "--out", default="profile",
         help="directory for profile.csv, timing.toml and fit.png (default profile)",
     )  # fmt: skip
@@ -82,7 +89,6 @@ def _profile(args: argparse.Namespace) -> int:
     """``profile``: measure real workers or read a real run; ``--fit`` a timing model."""
     from hybridsgd import profiling
     from hybridsgd.config import Config
-    from hybridsgd.timing.fit import fit_timing
 
     out = Path(args.out)
     if args.source and args.config:
@@ -94,7 +100,9 @@ def _profile(args: argparse.Namespace) -> int:
     elif args.config:
         overrides = list(args.overrides) + ([f"run.backend={args.backend}"] if args.backend else [])
         cfg = Config.load(args.config, overrides)
+        _cores_flag(args.cores)
         table = profiling.measure(cfg, args.minibatches, out)
+        table.attrs["config"] = cfg
     else:
         raise ConfigError("config", "give a TOML config file to measure, or --from RUN_DIR")
     stats = profiling.per_worker(table)
@@ -106,15 +114,52 @@ def _profile(args: argparse.Namespace) -> int:
     console = _console()
     console.print(t)
     if args.fit:
-        fit = fit_timing(table, str(out / "profile.csv"))
+        fit, plotted = _fit(args, table, out)
         for line in profiling.describe(fit):
             console.print(line, markup=False, highlight=False)
         (out / "timing.toml").write_text(fit.toml())
-        profiling.plot_fit(table, fit, out / "fit.png")
+        profiling.plot_fit(plotted, fit, out / "fit.png")
         console.print(fit.toml(), markup=False, highlight=False)
         console.print(f"wrote {out / 'timing.toml'} and {out / 'fit.png'}", markup=False,
                       highlight=False)  # fmt: skip
     return 0
+
+
+def _cores_flag(text: str) -> float | None:
+    """``--cores``: None for auto, else a number of processors >= 0."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value < float("inf")):
+        raise ConfigError("--cores", f"write auto, or a number of processors >= 0 (got {text!r})")
+    return value
+
+
+def _fit(args: argparse.Namespace, table, out: Path):  # noqa: ANN202 - (TimingFit, table)
+    """The fit ``--cores`` asks for, and the table its plot sets against it: measured on
+    one machine (auto, or a number of processors > 0) the machine's model
+    (:func:`~hybridsgd.profiling.fit_machine`, plotted on worker 0's jobs alone); from a
+    past run with --cores C, each job's time taken back to work (shared_work); else the
+    times as they are."""
+    import pandas as pd
+
+    from hybridsgd import profiling
+    from hybridsgd.timing.fit import fit_timing, shared_work
+
+    given = _cores_flag(args.cores)
+    cfg = table.attrs.get("config")
+    source = str(out / "profile.csv")
+    if cfg is not None and given != 0:
+        machine = profiling.measure_machine(cfg, table, args.minibatches, out, cores=given)
+        alone = pd.DataFrame({"worker": 0, "compute": machine.alone})
+        return profiling.fit_machine(table, machine, source), alone
+    if given:
+        fit = fit_timing(table, source, cores=given, cores_note="given (--cores)")
+        return fit, shared_work(table, given)
+    return fit_timing(table, source), table
 
 
 def _validate(args: argparse.Namespace) -> int:

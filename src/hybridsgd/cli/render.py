@@ -146,14 +146,20 @@ def _print_validation(table, fit, seeds: int) -> None:
     if fit is not None:
         for line in profiling.describe(fit):
             console.print(line, markup=False, highlight=False)
-    t = Table(title=f"simulated (fitted timing) against real, {seeds} seed(s), means")
+    t = Table(
+        title=f"simulated (fitted timing) against real, {seeds} seed(s), means; real ± the "
+        "seeds' sd"
+    )
     for col in ("policy", "updates/s sim", "real", "error", "time to target sim", "real", "error"):
         t.add_column(col, justify="left" if col == "policy" else "right", overflow="fold")
     for r in table.itertuples():
         err = "-" if math.isnan(r.time_to_target_error) else f"{r.time_to_target_error:+.1%}"
-        t.add_row(r.policy, f"{r.throughput_sim:.4g}", f"{r.throughput_real:.4g}",
+        tt_spread = r.time_to_target_real_spread
+        t.add_row(r.policy, f"{r.throughput_sim:.4g}",
+                  f"{r.throughput_real:.4g} ± {r.throughput_real_spread:.0%}",
                   f"{r.throughput_error:+.1%}", f"{r.time_to_target_sim:.4g}",
-                  f"{r.time_to_target_real:.4g}", err)  # fmt: skip
+                  f"{r.time_to_target_real:.4g}"
+                  + ("" if math.isnan(tt_spread) else f" ± {tt_spread:.0%}"), err)  # fmt: skip
     console.print(t)
     agree = table.attrs["places_agree"]
     console.print(

@@ -11,7 +11,10 @@ The delay of one minibatch, from reading the parameters to the gradient's arriva
 
 unless the workers share ``cores`` processors (``timing.cores``): the compute part is then
 the work of a job, done at the rate min(1, cores / n) while n jobs compute at once
-(processor sharing; the simulator's event loop, :mod:`hybridsgd.backends.sim.shared`).
+(processor sharing). A ``server`` model (``timing.server``) is the server's own work on
+each gradient, one at a time in arrival order, on the same processors; a gradient arrives
+when it is done. Both run in the simulator's event loop of
+:mod:`hybridsgd.backends.sim.shared`.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class Cluster:
         steps: int | Sequence[int] = 1,
         step_time: float | None = None,
         cores: float | None = None,
+        server: TimingModel | None = None,
     ) -> None:
         comm = comm or Constant(0.0)
         #: processors the workers' computations share (None: each has its own)
@@ -129,7 +133,7 @@ class Cluster:
         if self.speeds.shape != (workers,):
             raise ValueError(f"need one speed per worker ({workers})")
         self._speed_list = self.speeds.tolist()
-        seeds = np.random.SeedSequence(seed).spawn(3)
+        seeds = np.random.SeedSequence(seed).spawn(4)  # the first three as ever
         self._compute = [
             _Stream(compute.for_worker(w), np.random.default_rng(s))
             for w, s in enumerate(seeds[0].spawn(workers))
@@ -150,6 +154,26 @@ class Cluster:
         )
         self._transient_until = [0.0] * workers  # episodes are drawn up to this time
         self.time_dependent = bool(slowdowns) or transient is not None
+        #: the server's work per gradient (None: none; it is instantaneous)
+        self.server = (
+            None if server is None or (server.is_constant and server.mean() == 0) else server
+        )
+        self._server = (
+            _Stream(self.server, np.random.default_rng(seeds[3]))
+            if self.server is not None
+            else None
+        )
+
+    @property
+    def shares(self) -> bool:
+        """Whether the event loop of shared processors runs this cluster: its workers share
+        fewer processors than there are of them, or the server works on each gradient."""
+        return self.server is not None or (self.cores is not None and self.cores < self.workers)
+
+    def server_work(self) -> float:
+        """The server's work on the next gradient it takes (in arrival order)."""
+        assert self._server is not None, "a cluster without a server model"
+        return self._server.next()
 
     # -- what the simulator asks -------------------------------------------------------------
     def delay(self, worker: int, start: float) -> float:

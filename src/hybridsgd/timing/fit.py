@@ -31,6 +31,12 @@ while a slow episode (``timing.transient``) covers it. So:
    parameters were fitted to the same data). A best fit with p < 0.001 and a distance
    above 0.05 explains nothing: ``explained`` is False and the caller should replay the
    measurements instead.
+
+**Shared processors.** When the workers share ``cores`` processors (``timing.cores``), a
+measured job time is not its work: while n jobs ran at once it went at min(1, cores / n).
+:func:`shared_work` turns each job's time back into work, from the concurrency the table
+itself shows, before anything above is fitted; the simulator then shares the cores again
+under whatever policy it runs.
 """
 
 from __future__ import annotations
@@ -92,6 +98,9 @@ class TimingFit:
     autocorrelation: float  # pooled lag-1, of the residual log times
     transient: Transient | None
     residuals: np.ndarray = field(repr=False)  # outside episodes: what the family was fit to
+    cores: float | None = None  # the processors the workers shared (None: one each)
+    server: float | None = None  # the server's work per gradient (None: instantaneous)
+    cores_note: str = ""  # how ``cores`` and ``server`` were found
 
     @property
     def explained(self) -> bool:
@@ -106,6 +115,11 @@ class TimingFit:
             lines.append(
                 f'transient = "rate={t.rate:.4g},duration={t.duration:.4g},factor={t.factor:.4g}"'
             )
+        if self.cores is not None:
+            note = f"  # {self.cores_note}" if self.cores_note else ""
+            lines.append(f"cores = {self.cores:.4g}{note}")
+        if self.server is not None:
+            lines.append(f'server = "constant:value={self.server:.4g}"')
         return "\n".join(lines) + "\n"
 
 
@@ -135,12 +149,43 @@ def job_times(table: pd.DataFrame, source: str = "profile") -> dict[int, np.ndar
     return out
 
 
+def shared_work(table: pd.DataFrame, cores: float) -> pd.DataFrame:
+    """``table`` (a profile: worker, start_time, compute) with each job's time replaced by
+    its work when the jobs shared ``cores`` processors: the integral over the job of
+    min(1, cores / n(t)), n(t) the jobs of the table running at t (processor sharing, as
+    ``timing.cores`` simulates it)."""
+    if not {"start_time", "compute"} <= set(table.columns):
+        raise ConfigError("profile", "sharing cores needs 'start_time' and 'compute' columns")
+    if not (cores > 0 and math.isfinite(cores)):
+        raise ConfigError("--cores", f"must be a positive number of processors (got {cores})")
+    start = table["start_time"].to_numpy(dtype=float)
+    end = start + table["compute"].to_numpy(dtype=float)
+    points = np.concatenate([start, end])
+    order = np.argsort(points, kind="stable")
+    at = points[order]
+    running = np.cumsum(np.concatenate([np.ones(len(start)), -np.ones(len(end))])[order])
+    rate = np.minimum(1.0, cores / np.maximum(running, 1.0))  # on [at[i], at[i + 1])
+    done = np.concatenate([[0.0], np.cumsum(rate[:-1] * np.diff(at))])  # work clock at at[i]
+    work = np.interp(end, at, done) - np.interp(start, at, done)
+    return table.assign(compute=work)
+
+
 def fit_timing(
-    data: pd.DataFrame | dict[int, np.ndarray], source: str = "profile", seed: int = 0
+    data: pd.DataFrame | dict[int, np.ndarray],
+    source: str = "profile",
+    seed: int = 0,
+    *,
+    cores: float | None = None,
+    cores_note: str = "",
 ) -> TimingFit:
     """Fit speeds, slow episodes and the family to measured job times (module doc):
     ``data`` is a profile or gradients table (:func:`job_times`), or each worker's times
-    in job order."""
+    in job order. ``cores``: the workers shared that many processors, so each job's time
+    is first turned into work (:func:`shared_work`; a table with start times only)."""
+    if cores is not None:
+        if not isinstance(data, pd.DataFrame):
+            raise ValueError("sharing cores needs a table with start times")
+        data = shared_work(data, cores)
     times = job_times(data, source) if isinstance(data, pd.DataFrame) else dict(data)
     few = {w: len(x) for w, x in times.items() if len(x) < MIN_JOBS}
     if few:
@@ -197,6 +242,8 @@ def fit_timing(
         autocorrelation=float(rho),
         transient=transient,
         residuals=pooled,
+        cores=cores,
+        cores_note=cores_note,
     )
 
 

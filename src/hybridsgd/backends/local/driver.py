@@ -118,6 +118,7 @@ class LocalDriver(Driver):
                     self.faults.flips_labels(w),
                     self.devices[w],
                     self.worker_of(w),
+                    self.loads[w],
                 ),
                 name=f"hybridsgd-worker-{w}",
                 daemon=True,

@@ -50,15 +50,17 @@ def worker_main(
     flip_labels: bool = False,
     device: str = "cpu",
     worker: Any = None,
+    load: float = 1.0,
 ) -> None:
     """The worker's whole life (the target of its process). ``worker``: the ``[worker]``
-    section when its jobs are local steps (hybridsgd.backends.inner), else None."""
+    section when its jobs are local steps (hybridsgd.backends.inner), else None; ``load``:
+    its real work per job, a multiple of its own (``run.worker_load``)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     torch.set_num_threads(threads)
     torch.manual_seed(getattr(sampler, "torch_seed", 0))  # a model's dropout, from the seed
     classes = int(task.y_train.max()) + 1 if flip_labels else 0
-    mirror = DeviceMirror(task, device)  # moves the task to its GPU, if it has one
+    mirror = DeviceMirror(task, device, load)  # moves the task to its GPU, if it has one
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         conn.send(("ready", os.getpid()))
     steps = LocalSteps(worker, mirror.task) if worker is not None else None
@@ -127,7 +129,7 @@ def _job(
 ):
     """Run one job; return the next message (a new job cancels this one, and a cancelled
     job's local steps are undone: see hybridsgd.backends.inner)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     batches = minibatches(mirror.task, sampler, classes)
     if steps is None:
         assert isinstance(minibatch, int)  # (a Span only with local steps)
@@ -146,6 +148,7 @@ def _job(
     except Exception as exc:  # noqa: BLE001 - the user's model or loss: say it once, here
         conn.send(("error", raised(exc)))
         return conn.recv()
+    mirror.burn(cpu0)
     rest = delay - (time.perf_counter() - t0)
     if rest > 0 and conn.poll(rest):
         if steps is not None:

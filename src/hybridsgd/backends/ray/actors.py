@@ -43,11 +43,12 @@ class Worker:
         flip_labels: bool,
         device: str = "cpu",
         worker: Any = None,
+        load: float = 1.0,
     ):
         torch.set_num_threads(threads)
         torch.manual_seed(getattr(sampler, "torch_seed", 0))  # a model's dropout, from the seed
         self.task, self.sampler = task, sampler
-        self.mirror = DeviceMirror(task, device)  # on cuda, the GPU Ray gave this actor
+        self.mirror = DeviceMirror(task, device, load)  # on cuda, the GPU Ray gave this actor
         self.classes = int(task.y_train.max()) + 1 if flip_labels else 0
         self.cancelled = 0
         self.lock = threading.Lock()
@@ -102,7 +103,7 @@ class Worker:
             )  # fmt: skip
 
     def _gradient(self, token: int, minibatch: int | Span, delay: float, flat: torch.Tensor):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         if self.steps is None:
             assert isinstance(minibatch, int)  # (a Span only with local steps)
             grad, loss = self.mirror.gradient(flat, *self._batch(minibatch))
@@ -113,6 +114,7 @@ class Worker:
             if delta is None:
                 return None
             grad, loss = delta, self.steps.loss
+        self.mirror.burn(cpu0)
         while (rest := delay - (time.perf_counter() - t0)) > 0:
             if self.cancelled >= token:
                 if self.steps is not None:

@@ -299,7 +299,13 @@ class RayDriver(Driver):
         options = self._remote.options(name=name)
         device = "cuda" if self._gpus else "cpu"
         return options.remote(
-            self._task_ref, self.samplers[w], self.threads, flip, device, self.worker_of(w)
+            self._task_ref,
+            self.samplers[w],
+            self.threads,
+            flip,
+            device,
+            self.worker_of(w),
+            self.loads[w],
         )
 
     def _publish(self) -> None:

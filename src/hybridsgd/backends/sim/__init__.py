@@ -39,11 +39,12 @@ def simulate_schedule(
     loop; both give the same schedule). The policy must be fresh: it is driven from
     version 0. ``crashes`` (sorted ``(time, worker)`` pairs) kill workers; see
     :func:`run_events`. Workers that share fewer processors than there are of them
-    (``cluster.cores``) take :func:`run_shared`.
+    (``cluster.cores``), or a server that works on each gradient (``cluster.server``),
+    take :func:`run_shared`.
     """
     if max_updates is None and max_time is None:
         raise ValueError("give max_updates or max_time")
-    if cluster.cores is not None and cluster.cores < policy.workers:
+    if cluster.shares:
         return run_shared(policy, cluster, max_updates, max_time, crashes, shrink)
     bulk = (
         fast

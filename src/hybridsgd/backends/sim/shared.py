@@ -1,4 +1,5 @@
-"""The event loop when the workers share processors (``timing.cores = C``, issue 31).
+"""The event loop when the workers share processors (``timing.cores = C``) or the server
+works on each gradient (``timing.server``) (issue 31).
 
 A job has three parts (:meth:`~hybridsgd.timing.cluster.Cluster.parts`): its pull, its
 compute and its push. The messages take their own time. The compute is *work*: the time it
@@ -6,6 +7,11 @@ takes with a processor to itself. While n jobs compute at once, each does work a
 min(1, C / n) (processor sharing, as an operating system's scheduler shares C cores among
 n busy processes). So when the first workers of a synchronous round are done, the last ones
 speed up; under ``async`` every job is slowed by all the others.
+
+The server (when ``timing.server`` gives its work per gradient) takes the gradients one at
+a time in the order they came, and shares the processors as one more computation while it
+works; a gradient arrives (the policy sees it, the trace records its end) when the server
+is done with it. A gradient whose job was cancelled while it waited is passed over.
 
 Every computing job does work at the same rate, so the loop keeps one work clock V
 (dV/dt = min(1, C / n)) and a heap of the V at which each job's work is done: its order
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Sequence
 
 from hybridsgd.backends.protocol import WorkerProtocol
@@ -41,8 +48,6 @@ def run_shared(
 ) -> Schedule:
     """:func:`~hybridsgd.backends.sim.events.run_events` with the workers' computations
     sharing ``cluster.cores`` processors (see the module doc)."""
-    if cluster.cores is None:
-        raise ValueError("run_shared needs a cluster with cores")
     if cluster.step_time is not None:
         raise ValueError("jobs sized by time do not run on shared cores")
     loop = _Shared(policy, cluster)
@@ -62,8 +67,13 @@ class _Shared:
 
     def __init__(self, policy: Policy, cluster: Cluster) -> None:
         W = policy.workers
-        self.cluster, self.cores = cluster, float(cluster.cores or W)
+        self.cluster = cluster
+        self.cores = math.inf if cluster.cores is None else float(cluster.cores)
         self.rec = Recorder(W)
+        self.server = W  # the server's index among the computations
+        self.queue: deque[tuple[int, int]] = deque()  # gradients waiting for the server
+        self.serving: tuple[int, int] | None = None  # the one it works on
+        self.served = 0  # tokens of the server's work
         self.timed: list[tuple[float, int, int, int]] = []  # (time, worker, kind, token)
         self.work: list[tuple[float, int, int]] = []  # (work clock at its end, worker, token)
         self.computing: dict[int, int] = {}  # worker -> token of the job whose compute runs
@@ -95,6 +105,41 @@ class _Shared:
         if self.computing.get(w) == tok:  # cancelled while it computed
             del self.computing[w]
 
+    def deliver(self, w: int, tok: int, t: float) -> bool:
+        """The job's gradient reached the server: it arrives now, or waits its turn;
+        whether it arrived."""
+        if self.cluster.server is None:
+            self.jobs.arrive(w, t)
+            return True
+        self.queue.append((w, tok))
+        if self.serving is None:
+            self.serve()
+        return False
+
+    def serve(self) -> None:
+        """The server takes the next gradient whose job still runs, if any."""
+        while self.queue:
+            w, tok = self.queue.popleft()
+            if self.jobs.current(w, tok):
+                self.serving, self.served = (w, tok), self.served + 1
+                self.computing[self.server] = self.served
+                work = self.cluster.server_work()
+                heapq.heappush(self.work, (self.v + work, self.server, self.served))
+                return
+        self.serving = None
+
+    def served_one(self, t: float) -> bool:
+        """The server is done with a gradient: it arrives (unless its job was cancelled
+        meanwhile) and the server takes the next; whether it arrived."""
+        assert self.serving is not None
+        (w, tok), self.serving = self.serving, None
+        arrived = self.jobs.current(w, tok)
+        if arrived:
+            self.jobs.arrive(w, t)
+        if self.serving is None:  # (arrive may have delivered nothing new: serve the queue)
+            self.serve()
+        return arrived
+
     def advance(self, t: float) -> None:
         self.v += (t - self.now) * self.rate()
         self.now = t
@@ -121,6 +166,8 @@ class _Shared:
             heapq.heappop(self.work)
             self.advance(t)
             del self.computing[w]
+            if w == self.server:
+                return self.served_one(t)
             if self.push_of[w] > 0:
                 heapq.heappush(self.timed, (t + self.push_of[w], w, _ARRIVE, tok))
                 return False
@@ -133,8 +180,7 @@ class _Shared:
             if kind == _BUDGET:
                 self.jobs.overrun(w, t)
                 return False
-        self.jobs.arrive(w, t)
-        return True
+        return self.deliver(w, tok, t)
 
     def run(
         self, max_updates: float, max_time: float, crashes: list[tuple[float, int]], shrink: bool
