@@ -68,7 +68,7 @@ def test_the_machine_fit_takes_speeds_from_the_profile_and_the_family_from_worke
     rows = [(w, c.delay(w, 0.0)) for _ in range(500) for w in (0, 1)]
     table = pd.DataFrame(rows, columns=["worker", "compute"])
     alone = np.random.default_rng(2).lognormal(np.log(0.01), 0.2, 2000)
-    fit = fit_machine(table, Machine(2.0, 0.002, alone, "2 processors (a test)"))
+    fit = fit_machine(table, Machine(2.0, 0.002, alone, "2 processors (a test)", given=True))
     assert fit.speeds[1] / fit.speeds[0] == pytest.approx(2.0, rel=0.05)
     assert fit.compute.family == "lognormal" and fit.compute.params["sigma"] == pytest.approx(
         0.2, rel=0.1
@@ -120,6 +120,7 @@ def test_validate_sets_each_policy_simulated_against_real(tmp_path, capsys):
     for extra, says in [
         ([], "--policy: give at least one"),
         (["--policy", "sync", "--set", "run.target_accuracy=nan"], "target_accuracy"),
+        (["--policy", "sync", "--cores", "-1"], "--cores: write auto"),
     ]:
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err.strip()
@@ -133,7 +134,8 @@ def test_validate_simulates_with_the_timing_it_is_given(tmp_path):
 
     from hybridsgd import profiling
 
-    cfg = config().replace("run.updates=60", "run.target_accuracy=0.5")
+    # (a real load is real work: the simulated side takes the timing it is given)
+    cfg = config().replace("run.updates=60", "run.target_accuracy=0.5", "run.worker_load=[1,2]")
     table, fit = profiling.validate(
         cfg, ["async"], seeds=1, timing={"compute": "constant:value=0.01"}, out=tmp_path
     )
@@ -180,3 +182,37 @@ def test_a_profile_measures_minibatches_even_for_a_config_with_local_steps(tmp_p
     assert main(["profile", "--from", str(tmp_path / "steps"), "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err.strip()
     assert "jobs were 4 local steps each" in err and len(err.splitlines()) == 1
+
+
+def test_the_effective_processors_are_those_that_give_the_profile_its_throughput():
+    """Three workers on 1.5 effective processors with a server of work 0.1 a gradient,
+    profiled under async as `hybridsgd profile` does (here simulated): given the work alone
+    and the server, the calibration finds 1.5 again, of the 3 the machine has."""
+    import numpy as np
+
+    from hybridsgd.backends.sim import simulate_schedule
+    from hybridsgd.policies import build_policy
+    from hybridsgd.profiling import Machine, fit_machine, profile_of
+    from hybridsgd.record import Evals
+    from hybridsgd.timing import Cluster, parse_model
+    from hybridsgd.trace import Trace
+
+    work = parse_model("lognormal:mu=0,sigma=0.3")
+    c = Cluster(work, 3, seed=4, cores=1.5, server=parse_model("constant:value=0.1"))
+    schedule = simulate_schedule(build_policy("async:workers=3"), c, 3000)
+    table = profile_of(Trace.from_schedule(schedule, Evals(), {}).gradients, "sim")
+    alone = np.random.default_rng(5).lognormal(0.0, 0.3, 1000)
+    fit = fit_machine(table, Machine(3.0, 0.1, alone, "3 processors (a test)"))
+    assert fit.cores == pytest.approx(1.5, rel=0.05)
+    assert "effective of 3 processors" in fit.cores_note
+
+
+def test_places_agree_where_the_simulator_cannot_tell_two_policies_apart():
+    from hybridsgd.profiling import rankings
+
+    table = pd.DataFrame({"policy": ["async", "ssp", "sync"],
+                          "time_to_target_sim": [0.4424, 0.4424, 1.0],
+                          "time_to_target_real": [0.45, 0.43, 1.1]})  # fmt: skip
+    assert rankings(table).attrs["places_agree"] == 3  # async and ssp: one time simulated
+    table["time_to_target_sim"] = [0.4424, 0.45, 1.0]
+    assert rankings(table).attrs["places_agree"] == 1  # now the simulator orders them

@@ -76,6 +76,7 @@ class Machine:
     server: float  # the server's CPU seconds per gradient (the driver's own work)
     alone: np.ndarray  # worker 0's jobs computed alone: their work, the server's taken off
     note: str  # how it was measured, in one line
+    given: bool = False  # ``cores`` was given (--cores): not calibrated
 
 
 def measure_machine(
@@ -117,20 +118,23 @@ def measure_machine(
         f"alone {np.median(alone) * 1e3:.3g} ms a job (median), with all "
         f"{cfg.policy.workers} computing {np.median(table.compute) * 1e3:.3g} ms"
     )
-    return Machine(P, server, work, note)
+    return Machine(P, server, work, note, given=cores is not None)
 
 
 def fit_machine(table: pd.DataFrame, machine: Machine, source: str = "profile") -> TimingFit:
     """The timing of workers on one machine: the speeds (relative, with their intervals)
     from the profile in which they all computed at once; the family and any slow episodes
     from the work of worker 0's jobs alone (at its speed: the jobs' times divided by
-    worker 0's speed); the machine's processors and the server's work per gradient
-    (:class:`Machine`), with which the simulator shares the processors again under
-    whatever policy it runs."""
+    worker 0's speed); the server's work per gradient; and the processors they share
+    (:class:`Machine`), with which the simulator shares them again under whatever policy
+    it runs. Unless given, the processors are *effective* ones (:func:`calibrate_cores`):
+    two processes on one machine slow each other down beyond sharing its processors
+    (hyperthreads of one core, memory bandwidth), and the one number that makes the
+    simulator reproduce the profile's own throughput says by how much."""
     shared = fit_timing(table, source)
     first = shared.workers.index(min(shared.workers))
     alone = fit_timing({0: machine.alone / shared.speeds[first]}, f"{source} (worker 0 alone)")
-    return dataclasses.replace(
+    fit = dataclasses.replace(
         alone,
         workers=shared.workers,
         speeds=shared.speeds,
@@ -141,6 +145,54 @@ def fit_machine(table: pd.DataFrame, machine: Machine, source: str = "profile") 
         server=machine.server,
         cores_note=machine.note,
     )
+    if machine.given:
+        return fit
+    end = float((table.start_time + table.compute).max() - table.start_time.min())
+    measured = len(table) / end
+    cores, made = calibrate_cores(fit, measured, machine.cores)
+    note = f"{cores:.3g} effective of {machine.note}: the simulator at {cores:.3g} makes " + (
+        f"{measured:.4g} updates a second under async, as the profile did"
+        if made >= measured * (1 - 1e-3)
+        else f"only {made:.4g} updates a second under async, the profile {measured:.4g}"
+    )
+    return dataclasses.replace(fit, cores=cores, cores_note=note)
+
+
+def _same_time(a: float, b: float) -> bool:
+    """Two simulated times to target that are one (both missed, or equal to 1e-9)."""
+    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-9 * max(a, b))
+
+
+def calibrate_cores(
+    fit: TimingFit, measured: float, most: float, seed: int = 0
+) -> tuple[float, float]:
+    """The processors (between 0.1 and ``most``) at which the simulator, with ``fit``'s
+    family, speeds, transient and server, makes ``measured`` updates a second under
+    ``async`` (every worker back to back, as a profile runs): the throughput grows with
+    the processors, so by bisection (24 steps, each a schedule of 100 updates a worker).
+    ``most`` when even that is too slow. Also the throughput the simulator makes there."""
+    from hybridsgd.backends.sim import simulate_schedule
+    from hybridsgd.policies import build_policy
+    from hybridsgd.timing import Cluster, parse_model
+
+    W = len(fit.workers)
+    t = fit.transient
+
+    def rate(cores: float) -> float:
+        cluster = Cluster(
+            parse_model(fit.compute.spec), W, seed, speeds=fit.speeds.tolist(), transient=t,
+            cores=cores, server=parse_model(f"constant:value={fit.server or 0}"),
+        )  # fmt: skip
+        s = simulate_schedule(build_policy(f"async:workers={W}"), cluster, 100 * W)
+        return s.n_updates / float(s.update_time[-1])
+
+    low, high = 0.1, float(most)
+    if (top := rate(high)) <= measured:
+        return high, top
+    for _ in range(24):
+        mid = (low + high) / 2
+        low, high = (mid, high) if rate(mid) < measured else (low, mid)
+    return (low + high) / 2, rate((low + high) / 2)
 
 
 def profile_of(gradients: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -302,10 +354,13 @@ def validate(
     timing: dict | None = None,
     progress: object = False,
     settings: Mapping[str, Sequence[str]] | None = None,
+    cores: float | None = None,
 ) -> tuple[pd.DataFrame, TimingFit | None]:
     """Each policy of ``specs`` on ``cfg``'s real backend at natural timing
     (``run.time_unit = 0``) and in the simulator with a fitted timing (``timing``, a
-    ``[timing]`` table; else :func:`measure` then :func:`fit_timing` into ``out``), on
+    ``[timing]`` table; else :func:`measure`, then :func:`measure_machine` and
+    :func:`fit_machine` into ``out``: ``cores`` None calibrates the effective processors,
+    a number gives them, 0 fits each worker on a processor of its own), on
     seeds 0..seeds-1. A row per policy: throughput (updates per second of each run's
     clock) and time to ``run.target_accuracy``, simulated and real (means over the seeds;
     infinity when a seed missed), and the errors (simulated / real - 1). ``settings``: more
@@ -323,9 +378,12 @@ def validate(
         )
     fit = None
     if timing is None:
-        table = measure(cfg, minibatches, out, progress=progress)
-        machine = measure_machine(cfg, table, minibatches, out, progress=progress)
-        fit = fit_machine(table, machine, str(Path(out) / "profile.csv"))
+        table, source = measure(cfg, minibatches, out, progress=progress), f"{out}/profile.csv"
+        if cores == 0:
+            fit = fit_timing(table, source)
+        else:
+            machine = measure_machine(cfg, table, minibatches, out, cores=cores, progress=progress)
+            fit = fit_machine(table, machine, source)
         import tomllib
 
         timing = tomllib.loads(fit.toml())["timing"]
@@ -340,7 +398,8 @@ def validate(
             own = list((settings or {}).get(spec, ()))
             real = cfg.replace(*policy, *own, f"run.seed={seed}", "run.time_unit=0")
             d = real.to_dict()
-            d["run"]["backend"] = "sim"
+            # the loads are real work: the fitted speeds carry them into the simulator
+            d["run"] |= {"backend": "sim", "worker_load": ""}
             d["timing"] = {**d["timing"], **timing}
             for kind, c in (("real", real), ("sim", Config.from_dict(d))):
                 s = run(c, progress=progress).summary
@@ -363,9 +422,21 @@ def validate(
                 real_runs[:, 1].std() / tt_r if math.isfinite(tt_r) else math.nan
             ),
         })  # fmt: skip
-    table = pd.DataFrame(rows)
+    table = rankings(pd.DataFrame(rows))
+    return table, fit
+
+
+def rankings(table: pd.DataFrame) -> pd.DataFrame:
+    """The policies of a validation ``table`` ranked by time to target, simulated and
+    real, and in how many places the two agree, into ``table.attrs``."""
     by_sim = table.sort_values("time_to_target_sim", kind="stable").policy.tolist()
     by_real = table.sort_values("time_to_target_real", kind="stable").policy.tolist()
     table.attrs["ranking_sim"], table.attrs["ranking_real"] = by_sim, by_real
-    table.attrs["places_agree"] = sum(a == b for a, b in zip(by_sim, by_real, strict=True))
-    return table, fit
+    # a place agrees when both rankings put the same policy there, or policies the
+    # simulator cannot tell apart (the same time to target: the same schedule, as async
+    # and an ssp bound that never blocks; their order there is only the list's)
+    sim_time = dict(zip(table.policy, table.time_to_target_sim, strict=True))
+    table.attrs["places_agree"] = sum(
+        a == b or _same_time(sim_time[a], sim_time[b]) for a, b in zip(by_sim, by_real, strict=True)
+    )
+    return table

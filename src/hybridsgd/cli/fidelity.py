@@ -70,6 +70,11 @@ def add(sub) -> None:
     va.add_argument(
         "--out", default="validate", help="directory for the profile (default validate)"
     )
+    va.add_argument(
+        "--cores", default="auto", metavar="auto|C",
+        help="processors the workers and the server share: auto calibrates the effective "
+        "ones on this machine; 0: a processor each (as profile --cores)",
+    )  # fmt: skip
     va.set_defaults(func=lambda args, err: _validate(args))
     pf = sub.add_parser(
         "perf-profile",
@@ -173,6 +178,7 @@ def _validate(args: argparse.Namespace) -> int:
         raise ConfigError("--policy", "give at least one, e.g. --policy sync --policy async")
     if args.seeds < 1:
         raise ConfigError("--seeds", f"must be >= 1 (got {args.seeds})")
+    cores = _cores_flag(args.cores)
     overrides = list(args.overrides) + ([f"run.backend={args.backend}"] if args.backend else [])
     cfg = Config.load(args.config, overrides)
     timing = None
@@ -187,7 +193,7 @@ def _validate(args: argparse.Namespace) -> int:
         bar(0, len(args.policies))
         table, fit = profiling.validate(cfg, list(args.policies), seeds=args.seeds,
                                         minibatches=args.minibatches, out=Path(args.out),
-                                        timing=timing)  # fmt: skip
+                                        timing=timing, cores=cores)  # fmt: skip
         bar(len(args.policies), len(args.policies))
     _print_validation(table, fit, args.seeds)
     return 0

@@ -179,18 +179,7 @@ class Cluster:
     def delay(self, worker: int, start: float) -> float:
         """Delay of the worker's next job (a minibatch, or ``steps`` of them back to back,
         each slowed by the episodes covering its own start), started at ``start``."""
-        steps = self.steps[worker]
-        if steps == 1:
-            x = self._compute[worker].next() * self._speed_list[worker]
-            if self.time_dependent:
-                x *= self.slowdown(worker, start)
-        else:
-            x = 0.0
-            for _ in range(steps):
-                d = self._compute[worker].next() * self._speed_list[worker]
-                if self.time_dependent:
-                    d *= self.slowdown(worker, start + x)
-                x += d
+        x = self._work(worker, start)
         if self._comm_const is not None:
             return x + self._comm_const
         c = self._comm[worker]
@@ -200,19 +189,27 @@ class Cluster:
         """The worker's next job in three parts, drawn from the streams :meth:`delay` reads
         in the same order: the pull, the compute (its work: the time it takes with a
         processor to itself) and the push; their sum is :meth:`delay`'s value."""
-        steps = self.steps[worker]
-        x = 0.0
-        for _ in range(steps):
-            d = self._compute[worker].next() * self._speed_list[worker]
-            if self.time_dependent:
-                d *= self.slowdown(worker, start + x)
-            x += d
+        x = self._work(worker, start)
         if self._comm_const is not None:
             half = self._comm_const / 2.0
             return half, x, half
         c = self._comm[worker]
         pull = c.next()
         return pull, x, c.next()
+
+    def _work(self, worker: int, start: float) -> float:
+        """The compute of the worker's next job: its ``steps`` minibatches' times."""
+        steps = self.steps[worker]
+        if steps == 1:
+            x = self._compute[worker].next() * self._speed_list[worker]
+            return x * self.slowdown(worker, start) if self.time_dependent else x
+        x = 0.0
+        for _ in range(steps):
+            d = self._compute[worker].next() * self._speed_list[worker]
+            if self.time_dependent:
+                d *= self.slowdown(worker, start + x)
+            x += d
+        return x
 
     def job(self, worker: int, start: float) -> tuple[float, int]:
         """The worker's next job sized by time (``step_time``): minibatches back to back,

@@ -18,8 +18,9 @@ Every computing job does work at the same rate, so the loop keeps one work clock
 never changes, and the next to finish does so at ``now + (V_end - V) / rate``. Messages and
 time budgets wait in a second heap, in time. Ties in time go by worker, then arrivals
 before starts of compute before budgets (an arrival exactly at its budget is applied, as
-in :func:`~hybridsgd.backends.sim.events.run_events`). With C >= W nobody is ever slowed,
-and :func:`~hybridsgd.backends.sim.simulate_schedule` takes the plain loop instead.
+in :func:`~hybridsgd.backends.sim.events.run_events`). With C >= W and no server nobody is
+ever slowed, and :func:`~hybridsgd.backends.sim.simulate_schedule` takes the plain loop
+instead. (Without ``cores`` the processors are as many as the computations.)
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def run_shared(
     shrink: bool = True,
 ) -> Schedule:
     """:func:`~hybridsgd.backends.sim.events.run_events` with the workers' computations
-    sharing ``cluster.cores`` processors (see the module doc)."""
+    sharing ``cluster.cores`` processors and a server that works on each gradient
+    (``cluster.server``) (see the module doc)."""
     if cluster.step_time is not None:
         raise ValueError("jobs sized by time do not run on shared cores")
     loop = _Shared(policy, cluster)
