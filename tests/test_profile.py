@@ -40,7 +40,7 @@ def test_measured_workers_give_a_profile_and_a_fit_the_simulator_takes(tmp_path,
     # one machine: its processors, the server's work per gradient, worker 0 timed alone
     from hybridsgd.backends.local import available_cores
 
-    assert timing["cores"] == available_cores() and "shared processors: " in said
+    assert 0.1 <= timing["cores"] <= available_cores() and "effective of" in said
     assert timing["server"].startswith("constant:value=")
     alone = pd.read_csv(out / "alone" / "gradients.csv")
     assert set(alone.worker) == {0} and len(alone) >= 20

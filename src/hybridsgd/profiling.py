@@ -183,7 +183,7 @@ def calibrate_cores(
             parse_model(fit.compute.spec), W, seed, speeds=fit.speeds.tolist(), transient=t,
             cores=cores, server=parse_model(f"constant:value={fit.server or 0}"),
         )  # fmt: skip
-        s = simulate_schedule(build_policy(f"async:workers={W}"), cluster, 100 * W)
+        s = simulate_schedule(build_policy(f"{ASYNC}:workers={W}"), cluster, 100 * W)
         return s.n_updates / float(s.update_time[-1])
 
     low, high = 0.1, float(most)
