@@ -270,3 +270,14 @@ def test_a_model_file_named_in_the_config_trains_on_actors(tmp_path):
     assert real.summary["updates"] == 6 and not real.summary["lost_workers"]
     sim = run(cfg.replace("run.backend=sim"))
     assert torch.allclose(real.params, sim.params, atol=1e-5)
+
+
+def test_a_worker_load_makes_that_actor_slower_by_real_work():
+    """run.worker_load on Ray actors, as on the local backend (tests/backends/test_local.py):
+    worker 1 computes five times its own work per job."""
+    cfg = config("async", workers=2, updates=120).replace(
+        "run.time_unit=0", "run.worker_load=[1,5]"
+    )
+    g = run(cfg, progress=False).trace.gradients
+    fast = (g.end_time - g.start_time).groupby(g.worker).quantile(0.1)
+    assert fast[1] / fast[0] > 2.0, fast.tolist()
