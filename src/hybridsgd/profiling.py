@@ -300,7 +300,8 @@ def plot_fit(table: pd.DataFrame, fit: TimingFit, path: str | Path) -> Path:
         else f"job work (s: the time with a processor to itself; {fit.cores:.3g} shared)"
     )
     cdf.set_ylabel("fraction of jobs")
-    cdf.set_title("per worker: measured (solid) and fitted (dashed)", fontsize=10)
+    who = "per worker" if len(times) > 1 else f"worker {next(iter(times))} alone"
+    cdf.set_title(f"{who}: measured (solid) and fitted (dashed)", fontsize=10)
     cdf.grid(alpha=0.3)
     cdf.legend(fontsize=7, frameon=False, loc="lower right")
     path = Path(path)
