@@ -158,6 +158,34 @@ def fit_machine(table: pd.DataFrame, machine: Machine, source: str = "profile") 
     return dataclasses.replace(fit, cores=cores, cores_note=note)
 
 
+def fit_profile(
+    table: pd.DataFrame,
+    source: str,
+    *,
+    cfg: Config | None = None,
+    minibatches: int = 200,
+    out: str | Path = "profile",
+    cores: float | None = None,
+    progress: object = "auto",
+) -> tuple[TimingFit, pd.DataFrame]:
+    """The fit ``--cores`` asks for (``cores``: None auto, 0 a processor each, else that
+    many), and the table its plot sets against it. A profile just measured for ``cfg``
+    (unless ``cores`` is 0): the machine's model (:func:`measure_machine`,
+    :func:`fit_machine`), plotted on worker 0's jobs alone. Otherwise (a past run, or 0)
+    with ``cores`` each job's time taken back to work (:func:`~hybridsgd.timing.fit.
+    shared_work`), else the times as they are."""
+    from hybridsgd.timing.fit import shared_work
+
+    if cfg is not None and cores != 0:
+        machine = measure_machine(cfg, table, minibatches, out, cores=cores, progress=progress)
+        alone = pd.DataFrame({"worker": 0, "compute": machine.alone})
+        return fit_machine(table, machine, source), alone
+    if cores:
+        fit = fit_timing(table, source, cores=cores, cores_note="given (--cores)")
+        return fit, shared_work(table, cores)
+    return fit_timing(table, source), table
+
+
 def _same_time(a: float, b: float) -> bool:
     """Two simulated times to target that are one (both missed, or equal to 1e-9)."""
     return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-9 * max(a, b))
@@ -379,12 +407,9 @@ def validate(
         )
     fit = None
     if timing is None:
-        table, source = measure(cfg, minibatches, out, progress=progress), f"{out}/profile.csv"
-        if cores == 0:
-            fit = fit_timing(table, source)
-        else:
-            machine = measure_machine(cfg, table, minibatches, out, cores=cores, progress=progress)
-            fit = fit_machine(table, machine, source)
+        table = measure(cfg, minibatches, out, progress=progress)
+        fit, _ = fit_profile(table, f"{out}/profile.csv", cfg=cfg, minibatches=minibatches,
+                             out=out, cores=cores, progress=progress)  # fmt: skip
         import tomllib
 
         timing = tomllib.loads(fit.toml())["timing"]

@@ -96,6 +96,7 @@ def _profile(args: argparse.Namespace) -> int:
     from hybridsgd.config import Config
 
     out = Path(args.out)
+    cfg = None
     if args.source and args.config:
         raise ConfigError("--from", "give a config to measure, or --from RUN_DIR, not both")
     if args.source:
@@ -107,7 +108,6 @@ def _profile(args: argparse.Namespace) -> int:
         cfg = Config.load(args.config, overrides)
         _cores_flag(args.cores)
         table = profiling.measure(cfg, args.minibatches, out)
-        table.attrs["config"] = cfg
     else:
         raise ConfigError("config", "give a TOML config file to measure, or --from RUN_DIR")
     stats = profiling.per_worker(table)
@@ -119,7 +119,14 @@ def _profile(args: argparse.Namespace) -> int:
     console = _console()
     console.print(t)
     if args.fit:
-        fit, plotted = _fit(args, table, out)
+        fit, plotted = profiling.fit_profile(
+            table,
+            str(out / "profile.csv"),
+            cfg=cfg,
+            minibatches=args.minibatches,
+            out=out,
+            cores=_cores_flag(args.cores),
+        )
         for line in profiling.describe(fit):
             console.print(line, markup=False, highlight=False)
         (out / "timing.toml").write_text(fit.toml())
@@ -141,30 +148,6 @@ def _cores_flag(text: str) -> float | None:
     if not (value >= 0 and value < float("inf")):
         raise ConfigError("--cores", f"write auto, or a number of processors >= 0 (got {text!r})")
     return value
-
-
-def _fit(args: argparse.Namespace, table, out: Path):  # noqa: ANN202 - (TimingFit, table)
-    """The fit ``--cores`` asks for, and the table its plot sets against it: measured on
-    one machine (auto, or a number of processors > 0) the machine's model
-    (:func:`~hybridsgd.profiling.fit_machine`, plotted on worker 0's jobs alone); from a
-    past run with --cores C, each job's time taken back to work (shared_work); else the
-    times as they are."""
-    import pandas as pd
-
-    from hybridsgd import profiling
-    from hybridsgd.timing.fit import fit_timing, shared_work
-
-    given = _cores_flag(args.cores)
-    cfg = table.attrs.get("config")
-    source = str(out / "profile.csv")
-    if cfg is not None and given != 0:
-        machine = profiling.measure_machine(cfg, table, args.minibatches, out, cores=given)
-        alone = pd.DataFrame({"worker": 0, "compute": machine.alone})
-        return profiling.fit_machine(table, machine, source), alone
-    if given:
-        fit = fit_timing(table, source, cores=given, cores_note="given (--cores)")
-        return fit, shared_work(table, given)
-    return fit_timing(table, source), table
 
 
 def _validate(args: argparse.Namespace) -> int:
