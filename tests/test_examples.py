@@ -73,3 +73,59 @@ def test_the_diloco_reproduction_runs_quick(tmp_path):
     assert all(0 < v < 10 for r in results["rows"] for v in r["test_loss"])
     assert (tmp_path / "equal_time.png").stat().st_size > 0
     assert "| sync | 4 |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_optimal_time_check_runs_quick_and_its_bound_is_the_papers(tmp_path, monkeypatch):
+    """examples/optimal_time_check.py --quick (docs/reproductions.md sections 6-7): the
+    quadratic's constants and T_opt recomputed here in float64 from the paper's definition,
+    every policy on both fresh seeds, and a crossing found by runs of doubling length equal to
+    the one a single long run finds (the doubling assumes a short run is a long one's prefix)."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).parents[1] / "examples" / "optimal_time_check.py"
+    spec = importlib.util.spec_from_file_location("optimal_time_check", path)
+    ot = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, ot)  # its dataclasses look themselves up
+    spec.loader.exec_module(ot)
+    ot.main(["--quick", "--out", str(tmp_path)])
+    q = json.loads((tmp_path / "results.json").read_text())["quadratic"]
+
+    task = ot.build_task(ot.base("quadratic", {}, 1, 1).task, 0)
+    a, b = task.x_train.numpy().astype(np.float64), task.y_train.numpy().astype(np.float64)
+    x0 = task.initial_params().numpy().astype(np.float64)
+    hess = a.T @ a / len(a)
+    x_star = np.linalg.solve(hess, a.T @ b / len(a))
+    f = lambda x: 0.5 * np.mean((a @ x - b) ** 2)  # noqa: E731
+    per = a * (a @ x0 - b)[:, None]  # per-sample gradients at x0
+    sigma2 = ((per - per.mean(0)) ** 2).sum(1).mean() / 32  # of a batch-32 gradient
+    g0 = float(np.sum(per.mean(0) ** 2))
+    assert q["L"] == pytest.approx(np.linalg.eigvalsh(hess).max(), rel=1e-9)
+    assert q["delta"] == pytest.approx(f(x0) - f(x_star), rel=1e-9)
+    assert q["sigma2"] == pytest.approx(sigma2, rel=1e-9)
+    assert q["g0"] == pytest.approx(g0, rel=1e-6)
+    # T_opt = (L Delta / eps) min_m (m + sigma^2 / eps) / sum_{i<=m} 1 / tau_(i), with
+    # tau the workers' mean times: exp(1) times the speed classes 1, 2, 8, 32, four each
+    tau = np.repeat([1.0, 2.0, 8.0, 32.0], 4)
+    eps = g0 / 100
+    per_m = [(m + sigma2 / eps) / np.sum(1 / tau[:m]) for m in range(1, 17)]
+    (t_opt, m_star), = q["bounds"]  # fmt: skip
+    assert t_opt == pytest.approx(q["L"] * q["delta"] / eps * min(per_m), rel=1e-6)
+    assert m_star == int(np.argmin(per_m)) + 1
+
+    rows = {r["label"]: r for r in q["rows"]}
+    assert set(rows) == {ot.SYNC, ot.ASYNC, ot.M_SYNC, ot.RENNALA, ot.RINGMASTER, ot.STOPS}
+    assert all(len(r["ratio"][0]) == 2 for r in rows.values())
+    reached = [v for r in rows.values() for v in r["ratio"][0] if np.isfinite(v)]
+    assert reached and all(0 < v <= q["cap"] for v in reached)
+    # the crossing of async's first fresh seed: doubling runs against one long run
+    lr, seed = rows[ot.ASYNC]["lr"][0], q["seeds"][0]
+    task.evaluate = lambda params: (ot.GradNorm(task, task.x_train, task.y_train, True)(params), 0)
+    long = ot.crossings(ot.base("quadratic", {"name": "async"}, lr, 0.4 * t_opt, seed), task, [eps])
+    assert long[0] / t_opt == pytest.approx(rows[ot.ASYNC]["ratio"][0][0], rel=1e-12)
+    assert "| async | " in (tmp_path / "results.md").read_text()
