@@ -133,6 +133,43 @@ def test_the_cpu_mirror_is_the_plain_gradient():
     assert torch.equal(out, want) and loss == want_loss
 
 
+def test_a_worker_load_repeats_the_gradients_work_and_changes_nothing_else():
+    """run.worker_load = 3.5: the job's gradient computed again twice on the whole minibatch
+    and once on half of it (the same work, which speeds up alone as the gradient does),
+    into a buffer of its own: the job's gradient, the parameters and the worker's random
+    stream are as without the load."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3)
+    )  # dropout draws from the worker's random stream
+    data = (torch.randn(64, 8), torch.randint(0, 3, (64,)))
+    task = h.Task.from_module(model, data, torch.nn.functional.cross_entropy)
+    params = task.initial_params()
+    x, y = task.batch(list(range(16)))
+    state = torch.get_rng_state()
+    want, _ = task.grad(params, x, y)
+    torch.set_rng_state(state)  # the mirror's gradient draws the same dropout masks
+    sizes = []
+    grad = task.grad
+
+    def counted(p, xs, ys, **kwargs):
+        sizes.append(len(xs))
+        return grad(p, xs, ys, **kwargs)
+
+    task.grad = counted
+    mirror, out = DeviceMirror(task, "cpu", load=3.5), torch.empty(task.numel)
+    kept = params.clone()
+    mirror.grad(params, x, y, out)
+    moved = torch.get_rng_state()  # the gradient's dropout moved the stream; repeat must not
+    mirror.repeat(params, x, y)
+    assert sizes == [16, 16, 16, 8]
+    assert torch.equal(out, want) and torch.equal(params, kept)
+    assert torch.equal(torch.get_rng_state(), moved) and not torch.equal(moved, state)
+    sizes.clear()
+    DeviceMirror(task, "cpu").repeat(params, x, y)  # no load: nothing
+    assert sizes == []
+
+
 # -- with CUDA ---------------------------------------------------------------------------------
 @gpu
 @needs_cuda

@@ -93,6 +93,7 @@ class DeviceMirror:
     def __init__(self, task, device: torch.device | str, load: float = 1.0) -> None:
         self.task = task
         self.load = load  # run.worker_load: the real CPU work of a job, a multiple of its own
+        self._scratch: torch.Tensor | None = None  # the repeated gradients' (repeat)
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
         if not self.on_gpu:
@@ -105,11 +106,35 @@ class DeviceMirror:
         self._grad = torch.empty(task.numel, device=self.device)
         self._staging = torch.empty(task.numel, pin_memory=True)
 
+    def repeat(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Heterogeneity made real (``run.worker_load``): after a job's gradient, do its work
+        (load - 1) times more: the same gradient computed again, into a buffer of its own,
+        ``floor(load - 1)`` times on the whole minibatch and once on the rest's share of it
+        (load 2.5: once whole, once on half). The same work, not the same time: alone on a
+        processor it runs faster than while it shares one, as the gradient does (a burn
+        timed by CPU time did not, and made a loaded worker slower under sync than its
+        profile under async said). Random draws (dropout) come from a forked generator, so
+        the worker's own stream does not move."""
+        if self.load <= 1.0:
+            return
+        extra = self.load - 1.0
+        whole = int(extra)
+        part = round((extra - whole) * len(x))
+        if self._scratch is None:
+            self._scratch = torch.empty(self.task.numel)
+        devices = [self.device] if self.on_gpu else []
+        with torch.random.fork_rng(devices=devices):
+            for _ in range(whole):
+                self.grad(params, x, y, self._scratch)
+            if part > 0:
+                self.grad(params, x[:part], y[:part], self._scratch)
+
     def burn(self, since: float) -> None:
-        """Heterogeneity made real (``run.worker_load``): after a job that began at thread
-        CPU time ``since``, compute (load - 1) times as long again, on this thread (small
-        matrix products; a thread's CPU time does not pass while it waits for a core, so
-        on a busy machine this takes longer, as real work does)."""
+        """``run.worker_load`` for jobs of local steps (which have no one minibatch to
+        repeat): after a job that began at thread CPU time ``since``, compute (load - 1)
+        times as long again, on this thread (small matrix products). A thread's CPU time
+        does not pass while it waits for a core, but does while it shares one, so this is
+        the same time, not the same work, on a machine whose processors slow each other."""
         if self.load <= 1.0:
             return
         until = time.thread_time() + (self.load - 1.0) * (time.thread_time() - since)

@@ -57,8 +57,10 @@ def measure(
     d["policy"] = {"name": ASYNC, "workers": W}  # every worker back to back
     d.pop("worker", None)  # a job of one minibatch: timing.compute is a minibatch's time
     updates = minibatches * W
-    d["run"] |= {"time_unit": 0.0, "updates": updates, "time": None, "eval_every": updates,
-                 "target_accuracy": None, "checkpoint_every": 0}  # fmt: skip
+    # run.eval_every and run.target_accuracy stay the config's: the driver then keeps the
+    # copies it keeps in the runs the profile predicts (timing.server holds their cost)
+    d["run"] |= {"time_unit": 0.0, "updates": updates, "time": None,
+                 "checkpoint_every": 0}  # fmt: skip
     out = Path(out)
     result = run(Config.from_dict(d), out=out / "run", progress=progress, force=True)
     table = profile_of(result.trace.gradients, f"{out / 'run'}")
@@ -104,8 +106,7 @@ def measure_machine(
         d.pop(key, None)
     jobs = max(MIN_JOBS, minibatches // 2)
     loads = cfg.run.loads(cfg.policy.workers)
-    d["run"] |= {"time_unit": 0.0, "updates": jobs, "time": None, "eval_every": jobs,
-                 "target_accuracy": None, "checkpoint_every": 0,
+    d["run"] |= {"time_unit": 0.0, "updates": jobs, "time": None, "checkpoint_every": 0,
                  "threads": int(table.attrs.get("threads") or cfg.run.threads),
                  "worker_load": [loads[0]] if loads else ""}  # fmt: skip
     result = run(Config.from_dict(d), out=Path(out) / "alone", progress=progress, force=True)

@@ -464,10 +464,11 @@ def test_a_real_run_finds_the_first_update_at_its_target(monkeypatch):
 def test_the_kept_versions_are_each_versions_parameters_in_storage_made_before_the_clock(
     monkeypatch,
 ):
-    """The versions kept for the exact search are copied into one block made before the
-    run's clock starts (driver._Keep): a fresh clone each update page-faulted, 0.3-7 ms a
-    version of a 670k-parameter model here, and halved some runs' throughput. Each kept
-    version is that version's parameters, as a clone taken at its update says."""
+    """The versions kept for the exact search and the snapshots to evaluate are copied into
+    one block made before the run's clock starts (driver._Keep): a fresh clone each update
+    page-faulted, 0.3-7 ms a version of a 670k-parameter model here, and halved some runs'
+    throughput. Each kept version is that version's parameters, as a clone taken at its
+    update says (the first and the final snapshot are cloned outside the loop)."""
     from hybridsgd.backends import driver
 
     seen, kept = {}, {}
@@ -479,7 +480,7 @@ def test_the_kept_versions_are_each_versions_parameters_in_storage_made_before_t
 
     def keep(self, *args, **kwargs):
         result = run_driver(self, *args, **kwargs)
-        kept["fine"] = list(result.fine)
+        kept["fine"], kept["snapshots"] = list(result.fine), list(result.snapshots)
         return result
 
     monkeypatch.setattr(driver.Driver, "_updated", spy)
@@ -488,10 +489,11 @@ def test_the_kept_versions_are_each_versions_parameters_in_storage_made_before_t
         "run.eval_every=25", "run.target_accuracy=0.999"
     )
     run(cfg)
-    fine = kept["fine"]
+    fine, snapshots = kept["fine"], kept["snapshots"]
     assert [v for v, _, _ in fine] == [v for v in range(1, 61) if v % 25]
-    assert all(torch.equal(p, seen[v]) for v, _, p in fine)
-    assert len({p.untyped_storage().data_ptr() for _, _, p in fine}) == 1
+    assert [v for v, _, _ in snapshots] == [0, 25, 50, 60]
+    assert all(torch.equal(p, seen[v]) for v, _, p in fine + snapshots[1:])
+    assert len({p.untyped_storage().data_ptr() for _, _, p in fine + snapshots[1:-1]}) == 1
 
 
 def test_a_worker_load_makes_that_worker_slower_by_real_work():

@@ -89,17 +89,18 @@ FINE_BUDGET = 512 << 20
 
 
 class _Keep:
-    """Storage for the fine snapshots, allocated and touched before the run's clock starts.
+    """Storage for the versions a run keeps (its snapshots, and the fine ones), allocated
+    and touched before the run's clock starts.
 
-    A fresh ``clone()`` of the parameters each update lands on new pages, and the page
-    faults were the largest part of the driver's work per update: on this project's 2-core
-    machine, 660 faults a version of mlp-mnist's 512x512 model cost 0.3-7 ms, as much as the
-    optimizer step and more, and made the same run's throughput differ 2x from one run to
-    the next. With a known number of updates the storage for all of them (within
-    FINE_BUDGET) is made once, up front; a copy into it is a plain memory copy. Runs bounded
-    only by time keep cloning."""
+    A fresh ``clone()`` of the parameters lands on new pages, and the page faults were the
+    largest part of the driver's work per update with fine snapshots: on this project's
+    2-core machine, 660 faults a version of mlp-mnist's 512x512 model cost 0.3-7 ms, as
+    much as the optimizer step and more, and made the same run's throughput differ 2x from
+    one run to the next. With a known number of updates the storage for ``versions`` of
+    them (within FINE_BUDGET) is made once, up front; a copy into it is a plain memory
+    copy. Past it, and in runs bounded only by time, versions are cloned."""
 
-    def __init__(self, params: torch.Tensor, versions: float) -> None:
+    def __init__(self, params: torch.Tensor, versions: int) -> None:
         per = params.numel() * params.element_size()
         n = int(min(FINE_BUDGET // max(per, 1), versions))
         self.rows = torch.zeros(n, params.numel(), dtype=params.dtype) if n > 0 else None
@@ -206,8 +207,9 @@ class Driver:
         try:
             t = time.perf_counter()
             self._open()
-            if self.fine is not None and math.isfinite(max_updates):  # (workers idle yet)
-                self._keep = _Keep(self.server.params, max_updates)
+            if math.isfinite(max_updates):  # every version kept, at most (workers idle yet)
+                every = 1 if self.fine is not None else self.eval_every
+                self._keep = _Keep(self.server.params, int(max_updates) // every + 1)
             startup = time.perf_counter() - t
             if self.progress is not None:  # the workers are up: version 0
                 self.progress(0)
@@ -359,7 +361,7 @@ class Driver:
         self.coord.rejected.clear()
         v = update.version
         if v % self.eval_every == 0:
-            self.snapshots.append((v, now, self.server.params.clone()))
+            self.snapshots.append((v, now, self._keep(self.server.params)))
         elif self.fine is not None and self.fine_until is None:
             if (len(self.fine) + 1) * self.server.params.numel() * 4 > FINE_BUDGET:
                 self.fine_until = v - 1  # no room for more: the search stops short there

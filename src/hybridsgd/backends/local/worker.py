@@ -139,6 +139,7 @@ def _job(
     try:
         if steps is None:
             loss = mirror.grad(ring[slot], x, y, grad)
+            mirror.repeat(ring[slot], x, y)
         else:
             delta = steps.job(ring[slot], batches, minibatch, between=conn.poll)
             if delta is None:  # cancelled between two steps
@@ -148,7 +149,8 @@ def _job(
     except Exception as exc:  # noqa: BLE001 - the user's model or loss: say it once, here
         conn.send(("error", raised(exc)))
         return conn.recv()
-    mirror.burn(cpu0)
+    if steps is not None:
+        mirror.burn(cpu0)
     rest = delay - (time.perf_counter() - t0)
     if rest > 0 and conn.poll(rest):
         if steps is not None:

@@ -106,7 +106,9 @@ class Worker:
         t0, cpu0 = time.perf_counter(), time.thread_time()
         if self.steps is None:
             assert isinstance(minibatch, int)  # (a Span only with local steps)
-            grad, loss = self.mirror.gradient(flat, *self._batch(minibatch))
+            x, y = self._batch(minibatch)
+            grad, loss = self.mirror.gradient(flat, x, y)
+            self.mirror.repeat(flat, x, y)
         else:  # local steps; a cancel between two of them undoes the job
             delta = self.steps.job(
                 flat, self._batch, minibatch, between=lambda: self.cancelled >= token
@@ -114,7 +116,7 @@ class Worker:
             if delta is None:
                 return None
             grad, loss = delta, self.steps.loss
-        self.mirror.burn(cpu0)
+            self.mirror.burn(cpu0)
         while (rest := delay - (time.perf_counter() - t0)) > 0:
             if self.cancelled >= token:
                 if self.steps is not None:
