@@ -497,18 +497,19 @@ def test_the_kept_versions_are_each_versions_parameters_in_storage_made_before_t
 
 
 def test_a_worker_load_makes_that_worker_slower_by_real_work():
-    """run.worker_load = [1, 5]: worker 1 computes five times its own work per job, on
-    its CPU (the server's share and the messages are not multiplied, and the two workers
+    """run.worker_load = [1, 5]: worker 1 computes its gradient five times a job (the
+    server's share, the messages and the sampling are not multiplied, and the two workers
     and the driver share this machine's cores, so the ratio of job times comes out under
-    5: 2.5-5.1 in three runs, medians; 1.16 without a load). A check that only fails if
-    the load is not applied at all (ratio near 1)."""
+    5: 2.75-2.91 in three runs at batch 512, 10th percentiles; 0.98 without a load; at
+    batch 16 the messages dominate and it was 2.0). A check that only fails if the load is
+    not applied at all (ratio near 1)."""
     cfg = local_config("async", workers=2, updates=120).replace(
-        "run.time_unit=0", "run.worker_load=[1,5]"
+        "run.time_unit=0", "run.worker_load=[1,5]", "task.batch_size=512"
     )
     g = run(cfg, progress=False).trace.gradients
     # the 10th percentile: a job's time also holds its wait for the busy driver to read
     # it, the same for both workers, which shrinks the ratio on a loaded machine
     fast = (g.end_time - g.start_time).groupby(g.worker).quantile(0.1)
-    assert fast[1] / fast[0] > 2.0, fast.tolist()
+    assert fast[1] / fast[0] > 1.8, fast.tolist()
     counts = g.worker.value_counts()
     assert counts[0] > 1.5 * counts[1]  # async: the faster worker sends more

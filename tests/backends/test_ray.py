@@ -274,10 +274,11 @@ def test_a_model_file_named_in_the_config_trains_on_actors(tmp_path):
 
 def test_a_worker_load_makes_that_actor_slower_by_real_work():
     """run.worker_load on Ray actors, as on the local backend (tests/backends/test_local.py):
-    worker 1 computes five times its own work per job."""
+    worker 1 computes its gradient five times a job (at batch 512, where the gradient is
+    most of a job)."""
     cfg = config("async", workers=2, updates=120).replace(
-        "run.time_unit=0", "run.worker_load=[1,5]"
+        "run.time_unit=0", "run.worker_load=[1,5]", "task.batch_size=512"
     )
     g = run(cfg, progress=False).trace.gradients
     fast = (g.end_time - g.start_time).groupby(g.worker).quantile(0.1)
-    assert fast[1] / fast[0] > 2.0, fast.tolist()
+    assert fast[1] / fast[0] > 1.8, fast.tolist()
