@@ -98,7 +98,9 @@ class _Keep:
     much as the optimizer step and more, and made the same run's throughput differ 2x from
     one run to the next. With a known number of updates the storage for ``versions`` of
     them (within FINE_BUDGET) is made once, up front; a copy into it is a plain memory
-    copy. Past it, and in runs bounded only by time, versions are cloned."""
+    copy. Past it, in runs bounded only by time, and in runs without fine snapshots (whose
+    snapshots, one every ``run.eval_every`` updates, spread their faults thin), versions
+    are cloned."""
 
     def __init__(self, params: torch.Tensor, versions: int) -> None:
         per = params.numel() * params.element_size()
@@ -207,9 +209,8 @@ class Driver:
         try:
             t = time.perf_counter()
             self._open()
-            if math.isfinite(max_updates):  # every version kept, at most (workers idle yet)
-                every = 1 if self.fine is not None else self.eval_every
-                self._keep = _Keep(self.server.params, int(max_updates) // every + 1)
+            if self.fine is not None and math.isfinite(max_updates):  # (workers idle yet)
+                self._keep = _Keep(self.server.params, int(max_updates) + 1)
             startup = time.perf_counter() - t
             if self.progress is not None:  # the workers are up: version 0
                 self.progress(0)
