@@ -28,9 +28,9 @@ The bound holds up to a constant factor, so what can be compared is measured / T
 policies and across epsilon: a method that attains the bound keeps the ratio flat as
 epsilon shrinks, and one that does not drifts away from it.
 
-    python examples/optimal_time_check.py                 # both tasks, about 15 minutes
+    python examples/optimal_time_check.py                 # both tasks, about 11 minutes
     python examples/optimal_time_check.py quadratic       # one task
-    python examples/optimal_time_check.py --quick --out DIR   # a check (seconds)
+    python examples/optimal_time_check.py --quick --out DIR   # a check (about 12 s)
 
 ``--out DIR`` writes results.json and results.md (the tables of docs/reproductions.md).
 """
