@@ -112,9 +112,8 @@ class DeviceMirror:
         ``floor(load - 1)`` times on the whole minibatch and once on the rest's share of it
         (load 2.5: once whole, once on half). The same work, not the same time: alone on a
         processor it runs faster than while it shares one, as the gradient does (a burn
-        timed by CPU time did not, and made a loaded worker slower under sync than its
-        profile under async said). Random draws (dropout) come from a forked generator, so
-        the worker's own stream does not move."""
+        timed by CPU time does not). Random draws (dropout) come from a forked generator,
+        so the worker's own stream does not move."""
         if self.load <= 1.0:
             return
         extra = self.load - 1.0

@@ -466,7 +466,7 @@ def test_the_kept_versions_are_each_versions_parameters_in_storage_made_before_t
 ):
     """The versions kept for the exact search and the snapshots to evaluate are copied into
     one block made before the run's clock starts (driver._Keep): a fresh clone each update
-    page-faulted, 0.3-7 ms a version of a 670k-parameter model here, and halved some runs'
+    page-faulted, 0.4-6.4 ms a version of a 670k-parameter model here, and halved some runs'
     throughput. Each kept version is that version's parameters, as a clone taken at its
     update says (the first and the final snapshot are cloned outside the loop)."""
     from hybridsgd.backends import driver

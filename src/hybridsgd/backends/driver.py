@@ -94,7 +94,7 @@ class _Keep:
 
     A fresh ``clone()`` of the parameters lands on new pages, and the page faults were the
     largest part of the driver's work per update with fine snapshots: on this project's
-    2-core machine, 660 faults a version of mlp-mnist's 512x512 model cost 0.3-7 ms, as
+    2-core machine, 660 faults a version of mlp-mnist's 512x512 model cost 0.4-6.4 ms, as
     much as the optimizer step and more, and made the same run's throughput differ 2x from
     one run to the next. With a known number of updates the storage for ``versions`` of
     them (within FINE_BUDGET) is made once, up front; a copy into it is a plain memory
