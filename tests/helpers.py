@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 import numpy as np
+import torch
 
 from hybridsgd import Cluster, Config, parse_model
 from hybridsgd.trace import Trace
@@ -138,3 +139,25 @@ def mounted_tmpfs(tmp_path, size: str):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def async_from_trace(cfg: Config, trace: Trace) -> torch.Tensor:
+    """The parameters an asynchronous run with plain SGD must end on, rebuilt from its trace
+    alone in float64: update u subtracts lr_u times the gradient, on the worker's minibatch,
+    at the version the trace says it read. Independent of any backend's transport: a
+    worker that read a version being rewritten, or a gradient read before it was written,
+    ends elsewhere."""
+    from hybridsgd.backends.build import samplers_for, training_task
+
+    task = training_task(cfg)
+    feeds = samplers_for(cfg, task)
+    versions = [task.initial_params().to(torch.float64)]
+    g = trace.gradients
+    applied = g[g.fate == "applied"].sort_values("update")
+    assert applied["update"].tolist() == list(range(1, len(trace.updates) + 1))  # one each
+    for row, lr in zip(applied.itertuples(), trace.updates["lr"], strict=True):
+        x, y = task.batch(feeds[row.worker].batch(row.minibatch))
+        read = versions[row.read_version].to(torch.float32)
+        grad, _ = task.grad(read, x, y)
+        versions.append(versions[-1] - lr * grad.to(torch.float64))
+    return versions[-1].to(torch.float32)

@@ -87,7 +87,10 @@ def test_a_runs_config_lists_its_tasks_keys_and_its_backends_table(tmp_path):
     again = Config.load(tmp_path / "r" / "config.toml")
     assert again.to_dict() == cfg.replace(f"run.threads={r.summary['torch_threads']}").to_dict()
     # a local run lists its table; a sim run whose sweeps go to a Ray cluster lists [run.ray]
-    assert cfg.replace("run.backend=local").to_dict()["run"]["local"] == {"devices": []}
+    assert cfg.replace("run.backend=local").to_dict()["run"]["local"] == {
+        "devices": [],
+        "server": "cpu",
+    }
     assert cfg.replace("run.ray.address=auto").to_dict()["run"]["ray"]["address"] == "auto"
 
 

@@ -13,10 +13,10 @@ import torch
 import hybridsgd as h
 from hybridsgd import devices
 from hybridsgd.cli import main
-from hybridsgd.devices import DeviceMirror, resolve, worker_devices
+from hybridsgd.devices import DeviceMirror, resolve, server_device, worker_devices
 from hybridsgd.errors import ConfigError
 from hybridsgd.tasks import build_task
-from tests.helpers import make_config
+from tests.helpers import async_from_trace, make_config
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu
@@ -85,6 +85,62 @@ def test_workers_take_the_gpus_in_turn(monkeypatch):
         resolve("cuda:7")
     monkeypatch.setattr(devices, "gpus", lambda: 0)
     assert names(worker_devices("auto", [], 2)) == ["cpu", "cpu"]
+
+
+def test_the_local_server_goes_to_the_gpu_only_when_every_worker_shares_it(monkeypatch):
+    """run.local.server: "gpu" needs the workers on one GPU; "auto" falls back to the CPU
+    where they are not; "cpu" is the CPU whatever the workers use."""
+    monkeypatch.setattr(devices, "gpus", lambda: 2)
+    assert str(server_device("gpu", "cuda:1", [], 4)) == "cuda:1"
+    assert str(server_device("gpu", "cuda", [], 1)) == "cuda:0"  # one worker: GPU 0
+    assert str(server_device("auto", "cpu", ["cuda:1", "cuda:1"], 3)) == "cuda:1"
+    assert str(server_device("cpu", "cuda:1", [], 4)) == "cpu"
+    assert str(server_device("auto", "cuda", [], 4)) == "cpu"  # spread over both GPUs
+    assert str(server_device("auto", "cpu", [], 4)) == "cpu"
+    with pytest.raises(ConfigError) as err:
+        server_device("gpu", "cuda", [], 4)
+    assert str(err.value) == (
+        'run.local.server: "gpu" keeps the server on the one GPU every worker computes on,'
+        ' but the workers are on cuda:0, cuda:1: put them on one GPU (run.device = "cuda:N")'
+        ' or set it to "cpu"'
+    )
+    monkeypatch.setattr(devices, "gpus", lambda: 0)  # auto without a GPU: the CPU
+    with pytest.raises(ConfigError, match=r'workers are on cpu: .*\(run.device = "cuda" or'):
+        server_device("gpu", "auto", [], 2)
+
+
+@pytest.mark.parametrize(
+    ("sets", "says"),
+    [
+        (["run.local.server=disk"], "run.local.server: "),
+        (["run.local.server=gpu"], 'run.local.server: "gpu" keeps the server on the workers\''),
+        (["run.backend=sim", "run.local.server=auto"], "run.local.server: places the local"),
+    ],
+)
+def test_a_server_placement_that_cannot_hold_is_refused_with_the_config(sets, says):
+    with pytest.raises(ConfigError) as err:
+        config("local").replace(*sets)
+    assert str(err.value).startswith(says)
+
+
+def test_a_gpu_server_without_a_gpu_is_one_line_and_exit_2(capsys, tmp_path):
+    args = ["run", "examples/digits-backup.toml", "--out", str(tmp_path / "r"), "--quiet"]
+    sets = ["run.backend=local", "run.local.server=gpu"]
+    assert main([*args, *(x for s in sets for x in ("--set", s))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('hybridsgd: error: run.local.server: "gpu" keeps the server')
+    assert "\n" not in err and not (tmp_path / "r" / "summary.json").exists()
+
+
+@pytest.mark.skipif(CUDA, reason="auto is the CPU only where there is no GPU")
+def test_a_local_server_on_auto_without_a_gpu_stays_in_shared_cpu_memory():
+    cfg = config("local", time_unit=0.0).replace(
+        "policy.name=sync", "policy.workers=2", "run.updates=6", "run.local.server=auto"
+    )
+    run = h.run(cfg)
+    assert run.trace.summary["server_device"] == "cpu"
+    assert run.trace.summary["worker_devices"] == ["cpu", "cpu"]
+    assert run.params.device.type == "cpu" and run.trace.summary["updates"] == 6
 
 
 @pytest.mark.skipif(CUDA, reason="auto is the CPU only where there is no GPU")
@@ -181,6 +237,9 @@ def test_a_worker_load_repeats_the_gradients_work_and_changes_nothing_else():
         "backup:backups=1",
         "k_async:k=2,aggregator=median",
         "hybrid:threshold=step:at=15",
+        "malenia",  # the policies with a gradient table (hybridsgd.core.tables), which
+        "ia2sgd",  # now lives on the server's device
+        "ringleader",
     ],
 )
 def test_the_simulator_on_a_gpu_replays_the_cpu_run(policy):
@@ -266,6 +325,31 @@ def test_local_workers_on_gpus_train_as_the_simulator_does():
     n = torch.cuda.device_count()
     assert local.trace.summary["worker_devices"] == [f"cuda:{w % n}" for w in range(4)]
     assert torch.allclose(local.params, sim.params, atol=1e-4, rtol=1e-4)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("policy", ["sync", "async"])
+def test_a_local_server_on_the_gpu_computes_what_its_trace_says(policy):
+    """run.local.server = "gpu": the versions, the gradient slots and the server's step on
+    the workers' GPU, shared through CUDA IPC. sync ends where the CPU simulation ends;
+    async where its own trace, rebuilt on the CPU in float64, says. A worker that read a
+    version before the driver's copy of it finished, or a driver that read a gradient
+    before the worker's kernels wrote it, ends elsewhere."""
+    sets = ["policy.workers=3", "run.updates=45", "optimizer.momentum=0", "run.device=cuda:0"]
+    cfg = config("local", time_unit=0.0).replace(
+        f"policy.name={policy}", *sets, "run.local.server=gpu"
+    )
+    run = h.run(cfg)
+    s = run.trace.summary
+    assert s["server_device"] == "cuda:0" and s["worker_devices"] == ["cuda:0"] * 3
+    assert run.params.device.type == "cpu" and s["updates"] == 45
+    if policy == "sync":
+        sim = h.run(cfg.replace("run.backend=sim", "run.device=cpu", "run.local.server=cpu"))
+        assert torch.allclose(run.params, sim.params, atol=1e-4, rtol=1e-4)
+    else:
+        rebuilt = async_from_trace(cfg, run.trace)
+        assert torch.allclose(run.params, rebuilt, atol=1e-4, rtol=1e-4)
 
 
 @gpu

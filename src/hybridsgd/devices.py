@@ -9,7 +9,10 @@
 
 On the real backends the parameter server and the ring of parameter versions stay in
 shared CPU memory. A worker on a GPU moves what it reads and writes through its own pinned
-(page-locked) buffers with non-blocking copies (:class:`DeviceMirror`).
+(page-locked) buffers with non-blocking copies (:class:`DeviceMirror`). The local backend
+can instead keep the server, the ring and the gradient slots on the one GPU its workers
+share (``run.local.server``, :func:`server_device`): the workers then read and write them
+there, through CUDA IPC, with no copy to or from the CPU.
 """
 
 from __future__ import annotations
@@ -79,6 +82,30 @@ def worker_devices(device: str, devices: list[str], workers: int) -> list[torch.
     return [pool[w % len(pool)] for w in range(workers)]
 
 
+#: run.local.server's values
+SERVER_PLACES = ("cpu", "gpu", "auto")
+
+
+def server_device(place: str, device: str, devices: list[str], workers: int) -> torch.device:
+    """Where the local backend keeps its server, the ring of parameter versions and the
+    gradient slots (``run.local.server``): ``cpu``, shared CPU memory; ``gpu``, the one GPU
+    every worker computes on (a :class:`ConfigError` when the workers are not all on one
+    GPU); ``auto``, that GPU if there is one, else the CPU."""
+    if place == "cpu":
+        return torch.device("cpu")
+    where = sorted({str(d) for d in worker_devices(device, devices, workers)})
+    if len(where) == 1 and where[0].startswith("cuda"):
+        return torch.device(where[0])
+    if place == "auto":
+        return torch.device("cpu")
+    fix = 'run.device = "cuda:N"' if where != ["cpu"] else 'run.device = "cuda" or "cuda:N"'
+    raise ConfigError(
+        "run.local.server",
+        f'"gpu" keeps the server on the one GPU every worker computes on, but the workers'
+        f' are on {", ".join(where)}: put them on one GPU ({fix}) or set it to "cpu"',
+    )
+
+
 class DeviceMirror:
     """A worker's gradient computation on its device, for parameters and gradients that
     live in (shared) CPU memory.
@@ -87,7 +114,10 @@ class DeviceMirror:
     and backward writes into the gradient slot. On a GPU the task (model and data) moves
     there once; each job copies the version through a pinned buffer into a device buffer,
     computes there, copies the gradient back the same way into its slot, and waits for
-    that copy before the worker says the job is done.
+    that copy before the worker says the job is done. When the slots themselves are on
+    this worker's GPU (``run.local.server = "gpu"``) it computes on them in place, as on
+    the CPU, and waits for its stream before the job is done: the driver, another process,
+    reads the gradient next and may rewrite the version.
     """
 
     def __init__(self, task, device: torch.device | str, load: float = 1.0) -> None:
@@ -102,9 +132,7 @@ class DeviceMirror:
             self.device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(self.device)
         task.to(self.device)
-        self._params = torch.empty(task.numel, device=self.device)
-        self._grad = torch.empty(task.numel, device=self.device)
-        self._staging = torch.empty(task.numel, pin_memory=True)
+        self._staged: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def repeat(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
         """Heterogeneity made real (``run.worker_load``): after a job's gradient, do its work
@@ -120,7 +148,7 @@ class DeviceMirror:
         whole = int(extra)
         part = round((extra - whole) * len(x))
         if self._scratch is None:
-            self._scratch = torch.empty(self.task.numel)
+            self._scratch = torch.empty(self.task.numel, device=params.device)
         devices = [self.device] if self.on_gpu else []
         with torch.random.fork_rng(devices=devices):
             for _ in range(whole):
@@ -146,18 +174,29 @@ class DeviceMirror:
         """The gradient at ``params`` (CPU) on ``(x, y)`` written into ``out`` (CPU); the
         loss. ``x`` and ``y`` come from the task, so they are on the device already."""
         task = self.task
-        if not self.on_gpu:
+        if params.device == self.device:  # the CPU, or slots on this GPU: in place
             with task.bound_to(params):  # the module reads the slot in place: no copy
-                return task.grad(params, x, y, out=out)[1]
+                loss = task.grad(params, x, y, out=out)[1]
+            if self.on_gpu:  # done before the driver (another process) reads `out`
+                torch.cuda.current_stream(self.device).synchronize()
+            return loss
+        if self._staged is None:
+            n = task.numel
+            self._staged = (
+                torch.empty(n, device=self.device),
+                torch.empty(n, device=self.device),
+                torch.empty(n, pin_memory=True),
+            )
+        on_device, grad, staging = self._staged
         stream = torch.cuda.current_stream(self.device)
         stream.synchronize()  # the staging buffer is free: the last job's copy is done
-        self._staging.copy_(params)
-        self._params.copy_(self._staging, non_blocking=True)
-        with task.bound_to(self._params):
-            _, loss = task.grad(self._params, x, y, out=self._grad)
-        self._staging.copy_(self._grad, non_blocking=True)
+        staging.copy_(params)
+        on_device.copy_(staging, non_blocking=True)
+        with task.bound_to(on_device):
+            _, loss = task.grad(on_device, x, y, out=grad)
+        staging.copy_(grad, non_blocking=True)
         stream.synchronize()
-        out.copy_(self._staging)
+        out.copy_(staging)
         return loss
 
     def gradient(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple:

@@ -229,7 +229,8 @@ def build_run(
 ) -> RunContext:
     """The parts of a run of ``cfg`` on ``task`` (see :class:`RunContext`), for ``backend``:
     the simulator replays on ``run.device``; real backends keep the server in CPU memory
-    and place their workers themselves (hybridsgd.devices)."""
+    (the local backend on its workers' GPU with ``run.local.server``) and place their
+    workers themselves (hybridsgd.devices)."""
     faults = Faults.from_config(cfg.faults, cfg.policy.workers, cfg.run.seed)
     if (attack is not None) != (faults.attack == "custom"):
         raise ConfigError(

@@ -398,10 +398,26 @@ class LocalConfig:
     """``[run.local]``: the local backend's own keys (hybridsgd.backends.local)."""
 
     devices: list[str] = _apart(list)  # GPUs the workers take in turn
+    # where the server, its parameter versions and the gradient slots live: "cpu" (shared
+    # CPU memory) | "gpu" (the one GPU every worker computes on) | "auto" (that GPU when
+    # there is one, else the CPU); hybridsgd.devices.server_device
+    server: str = "cpu"
 
-    def validate(self, backend: str) -> None:
-        from hybridsgd.devices import check_name
+    def validate(self, backend: str, device: str = "cpu") -> None:
+        from hybridsgd.devices import SERVER_PLACES, check_name
 
+        _choice("run.local.server", self.server, SERVER_PLACES)
+        if self.server != "cpu" and backend != "local":
+            raise ConfigError(
+                "run.local.server",
+                f"places the local backend's server; on {backend} leave it out (it is cpu)",
+            )
+        if self.server == "gpu" and device == "cpu" and not self.devices:
+            raise ConfigError(
+                "run.local.server",
+                '"gpu" keeps the server on the workers\' GPU, but run.device is "cpu": set'
+                ' run.device = "cuda:N", or leave run.local.server out',
+            )
         for i, d in enumerate(self.devices):
             check_name(d, f"run.local.devices[{i}]")
             if d in ("cpu", "auto"):
@@ -552,7 +568,7 @@ class RunConfig:
             )
         check_name(r.device, "run.device")
         parse_logs(r.log)
-        r.local.validate(r.backend)
+        r.local.validate(r.backend, r.device)
         r.ray.validate(r.backend)
         if r.threads < 0:
             raise ConfigError("run.threads", f"must be >= 0; 0 picks for you (got {r.threads})")

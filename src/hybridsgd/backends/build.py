@@ -168,7 +168,7 @@ def build_server(
     name, lr, options = optimizer_settings(cfg, partial_updates)
     server = ParameterServer(params, name, lr, layout=layout, hyper=hyper_of(cfg), **options)
     if table is not None:
-        server.table = GradientTable(table, cfg.policy.workers, server.numel)
+        server.table = GradientTable(table, cfg.policy.workers, server.numel, params.device)
     if compensation is not None and compensation[0] > 0:  # lambda 0: nothing to correct
         server.compensation = DelayCompensation(*compensation)
     return server

@@ -110,11 +110,17 @@ class _Keep:
 
     def __call__(self, params: torch.Tensor) -> torch.Tensor:
         if self.rows is None or self.used >= len(self.rows):
-            return params.clone()
+            return host_copy(params)
         row = self.rows[self.used]
         row.copy_(params)
         self.used += 1
         return row
+
+
+def host_copy(params: torch.Tensor) -> torch.Tensor:
+    """A copy of ``params`` in CPU memory, where a run's kept versions are evaluated (the
+    server may be on a GPU: ``run.local.server``)."""
+    return params.detach().to("cpu", copy=True)
 
 
 class Driver:
@@ -172,7 +178,7 @@ class Driver:
         #: the run (hybridsgd.target), up to FINE_BUDGET bytes; None: not kept
         self.fine: list[tuple[int, float, torch.Tensor]] | None = [] if fine_snapshots else None
         self.fine_until: int | None = None
-        self._keep: Callable[[torch.Tensor], torch.Tensor] = torch.clone
+        self._keep: Callable[[torch.Tensor], torch.Tensor] = host_copy
         self.lost: list[dict] = []
         #: every worker's job, followed as the simulator follows it (the transport's data of
         #: a job is its handle)
@@ -216,7 +222,7 @@ class Driver:
                 self.progress(0)
             torch.set_num_threads(1)  # the driver's steps are small; leave the cores to workers
             self._t0 = time.perf_counter()
-            self.snapshots.append((0, 0.0, self.server.params.clone()))
+            self.snapshots.append((0, 0.0, host_copy(self.server.params)))
             cpu[0] = time.thread_time()
             for w in range(self.W):
                 self._start(w, 0.0)
@@ -231,7 +237,7 @@ class Driver:
                 version = self.server.version
                 if self.snapshots and self.snapshots[-1][0] != version:
                     t_end = self.rec.update_time[-1] if self.rec.update_time else 0.0
-                    self.snapshots.append((version, t_end, self.server.params.clone()))
+                    self.snapshots.append((version, t_end, host_copy(self.server.params)))
             finally:
                 self._close()
                 torch.set_num_threads(driver_threads)

@@ -44,13 +44,16 @@ KINDS = ("latest", "mean")
 class GradientTable:
     """One row per worker (see the module doc): ``kind`` is ``"latest"`` or ``"mean"``."""
 
-    def __init__(self, kind: str, workers: int, numel: int) -> None:
+    def __init__(
+        self, kind: str, workers: int, numel: int, device: torch.device | str = "cpu"
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"a gradient table's kind is one of {KINDS}, not {kind!r}")
         self.kind, self.workers, self.numel = kind, workers, numel
         # the sum of the gradients in each row, and how many (0: the row holds nothing)
-        self.sums = torch.zeros(workers, numel, dtype=torch.float64)
-        self.counts = torch.zeros(workers, dtype=torch.int64)
+        # (on the server's device: rows arriving on a GPU are added where they are)
+        self.sums = torch.zeros(workers, numel, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(workers, dtype=torch.int64, device=device)
 
     def fold(self, rows: torch.Tensor, workers: Sequence[int], *, reset: bool) -> torch.Tensor:
         """Fold ``rows`` (``[m, numel]``, in arrival order, sent by ``workers``) into the

@@ -78,6 +78,7 @@ class LocalDriver(Driver):
 
     name = "local"
     aliases_gradients = True  # a buffered gradient stays in its worker's slot
+    _gpu: torch.device | None = None  # the server's GPU, when the slots live there
 
     def __init__(
         self,
@@ -95,9 +96,17 @@ class LocalDriver(Driver):
 
     # -- the transport ---------------------------------------------------------------------
     def _open(self) -> None:
-        n = self.server.params.numel()
-        self._ring = ParameterRing(torch.zeros(self.W + 2, n).share_memory_(), self.server.params)
-        self._grads = torch.zeros(self.W, n).share_memory_()
+        params = self.server.params
+        n, where = params.numel(), params.device
+        if where.type == "cuda" and any(torch.device(d) != where for d in self.devices):
+            raise ValueError(f"a server on {where} needs every worker there ({self.devices})")
+        # on the CPU, in shared memory; on the server's GPU, shared through CUDA IPC when
+        # the workers receive them (torch.multiprocessing)
+        ring = torch.zeros(self.W + 2, n, device=where)
+        grads = torch.zeros(self.W, n, device=where)
+        self._gpu = where if where.type == "cuda" else None
+        self._ring = ParameterRing(ring if self._gpu else ring.share_memory_(), params)
+        self._grads = grads if self._gpu else grads.share_memory_()
         self.procs: list[Any] = []  # multiprocessing Process objects
         self.conns: list[Connection] = []
         self._spawn()
@@ -193,6 +202,10 @@ class LocalDriver(Driver):
             self._overdue(now, lambda w: self.procs[w].kill())
 
     def _launch(self, w: int, token: int, job: int | Span, delay: float) -> int:
+        if self._gpu is not None:  # the server's work on the GPU is done before a worker,
+            # another process on another stream, reads the version it published or writes
+            # over a gradient the server used
+            torch.cuda.synchronize(self._gpu)
         ring = self._ring.take()
         send_job(self.conns[w], token, job, delay, ring)  # if it died, its sentinel says so
         return ring
