@@ -31,9 +31,15 @@ def test_measured_workers_give_a_profile_and_a_fit_the_simulator_takes(tmp_path,
     said = capsys.readouterr().out
     assert "job times per worker" in said and "family: " in said and "speeds (95% interval)" in said
     table = pd.read_csv(out / "profile.csv")
-    assert list(table.columns) == ["worker", "start_time", "compute"]
+    assert list(table.columns) == ["worker", "start_time", "compute", "pull", "push"]
     assert len(table) >= 80 and (table.compute > 0).all() and set(table.worker) == {0, 1}
+    # each job's messages, timed apart: parts of its time (the worker's own is the rest)
+    assert (table.pull >= 0).all() and (table.push >= 0).all()
+    assert (table.pull + table.push < table.compute).all()
+    assert "pull" in said and "push" in said and "messages (inside the job times)" in said
     timing = tomllib.loads((out / "timing.toml").read_text())["timing"]
+    assert "comm" not in timing  # (the messages are inside compute: not added twice)
+    assert "# messages, inside compute" in (out / "timing.toml").read_text()
     h.Config.from_dict({"policy": {"workers": 2}, "timing": timing})  # it validates
     assert (out / "fit.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "run" / "summary.json").is_file()  # the measuring run is kept
@@ -88,6 +94,23 @@ def test_an_earlier_real_run_is_a_profile(tmp_path, capsys):
     done = g[g.fate != "cancelled"]
     assert len(table) == len(done)
     assert sorted(table.compute.round(9)) == sorted((done.end_time - done.start_time).round(9))
+    assert sorted(table.pull.round(9)) == sorted(done.pull.round(9))  # the messages come too
+
+
+def test_a_real_runs_messages_are_timed_inside_each_arrived_job():
+    """pull: from the driver's send of a job to the worker's receipt; push: from the
+    worker's send to the driver's receipt. Both lie inside the job (start to end), on
+    the machine's one monotonic clock; a job that never arrived (cancelled) has none."""
+    cfg = config().replace("policy.name=backup", "policy.backups=1", "policy.workers=3")
+    g = h.run(cfg, progress=False).trace.gradients
+    arrived = g[g.fate != "cancelled"]
+    assert len(arrived) >= 80 and (g.fate == "cancelled").any()
+    assert arrived.pull.notna().all() and arrived.push.notna().all()
+    assert (arrived.pull >= 0).all() and (arrived.push >= 0).all()
+    assert (arrived.pull + arrived.push <= arrived.end_time - arrived.start_time).all()
+    assert g[g.fate == "cancelled"].pull.isna().all()
+    sim = h.run(cfg.replace("run.backend=sim"), progress=False).trace.gradients
+    assert "pull" not in sim and "push" not in sim  # virtual time: nothing measured
 
 
 def test_what_cannot_be_a_profile_is_one_line(tmp_path, capsys):

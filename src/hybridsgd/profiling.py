@@ -8,8 +8,13 @@ delay: ``run.time_unit = 0``) until each has done about N minibatches, and keeps
 job started and how long it took until its gradient was in (``compute``, in seconds). That
 time includes the backend's own per-job cost (sending the parameters, the job message,
 the gradient back), so a timing model fitted to it predicts the real clock, not only the
-schedule; the pull and push are not timed apart. ``--from RUN_DIR`` reads any earlier
-real run's ``gradients.csv`` instead.
+schedule. Where the workers share the driver's clock (the local backend, and Ray's
+shared-memory transport) the profile also times each job's two messages apart: ``pull``,
+from the driver's send of the job until the worker had it, and ``push``, from the worker's
+send of its gradient until the driver had it (both inside ``compute``). On one machine
+they are mostly waits for a processor, which the simulator's ``timing.cores`` models, not
+bytes moving: the parameters and gradients stay in shared memory. ``--from RUN_DIR`` reads
+any earlier real run's ``gradients.csv`` instead.
 
 Workers on one machine share its processors with each other and with the server (the
 driver). :func:`measure_machine` then counts the processors, takes the server's CPU time
@@ -177,14 +182,17 @@ def fit_profile(
     shared_work`), else the times as they are."""
     from hybridsgd.timing.fit import shared_work
 
+    messages = message_times(table)
     if cfg is not None and cores != 0:
         machine = measure_machine(cfg, table, minibatches, out, cores=cores, progress=progress)
         alone = pd.DataFrame({"worker": 0, "compute": machine.alone})
-        return fit_machine(table, machine, source), alone
-    if cores:
+        fit, plotted = fit_machine(table, machine, source), alone
+    elif cores:
         fit = fit_timing(table, source, cores=cores, cores_note="given (--cores)")
-        return fit, shared_work(table, cores)
-    return fit_timing(table, source), table
+        fit, plotted = fit, shared_work(table, cores)
+    else:
+        fit, plotted = fit_timing(table, source), table
+    return dataclasses.replace(fit, messages=messages), plotted
 
 
 def _same_time(a: float, b: float) -> bool:
@@ -237,7 +245,25 @@ def profile_of(gradients: pd.DataFrame, source: str) -> pd.DataFrame:
             "compute": (rows.end_time - rows.start_time).to_numpy(),
         }
     )
+    if "pull" in rows and "push" in rows:  # the messages, timed apart (inside compute)
+        table["pull"], table["push"] = rows.pull.to_numpy(float), rows.push.to_numpy(float)
     return table
+
+
+def message_times(table: pd.DataFrame) -> dict[str, float] | None:
+    """The medians and 90th percentiles of a profile's pull and push times, in seconds,
+    over the jobs whose messages were timed; None when none were."""
+    if "pull" not in table or "push" not in table:
+        return None
+    timed = table[np.isfinite(table.pull) & np.isfinite(table.push)]
+    if timed.empty:
+        return None
+    return {
+        f"{kind}_{name}": float(timed[kind].quantile(q))
+        for kind in ("pull", "push")
+        for name, q in (("p50", 0.5), ("p90", 0.9))
+    } | {"jobs": float(len(timed)), "share": float((timed.pull + timed.push).sum() /
+                                                   timed.compute.sum())}  # fmt: skip
 
 
 def read_run(run_dir: str | Path) -> pd.DataFrame:
@@ -281,9 +307,10 @@ def read_profile(path: str | Path) -> pd.DataFrame:
 
 
 def per_worker(table: pd.DataFrame) -> pd.DataFrame:
-    """Per worker: jobs, mean and p50 / p90 / p99 of the job time."""
+    """Per worker: jobs, mean and p50 / p90 / p99 of the job time; and the p50 and p90 of
+    its pull and push messages where they were timed."""
     g = table.groupby("worker").compute
-    return pd.DataFrame(
+    stats = pd.DataFrame(
         {
             "jobs": g.size(),
             "mean": g.mean(),
@@ -292,6 +319,11 @@ def per_worker(table: pd.DataFrame) -> pd.DataFrame:
             "p99": g.quantile(0.99),
         }
     )
+    if message_times(table) is not None:
+        for kind in ("pull", "push"):
+            m = table.groupby("worker")[kind]
+            stats[f"{kind}_p50"], stats[f"{kind}_p90"] = m.quantile(0.5), m.quantile(0.9)
+    return stats
 
 
 def plot_fit(table: pd.DataFrame, fit: TimingFit, path: str | Path) -> Path:
@@ -364,6 +396,16 @@ def describe(fit: TimingFit) -> list[str]:
             else "no slow episodes"
         ),
     ]
+    if fit.messages is not None:
+        m = fit.messages
+        lines.append(
+            f"messages (inside the job times): pull p50 {m['pull_p50'] * 1e3:.3g} ms, p90 "
+            f"{m['pull_p90'] * 1e3:.3g} ms; push p50 {m['push_p50'] * 1e3:.3g} ms, p90 "
+            f"{m['push_p90'] * 1e3:.3g} ms; {m['share']:.1%} of the jobs' time. Parameters "
+            "and gradients stay in shared memory, so no bytes travel with them: on one "
+            "machine they are waits for a processor, and a link's latency and bandwidth "
+            "cannot be told apart from one message size"
+        )
     if not fit.explained:
         lines.append(
             "no family explains these times (KS p < 0.001 and distance > 0.05): replay them "

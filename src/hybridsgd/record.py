@@ -57,6 +57,11 @@ class Schedule:
     # jobs sized by time (worker.steps = "time:T") only: the minibatches (inner steps) each
     # job computed and sent, 0 for one cancelled before it sent; None: jobs sized by count
     steps: np.ndarray | None = None
+    # real runs whose workers share the driver's clock: each job's messages, in seconds:
+    # from its launch until the worker had it (pull), and from the worker's send until the
+    # driver had the gradient (push); NaN for a job that did not arrive. None: not timed
+    pull: np.ndarray | None = None
+    push: np.ndarray | None = None
     reasons: dict[int, str] = field(default_factory=dict)  # gid -> why it was rejected
     stopped: str = ""  # why the run ended early (a worker loss the policy cannot absorb)
     lost: list[tuple[float, int]] = field(default_factory=list)  # (time, worker) lost
@@ -143,6 +148,8 @@ class Schedule:
             if self.overran is None
             else np.asarray([renumber[g] for g in self.overran.tolist() if g in renumber]),
             steps=None if self.steps is None else self.steps[rows],
+            pull=None if self.pull is None else self.pull[rows],
+            push=None if self.push is None else self.push[rows],
             reasons={renumber[g]: r for g, r in self.reasons.items() if g in renumber},
             stopped=self.stopped,
             lost=[(tl, w) for tl, w in self.lost if tl <= t],
@@ -187,6 +194,8 @@ class Recorder:
         self.overran: list[int] = []  # gids of jobs abandoned over their time budget
         self.reasons: dict[int, str] = {}
         self.lost: list[tuple[float, int]] = []  # (time, worker) of each worker lost
+        #: gid -> the job's (pull, push) message times, where a real backend timed them
+        self.messages: dict[int, tuple[float, float]] = {}
 
     def gradient(
         self, worker: int, slot: int, read: int, start: float, end: float, fate: int, stale: int
@@ -244,9 +253,20 @@ class Recorder:
             else None,
             overran=np.asarray(self.overran, dtype=i64) if self.overran else None,
             steps=None if self.steps is None else np.asarray(self.steps, dtype=i64),
+            pull=self._timed(0),
+            push=self._timed(1),
             reasons=dict(self.reasons),
             lost=list(self.lost),
         )
+
+    def _timed(self, which: int) -> np.ndarray | None:
+        """Each row's pull (0) or push (1) time, NaN where not timed; None if none was."""
+        if not self.messages:
+            return None
+        out = np.full(len(self.fate), np.nan)
+        for gid, times in self.messages.items():
+            out[gid] = times[which]
+        return out
 
 
 @dataclass

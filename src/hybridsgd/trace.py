@@ -69,6 +69,8 @@ class Trace:
             gradients["reason"] = reason
         if s.steps is not None:  # jobs sized by time: the local steps each job sent
             gradients["steps"] = s.steps
+        if s.pull is not None and s.push is not None:  # a real run's messages, timed apart
+            gradients["pull"], gradients["push"] = s.pull, s.push
         if s.partitioned and s.sync_update is not None:  # where the synchronous part went
             gradients["sync_update"] = np.where(s.sync_update >= 0, s.sync_update + 1, -1)
         n, mean, mx = s.per_update()

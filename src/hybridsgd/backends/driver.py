@@ -195,6 +195,8 @@ class Driver:
         )
         self._gone = self.jobs.lost
         self._aliased: dict[int, int] = {}  # worker -> gid held in a buffer it will overwrite
+        self._messages: dict[int, tuple[float, float]] = {}  # worker -> its arriving job's
+        self._sent = [0.0] * self.W  # when each worker's job was sent (time.perf_counter)
         self.pids: list[int] = []
         self.restarts = [0] * self.W
         self.hung: list[int] = []  # workers that did not stop when asked at the end
@@ -305,14 +307,27 @@ class Driver:
         """Whether a result for ``token`` is the worker's job in progress (not cancelled)."""
         return self.jobs.current(w, token)
 
-    def _arrive(self, w: int, now: float, grad: torch.Tensor, steps: int = 0) -> None:
+    def _arrive(
+        self,
+        w: int,
+        now: float,
+        grad: torch.Tensor,
+        steps: int = 0,
+        worker_clock: tuple[float, float] | None = None,
+    ) -> None:
         """Worker ``w``'s job delivered ``grad``; ``steps``: the minibatches it computed
-        (jobs sized by time)."""
+        (jobs sized by time); ``worker_clock``: when the worker had the job and when it
+        sent the gradient, by ``time.perf_counter`` on this machine. With it the job's
+        messages are timed apart (:attr:`Recorder.messages`): the pull from the moment the
+        driver sent the job to the worker's, the push from the worker's send to ``now``."""
         if self._budgets is not None and self._deadline[w] <= now:
             self._overran(w, now)  # its deadline passed first (a busy driver saw both late)
             return
         if steps and self.step_time is not None:
             self.jobs.size[w] = steps
+        if worker_clock is not None:
+            got, sent = worker_clock
+            self._messages[w] = (got - self._sent[w], self._t0 + now - sent)
         self.jobs.arrive(w, now, grad)
 
     def _cancel(self, w: int, now: float) -> None:
@@ -350,10 +365,13 @@ class Driver:
             budget = self._budgets[w]
             fits = cluster is not None and delay <= budget
             self._deadline[w] = math.inf if fits else now + budget
+        self._sent[w] = time.perf_counter()
         return self._launch(w, token, job, delay)
 
     def _push(self, w: int, read: int, gid: int, now: float, grad: torch.Tensor) -> Decision:
         """A gradient to the coordinator (corrupted first where its worker is faulty)."""
+        if (timed := self._messages.pop(w, None)) is not None:
+            self.rec.messages[gid] = timed
         self.faults.corrupt_one(w, grad)
         d = self.coord.push(w, read, grad, now, gid=gid).decision
         if d.fate == Fate.BUFFERED and self.aliases_gradients:

@@ -111,11 +111,14 @@ def _profile(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("config", "give a TOML config file to measure, or --from RUN_DIR")
     stats = profiling.per_worker(table)
-    t = Table(title=f"job times per worker, seconds ({out / 'profile.csv'})")
-    for col in ("worker", "jobs", "mean", "p50", "p90", "p99"):
+    cols = ["mean", "p50", "p90", "p99"]
+    cols += [c for c in ("pull_p50", "pull_p90", "push_p50", "push_p90") if c in stats]
+    timed = " (pull, push: the job's messages, inside its time)" if len(cols) > 4 else ""
+    t = Table(title=f"job times per worker, ms{timed} ({out / 'profile.csv'}: seconds)")
+    for col in ("worker", "jobs", *(c.replace("_", " ") for c in cols)):
         t.add_column(col, justify="right")
     for w, r in stats.iterrows():
-        t.add_row(str(w), str(int(r.jobs)), *(f"{r[c]:.4g}" for c in ("mean", "p50", "p90", "p99")))
+        t.add_row(str(w), str(int(r.jobs)), *(f"{r[c] * 1e3:.3g}" for c in cols))
     console = _console()
     console.print(t)
     if args.fit:

@@ -101,6 +101,9 @@ class TimingFit:
     cores: float | None = None  # the processors the workers shared (None: one each)
     server: float | None = None  # the server's work per gradient (None: instantaneous)
     cores_note: str = ""  # how ``cores`` and ``server`` were found
+    #: a real profile's messages timed apart (hybridsgd.profiling.message_times): inside
+    #: the job times above, so not a ``comm`` of their own
+    messages: dict[str, float] | None = None
 
     @property
     def explained(self) -> bool:
@@ -120,6 +123,13 @@ class TimingFit:
             lines.append(f"cores = {self.cores:.4g}{note}")
         if self.server is not None:
             lines.append(f'server = "constant:value={self.server:.4g}"')
+        if self.messages is not None:
+            m = self.messages
+            lines.append(
+                f"# messages, inside compute (so no comm of their own): pull p50 "
+                f"{m['pull_p50']:.3g} s, p90 {m['pull_p90']:.3g} s; push p50 {m['push_p50']:.3g}"
+                f" s, p90 {m['push_p90']:.3g} s; {m['share']:.1%} of the jobs' time"
+            )
         return "\n".join(lines) + "\n"
 
 

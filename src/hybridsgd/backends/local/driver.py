@@ -194,7 +194,7 @@ class LocalDriver(Driver):
                     dead.append(w)
                     continue
                 if self._current(w, answer[0]):
-                    self._arrive(w, now, self._grads[w], answer[1])
+                    self._arrive(w, now, self._grads[w], answer[1], answer[2])
                 if len(rec.update_time) >= max_updates:
                     return
             for w in dead:

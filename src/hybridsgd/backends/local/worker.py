@@ -4,8 +4,11 @@ compute one minibatch gradient into its gradient slot, say so, repeat.
 Messages are tiny tuples; tensors never travel through the pipe. From the driver:
 ``(token, minibatch, delay, ring_slot)`` starts a job on the parameters in that slot of the
 shared ring (and cancels any job in progress), ``None`` stops the worker. To the driver:
-``("ready", pid)`` once, then ``(token, loss)`` per finished job, or ``("error", text)``
-when the model or loss raised (the driver stops the run and says it once).
+``("ready", pid)`` once, then ``(token, loss, steps, got, done)`` per finished job (the
+local steps it took, 0 for a plain gradient; when it had the job message and when its
+gradient was written, on this machine's monotonic clock, which the driver's shares), or
+``("error", text)`` when the model or loss raised (the driver stops the run and says it
+once).
 A job lasts at least ``delay`` seconds (injected straggling); the worker checks its pipe at
 safe points (before the backward pass, and while it waits out the delay), so a cancelled
 job stops there and the next one starts at once.
@@ -74,18 +77,21 @@ def send_job(conn: Connection, token: int, minibatch: int | Span, delay: float, 
         conn.send((token, minibatch, delay, slot))
 
 
-def read_answer(conn: Connection) -> tuple[int, int] | None:
-    """The driver's side: the token of a finished job and the local steps it took (0 for a
-    plain gradient), or None if the worker is gone. Raises :class:`WorkerLost` with the
-    model's error when the model or loss raised (every worker runs the same code: the run
-    stops, and the error is said once)."""
+def read_answer(conn: Connection) -> tuple[int, int, tuple[float, float]] | None:
+    """The driver's side: the token of a finished job, the local steps it took (0 for a
+    plain gradient), and when the worker had the job and when its gradient was written
+    (``time.perf_counter`` in the worker: the driver's clock on the same machine); or None
+    if the worker is gone. Raises :class:`WorkerLost` with the model's error when the model
+    or loss raised (every worker runs the same code: the run stops, and the error is said
+    once)."""
     try:
         answer = conn.recv()
     except (EOFError, OSError):
         return None
     if answer[0] == "error":
         raise WorkerLost(f"the model or its loss raised in a worker: {answer[1]}")
-    return answer[0], (answer[2] if len(answer) > 2 else 0)
+    token, _, steps, got, done = answer
+    return token, steps, (got, done)
 
 
 def stop(conn: Connection) -> None:
@@ -129,7 +135,7 @@ def _job(
 ):
     """Run one job; return the next message (a new job cancels this one, and a cancelled
     job's local steps are undone: see hybridsgd.backends.inner)."""
-    t0, cpu0 = time.perf_counter(), time.thread_time()
+    t0, cpu0 = time.perf_counter(), time.thread_time()  # (the job message just arrived)
     batches = minibatches(mirror.task, sampler, classes)
     if steps is None:
         assert isinstance(minibatch, int)  # (a Span only with local steps)
@@ -156,5 +162,6 @@ def _job(
         if steps is not None:
             steps.undo()  # its result is never sent
         return conn.recv()
-    conn.send((token, loss) if steps is None else (token, loss, steps.taken))
+    taken = 0 if steps is None else steps.taken
+    conn.send((token, loss, taken, t0, time.perf_counter()))  # (after any injected delay)
     return conn.recv()

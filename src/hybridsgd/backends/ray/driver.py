@@ -361,7 +361,7 @@ class RayDriver(Driver):
                     now = self._now()  # a restart blocks: the next jobs start after it
                     continue
                 if self._current(w, answer[0]):
-                    self._arrive(w, now, self._shared.grads[w], answer[1])
+                    self._arrive(w, now, self._shared.grads[w], answer[1], answer[2])
                 if len(rec.update_time) >= max_updates:
                     return
             if ready and self._results(ready, now, max_updates):
