@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridsgd as h
+from hybridsgd.cli.render import places_line
 from hybridsgd.profiling import describe, validate
 
 POLICIES = ["sync", "backup:backups=1", "async", "ssp:staleness_bound=2", "k_async:k=2"]
@@ -134,11 +135,8 @@ def main() -> None:
                 f"{tp / r.throughput_real - 1:+.1%}, {tt / r.time_to_target_real - 1:+.1%}",
             )  # fmt: skip
         console.print(t)
-        console.print(
-            f"W = {W}: ranking by time to target, sim {table.attrs['ranking_sim']}, real "
-            f"{table.attrs['ranking_real']}: {table.attrs['places_agree']} of {len(table)} "
-            "places agree", markup=False,
-        )  # fmt: skip
+        console.print(f"W = {W}: {places_line(table)}", markup=False)
+        table.attrs["runs"].to_csv(out / "validate-runs.csv", index=False)
 
 
 if __name__ == "__main__":

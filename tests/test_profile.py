@@ -140,6 +140,11 @@ def test_validate_sets_each_policy_simulated_against_real(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "simulated (fitted timing) against real" in out and "places (simulated: " in out
     assert (tmp_path / "v" / "profile.csv").is_file()
+    table = pd.read_csv(tmp_path / "v" / "validate.csv")
+    runs = pd.read_csv(tmp_path / "v" / "validate-runs.csv")  # every run, seed by seed
+    assert len(runs) == 4 and set(runs.kind) == {"real", "sim"}
+    real = runs[runs.kind == "real"].set_index("policy").throughput
+    assert table.set_index("policy").throughput_real.to_dict() == pytest.approx(real.to_dict())
     for extra, says in [
         ([], "--policy: give at least one"),
         (["--policy", "sync", "--set", "run.target_accuracy=nan"], "target_accuracy"),
@@ -239,3 +244,25 @@ def test_places_agree_where_the_simulator_cannot_tell_two_policies_apart():
     assert rankings(table).attrs["places_agree"] == 3  # async and ssp: one time simulated
     table["time_to_target_sim"] = [0.4424, 0.45, 1.0]
     assert rankings(table).attrs["places_agree"] == 1  # now the simulator orders them
+
+
+def test_a_place_is_a_tie_when_the_real_runs_cannot_tell_its_policies_apart():
+    """The paired 95% t-interval of the real difference over the seeds, computed here from
+    its definition (t quantile 4.303 for 2 degrees of freedom)."""
+    from hybridsgd.profiling import rankings, real_tie
+
+    table = pd.DataFrame({"policy": ["async", "ssp", "sync"],
+                          "time_to_target_sim": [0.40, 0.45, 1.0],
+                          "time_to_target_real": [0.46, 0.44, 1.1]})  # fmt: skip
+    noisy = {"async": [0.40, 0.52, 0.46], "ssp": [0.47, 0.41, 0.44], "sync": [1.0, 1.1, 1.2]}
+    d = [0.07, -0.11, -0.02]  # ssp - async, seed by seed
+    mean, sd = sum(d) / 3, (sum((x - sum(d) / 3) ** 2 for x in d) / 2) ** 0.5
+    assert abs(mean) <= 4.303 * sd / 3**0.5  # the interval holds 0: a tie
+    t = rankings(table, noisy)
+    assert t.attrs["places_agree"] == 1 and t.attrs["places_agree_or_tied"] == 3
+    assert t.attrs["real_ties"] == [("async", "ssp"), ("ssp", "async")]
+    steady = {**noisy, "ssp": [0.38, 0.50, 0.44]}  # ssp 0.02 faster on every seed: told apart
+    assert not real_tie(steady["async"], steady["ssp"])
+    assert rankings(table, steady).attrs["places_agree_or_tied"] == 1
+    assert not real_tie([0.4, 0.5], [0.4, float("inf")])  # a seed that missed: no tie
+    assert not real_tie([0.4], [0.41])  # one seed: no interval

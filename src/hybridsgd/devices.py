@@ -171,8 +171,10 @@ class DeviceMirror:
                 a = a @ a
 
     def grad(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor):
-        """The gradient at ``params`` (CPU) on ``(x, y)`` written into ``out`` (CPU); the
-        loss. ``x`` and ``y`` come from the task, so they are on the device already."""
+        """The gradient at ``params`` on ``(x, y)`` written into ``out``; the loss. Both
+        in CPU memory (through the staging buffers when this worker is on a GPU), or both
+        on this worker's GPU (in place). ``x`` and ``y`` come from the task, so they are on
+        the device already."""
         task = self.task
         if params.device == self.device:  # the CPU, or slots on this GPU: in place
             with task.bound_to(params):  # the module reads the slot in place: no copy

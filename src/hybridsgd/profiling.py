@@ -477,6 +477,11 @@ def validate(
                     (s["updates"] / s["end_time"], float(t) if t is not None else math.inf)
                 )
     rows = []
+    runs = pd.DataFrame(
+        [{"policy": spec, "seed": seed, "kind": kind, "throughput": tp, "time_to_target": tt}
+         for spec in specs for kind in ("real", "sim")
+         for seed, (tp, tt) in enumerate(got[spec][kind])]
+    )  # fmt: skip
     for spec in specs:
         sim, real_runs = np.array(got[spec]["sim"]), np.array(got[spec]["real"])
         (tp_s, tt_s), (tp_r, tt_r) = sim.mean(axis=0), real_runs.mean(axis=0)
@@ -491,13 +496,21 @@ def validate(
                 real_runs[:, 1].std() / tt_r if math.isfinite(tt_r) else math.nan
             ),
         })  # fmt: skip
-    table = rankings(pd.DataFrame(rows))
+    real_times = {spec: [tt for _, tt in got[spec]["real"]] for spec in specs}
+    table = rankings(pd.DataFrame(rows), real_times)
+    table.attrs["runs"] = runs  # every run: policy, seed, kind (real, sim), the two measures
     return table, fit
 
 
-def rankings(table: pd.DataFrame) -> pd.DataFrame:
+def rankings(
+    table: pd.DataFrame, real: Mapping[str, Sequence[float]] | None = None
+) -> pd.DataFrame:
     """The policies of a validation ``table`` ranked by time to target, simulated and
-    real, and in how many places the two agree, into ``table.attrs``."""
+    real, and in how many places the two agree, into ``table.attrs``. With ``real`` (each
+    policy's real times to target, seed by seed, the same seeds for all), a place where
+    the two rankings differ is a tie when the real runs cannot tell its two policies
+    apart: the paired 95% t-interval of their difference over the seeds holds 0
+    (``real_ties``, and ``places_agree_or_tied``)."""
     by_sim = table.sort_values("time_to_target_sim", kind="stable").policy.tolist()
     by_real = table.sort_values("time_to_target_real", kind="stable").policy.tolist()
     table.attrs["ranking_sim"], table.attrs["ranking_real"] = by_sim, by_real
@@ -505,7 +518,26 @@ def rankings(table: pd.DataFrame) -> pd.DataFrame:
     # simulator cannot tell apart (the same time to target: the same schedule, as async
     # and an ssp bound that never blocks; their order there is only the list's)
     sim_time = dict(zip(table.policy, table.time_to_target_sim, strict=True))
-    table.attrs["places_agree"] = sum(
-        a == b or _same_time(sim_time[a], sim_time[b]) for a, b in zip(by_sim, by_real, strict=True)
-    )
+    agree = [a == b or _same_time(sim_time[a], sim_time[b])
+             for a, b in zip(by_sim, by_real, strict=True)]  # fmt: skip
+    table.attrs["places_agree"] = sum(agree)
+    ties = [(a, b) for a, b, ok in zip(by_sim, by_real, agree, strict=True)
+            if not ok and real is not None and real_tie(real[a], real[b])]  # fmt: skip
+    table.attrs["real_ties"] = ties
+    table.attrs["places_agree_or_tied"] = sum(agree) + len(ties)
     return table
+
+
+def real_tie(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two policies' real times to target, paired by seed, cannot be told apart:
+    the 95% t-interval of the mean difference holds 0 (at least 2 seeds where both
+    reached the target; fewer, or a policy that missed where the other reached, is not
+    a tie)."""
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) != len(y) or not (np.isfinite(x).all() and np.isfinite(y).all()) or len(x) < 2:
+        return False
+    d = y - x
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return abs(float(d.mean())) <= half

@@ -181,6 +181,10 @@ def _validate(args: argparse.Namespace) -> int:
                                         minibatches=args.minibatches, out=Path(args.out),
                                         timing=timing, cores=cores)  # fmt: skip
         bar(len(args.policies), len(args.policies))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "validate.csv", index=False)
+    table.attrs["runs"].to_csv(out / "validate-runs.csv", index=False)  # every run, per seed
     _print_validation(table, fit, args.seeds)
     return 0
 

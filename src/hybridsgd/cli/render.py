@@ -161,13 +161,25 @@ def _print_validation(table, fit, seeds: int) -> None:
                   f"{r.time_to_target_real:.4g}"
                   + ("" if math.isnan(tt_spread) else f" ± {tt_spread:.0%}"), err)  # fmt: skip
     console.print(t)
-    agree = table.attrs["places_agree"]
-    console.print(
-        f"rankings by time to target agree in {agree} of {len(table)} places "
-        f"(simulated: {', '.join(table.attrs['ranking_sim'])}; real: "
-        f"{', '.join(table.attrs['ranking_real'])})",
-        markup=False, highlight=False,
-    )  # fmt: skip
+    console.print(places_line(table), markup=False, highlight=False)
+
+
+def places_line(table) -> str:
+    """How many places a validation's two rankings agree in, and the real runs' ties."""
+    line = (
+        f"rankings by time to target agree in {table.attrs['places_agree']} of {len(table)} "
+        f"places (simulated: {', '.join(table.attrs['ranking_sim'])}; real: "
+        f"{', '.join(table.attrs['ranking_real'])})"
+    )
+    ties = table.attrs.get("real_ties") or []
+    if ties:
+        pairs = "; ".join(f"{a} and {b}" for a, b in ties)
+        line += (
+            f"; {table.attrs['places_agree_or_tied']} of {len(table)} counting the places "
+            f"where the real runs cannot tell the two apart (paired 95% interval over the "
+            f"seeds holds 0: {pairs})"
+        )
+    return line
 
 
 def _print_prediction(pred, h, measured) -> None:
