@@ -86,6 +86,30 @@ def test_the_machine_fit_takes_speeds_from_the_profile_and_the_family_from_worke
     assert 'server = "constant:value=0.002"' in fit.toml() and "cores = 2" in fit.toml()
 
 
+def test_the_work_comes_from_the_typical_worker_alone_at_its_own_speed():
+    """Four workers with the same work, one of which the operating system favoured (0.67
+    of the others' times): the worker timed alone is a typical one, and the family is its
+    jobs alone at its speed, so a typical worker simulated takes what it took alone (a
+    fit that divided worker 0's alone times by worker 0's speed would make every worker's
+    work half again too large)."""
+    import numpy as np
+
+    from hybridsgd.profiling import Machine, fit_machine, typical_worker
+
+    rng = np.random.default_rng(3)
+    favour = [0.67, 1.0, 1.02, 0.98]
+    rows = [(w, f * rng.lognormal(np.log(0.02), 0.2)) for _ in range(300)
+            for w, f in enumerate(favour)]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["worker", "compute"])
+    k = typical_worker(table)
+    assert k in (1, 3)  # a median worker, not the favoured one (nor the slowest)
+    alone = rng.lognormal(np.log(0.01), 0.2, 2000)  # its jobs alone: median 10 ms
+    fit = fit_machine(table, Machine(4.0, 0.0, alone, "a test", given=True, worker=k))
+    i = fit.workers.index(k)
+    assert fit.speeds[i] * np.exp(fit.compute.params["mu"]) == pytest.approx(0.01, rel=0.03)
+    assert fit.speeds[0] / fit.speeds[i] == pytest.approx(0.67, rel=0.05)
+
+
 def test_an_earlier_real_run_is_a_profile(tmp_path, capsys):
     h.run(config(), out=tmp_path / "r", progress=False)
     assert main(["profile", "--from", str(tmp_path / "r"), "--out", str(tmp_path / "p")]) == 0

@@ -18,7 +18,8 @@ any earlier real run's ``gradients.csv`` instead.
 
 Workers on one machine share its processors with each other and with the server (the
 driver). :func:`measure_machine` then counts the processors, takes the server's CPU time
-per gradient, and times worker 0 alone for each job's work; :func:`fit_machine` fits the
+per gradient, and times the profile's typical worker alone for each job's work
+(:func:`typical_worker`); :func:`fit_machine` fits the
 family to that work and the speeds to the profile, for the simulator's ``timing.cores``
 and ``timing.server`` (docs/fidelity.md).
 """
@@ -81,9 +82,23 @@ class Machine:
 
     cores: float  # processors of the machine the workers and the server run on
     server: float  # the server's CPU seconds per gradient (the driver's own work)
-    alone: np.ndarray  # worker 0's jobs computed alone: their work, the server's taken off
+    alone: np.ndarray  # ``worker``'s jobs computed alone: their work, the server's taken off
     note: str  # how it was measured, in one line
     given: bool = False  # ``cores`` was given (--cores): not calibrated
+    worker: int = 0  # the worker timed alone (typical_worker)
+
+
+def typical_worker(table: pd.DataFrame) -> int:
+    """The profile's typical worker: the one whose median job time is nearest the median
+    over the workers (in log time; the lowest id on a tie). Its jobs alone give the
+    family's work, divided by its speed in the profile, so that speed had better be a
+    typical one: with W workers on a machine of fewer processors, one of them can run a
+    third faster than the rest for a whole profile only because the operating system gave
+    it a processor more often (on this project's 2-core machine, 0.67 against 0.96-1.07
+    at W = 4), and worker 0 timed alone then makes every other worker's work too large."""
+    medians = table.groupby("worker").compute.median()
+    logs = np.log(medians.to_numpy(dtype=float))
+    return int(medians.index[int(np.argmin(np.abs(logs - np.median(logs))))])
 
 
 def measure_machine(
@@ -98,9 +113,10 @@ def measure_machine(
     """The machine the profiled workers share, for the simulator's ``timing.cores`` and
     ``timing.server``: its processors (``cores``, else those this process may run on);
     the server's work per gradient (the driver's own CPU time over the profile's
-    gradients); and each job's work, from worker 0 computing ``minibatches / 2`` jobs (at
-    least 20) alone, on as many threads as in the profile, into ``out/alone``. Alone,
-    worker and server take turns, so a job's time there is its work plus the server's."""
+    gradients); and each job's work, from the typical worker (:func:`typical_worker`, with
+    its ``run.worker_load``) computing ``minibatches / 2`` jobs (at least 20) alone, on as
+    many threads as in the profile, into ``out/alone``. Alone, worker and server take
+    turns, so a job's time there is its work plus the server's."""
     from hybridsgd.backends.local.driver import available_cores
     from hybridsgd.runner import run
     from hybridsgd.timing.fit import MIN_JOBS
@@ -111,35 +127,38 @@ def measure_machine(
         d.pop(key, None)
     jobs = max(MIN_JOBS, minibatches // 2)
     loads = cfg.run.loads(cfg.policy.workers)
+    k = typical_worker(table)
     d["run"] |= {"time_unit": 0.0, "updates": jobs, "time": None, "checkpoint_every": 0,
                  "threads": int(table.attrs.get("threads") or cfg.run.threads),
-                 "worker_load": [loads[0]] if loads else ""}  # fmt: skip
+                 "worker_load": [loads[k]] if loads else ""}  # fmt: skip
     result = run(Config.from_dict(d), out=Path(out) / "alone", progress=progress, force=True)
     alone = profile_of(result.trace.gradients, "alone").compute.to_numpy()
     server = float(table.attrs.get("server_cpu_s") or 0.0) / len(table)
     work = np.maximum(alone - server, 0.1 * alone)
     P = float(cores if cores is not None else available_cores())
     note = (
-        f"{P:g} processors; the server {server * 1e3:.3g} ms of CPU a gradient; worker 0 "
+        f"{P:g} processors; the server {server * 1e3:.3g} ms of CPU a gradient; worker {k} "
         f"alone {np.median(alone) * 1e3:.3g} ms a job (median), with all "
         f"{cfg.policy.workers} computing {np.median(table.compute) * 1e3:.3g} ms"
     )
-    return Machine(P, server, work, note, given=cores is not None)
+    return Machine(P, server, work, note, given=cores is not None, worker=k)
 
 
 def fit_machine(table: pd.DataFrame, machine: Machine, source: str = "profile") -> TimingFit:
     """The timing of workers on one machine: the speeds (relative, with their intervals)
     from the profile in which they all computed at once; the family and any slow episodes
-    from the work of worker 0's jobs alone (at its speed: the jobs' times divided by
-    worker 0's speed); the server's work per gradient; and the processors they share
-    (:class:`Machine`), with which the simulator shares them again under whatever policy
-    it runs. Unless given, the processors are *effective* ones (:func:`calibrate_cores`):
-    two processes on one machine slow each other down beyond sharing its processors
-    (hyperthreads of one core, memory bandwidth), and the one number that makes the
-    simulator reproduce the profile's own throughput says by how much."""
+    from the work of the typical worker's jobs alone (``machine.worker``: the jobs' times
+    divided by its speed in the profile); the server's work per gradient; and the
+    processors they share (:class:`Machine`), with which the simulator shares them again
+    under whatever policy it runs. Unless given, the processors are *effective* ones
+    (:func:`calibrate_cores`): two processes on one machine slow each other down beyond
+    sharing its processors (hyperthreads of one core, memory bandwidth), and the one
+    number that makes the simulator reproduce the profile's own throughput says by how
+    much."""
     shared = fit_timing(table, source)
-    first = shared.workers.index(min(shared.workers))
-    alone = fit_timing({0: machine.alone / shared.speeds[first]}, f"{source} (worker 0 alone)")
+    k = machine.worker
+    speed = shared.speeds[shared.workers.index(k)]
+    alone = fit_timing({k: machine.alone / speed}, f"{source} (worker {k} alone)")
     fit = dataclasses.replace(
         alone,
         workers=shared.workers,
@@ -177,15 +196,15 @@ def fit_profile(
     """The fit ``--cores`` asks for (``cores``: None auto, 0 a processor each, else that
     many), and the table its plot sets against it. A profile just measured for ``cfg``
     (unless ``cores`` is 0): the machine's model (:func:`measure_machine`,
-    :func:`fit_machine`), plotted on worker 0's jobs alone. Otherwise (a past run, or 0)
-    with ``cores`` each job's time taken back to work (:func:`~hybridsgd.timing.fit.
+    :func:`fit_machine`), plotted on the typical worker's jobs alone. Otherwise (a past
+    run, or 0) with ``cores`` each job's time taken back to work (:func:`~hybridsgd.timing.fit.
     shared_work`), else the times as they are."""
     from hybridsgd.timing.fit import shared_work
 
     messages = message_times(table)
     if cfg is not None and cores != 0:
         machine = measure_machine(cfg, table, minibatches, out, cores=cores, progress=progress)
-        alone = pd.DataFrame({"worker": 0, "compute": machine.alone})
+        alone = pd.DataFrame({"worker": machine.worker, "compute": machine.alone})
         fit, plotted = fit_machine(table, machine, source), alone
     elif cores:
         fit = fit_timing(table, source, cores=cores, cores_note="given (--cores)")
@@ -330,8 +349,8 @@ def plot_fit(table: pd.DataFrame, fit: TimingFit, path: str | Path) -> Path:
     """Measured against fitted: the pooled quantile-quantile plot of the residuals (times
     over their worker's speed) against the fitted family, and each worker's measured
     distribution against the fitted one at its speed. With shared processors
-    (``fit.cores``) the fit is of work: ``table`` holds work too (worker 0's jobs alone, or
-    :func:`~hybridsgd.timing.fit.shared_work`'s)."""
+    (``fit.cores``) the fit is of work: ``table`` holds work too (the typical worker's
+    jobs alone, or :func:`~hybridsgd.timing.fit.shared_work`'s)."""
     dist = distribution(fit.compute)
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     qq, cdf = fig.subplots(1, 2)
@@ -349,7 +368,7 @@ def plot_fit(table: pd.DataFrame, fit: TimingFit, path: str | Path) -> Path:
     times = job_times(table)
     for i, (w, speed) in enumerate(zip(fit.workers, fit.speeds, strict=True)):
         if w not in times:
-            continue  # (alone, only worker 0 was timed)
+            continue  # (alone, only the typical worker was timed)
         x = np.sort(times[w])
         line = cdf.step(x, (np.arange(len(x)) + 1) / len(x), where="post", lw=1.2,
                         label=f"worker {w} (speed {speed:.3g})" if i < 12 else None)[0]  # fmt: skip
