@@ -549,9 +549,8 @@ def rankings(
 
 def real_tie(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether two policies' real times to target, paired by seed, cannot be told apart:
-    the 95% t-interval of the mean difference holds 0 (at least 2 seeds where both
-    reached the target; fewer, or a policy that missed where the other reached, is not
-    a tie)."""
+    the 95% t-interval of the mean difference holds 0. Both must have reached the target
+    on every seed, and there must be at least 2 seeds; otherwise it is not a tie."""
     from scipy import stats
 
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)

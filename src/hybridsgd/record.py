@@ -58,8 +58,9 @@ class Schedule:
     # job computed and sent, 0 for one cancelled before it sent; None: jobs sized by count
     steps: np.ndarray | None = None
     # real runs whose workers share the driver's clock: each job's messages, in seconds:
-    # from its launch until the worker had it (pull), and from the worker's send until the
-    # driver had the gradient (push); NaN for a job that did not arrive. None: not timed
+    # from the driver's send of the job until the worker had it (pull), and from the
+    # worker's send until the driver had the gradient (push); NaN for a job that did not
+    # arrive. None: not timed
     pull: np.ndarray | None = None
     push: np.ndarray | None = None
     reasons: dict[int, str] = field(default_factory=dict)  # gid -> why it was rejected
