@@ -5,7 +5,8 @@
 #   tests    the GPU tests (pytest -m gpu)
 #   wheel    the built wheel installed next to that machine's own torch, running the demo
 #            config with run.device = "cuda" through its console script
-#   bench    benchmarks/gpu.py: the simulator and the local backend on the GPU
+#   bench    benchmarks/gpu.py: the simulator and the local backend on the GPU (the server
+#            in CPU memory and on the GPU: run.local.server = "cpu", "gpu")
 #   bench-lm benchmarks/gpu.py --quick on benchmarks/lm-256.toml (a 3.3M-parameter
 #            transformer): the simulator against a plain GPU loop on a real-size model
 #   scaling  benchmarks/local_vs_ddp.py on this machine's CPU cores (W up to cores - 1)
