@@ -119,6 +119,13 @@ def test_an_earlier_real_run_is_a_profile(tmp_path, capsys):
     assert len(table) == len(done)
     assert sorted(table.compute.round(9)) == sorted((done.end_time - done.start_time).round(9))
     assert sorted(table.pull.round(9)) == sorted(done.pull.round(9))  # the messages come too
+    # a run from before messages were timed (no pull, push): the profile has none either
+    g.drop(columns=["pull", "push"]).to_csv(tmp_path / "r" / "gradients.csv", index=False)
+    capsys.readouterr()
+    assert main(["profile", "--from", str(tmp_path / "r"), "--out", str(tmp_path / "q")]) == 0
+    assert "pull" not in capsys.readouterr().out
+    old = pd.read_csv(tmp_path / "q" / "profile.csv")
+    assert list(old.columns) == ["worker", "start_time", "compute"] and len(old) == len(done)
 
 
 def test_a_real_runs_messages_are_timed_inside_each_arrived_job():
