@@ -208,7 +208,7 @@ def fit_profile(
         fit, plotted = fit_machine(table, machine, source), alone
     elif cores:
         fit = fit_timing(table, source, cores=cores, cores_note="given (--cores)")
-        fit, plotted = fit, shared_work(table, cores)
+        plotted = shared_work(table, cores)
     else:
         fit, plotted = fit_timing(table, source), table
     return dataclasses.replace(fit, messages=messages), plotted
@@ -271,7 +271,8 @@ def profile_of(gradients: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def message_times(table: pd.DataFrame) -> dict[str, float] | None:
     """The medians and 90th percentiles of a profile's pull and push times, in seconds,
-    over the jobs whose messages were timed; None when none were."""
+    over the jobs whose messages were timed, and the messages' share of those jobs' time;
+    None when none were timed."""
     if "pull" not in table or "push" not in table:
         return None
     timed = table[np.isfinite(table.pull) & np.isfinite(table.push)]
@@ -281,8 +282,7 @@ def message_times(table: pd.DataFrame) -> dict[str, float] | None:
         f"{kind}_{name}": float(timed[kind].quantile(q))
         for kind in ("pull", "push")
         for name, q in (("p50", 0.5), ("p90", 0.9))
-    } | {"jobs": float(len(timed)), "share": float((timed.pull + timed.push).sum() /
-                                                   timed.compute.sum())}  # fmt: skip
+    } | {"share": float((timed.pull + timed.push).sum() / timed.compute.sum())}
 
 
 def read_run(run_dir: str | Path) -> pd.DataFrame:
@@ -551,11 +551,10 @@ def real_tie(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether two policies' real times to target, paired by seed, cannot be told apart:
     the 95% t-interval of the mean difference holds 0. Both must have reached the target
     on every seed, and there must be at least 2 seeds; otherwise it is not a tie."""
-    from scipy import stats
+    from hybridsgd.report.verdict import paired_interval
 
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(x) != len(y) or not (np.isfinite(x).all() and np.isfinite(y).all()) or len(x) < 2:
         return False
-    d = y - x
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
-    return abs(float(d.mean())) <= half
+    _, low, high = paired_interval(y - x)
+    return low <= 0.0 <= high

@@ -83,6 +83,19 @@ class Verdict:
         return head + f"Winner: {w}, ahead of the runner-up {r} ({values}; {ci})."
 
 
+def paired_interval(d: np.ndarray) -> tuple[float, float, float]:
+    """The mean of paired differences ``d`` (one per seed) and its 95% t-interval: (mean,
+    low, high); NaN where there are too few (no mean without a pair, no interval with
+    one)."""
+    margin = low = high = math.nan
+    if len(d):
+        margin = float(d.mean())
+    if len(d) >= 2:
+        half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+        low, high = margin - half, margin + half
+    return margin, low, high
+
+
 def _g(v: float) -> str:
     return f"{v:.4g}"
 
@@ -120,12 +133,7 @@ def verdict(summary: pd.DataFrame, objective: str, evaluated_on: str = "test") -
     b = summary[summary.policy == runner].set_index("seed")[column]
     paired = pd.concat([a, b], axis=1, keys=["w", "r"], join="inner").dropna()
     d = (paired.r - paired.w).to_numpy(dtype=float)
-    margin = low = high = math.nan
-    if len(d):
-        margin = float(d.mean())
-    if len(d) >= 2:
-        half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
-        low, high = margin - half, margin + half
+    margin, low, high = paired_interval(d)
     return Verdict(
         **base,
         runner_up=runner,
